@@ -1,0 +1,41 @@
+//! The visit: its state machine, the artifacts a visit produces, their validation, and their
+//! mapping to FHIR R4 resources.
+//!
+//! Invariant: no I/O. Callers hand in the clock's reading and the EHR's resource ids.
+
+mod artifact;
+mod mapping;
+mod state;
+
+pub use artifact::{
+    Artifact, ArtifactKind, EncounterStatusChange, NoteInput, SignedNote, VitalInput, VitalMeasurement,
+    VitalValue, validate_note, validate_vitals,
+};
+pub use mapping::{VisitContext, apply_encounter_status, encounter_for_create, format_instant, note_document, vital_observation};
+pub use state::VisitState;
+
+/// A precise, field-level refusal of a visit event. Carries ids and field paths, never PHI.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum VisitError {
+    #[error("illegal transition from {from} to {to}: {hint}")]
+    IllegalTransition { from: VisitState, to: VisitState, hint: String },
+    #[error("{field}: {message}")]
+    InvalidField { field: String, message: String },
+    #[error("{event} is not allowed while the visit is {state}")]
+    WrongState { event: &'static str, state: VisitState },
+}
+
+impl VisitError {
+    pub fn invalid(field: impl Into<String>, message: impl Into<String>) -> Self {
+        VisitError::InvalidField { field: field.into(), message: message.into() }
+    }
+
+    /// The element the error is about, for OperationOutcome.issue.expression.
+    pub fn field(&self) -> Option<&str> {
+        match self {
+            VisitError::InvalidField { field, .. } => Some(field),
+            VisitError::IllegalTransition { .. } => Some("to"),
+            VisitError::WrongState { .. } => None,
+        }
+    }
+}

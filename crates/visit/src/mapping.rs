@@ -1,0 +1,279 @@
+//! Artifacts → FHIR R4 resources. Every resource carries a Telechart-minted identifier so that a
+//! write whose outcome is unknown can be found again by searching the EHR.
+
+use base64::Engine;
+use chrono::{DateTime, SecondsFormat, Utc};
+use serde_json::{Value, json};
+use telechart_fhir::terminology::{self, VitalSpec};
+use telechart_fhir::{
+    Attachment, CodeableConcept, Coding, DocumentReference, DocumentReferenceContent, DocumentReferenceContext,
+    Encounter, EncounterParticipant, Identifier, Meta, Observation, ObservationComponent, Period, Quantity, Reference,
+};
+
+use crate::{EncounterStatusChange, SignedNote, VisitError, VitalMeasurement, VitalValue};
+
+/// What every resource of one visit refers to.
+#[derive(Debug, Clone, PartialEq)]
+pub struct VisitContext {
+    /// The system of Telechart-minted identifiers (one per deployment).
+    pub identifier_system: String,
+    pub visit_id: String,
+    /// `Patient/{id}` in the target EHR.
+    pub patient: String,
+    /// `Practitioner/{id}` of the clinician, when the appointment names one.
+    pub practitioner: Option<String>,
+    /// `Appointment/{id}` in the target EHR.
+    pub appointment: String,
+}
+
+impl VisitContext {
+    pub fn identifier(&self, value: &str) -> Identifier {
+        Identifier::telechart(&self.identifier_system, value)
+    }
+
+    /// The identifier of the visit's Encounter: the visit id.
+    pub fn encounter_identifier(&self) -> Identifier {
+        self.identifier(&self.visit_id)
+    }
+}
+
+/// FHIR `instant`/`dateTime` text: seconds, UTC, `Z`.
+pub fn format_instant(at: DateTime<Utc>) -> String {
+    at.to_rfc3339_opts(SecondsFormat::Secs, true)
+}
+
+fn virtual_class() -> Coding {
+    let (code, display) = terminology::ENCOUNTER_CLASS_VIRTUAL;
+    Coding::new(terminology::ACT_CODE, code, display)
+}
+
+/// A new Encounter for an EHR that lets us create one and has none for the appointment.
+pub fn encounter_for_create(ctx: &VisitContext, change: &EncounterStatusChange) -> Encounter {
+    let at = format_instant(change.at);
+    let ended = change.to.is_terminal();
+    Encounter {
+        resource_type: Default::default(),
+        id: None,
+        meta: None,
+        identifier: vec![ctx.encounter_identifier()],
+        status: change.to.encounter_status().to_owned(),
+        status_history: Vec::new(),
+        class: virtual_class(),
+        type_: Vec::new(),
+        service_type: Vec::new(),
+        subject: Reference::to(ctx.patient.clone()),
+        participant: ctx
+            .practitioner
+            .iter()
+            .map(|p| EncounterParticipant {
+                type_: vec![CodeableConcept::coded(terminology::PARTICIPATION_TYPE, "PPRF", "primary performer")],
+                individual: Reference::to(p.clone()),
+            })
+            .collect(),
+        appointment: vec![Reference::to(ctx.appointment.clone())],
+        period: Some(Period { start: Some(at.clone()), end: ended.then_some(at) }),
+    }
+}
+
+/// Applies a status change to an Encounter read from the EHR, keeping every element we do not own.
+/// Returns false when the EHR already shows the change (a replay), so nothing needs writing.
+pub fn apply_encounter_status(
+    encounter: &mut Value,
+    ctx: &VisitContext,
+    change: &EncounterStatusChange,
+) -> Result<bool, VisitError> {
+    let Some(object) = encounter.as_object_mut() else {
+        return Err(VisitError::invalid("Encounter", "the EHR returned a non-object Encounter"));
+    };
+    let target = change.to.encounter_status();
+    let current = object.get("status").and_then(Value::as_str).unwrap_or("unknown").to_owned();
+    let at = format_instant(change.at);
+    if current == target {
+        return Ok(false);
+    }
+    // statusHistory records the status being left, from when it began to now.
+    let since = object
+        .get("statusHistory")
+        .and_then(Value::as_array)
+        .and_then(|h| h.last())
+        .and_then(|last| last.pointer("/period/end"))
+        .or_else(|| object.get("period").and_then(|p| p.get("start")))
+        .and_then(Value::as_str)
+        .map(str::to_owned);
+    let mut left = json!({"end": at});
+    if let Some(since) = since {
+        left["start"] = Value::String(since);
+    }
+    let history = object.entry("statusHistory").or_insert_with(|| json!([]));
+    if let Some(history) = history.as_array_mut() {
+        history.push(json!({"status": current, "period": left}));
+    }
+    object.insert("status".into(), Value::String(target.to_owned()));
+    let period = object.entry("period").or_insert_with(|| json!({}));
+    if let Some(period) = period.as_object_mut() {
+        period.entry("start").or_insert_with(|| Value::String(at.clone()));
+        if change.to.is_terminal() {
+            period.insert("end".into(), Value::String(at));
+        }
+    }
+    let ours = serde_json::to_value(ctx.encounter_identifier()).unwrap_or(Value::Null);
+    let identifiers = object.entry("identifier").or_insert_with(|| json!([]));
+    if let Some(list) = identifiers.as_array_mut()
+        && !list.iter().any(|i| i.get("system") == ours.get("system") && i.get("value") == ours.get("value"))
+    {
+        list.push(ours);
+    }
+    Ok(true)
+}
+
+fn quantity(value: &telechart_fhir::Decimal, spec: &VitalSpec, ucum: &str) -> Quantity {
+    let display = spec.unit(ucum).map_or(ucum, |u| u.display);
+    Quantity {
+        value: value.clone(),
+        unit: display.to_owned(),
+        system: terminology::UCUM.to_owned(),
+        code: ucum.to_owned(),
+    }
+}
+
+fn loinc(spec: &VitalSpec) -> CodeableConcept {
+    CodeableConcept::coded(terminology::LOINC, spec.loinc, spec.display)
+}
+
+/// One vital-signs Observation (R4 vital-signs profile) for one measurement.
+pub fn vital_observation(
+    ctx: &VisitContext,
+    artifact_id: &str,
+    vital: &VitalMeasurement,
+    encounter_id: &str,
+    issued: DateTime<Utc>,
+) -> Result<Observation, VisitError> {
+    let spec = vital
+        .spec()
+        .ok_or_else(|| VisitError::invalid("type", format!("unknown vital sign {}", vital.name)))?;
+    let (value_quantity, component) = match &vital.value {
+        VitalValue::Single(v) => (Some(quantity(v, spec, &vital.unit)), Vec::new()),
+        VitalValue::BloodPressure { systolic, diastolic } => (
+            None,
+            vec![
+                ObservationComponent {
+                    code: loinc(&terminology::SYSTOLIC),
+                    value_quantity: quantity(systolic, &terminology::SYSTOLIC, &vital.unit),
+                },
+                ObservationComponent {
+                    code: loinc(&terminology::DIASTOLIC),
+                    value_quantity: quantity(diastolic, &terminology::DIASTOLIC, &vital.unit),
+                },
+            ],
+        ),
+    };
+    Ok(Observation {
+        resource_type: Default::default(),
+        id: None,
+        meta: Some(Meta {
+            profile: vec![terminology::VITAL_SIGNS_PROFILE.to_owned(), spec.profile.to_owned()],
+            ..Meta::default()
+        }),
+        identifier: vec![ctx.identifier(artifact_id)],
+        status: "final".to_owned(),
+        category: vec![CodeableConcept::coded(terminology::OBSERVATION_CATEGORY, "vital-signs", "Vital Signs")],
+        code: loinc(spec),
+        subject: Reference::to(ctx.patient.clone()),
+        encounter: Some(Reference::to(telechart_fhir::reference_string("Encounter", encounter_id))),
+        effective_date_time: format_instant(vital.effective),
+        issued: Some(format_instant(issued)),
+        performer: ctx.practitioner.iter().map(|p| Reference::to(p.clone())).collect(),
+        value_quantity,
+        component,
+    })
+}
+
+/// The signed note as a DocumentReference (LOINC 11506-3 progress note, base64 attachment).
+pub fn note_document(ctx: &VisitContext, artifact_id: &str, note: &SignedNote, encounter_id: &str) -> DocumentReference {
+    let data = base64::engine::general_purpose::STANDARD.encode(note.text.as_bytes());
+    let (code, display) = terminology::NOTE_PROGRESS;
+    let signed_at = format_instant(note.signed_at);
+    DocumentReference {
+        resource_type: Default::default(),
+        id: None,
+        meta: None,
+        identifier: vec![ctx.identifier(artifact_id)],
+        status: "current".to_owned(),
+        doc_status: Some("final".to_owned()),
+        type_: CodeableConcept::coded(terminology::LOINC, code, display),
+        category: vec![CodeableConcept::coded(terminology::DOCUMENT_CLASS_US_CORE, "clinical-note", "Clinical Note")],
+        subject: Reference::to(ctx.patient.clone()),
+        date: signed_at.clone(),
+        author: vec![Reference::to(note.author.clone())],
+        authenticator: Some(Reference::to(note.author.clone())),
+        description: Some(note.title.clone()),
+        content: vec![DocumentReferenceContent {
+            attachment: Attachment {
+                content_type: Some(format!("{}; charset=utf-8", note.content_type)),
+                language: None,
+                data: Some(data),
+                size: Some(note.text.len() as u64),
+                hash: None,
+                title: Some(note.title.clone()),
+                creation: Some(signed_at),
+            },
+        }],
+        context: Some(DocumentReferenceContext {
+            encounter: vec![Reference::to(telechart_fhir::reference_string("Encounter", encounter_id))],
+            period: None,
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::VisitState;
+
+    fn ctx() -> VisitContext {
+        VisitContext {
+            identifier_system: "urn:telechart:test".into(),
+            visit_id: "v1".into(),
+            patient: "Patient/p1".into(),
+            practitioner: Some("Practitioner/d1".into()),
+            appointment: "Appointment/a1".into(),
+        }
+    }
+
+    fn at(s: &str) -> DateTime<Utc> {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn blood_pressure_is_a_panel_with_two_components() {
+        let vital = VitalMeasurement {
+            name: "blood-pressure".into(),
+            value: VitalValue::BloodPressure { systolic: 120.into(), diastolic: 80.into() },
+            unit: "mm[Hg]".into(),
+            effective: at("2026-11-26T10:00:00Z"),
+        };
+        let obs = vital_observation(&ctx(), "art-1", &vital, "e9", at("2026-11-26T10:01:00Z")).unwrap();
+        let json = serde_json::to_value(&obs).unwrap();
+        assert_eq!(json["code"]["coding"][0]["code"], "85354-9");
+        assert_eq!(json["component"][0]["code"]["coding"][0]["code"], "8480-6");
+        assert_eq!(json["component"][1]["code"]["coding"][0]["code"], "8462-4");
+        assert_eq!(json["component"][1]["valueQuantity"]["code"], "mm[Hg]");
+        assert_eq!(json["encounter"]["reference"], "Encounter/e9");
+        assert!(json.get("valueQuantity").is_none());
+        assert_eq!(json["identifier"][0]["value"], "art-1");
+    }
+
+    #[test]
+    fn encounter_status_change_keeps_unknown_elements_and_records_history() {
+        let mut enc = json!({"resourceType":"Encounter","id":"e1","status":"arrived","class":{"code":"VR"},
+            "period":{"start":"2026-11-26T10:00:00Z"},"extension":[{"url":"x","valueString":"kept"}]});
+        let change = EncounterStatusChange { from: VisitState::Arrived, to: VisitState::InProgress, at: at("2026-11-26T10:05:00Z") };
+        assert!(apply_encounter_status(&mut enc, &ctx(), &change).unwrap());
+        assert_eq!(enc["status"], "in-progress");
+        assert_eq!(enc["statusHistory"][0], json!({"status":"arrived","period":{"end":"2026-11-26T10:05:00Z","start":"2026-11-26T10:00:00Z"}}));
+        assert_eq!(enc["extension"][0]["valueString"], "kept");
+        assert_eq!(enc["identifier"][0]["value"], "v1");
+        // A replay of the same change writes nothing.
+        assert!(!apply_encounter_status(&mut enc, &ctx(), &change).unwrap());
+    }
+}
