@@ -1,0 +1,267 @@
+//! The durable delivery queue: claim with a lease, complete, retry later, dead-letter.
+//!
+//! A claimed row (`in_flight`, lease owner, identifier) is committed before any request leaves, so
+//! it is the write intent: whoever claims the row after an expired lease, or after an ambiguous
+//! failure, is told to reconcile (search the EHR by identifier) before writing again.
+
+use sqlx::FromRow;
+
+use crate::audit::append_audit;
+use crate::{AuditEntry, Result, Store, on_pool};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeliveryStatus {
+    Pending,
+    InFlight,
+    Done,
+    Dead,
+}
+
+impl DeliveryStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeliveryStatus::Pending => "pending",
+            DeliveryStatus::InFlight => "in_flight",
+            DeliveryStatus::Done => "done",
+            DeliveryStatus::Dead => "dead",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, FromRow)]
+pub struct DeliveryRow {
+    pub tenant_id: String,
+    pub id: String,
+    pub artifact_id: String,
+    pub visit_id: String,
+    pub connection_id: String,
+    pub seq: i64,
+    pub resource_type: String,
+    pub identifier: String,
+    pub status: String,
+    pub attempts: i64,
+    pub next_attempt_at: i64,
+    pub lease_owner: Option<String>,
+    pub lease_expires_at: Option<i64>,
+    pub outcome_unknown: i64,
+    pub reconcile: i64,
+    pub last_error: Option<String>,
+    pub ehr_resource_id: Option<String>,
+    pub ehr_version: Option<String>,
+    pub created_at: i64,
+    pub updated_at: i64,
+    pub completed_at: Option<i64>,
+}
+
+/// A delivery this worker now holds a lease on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClaimedDelivery {
+    pub row: DeliveryRow,
+    /// An earlier attempt may have reached the EHR: search by identifier before writing.
+    pub must_reconcile: bool,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct QueueCounts {
+    pub pending: i64,
+    pub in_flight: i64,
+    pub done: i64,
+    pub dead: i64,
+}
+
+impl QueueCounts {
+    pub fn total(&self) -> i64 {
+        self.pending + self.in_flight + self.done + self.dead
+    }
+}
+
+// A delivery is due when it is pending and its time has come, or in flight with an expired lease
+// (its worker died). Per-visit ordering: only the lowest unfinished seq of a (visit, connection)
+// is eligible, so the Encounter is written before anything references it.
+const DUE: &str = "SELECT d.tenant_id, d.id FROM deliveries d \
+    WHERE ((d.status = 'pending' AND d.next_attempt_at <= $3) \
+        OR (d.status = 'in_flight' AND d.lease_expires_at <= $3)) \
+      AND NOT EXISTS (SELECT 1 FROM deliveries e WHERE e.tenant_id = d.tenant_id AND e.visit_id = d.visit_id \
+        AND e.connection_id = d.connection_id AND e.seq < d.seq AND e.status <> 'done') \
+    ORDER BY d.next_attempt_at, d.seq LIMIT $4";
+
+// `reconcile` is computed from the row's values *before* this update (SET sees the old row on
+// both engines): an expired in-flight lease or a recorded ambiguous outcome.
+const CLAIM: &str = "UPDATE deliveries SET \
+    reconcile = CASE WHEN status = 'in_flight' THEN 1 ELSE outcome_unknown END, \
+    status = 'in_flight', lease_owner = $1, lease_expires_at = $2, attempts = attempts + 1, updated_at = $3 \
+    WHERE (tenant_id, id) IN (";
+
+impl Store {
+    /// Claims up to `limit` due deliveries for `owner` with a lease until `lease_until_ms`.
+    /// PostgreSQL: `FOR UPDATE SKIP LOCKED`, so many instances claim disjoint rows. SQLite: one
+    /// statement under SQLite's single writer, so claims never overlap either.
+    pub async fn claim_due(
+        &self,
+        owner: &str,
+        lease_until_ms: i64,
+        now_ms: i64,
+        limit: i64,
+    ) -> Result<Vec<ClaimedDelivery>> {
+        let rows = match self {
+            Store::Sqlite(pool) => {
+                let sql = format!("{CLAIM}{DUE}) RETURNING *");
+                sqlx::query_as::<_, DeliveryRow>(sqlx::AssertSqlSafe(sql))
+                    .bind(owner)
+                    .bind(lease_until_ms)
+                    .bind(now_ms)
+                    .bind(limit)
+                    .fetch_all(pool)
+                    .await?
+            }
+            Store::Postgres(pool) => {
+                let sql = format!("{CLAIM}{DUE} FOR UPDATE OF d SKIP LOCKED) RETURNING *");
+                sqlx::query_as::<_, DeliveryRow>(sqlx::AssertSqlSafe(sql))
+                    .bind(owner)
+                    .bind(lease_until_ms)
+                    .bind(now_ms)
+                    .bind(limit)
+                    .fetch_all(pool)
+                    .await?
+            }
+        };
+        Ok(rows
+            .into_iter()
+            .map(|row| ClaimedDelivery { must_reconcile: row.reconcile != 0, row })
+            .collect())
+    }
+
+    /// Records the EHR's id and version and marks the delivery done, if `owner` still holds the
+    /// lease. Returns false when the lease was lost (another worker took over; it reconciles).
+    /// For an Encounter, the visit remembers the EHR's Encounter id in the same transaction.
+    pub async fn complete_delivery(
+        &self,
+        delivery: &DeliveryRow,
+        owner: &str,
+        ehr_resource_id: &str,
+        ehr_version: Option<&str>,
+        audit: &AuditEntry,
+        now_ms: i64,
+    ) -> Result<bool> {
+        let done = on_pool!(self, pool => {
+            let mut tx = pool.begin().await?;
+            let updated = sqlx::query(
+                "UPDATE deliveries SET status = 'done', ehr_resource_id = $1, ehr_version = $2, completed_at = $3, \
+                 updated_at = $3, lease_owner = NULL, lease_expires_at = NULL, last_error = NULL, outcome_unknown = 0 \
+                 WHERE tenant_id = $4 AND id = $5 AND status = 'in_flight' AND lease_owner = $6")
+                .bind(ehr_resource_id).bind(ehr_version).bind(now_ms)
+                .bind(&delivery.tenant_id).bind(&delivery.id).bind(owner)
+                .execute(&mut *tx).await?;
+            if updated.rows_affected() == 1 {
+                if delivery.resource_type == "Encounter" {
+                    sqlx::query("UPDATE visits SET ehr_encounter_id = $1 WHERE tenant_id = $2 AND id = $3")
+                        .bind(ehr_resource_id).bind(&delivery.tenant_id).bind(&delivery.visit_id)
+                        .execute(&mut *tx).await?;
+                }
+                append_audit!(&mut *tx, audit, now_ms)?;
+                tx.commit().await?;
+                Ok::<bool, crate::StoreError>(true)
+            } else {
+                Ok(false)
+            }
+        })?;
+        Ok(done)
+    }
+
+    /// Puts the delivery back for another attempt at `next_attempt_at_ms`. `outcome_unknown`
+    /// records that the failed attempt may have reached the EHR.
+    pub async fn retry_delivery(
+        &self,
+        delivery: &DeliveryRow,
+        owner: &str,
+        error: &str,
+        outcome_unknown: bool,
+        next_attempt_at_ms: i64,
+        now_ms: i64,
+    ) -> Result<bool> {
+        let updated = on_pool!(self, pool => sqlx::query(
+            "UPDATE deliveries SET status = 'pending', next_attempt_at = $1, last_error = $2, \
+             outcome_unknown = CASE WHEN $3 = 1 THEN 1 ELSE outcome_unknown END, \
+             lease_owner = NULL, lease_expires_at = NULL, updated_at = $4 \
+             WHERE tenant_id = $5 AND id = $6 AND status = 'in_flight' AND lease_owner = $7")
+            .bind(next_attempt_at_ms).bind(error).bind(i64::from(outcome_unknown)).bind(now_ms)
+            .bind(&delivery.tenant_id).bind(&delivery.id).bind(owner)
+            .execute(pool).await.map(|r| r.rows_affected()))?;
+        Ok(updated == 1)
+    }
+
+    /// Moves the delivery to the dead letters with its reason.
+    pub async fn dead_letter(
+        &self,
+        delivery: &DeliveryRow,
+        owner: &str,
+        reason: &str,
+        audit: &AuditEntry,
+        now_ms: i64,
+    ) -> Result<bool> {
+        let dead = on_pool!(self, pool => {
+            let mut tx = pool.begin().await?;
+            let updated = sqlx::query(
+                "UPDATE deliveries SET status = 'dead', last_error = $1, lease_owner = NULL, lease_expires_at = NULL, \
+                 updated_at = $2 WHERE tenant_id = $3 AND id = $4 AND status = 'in_flight' AND lease_owner = $5")
+                .bind(reason).bind(now_ms).bind(&delivery.tenant_id).bind(&delivery.id).bind(owner)
+                .execute(&mut *tx).await?;
+            if updated.rows_affected() == 1 {
+                append_audit!(&mut *tx, audit, now_ms)?;
+                tx.commit().await?;
+                Ok::<bool, crate::StoreError>(true)
+            } else {
+                Ok(false)
+            }
+        })?;
+        Ok(dead)
+    }
+
+    /// Returns dead deliveries of a visit to the queue (operator replay after fixing the cause).
+    pub async fn replay_dead(&self, tenant_id: &str, visit_id: &str, now_ms: i64) -> Result<u64> {
+        let updated = on_pool!(self, pool => sqlx::query(
+            "UPDATE deliveries SET status = 'pending', next_attempt_at = $1, updated_at = $1, outcome_unknown = 1 \
+             WHERE tenant_id = $2 AND visit_id = $3 AND status = 'dead'")
+            .bind(now_ms).bind(tenant_id).bind(visit_id).execute(pool).await.map(|r| r.rows_affected()))?;
+        Ok(updated)
+    }
+
+    pub async fn deliveries_for_visit(&self, tenant_id: &str, visit_id: &str) -> Result<Vec<DeliveryRow>> {
+        let rows = on_pool!(self, pool => sqlx::query_as::<_, DeliveryRow>(
+            "SELECT * FROM deliveries WHERE tenant_id = $1 AND visit_id = $2 ORDER BY seq, connection_id")
+            .bind(tenant_id).bind(visit_id).fetch_all(pool).await)?;
+        Ok(rows)
+    }
+
+    pub async fn dead_letters(&self, tenant_id: &str) -> Result<Vec<DeliveryRow>> {
+        let rows = on_pool!(self, pool => sqlx::query_as::<_, DeliveryRow>(
+            "SELECT * FROM deliveries WHERE tenant_id = $1 AND status = 'dead' ORDER BY updated_at")
+            .bind(tenant_id).fetch_all(pool).await)?;
+        Ok(rows)
+    }
+
+    /// Counts of deliveries by status across all tenants (for metrics and the demo summary).
+    pub async fn queue_counts(&self) -> Result<QueueCounts> {
+        let rows = on_pool!(self, pool => sqlx::query_as::<_, (String, i64)>(
+            "SELECT status, COUNT(*) FROM deliveries GROUP BY status").fetch_all(pool).await)?;
+        let mut counts = QueueCounts::default();
+        for (status, n) in rows {
+            match status.as_str() {
+                "pending" => counts.pending = n,
+                "in_flight" => counts.in_flight = n,
+                "done" => counts.done = n,
+                "dead" => counts.dead = n,
+                _ => {}
+            }
+        }
+        Ok(counts)
+    }
+
+    /// The earliest time a pending delivery becomes due, so idle workers sleep exactly that long.
+    pub async fn next_due_at(&self) -> Result<Option<i64>> {
+        let row = on_pool!(self, pool => sqlx::query_as::<_, (Option<i64>,)>(
+            "SELECT MIN(CASE WHEN status = 'pending' THEN next_attempt_at ELSE lease_expires_at END) \
+             FROM deliveries WHERE status IN ('pending', 'in_flight')").fetch_one(pool).await)?;
+        Ok(row.0)
+    }
+}

@@ -1,0 +1,307 @@
+//! EHR connections, visits and the one transaction that turns a visit event into artifacts and
+//! deliveries.
+
+use sqlx::FromRow;
+
+use crate::audit::append_audit;
+use crate::{AuditEntry, Phi, Result, Store, StoreError, on_pool};
+
+#[derive(Debug, Clone, PartialEq, Eq, FromRow)]
+pub struct ConnectionRow {
+    pub tenant_id: String,
+    pub id: String,
+    pub name: String,
+    /// The vendor profile that decides auth, paging and write capabilities.
+    pub profile: String,
+    pub base_url: String,
+    /// Profile settings as JSON (no secrets: those come from files named here).
+    pub settings: String,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+#[derive(Debug, Clone, FromRow)]
+struct VisitRecord {
+    tenant_id: String,
+    id: String,
+    connection_id: String,
+    appointment_id: String,
+    patient: String,
+    practitioner: Option<String>,
+    state: String,
+    version: i64,
+    artifact_count: i64,
+    ehr_encounter_id: Option<String>,
+    created_at: i64,
+    updated_at: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VisitRow {
+    pub tenant_id: String,
+    pub id: String,
+    pub connection_id: String,
+    pub appointment_id: String,
+    /// `Patient/{id}` in the EHR.
+    pub patient: Phi,
+    pub practitioner: Option<String>,
+    pub state: String,
+    pub version: i64,
+    pub artifact_count: i64,
+    pub ehr_encounter_id: Option<String>,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+impl TryFrom<VisitRecord> for VisitRow {
+    type Error = StoreError;
+
+    fn try_from(r: VisitRecord) -> Result<Self> {
+        Ok(VisitRow {
+            patient: Phi::open(&r.patient)?,
+            tenant_id: r.tenant_id,
+            id: r.id,
+            connection_id: r.connection_id,
+            appointment_id: r.appointment_id,
+            practitioner: r.practitioner,
+            state: r.state,
+            version: r.version,
+            artifact_count: r.artifact_count,
+            ehr_encounter_id: r.ehr_encounter_id,
+            created_at: r.created_at,
+            updated_at: r.updated_at,
+        })
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct NewVisit {
+    pub tenant_id: String,
+    pub id: String,
+    pub connection_id: String,
+    pub appointment_id: String,
+    pub patient: Phi,
+    pub practitioner: Option<String>,
+    pub state: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct NewArtifact {
+    pub id: String,
+    pub kind: String,
+    /// The FHIR resource type its deliveries write.
+    pub resource_type: String,
+    /// The value of the Telechart identifier the written resource carries.
+    pub identifier: String,
+    pub payload: Phi,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ArtifactRow {
+    pub id: String,
+    pub visit_id: String,
+    pub seq: i64,
+    pub kind: String,
+    pub payload: Phi,
+    pub created_at: i64,
+}
+
+/// Everything a worker needs to write one delivery: the visit and the artifact.
+#[derive(Debug, Clone)]
+pub struct WorkItem {
+    pub visit: VisitRow,
+    pub artifact: ArtifactRow,
+}
+
+#[derive(FromRow)]
+struct WorkRecord {
+    #[sqlx(flatten)]
+    visit: VisitRecord,
+    artifact_id: String,
+    artifact_seq: i64,
+    artifact_kind: String,
+    artifact_payload: String,
+    artifact_created_at: i64,
+}
+
+impl Store {
+    pub async fn upsert_connection(&self, row: &ConnectionRow) -> Result<()> {
+        on_pool!(self, pool => sqlx::query(
+            "INSERT INTO ehr_connections (tenant_id, id, name, profile, base_url, settings, created_at, updated_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
+             ON CONFLICT (tenant_id, id) DO UPDATE SET name = excluded.name, profile = excluded.profile, \
+             base_url = excluded.base_url, settings = excluded.settings, updated_at = excluded.updated_at")
+            .bind(&row.tenant_id).bind(&row.id).bind(&row.name).bind(&row.profile).bind(&row.base_url)
+            .bind(&row.settings).bind(row.created_at).bind(row.updated_at)
+            .execute(pool).await.map(|r| r.rows_affected()))?;
+        Ok(())
+    }
+
+    pub async fn connection(&self, tenant_id: &str, id: &str) -> Result<Option<ConnectionRow>> {
+        let row = on_pool!(self, pool => sqlx::query_as::<_, ConnectionRow>(
+            "SELECT * FROM ehr_connections WHERE tenant_id = $1 AND id = $2")
+            .bind(tenant_id).bind(id).fetch_optional(pool).await)?;
+        Ok(row)
+    }
+
+    pub async fn connections(&self, tenant_id: &str) -> Result<Vec<ConnectionRow>> {
+        let rows = on_pool!(self, pool => sqlx::query_as::<_, ConnectionRow>(
+            "SELECT * FROM ehr_connections WHERE tenant_id = $1 ORDER BY id")
+            .bind(tenant_id).fetch_all(pool).await)?;
+        Ok(rows)
+    }
+
+    /// Opens a visit. One visit per appointment: a second open of the same appointment is a
+    /// conflict naming the existing visit.
+    pub async fn create_visit(&self, visit: &NewVisit, audit: &AuditEntry, now_ms: i64) -> Result<VisitRow> {
+        let patient = visit.patient.seal();
+        let inserted = on_pool!(self, pool => {
+            let mut tx = pool.begin().await?;
+            let inserted = sqlx::query(
+                "INSERT INTO visits (tenant_id, id, connection_id, appointment_id, patient, practitioner, state, \
+                 version, artifact_count, ehr_encounter_id, created_at, updated_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, 1, 0, NULL, $8, $8)")
+                .bind(&visit.tenant_id).bind(&visit.id).bind(&visit.connection_id).bind(&visit.appointment_id)
+                .bind(&patient.0).bind(&visit.practitioner).bind(&visit.state).bind(now_ms)
+                .execute(&mut *tx).await;
+            match inserted {
+                Ok(_) => {
+                    append_audit!(&mut *tx, audit, now_ms)?;
+                    tx.commit().await?;
+                    Ok(true)
+                }
+                Err(err) if StoreError::is_unique_violation(&err) => Ok(false),
+                Err(err) => Err(StoreError::Database(err)),
+            }
+        })?;
+        if !inserted {
+            let existing = self.visit_for_appointment(&visit.tenant_id, &visit.connection_id, &visit.appointment_id).await?;
+            let id = existing.map(|v| v.id).unwrap_or_default();
+            return Err(StoreError::Conflict(format!(
+                "appointment {} already has visit {id}",
+                visit.appointment_id
+            )));
+        }
+        self.visit(&visit.tenant_id, &visit.id)
+            .await?
+            .ok_or_else(|| StoreError::NotFound { entity: "visit", id: visit.id.clone() })
+    }
+
+    pub async fn visit(&self, tenant_id: &str, id: &str) -> Result<Option<VisitRow>> {
+        let row = on_pool!(self, pool => sqlx::query_as::<_, VisitRecord>(
+            "SELECT * FROM visits WHERE tenant_id = $1 AND id = $2")
+            .bind(tenant_id).bind(id).fetch_optional(pool).await)?;
+        row.map(VisitRow::try_from).transpose()
+    }
+
+    pub async fn visit_for_appointment(
+        &self,
+        tenant_id: &str,
+        connection_id: &str,
+        appointment_id: &str,
+    ) -> Result<Option<VisitRow>> {
+        let row = on_pool!(self, pool => sqlx::query_as::<_, VisitRecord>(
+            "SELECT * FROM visits WHERE tenant_id = $1 AND connection_id = $2 AND appointment_id = $3")
+            .bind(tenant_id).bind(connection_id).bind(appointment_id).fetch_optional(pool).await)?;
+        row.map(VisitRow::try_from).transpose()
+    }
+
+    /// Records one visit event in one transaction: the state change (if any), its artifacts, one
+    /// delivery per artifact and target connection, and the audit record. `expected_version` guards
+    /// against a concurrent event; a mismatch is a conflict and nothing is written.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn record_event(
+        &self,
+        tenant_id: &str,
+        visit_id: &str,
+        expected_version: i64,
+        new_state: &str,
+        artifacts: &[NewArtifact],
+        targets: &[String],
+        audit: &AuditEntry,
+        now_ms: i64,
+    ) -> Result<VisitRow> {
+        let count = i64::try_from(artifacts.len()).unwrap_or(i64::MAX);
+        let updated = on_pool!(self, pool => {
+            let mut tx = pool.begin().await?;
+            let base: Option<(i64,)> = sqlx::query_as(
+                "UPDATE visits SET state = $1, version = version + 1, artifact_count = artifact_count + $2, \
+                 updated_at = $3 WHERE tenant_id = $4 AND id = $5 AND version = $6 RETURNING artifact_count - $2")
+                .bind(new_state).bind(count).bind(now_ms).bind(tenant_id).bind(visit_id).bind(expected_version)
+                .fetch_optional(&mut *tx).await?;
+            match base {
+                None => Ok::<bool, StoreError>(false),
+                Some((base,)) => {
+                    for (offset, artifact) in (1_i64..).zip(artifacts) {
+                        let seq = base + offset;
+                        sqlx::query(
+                            "INSERT INTO artifacts (tenant_id, id, visit_id, seq, kind, payload, created_at) \
+                             VALUES ($1, $2, $3, $4, $5, $6, $7)")
+                            .bind(tenant_id).bind(&artifact.id).bind(visit_id).bind(seq).bind(&artifact.kind)
+                            .bind(&artifact.payload.seal().0).bind(now_ms)
+                            .execute(&mut *tx).await?;
+                        for connection_id in targets {
+                            sqlx::query(
+                                "INSERT INTO deliveries (tenant_id, id, artifact_id, visit_id, connection_id, seq, \
+                                 resource_type, identifier, status, attempts, next_attempt_at, created_at, updated_at) \
+                                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'pending', 0, $9, $9, $9)")
+                                .bind(tenant_id).bind(format!("{}:{connection_id}", artifact.id)).bind(&artifact.id)
+                                .bind(visit_id).bind(connection_id).bind(seq).bind(&artifact.resource_type)
+                                .bind(&artifact.identifier).bind(now_ms)
+                                .execute(&mut *tx).await?;
+                        }
+                    }
+                    append_audit!(&mut *tx, audit, now_ms)?;
+                    tx.commit().await?;
+                    Ok(true)
+                }
+            }
+        })?;
+        let visit = self
+            .visit(tenant_id, visit_id)
+            .await?
+            .ok_or_else(|| StoreError::NotFound { entity: "visit", id: visit_id.to_owned() })?;
+        if !updated {
+            return Err(StoreError::Conflict(format!(
+                "visit {visit_id} changed concurrently (version {} is not {expected_version}); retry with the current state",
+                visit.version
+            )));
+        }
+        Ok(visit)
+    }
+
+    pub async fn artifacts(&self, tenant_id: &str, visit_id: &str) -> Result<Vec<ArtifactRow>> {
+        let rows = on_pool!(self, pool => sqlx::query_as::<_, (String, String, i64, String, String, i64)>(
+            "SELECT id, visit_id, seq, kind, payload, created_at FROM artifacts \
+             WHERE tenant_id = $1 AND visit_id = $2 ORDER BY seq")
+            .bind(tenant_id).bind(visit_id).fetch_all(pool).await)?;
+        rows.into_iter()
+            .map(|(id, visit_id, seq, kind, payload, created_at)| {
+                Ok(ArtifactRow { id, visit_id, seq, kind, payload: Phi::open(&payload)?, created_at })
+            })
+            .collect()
+    }
+
+    /// Loads the visit and artifact behind a claimed delivery, in one query.
+    pub async fn work_item(&self, tenant_id: &str, artifact_id: &str) -> Result<WorkItem> {
+        let row = on_pool!(self, pool => sqlx::query_as::<_, WorkRecord>(
+            "SELECT v.*, a.id AS artifact_id, a.seq AS artifact_seq, a.kind AS artifact_kind, \
+             a.payload AS artifact_payload, a.created_at AS artifact_created_at \
+             FROM artifacts a JOIN visits v ON v.tenant_id = a.tenant_id AND v.id = a.visit_id \
+             WHERE a.tenant_id = $1 AND a.id = $2")
+            .bind(tenant_id).bind(artifact_id).fetch_optional(pool).await)?;
+        let row = row.ok_or_else(|| StoreError::NotFound { entity: "artifact", id: artifact_id.to_owned() })?;
+        let visit = VisitRow::try_from(row.visit)?;
+        Ok(WorkItem {
+            artifact: ArtifactRow {
+                id: row.artifact_id,
+                visit_id: visit.id.clone(),
+                seq: row.artifact_seq,
+                kind: row.artifact_kind,
+                payload: Phi::open(&row.artifact_payload)?,
+                created_at: row.artifact_created_at,
+            },
+            visit,
+        })
+    }
+}

@@ -1,0 +1,132 @@
+use std::collections::HashSet;
+
+use crate::*;
+
+const LEASE: i64 = 30_000;
+
+#[tokio::test]
+async fn per_visit_order_only_offers_the_head_of_each_visit() {
+    on_each_engine(|store| async move {
+        seed_connection(&store).await;
+        open_visit(&store, "v1").await;
+        open_visit(&store, "v2").await;
+        record(&store, "v1", 1, &[artifact("e1", "Encounter"), artifact("o1", "Observation"), artifact("o2", "Observation")]).await;
+        record(&store, "v2", 1, &[artifact("e2", "Encounter")]).await;
+
+        let claimed = store.claim_due("w1", 10_000 + LEASE, 10_000, 10).await.unwrap();
+        let mut ids: Vec<_> = claimed.iter().map(|c| c.row.artifact_id.clone()).collect();
+        ids.sort();
+        assert_eq!(ids, ["e1", "e2"]);
+        assert!(claimed.iter().all(|c| !c.must_reconcile && c.row.attempts == 1));
+
+        let e1 = claimed.iter().find(|c| c.row.artifact_id == "e1").unwrap();
+        assert!(store.complete_delivery(&e1.row, "w1", "enc-1", Some("1"), &audit("delivery.done", "v1"), 10_001).await.unwrap());
+        assert_eq!(store.visit(TENANT, "v1").await.unwrap().unwrap().ehr_encounter_id.as_deref(), Some("enc-1"));
+
+        let next = store.claim_due("w1", 10_002 + LEASE, 10_002, 10).await.unwrap();
+        assert_eq!(next.iter().map(|c| c.row.artifact_id.as_str()).collect::<Vec<_>>(), ["o1"]);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn an_expired_lease_is_claimed_again_and_told_to_reconcile() {
+    on_each_engine(|store| async move {
+        seed_connection(&store).await;
+        open_visit(&store, "v1").await;
+        record(&store, "v1", 1, &[artifact("e1", "Encounter")]).await;
+        let first = store.claim_due("dead-worker", 10_000 + LEASE, 10_000, 10).await.unwrap();
+        assert_eq!(first.len(), 1);
+
+        // Before the lease runs out nobody else gets it.
+        assert!(store.claim_due("w2", 20_000 + LEASE, 20_000, 10).await.unwrap().is_empty());
+        let again = store.claim_due("w2", 40_000 + LEASE, 40_000, 10).await.unwrap();
+        assert_eq!(again.len(), 1);
+        assert!(again[0].must_reconcile, "the dead worker may have written: reconcile first");
+        assert_eq!(again[0].row.attempts, 2);
+
+        // The dead worker coming back cannot complete what it no longer holds.
+        assert!(!store.complete_delivery(&first[0].row, "dead-worker", "x", None, &audit("delivery.done", "v1"), 40_001).await.unwrap());
+        assert!(store.complete_delivery(&again[0].row, "w2", "enc-1", None, &audit("delivery.done", "v1"), 40_002).await.unwrap());
+        let rows = store.deliveries_for_visit(TENANT, "v1").await.unwrap();
+        assert_eq!((rows[0].status.as_str(), rows[0].ehr_resource_id.as_deref()), ("done", Some("enc-1")));
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn retries_wait_for_their_time_and_remember_ambiguous_outcomes() {
+    on_each_engine(|store| async move {
+        seed_connection(&store).await;
+        open_visit(&store, "v1").await;
+        open_visit(&store, "v2").await;
+        record(&store, "v1", 1, &[artifact("e1", "Encounter")]).await;
+        record(&store, "v2", 1, &[artifact("e2", "Encounter")]).await;
+        let claimed = store.claim_due("w1", 10_000 + LEASE, 10_000, 10).await.unwrap();
+        for c in &claimed {
+            let ambiguous = c.row.artifact_id == "e1";
+            assert!(store.retry_delivery(&c.row, "w1", "timeout", ambiguous, 15_000, 10_001).await.unwrap());
+        }
+        assert!(store.claim_due("w1", 14_000 + LEASE, 14_000, 10).await.unwrap().is_empty());
+        assert_eq!(store.next_due_at().await.unwrap(), Some(15_000));
+        let mut again = store.claim_due("w1", 15_000 + LEASE, 15_000, 10).await.unwrap();
+        again.sort_by(|a, b| a.row.artifact_id.cmp(&b.row.artifact_id));
+        assert_eq!(again.iter().map(|c| c.must_reconcile).collect::<Vec<_>>(), [true, false]);
+        assert_eq!(again[0].row.last_error.as_deref(), Some("timeout"));
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn dead_letters_block_their_visit_until_replayed() {
+    on_each_engine(|store| async move {
+        seed_connection(&store).await;
+        open_visit(&store, "v1").await;
+        record(&store, "v1", 1, &[artifact("e1", "Encounter"), artifact("o1", "Observation")]).await;
+        let claimed = store.claim_due("w1", 10_000 + LEASE, 10_000, 10).await.unwrap();
+        assert!(store.dead_letter(&claimed[0].row, "w1", "422 business rule", &audit("delivery.dead", "v1"), 10_001).await.unwrap());
+        assert!(store.claim_due("w1", 20_000 + LEASE, 20_000, 10).await.unwrap().is_empty());
+        let counts = store.queue_counts().await.unwrap();
+        assert_eq!((counts.pending, counts.dead), (1, 1));
+        assert_eq!(store.dead_letters(TENANT).await.unwrap()[0].last_error.as_deref(), Some("422 business rule"));
+
+        assert_eq!(store.replay_dead(TENANT, "v1", 30_000).await.unwrap(), 1);
+        let replayed = store.claim_due("w1", 30_000 + LEASE, 30_000, 10).await.unwrap();
+        assert_eq!(replayed[0].row.artifact_id, "e1");
+        assert!(replayed[0].must_reconcile);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn concurrent_claimers_never_share_a_delivery() {
+    on_each_engine(|store| async move {
+        seed_connection(&store).await;
+        for v in 0..60 {
+            let id = format!("v{v}");
+            open_visit(&store, &id).await;
+            record(&store, &id, 1, &[artifact(&format!("e{v}"), "Encounter")]).await;
+        }
+        let mut tasks = Vec::new();
+        for w in 0..4 {
+            let store = store.clone();
+            tasks.push(tokio::spawn(async move {
+                let mut mine = Vec::new();
+                loop {
+                    let batch = store.claim_due(&format!("w{w}"), 10_000 + LEASE, 10_000, 3).await.unwrap();
+                    if batch.is_empty() {
+                        return mine;
+                    }
+                    mine.extend(batch.into_iter().map(|c| c.row.id));
+                }
+            }));
+        }
+        let mut all = Vec::new();
+        for t in tasks {
+            all.extend(t.await.unwrap());
+        }
+        let unique: HashSet<_> = all.iter().collect();
+        assert_eq!((all.len(), unique.len()), (60, 60));
+    })
+    .await;
+}
