@@ -1,1 +1,104 @@
-//! telechart-ehr
+//! Everything that talks to an EHR: the FHIR REST client, vendor profiles and their write
+//! capabilities, and the classification of EHR failures into permanent, transient and
+//! unknown-outcome.
+//!
+//! Invariant: no sync policy here (no retries, no queue); the caller decides what to do with an
+//! [`EhrError`]'s [`FailureClass`].
+
+mod client;
+mod profile;
+
+pub use client::{FhirClient, SentRequest, WireTap, Written};
+pub use profile::{Capabilities, EncounterWrite, VendorProfile};
+
+use std::time::Duration;
+
+/// How the caller should treat a failure.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FailureClass {
+    /// The EHR refused the content; sending it again cannot help.
+    Permanent,
+    /// The EHR did not act; try again later (after `retry_after` if it said so).
+    Transient { retry_after: Option<RetryAfter> },
+    /// The EHR may or may not have acted (timeout, reset, 5xx): reconcile before writing again.
+    Unknown { retry_after: Option<RetryAfter> },
+}
+
+/// An EHR's `Retry-After`: delay-seconds, or an HTTP-date the caller compares with its clock.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RetryAfter {
+    Delay(Duration),
+    At(chrono::DateTime<chrono::Utc>),
+}
+
+impl RetryAfter {
+    pub fn parse(value: &str) -> Option<RetryAfter> {
+        let value = value.trim();
+        if let Ok(seconds) = value.parse::<u64>() {
+            return Some(RetryAfter::Delay(Duration::from_secs(seconds)));
+        }
+        chrono::DateTime::parse_from_rfc2822(value).ok().map(|at| RetryAfter::At(at.with_timezone(&chrono::Utc)))
+    }
+
+    /// The delay from `now`, never negative.
+    pub fn delay_from(&self, now: chrono::DateTime<chrono::Utc>) -> Duration {
+        match self {
+            RetryAfter::Delay(d) => *d,
+            RetryAfter::At(at) => (*at - now).to_std().unwrap_or(Duration::ZERO),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum EhrError {
+    #[error("{method} {resource_type} refused with HTTP {status}: {message}")]
+    Refused { method: &'static str, resource_type: String, status: u16, message: String },
+    #[error("{method} {resource_type}: version conflict (HTTP {status}): {message}")]
+    VersionConflict { method: &'static str, resource_type: String, status: u16, message: String },
+    #[error("{method} {resource_type} not processed (HTTP {status}): {message}")]
+    Throttled {
+        method: &'static str,
+        resource_type: String,
+        status: u16,
+        retry_after: Option<RetryAfter>,
+        message: String,
+    },
+    #[error("{method} {resource_type}: outcome unknown: {reason}")]
+    OutcomeUnknown { method: &'static str, resource_type: String, reason: String, retry_after: Option<RetryAfter> },
+    #[error("{method} {resource_type}: the EHR could not be reached: {reason}")]
+    Unreachable { method: &'static str, resource_type: String, reason: String },
+    #[error("{0}")]
+    NotSupported(String),
+    #[error("the EHR's reply to {method} {resource_type} is not usable: {reason}")]
+    Protocol { method: &'static str, resource_type: String, reason: String },
+    #[error("invalid EHR base URL {0:?}")]
+    BadBaseUrl(String),
+    #[error("unknown vendor profile {0:?}; known: generic")]
+    UnknownProfile(String),
+}
+
+impl EhrError {
+    pub fn class(&self) -> FailureClass {
+        match self {
+            EhrError::Refused { .. }
+            | EhrError::NotSupported(_)
+            | EhrError::BadBaseUrl(_)
+            | EhrError::UnknownProfile(_) => FailureClass::Permanent,
+            EhrError::VersionConflict { .. } | EhrError::Unreachable { .. } => {
+                FailureClass::Transient { retry_after: None }
+            }
+            EhrError::Throttled { retry_after, .. } => FailureClass::Transient { retry_after: *retry_after },
+            EhrError::OutcomeUnknown { retry_after, .. } => FailureClass::Unknown { retry_after: *retry_after },
+            EhrError::Protocol { .. } => FailureClass::Unknown { retry_after: None },
+        }
+    }
+
+    pub fn http_status(&self) -> Option<u16> {
+        match self {
+            EhrError::Refused { status, .. }
+            | EhrError::VersionConflict { status, .. }
+            | EhrError::Throttled { status, .. } => Some(*status),
+            _ => None,
+        }
+    }
+}

@@ -66,11 +66,7 @@ impl Identifier {
 
     /// The `system|value` token form used in `identifier=` searches.
     pub fn search_token(&self) -> String {
-        format!(
-            "{}|{}",
-            self.system.as_deref().unwrap_or_default(),
-            self.value.as_deref().unwrap_or_default()
-        )
+        format!("{}|{}", self.system.as_deref().unwrap_or_default(), self.value.as_deref().unwrap_or_default())
     }
 }
 

@@ -28,15 +28,12 @@ pub fn parse_reference(reference: &str) -> Option<(&str, &str)> {
         Some(at) => &reference[..at],
         None => reference,
     };
-    let mut parts = trimmed.rsplitn(2, '/');
-    let id = parts.next()?;
-    let head = parts.next()?;
+    let (head, id) = trimmed.rsplit_once('/')?;
     let resource_type = head.rsplit('/').next()?;
     let valid_type = resource_type.chars().next().is_some_and(|c| c.is_ascii_uppercase())
         && resource_type.chars().all(|c| c.is_ascii_alphanumeric());
-    let valid_id = !id.is_empty()
-        && id.len() <= 64
-        && id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.');
+    let valid_id =
+        !id.is_empty() && id.len() <= 64 && id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.');
     (valid_type && valid_id).then_some((resource_type, id))
 }
 
@@ -47,10 +44,7 @@ mod tests {
     #[test]
     fn references_parse_relative_absolute_and_versioned() {
         assert_eq!(parse_reference("Patient/123"), Some(("Patient", "123")));
-        assert_eq!(
-            parse_reference("http://ehr.example/fhir/Encounter/e-1/_history/3"),
-            Some(("Encounter", "e-1"))
-        );
+        assert_eq!(parse_reference("http://ehr.example/fhir/Encounter/e-1/_history/3"), Some(("Encounter", "e-1")));
         assert_eq!(parse_reference("Patient/"), None);
         assert_eq!(parse_reference("patient/1"), None);
         assert_eq!(parse_reference("123"), None);

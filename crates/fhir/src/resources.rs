@@ -153,7 +153,10 @@ impl Bundle {
     /// resources and the OperationOutcome some servers put in an empty result.
     pub fn matches(&self) -> impl Iterator<Item = &serde_json::Value> {
         self.entry.iter().filter_map(|e| {
-            let is_match = e.search.as_ref().is_none_or(|s| s.mode.as_deref() != Some("outcome") && s.mode.as_deref() != Some("include"));
+            let is_match = e
+                .search
+                .as_ref()
+                .is_none_or(|s| s.mode.as_deref() != Some("outcome") && s.mode.as_deref() != Some("include"));
             let resource = e.resource.as_ref()?;
             let is_outcome = resource.get("resourceType").and_then(|t| t.as_str()) == Some("OperationOutcome");
             (is_match && !is_outcome).then_some(resource)

@@ -99,11 +99,7 @@ pub const VITALS: &[VitalSpec] = &[
         name: "body-weight",
         loinc: "29463-7",
         display: "Body weight",
-        units: &[
-            unit("kg", "kg", 0.2, 650.0),
-            unit("g", "g", 200.0, 650_000.0),
-            unit("[lb_av]", "lb", 0.5, 1_430.0),
-        ],
+        units: &[unit("kg", "kg", 0.2, 650.0), unit("g", "g", 200.0, 650_000.0), unit("[lb_av]", "lb", 0.5, 1_430.0)],
         profile: "http://hl7.org/fhir/StructureDefinition/bodyweight",
     },
     VitalSpec {

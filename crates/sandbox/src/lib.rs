@@ -1,1 +1,570 @@
-//! telechart-sandbox
+//! The sandbox EHR: a real FHIR R4 server over HTTP that persists what it is sent, seeded with
+//! Synthea patients and today's telehealth appointments, with injectable latency and faults.
+//!
+//! Invariant: used by `telechart sandbox`, `telechart demo`, benches and tests — never by a
+//! production code path.
+
+mod db;
+mod search;
+mod seed;
+mod types;
+mod validate;
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{Path, RawQuery, State};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post, put};
+use chrono::{DateTime, NaiveDate, SecondsFormat, Utc};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+pub use seed::CLINICIANS;
+pub use types::{R4_RESOURCE_TYPES, is_r4_type};
+
+use db::Db;
+
+#[derive(Debug, thiserror::Error)]
+pub enum SandboxError {
+    #[error("cannot seed the sandbox: {0}")]
+    Seed(String),
+    #[error("sandbox journal: {0}")]
+    Journal(String),
+    #[error("cannot bind the sandbox to {addr}: {source}")]
+    Bind { addr: SocketAddr, source: std::io::Error },
+}
+
+#[derive(Debug, Clone)]
+pub struct SandboxConfig {
+    /// Directory of Synthea transaction Bundles; without one, a few patients are generated.
+    pub seed_dir: Option<PathBuf>,
+    /// NDJSON journal: what the sandbox is sent survives a restart.
+    pub data_file: Option<PathBuf>,
+    /// The day the telehealth appointments are booked for.
+    pub today: NaiveDate,
+    pub appointments_per_patient: usize,
+    /// Added to every FHIR request, to emulate a remote EHR.
+    pub latency: Duration,
+}
+
+impl SandboxConfig {
+    pub fn new(today: NaiveDate) -> Self {
+        SandboxConfig { seed_dir: None, data_file: None, today, appointments_per_patient: 4, latency: Duration::ZERO }
+    }
+
+    /// `../shared/data/synthea` (or `shared/data/synthea`) from the working directory, if present.
+    pub fn find_synthea() -> Option<PathBuf> {
+        ["../shared/data/synthea", "shared/data/synthea"].into_iter().map(PathBuf::from).find(|p| p.is_dir())
+    }
+}
+
+/// An injected fault: the next `count` matching requests answer `status` (and `Retry-After`).
+/// With `afterCommit`, the write is kept first — the "committed but the response was lost" case.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Fault {
+    pub status: u16,
+    #[serde(default = "one")]
+    pub count: u32,
+    #[serde(default)]
+    pub retry_after: Option<u64>,
+    #[serde(default)]
+    pub method: Option<String>,
+    #[serde(default)]
+    pub resource_type: Option<String>,
+    #[serde(default)]
+    pub after_commit: bool,
+}
+
+fn one() -> u32 {
+    1
+}
+
+struct SandboxState {
+    db: RwLock<Db>,
+    base_url: RwLock<String>,
+    latency_ms: AtomicU64,
+    faults: Mutex<VecDeque<Fault>>,
+}
+
+#[derive(Clone)]
+pub struct Sandbox {
+    state: Arc<SandboxState>,
+}
+
+/// A sandbox serving on a socket. Dropping it does not stop it; call `shutdown`.
+pub struct RunningSandbox {
+    pub sandbox: Sandbox,
+    pub addr: SocketAddr,
+    /// The FHIR base URL, e.g. `http://127.0.0.1:4321/fhir`.
+    pub fhir_base: String,
+    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl RunningSandbox {
+    pub async fn shutdown(mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        let _ = self.task.await;
+    }
+}
+
+/// The sandbox's own wall clock: it stands in for an external system, whose time is its own.
+fn wall_clock() -> String {
+    #[allow(clippy::disallowed_methods)]
+    let now: DateTime<Utc> = Utc::now();
+    now.to_rfc3339_opts(SecondsFormat::Millis, true)
+}
+
+impl Sandbox {
+    pub fn new(config: &SandboxConfig) -> Result<Sandbox, SandboxError> {
+        let stamp = wall_clock();
+        let (mut db, restored) = match &config.data_file {
+            Some(path) => Db::with_journal(path)?,
+            None => (Db::default(), false),
+        };
+        if !restored {
+            match &config.seed_dir {
+                Some(dir) => {
+                    seed::load_synthea(&mut db, dir, &stamp)?;
+                }
+                None => seed::generate_patients(&mut db, 4, &stamp)?,
+            }
+            seed::generate_appointments(&mut db, config.today, config.appointments_per_patient, &stamp)?;
+        }
+        let latency_ms = u64::try_from(config.latency.as_millis()).unwrap_or(u64::MAX);
+        Ok(Sandbox {
+            state: Arc::new(SandboxState {
+                db: RwLock::new(db),
+                base_url: RwLock::new(String::new()),
+                latency_ms: AtomicU64::new(latency_ms),
+                faults: Mutex::new(VecDeque::new()),
+            }),
+        })
+    }
+
+    pub fn router(&self) -> Router {
+        Router::new()
+            .route("/fhir/metadata", get(metadata))
+            .route("/fhir/{rtype}", get(search_type).post(create))
+            .route("/fhir/{rtype}/{id}", get(read).put(update))
+            .route("/fhir/{rtype}/{id}/_history/{vid}", get(vread))
+            .route("/_sandbox/faults", post(add_fault))
+            .route("/_sandbox/latency", put(set_latency))
+            .route("/_sandbox/stats", get(stats))
+            .with_state(self.clone())
+    }
+
+    pub async fn spawn(self, addr: SocketAddr) -> Result<RunningSandbox, SandboxError> {
+        let listener =
+            tokio::net::TcpListener::bind(addr).await.map_err(|source| SandboxError::Bind { addr, source })?;
+        let addr = listener.local_addr().map_err(|source| SandboxError::Bind { addr, source })?;
+        let fhir_base = format!("http://{addr}/fhir");
+        if let Ok(mut base) = self.state.base_url.write() {
+            *base = fhir_base.clone();
+        }
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let app = self.router();
+        let task = tokio::spawn(async move {
+            let _ = axum::serve(listener, app)
+                .with_graceful_shutdown(async {
+                    let _ = rx.await;
+                })
+                .await;
+        });
+        Ok(RunningSandbox { sandbox: self, addr, fhir_base, shutdown: Some(tx), task })
+    }
+
+    pub fn set_latency(&self, latency: Duration) {
+        self.state.latency_ms.store(u64::try_from(latency.as_millis()).unwrap_or(u64::MAX), Ordering::SeqCst);
+    }
+
+    pub fn inject(&self, fault: Fault) {
+        if let Ok(mut faults) = self.state.faults.lock() {
+            faults.push_back(fault);
+        }
+    }
+
+    /// How many current resources of `rtype` carry the identifier `system|value`.
+    pub fn count_with_identifier(&self, rtype: &str, token: &str) -> usize {
+        self.state.db.read().map(|db| db.by_identifier(rtype, token).len()).unwrap_or(0)
+    }
+
+    /// Ids of today's seeded telehealth appointments, in slot order.
+    pub fn appointment_ids(&self) -> Vec<String> {
+        let Ok(db) = self.state.db.read() else { return Vec::new() };
+        let mut ids: Vec<String> = db
+            .all("Appointment")
+            .filter(|a| a["status"] == "booked")
+            .filter_map(|a| a["id"].as_str().map(str::to_owned))
+            .collect();
+        ids.sort();
+        ids
+    }
+
+    fn base_url(&self) -> String {
+        self.state.base_url.read().map(|b| b.clone()).unwrap_or_default()
+    }
+
+    async fn delay(&self) {
+        let ms = self.state.latency_ms.load(Ordering::SeqCst);
+        if ms > 0 {
+            tokio::time::sleep(Duration::from_millis(ms)).await;
+        }
+    }
+
+    /// Takes the first queued fault matching this request, if any.
+    fn take_fault(&self, method: &Method, rtype: &str) -> Option<Fault> {
+        let mut faults = self.state.faults.lock().ok()?;
+        let index = faults.iter().position(|f| {
+            f.method.as_deref().is_none_or(|m| m.eq_ignore_ascii_case(method.as_str()))
+                && f.resource_type.as_deref().is_none_or(|t| t == rtype)
+        })?;
+        let fault = faults.get_mut(index)?;
+        fault.count = fault.count.saturating_sub(1);
+        let taken = fault.clone();
+        if fault.count == 0 {
+            faults.remove(index);
+        }
+        Some(taken)
+    }
+}
+
+const FHIR_JSON: &str = "application/fhir+json; charset=utf-8";
+
+fn fhir(status: StatusCode, body: &Value) -> Response {
+    let mut response = (status, body.to_string()).into_response();
+    response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(FHIR_JSON));
+    response
+}
+
+fn outcome(status: StatusCode, code: &str, expression: Option<&str>, message: &str) -> Response {
+    let mut issue = json!({"severity": "error", "code": code, "diagnostics": message});
+    if let Some(expression) = expression {
+        issue["expression"] = json!([expression]);
+    }
+    fhir(status, &json!({"resourceType": "OperationOutcome", "issue": [issue]}))
+}
+
+fn fault_response(fault: &Fault) -> Response {
+    let status = StatusCode::from_u16(fault.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let code = match fault.status {
+        429 => "throttled",
+        502..=504 => "transient",
+        _ => "exception",
+    };
+    let mut response = outcome(status, code, None, &format!("injected fault {}", fault.status));
+    if let Some(seconds) = fault.retry_after
+        && let Ok(value) = HeaderValue::from_str(&seconds.to_string())
+    {
+        response.headers_mut().insert(header::RETRY_AFTER, value);
+    }
+    response
+}
+
+fn unknown_type(rtype: &str) -> Option<Response> {
+    (!is_r4_type(rtype)).then(|| {
+        outcome(StatusCode::NOT_FOUND, "not-supported", None, &format!("{rtype:?} is not an R4 resource type"))
+    })
+}
+
+fn with_version_headers(mut response: Response, base: &str, resource: &Value) -> Response {
+    let version = resource.pointer("/meta/versionId").and_then(Value::as_str).unwrap_or("1");
+    let rtype = resource["resourceType"].as_str().unwrap_or_default();
+    let id = resource["id"].as_str().unwrap_or_default();
+    let headers = response.headers_mut();
+    if let Ok(etag) = HeaderValue::from_str(&format!("W/\"{version}\"")) {
+        headers.insert(header::ETAG, etag);
+    }
+    if let Ok(location) = HeaderValue::from_str(&format!("{base}/{rtype}/{id}/_history/{version}")) {
+        headers.insert(header::LOCATION, location);
+    }
+    response
+}
+
+async fn metadata(State(sandbox): State<Sandbox>) -> Response {
+    sandbox.delay().await;
+    let writable = ["Encounter", "Observation", "DocumentReference", "Appointment", "Patient"];
+    let resources: Vec<Value> = R4_RESOURCE_TYPES
+        .iter()
+        .filter(|t| !matches!(**t, "Bundle" | "OperationOutcome" | "Parameters"))
+        .map(|t| {
+            let mut interactions =
+                vec![json!({"code": "read"}), json!({"code": "vread"}), json!({"code": "search-type"})];
+            if writable.contains(t) {
+                interactions.push(json!({"code": "create"}));
+                interactions.push(json!({"code": "update"}));
+            }
+            json!({"type": t, "interaction": interactions, "versioning": "versioned-update",
+                   "readHistory": false, "updateCreate": false, "conditionalCreate": false,
+                   "searchParam": [
+                     {"name": "_id", "type": "token"}, {"name": "_lastUpdated", "type": "date"},
+                     {"name": "identifier", "type": "token"}, {"name": "patient", "type": "reference"},
+                     {"name": "date", "type": "date"}, {"name": "status", "type": "token"}]})
+        })
+        .collect();
+    fhir(
+        StatusCode::OK,
+        &json!({
+            "resourceType": "CapabilityStatement", "status": "active", "date": "2026-11-26",
+            "publisher": "Telechart sandbox EHR", "kind": "instance",
+            "software": {"name": "telechart-sandbox", "version": env!("CARGO_PKG_VERSION")},
+            "implementation": {"description": "Telechart sandbox EHR (plain FHIR R4)", "url": sandbox.base_url()},
+            "fhirVersion": "4.0.1", "format": ["application/fhir+json"],
+            "rest": [{"mode": "server", "resource": resources}]
+        }),
+    )
+}
+
+async fn read(State(sandbox): State<Sandbox>, Path((rtype, id)): Path<(String, String)>) -> Response {
+    sandbox.delay().await;
+    if let Some(r) = unknown_type(&rtype) {
+        return r;
+    }
+    let found = sandbox.state.db.read().ok().and_then(|db| db.latest(&rtype, &id).cloned());
+    match found {
+        Some(resource) => with_version_headers(fhir(StatusCode::OK, &resource), &sandbox.base_url(), &resource),
+        None => outcome(StatusCode::NOT_FOUND, "not-found", None, &format!("{rtype}/{id} does not exist")),
+    }
+}
+
+async fn vread(State(sandbox): State<Sandbox>, Path((rtype, id, vid)): Path<(String, String, String)>) -> Response {
+    sandbox.delay().await;
+    if let Some(r) = unknown_type(&rtype) {
+        return r;
+    }
+    let Ok(version) = vid.parse::<usize>() else {
+        return outcome(StatusCode::BAD_REQUEST, "invalid", None, &format!("version {vid:?} is not a number"));
+    };
+    let found = sandbox.state.db.read().ok().and_then(|db| db.version(&rtype, &id, version).cloned());
+    match found {
+        Some(resource) => with_version_headers(fhir(StatusCode::OK, &resource), &sandbox.base_url(), &resource),
+        None => {
+            outcome(StatusCode::NOT_FOUND, "not-found", None, &format!("{rtype}/{id}/_history/{vid} does not exist"))
+        }
+    }
+}
+
+async fn search_type(State(sandbox): State<Sandbox>, Path(rtype): Path<String>, RawQuery(query): RawQuery) -> Response {
+    sandbox.delay().await;
+    if let Some(r) = unknown_type(&rtype) {
+        return r;
+    }
+    let query = query.unwrap_or_default();
+    let params: Vec<(String, String)> = match serde_urlencoded::from_str(&query) {
+        Ok(p) => p,
+        Err(e) => return outcome(StatusCode::BAD_REQUEST, "invalid", None, &format!("malformed query string: {e}")),
+    };
+    let request = match search::parse(&params) {
+        Ok(r) => r,
+        Err(e) => return outcome(StatusCode::BAD_REQUEST, "invalid", Some(&e.param), &e.message),
+    };
+    let base = sandbox.base_url();
+    let Ok(db) = sandbox.state.db.read() else {
+        return outcome(StatusCode::INTERNAL_SERVER_ERROR, "exception", None, "sandbox state is poisoned");
+    };
+    let hits = match search::run(&db, &rtype, &request.filters) {
+        Ok(h) => h,
+        Err(e) => return outcome(StatusCode::BAD_REQUEST, "not-supported", Some(&e.param), &e.message),
+    };
+    let total = hits.len();
+    let page: Vec<Value> = hits
+        .iter()
+        .skip(request.offset)
+        .take(request.count)
+        .map(|r| {
+            json!({"fullUrl": format!("{base}/{rtype}/{}", r["id"].as_str().unwrap_or_default()),
+                   "resource": r.as_ref(), "search": {"mode": "match"}})
+        })
+        .collect();
+    let link_for = |offset: usize| {
+        let mut pairs: Vec<(String, String)> = request.filters.clone();
+        pairs.push(("_count".into(), request.count.to_string()));
+        pairs.push(("_offset".into(), offset.to_string()));
+        format!("{base}/{rtype}?{}", serde_urlencoded::to_string(&pairs).unwrap_or_default())
+    };
+    let mut links = vec![json!({"relation": "self", "url": link_for(request.offset)})];
+    if request.offset + request.count < total && request.count > 0 {
+        links.push(json!({"relation": "next", "url": link_for(request.offset + request.count)}));
+    }
+    let mut bundle = json!({"resourceType": "Bundle", "type": "searchset", "total": total, "link": links});
+    if !page.is_empty() {
+        bundle["entry"] = Value::Array(page);
+    }
+    fhir(StatusCode::OK, &bundle)
+}
+
+fn parse_body(rtype: &str, body: &Bytes) -> Result<Value, Box<Response>> {
+    serde_json::from_slice::<Value>(body).map_err(|e| {
+        Box::new(outcome(
+            StatusCode::BAD_REQUEST,
+            "structure",
+            Some(rtype),
+            &format!("the body is not valid JSON: {e}"),
+        ))
+    })
+}
+
+fn wants_minimal(headers: &HeaderMap) -> bool {
+    headers.get("prefer").and_then(|v| v.to_str().ok()).is_some_and(|v| v.contains("return=minimal"))
+}
+
+async fn create(
+    State(sandbox): State<Sandbox>,
+    Path(rtype): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    sandbox.delay().await;
+    if let Some(r) = unknown_type(&rtype) {
+        return r;
+    }
+    let fault = sandbox.take_fault(&Method::POST, &rtype);
+    if let Some(f) = fault.as_ref().filter(|f| !f.after_commit) {
+        return fault_response(f);
+    }
+    let mut resource = match parse_body(&rtype, &body) {
+        Ok(r) => r,
+        Err(r) => return *r,
+    };
+    let stored = {
+        let Ok(mut db) = sandbox.state.db.write() else {
+            return outcome(StatusCode::INTERNAL_SERVER_ERROR, "exception", None, "sandbox state is poisoned");
+        };
+        if let Err(refusal) = validate::check(&db, &rtype, &resource) {
+            return refused(&refusal);
+        }
+        // The server assigns ids on create; a client-sent id is ignored, as FHIR says.
+        resource["id"] = Value::String(db.mint_id());
+        match db.write(resource, 1, &wall_clock()) {
+            Ok(stored) => stored,
+            Err(e) => return outcome(StatusCode::INTERNAL_SERVER_ERROR, "exception", None, &e.to_string()),
+        }
+    };
+    if let Some(f) = fault {
+        return fault_response(&f);
+    }
+    let body = if wants_minimal(&headers) { Value::Null } else { stored.as_ref().clone() };
+    let response = if body.is_null() { StatusCode::CREATED.into_response() } else { fhir(StatusCode::CREATED, &body) };
+    with_version_headers(response, &sandbox.base_url(), &stored)
+}
+
+fn refused(refusal: &validate::Refusal) -> Response {
+    let status = StatusCode::from_u16(refusal.status).unwrap_or(StatusCode::BAD_REQUEST);
+    outcome(status, refusal.code, Some(&refusal.expression), &refusal.message)
+}
+
+async fn update(
+    State(sandbox): State<Sandbox>,
+    Path((rtype, id)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    sandbox.delay().await;
+    if let Some(r) = unknown_type(&rtype) {
+        return r;
+    }
+    let fault = sandbox.take_fault(&Method::PUT, &rtype);
+    if let Some(f) = fault.as_ref().filter(|f| !f.after_commit) {
+        return fault_response(f);
+    }
+    let resource = match parse_body(&rtype, &body) {
+        Ok(r) => r,
+        Err(r) => return *r,
+    };
+    if resource.get("id").and_then(Value::as_str) != Some(id.as_str()) {
+        return outcome(
+            StatusCode::BAD_REQUEST,
+            "invalid",
+            Some("id"),
+            &format!("the body's id must be {id:?}, as in the URL"),
+        );
+    }
+    let stored = {
+        let Ok(mut db) = sandbox.state.db.write() else {
+            return outcome(StatusCode::INTERNAL_SERVER_ERROR, "exception", None, "sandbox state is poisoned");
+        };
+        let current = db.version_count(&rtype, &id);
+        if current == 0 {
+            return outcome(
+                StatusCode::NOT_FOUND,
+                "not-found",
+                None,
+                &format!("{rtype}/{id} does not exist; this server assigns ids on create"),
+            );
+        }
+        if let Some(expected) = headers.get(header::IF_MATCH).and_then(|v| v.to_str().ok()) {
+            let expected = expected.trim().trim_start_matches("W/").trim_matches('"');
+            if expected != current.to_string() {
+                return outcome(
+                    StatusCode::PRECONDITION_FAILED,
+                    "conflict",
+                    None,
+                    &format!("If-Match names version {expected} but {rtype}/{id} is at version {current}"),
+                );
+            }
+        }
+        if let Err(refusal) = validate::check(&db, &rtype, &resource) {
+            return refused(&refusal);
+        }
+        match db.write(resource, current + 1, &wall_clock()) {
+            Ok(stored) => stored,
+            Err(e) => return outcome(StatusCode::INTERNAL_SERVER_ERROR, "exception", None, &e.to_string()),
+        }
+    };
+    if let Some(f) = fault {
+        return fault_response(&f);
+    }
+    let body = if wants_minimal(&headers) { Value::Null } else { stored.as_ref().clone() };
+    let response = if body.is_null() { StatusCode::OK.into_response() } else { fhir(StatusCode::OK, &body) };
+    with_version_headers(response, &sandbox.base_url(), &stored)
+}
+
+async fn add_fault(State(sandbox): State<Sandbox>, body: Bytes) -> Response {
+    match serde_json::from_slice::<Fault>(&body) {
+        Ok(fault) => {
+            sandbox.inject(fault);
+            StatusCode::NO_CONTENT.into_response()
+        }
+        Err(e) => outcome(StatusCode::BAD_REQUEST, "invalid", None, &format!("bad fault: {e}")),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LatencyBody {
+    ms: u64,
+}
+
+async fn set_latency(State(sandbox): State<Sandbox>, body: Bytes) -> Response {
+    match serde_json::from_slice::<LatencyBody>(&body) {
+        Ok(b) => {
+            sandbox.set_latency(Duration::from_millis(b.ms));
+            StatusCode::NO_CONTENT.into_response()
+        }
+        Err(e) => outcome(StatusCode::BAD_REQUEST, "invalid", None, &format!("expected {{\"ms\": N}}: {e}")),
+    }
+}
+
+async fn stats(State(sandbox): State<Sandbox>) -> Response {
+    let Ok(db) = sandbox.state.db.read() else {
+        return outcome(StatusCode::INTERNAL_SERVER_ERROR, "exception", None, "sandbox state is poisoned");
+    };
+    let mut counts = serde_json::Map::new();
+    let mut types: Vec<&String> = db.types().collect();
+    types.sort();
+    for t in types {
+        counts.insert(t.clone(), json!(db.count(t)));
+    }
+    axum::Json(json!({"resources": counts, "writes": db.writes})).into_response()
+}

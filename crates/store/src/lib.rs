@@ -5,6 +5,7 @@
 //! Every PHI column goes through [`Phi`]; every PHI read or write appends an [`AuditEntry`].
 
 mod audit;
+mod clock;
 mod phi;
 mod queue;
 mod visits;
@@ -17,6 +18,7 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 use sqlx::{PgPool, SqlitePool};
 
 pub use audit::{AuditEntry, AuditRow};
+pub use clock::Clock;
 pub use phi::{Phi, SealedPhi};
 pub use queue::{ClaimedDelivery, DeliveryRow, DeliveryStatus, QueueCounts};
 pub use visits::{ArtifactRow, ConnectionRow, NewArtifact, NewVisit, VisitRow, WorkItem};
@@ -115,5 +117,18 @@ impl Store {
 
     pub async fn close(&self) {
         on_pool!(self, pool => pool.close().await)
+    }
+}
+
+impl Store {
+    /// Creates a database on a PostgreSQL server (scratch databases for tests and benches).
+    pub async fn create_database(&self, name: &str) -> Result<()> {
+        if !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+            return Err(StoreError::Conflict(format!("refusing database name {name:?}")));
+        }
+        if let Store::Postgres(pool) = self {
+            sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}"))).execute(pool).await?;
+        }
+        Ok(())
     }
 }

@@ -125,10 +125,7 @@ impl Store {
                     .await?
             }
         };
-        Ok(rows
-            .into_iter()
-            .map(|row| ClaimedDelivery { must_reconcile: row.reconcile != 0, row })
-            .collect())
+        Ok(rows.into_iter().map(|row| ClaimedDelivery { must_reconcile: row.reconcile != 0, row }).collect())
     }
 
     /// Records the EHR's id and version and marks the delivery done, if `owner` still holds the

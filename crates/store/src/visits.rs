@@ -175,12 +175,10 @@ impl Store {
             }
         })?;
         if !inserted {
-            let existing = self.visit_for_appointment(&visit.tenant_id, &visit.connection_id, &visit.appointment_id).await?;
+            let existing =
+                self.visit_for_appointment(&visit.tenant_id, &visit.connection_id, &visit.appointment_id).await?;
             let id = existing.map(|v| v.id).unwrap_or_default();
-            return Err(StoreError::Conflict(format!(
-                "appointment {} already has visit {id}",
-                visit.appointment_id
-            )));
+            return Err(StoreError::Conflict(format!("appointment {} already has visit {id}", visit.appointment_id)));
         }
         self.visit(&visit.tenant_id, &visit.id)
             .await?

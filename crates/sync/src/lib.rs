@@ -1,1 +1,31 @@
-//! telechart-sync
+//! Delivery workers: claim due deliveries, map each artifact to FHIR, write it through `ehr`,
+//! record the EHR's id and version; retry with backoff, reconcile unknown outcomes by
+//! identifier, dead-letter what cannot succeed.
+//!
+//! Invariant: no vendor names here. What an EHR accepts comes from its profile's capabilities.
+
+mod backoff;
+mod connections;
+mod faults;
+mod worker;
+
+pub use backoff::Backoff;
+pub use connections::Connections;
+pub use faults::{FaultPlan, FaultPoint};
+pub use worker::{DeliveryOutcome, QueueSignal, SyncConfig, Worker};
+
+#[derive(Debug, thiserror::Error)]
+pub enum SyncError {
+    #[error(transparent)]
+    Store(#[from] telechart_store::StoreError),
+    #[error(transparent)]
+    Ehr(#[from] telechart_ehr::EhrError),
+    #[error("artifact {artifact_id} cannot be mapped: {reason}")]
+    Mapping { artifact_id: String, reason: String },
+    #[error("EHR connection {0} is not configured")]
+    UnknownConnection(String),
+    #[error("waiting for {0}")]
+    NotReady(String),
+    #[error("the worker stopped at fault point {0:?}")]
+    Crashed(FaultPoint),
+}

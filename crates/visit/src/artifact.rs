@@ -189,7 +189,7 @@ fn in_range(path: &str, field: &str, spec: &VitalSpec, unit: &str, value: &Decim
 
 /// A note as the clinician signs it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct NoteInput {
     pub title: String,
     pub text: String,
@@ -269,7 +269,10 @@ mod tests {
             (serde_json::json!({"type":"body-temperature","value":37,"unit":"K"}), "vitals[0].unit"),
             (serde_json::json!({"type":"heart-rate","value":70,"unit":"bpm"}), "vitals[0].unit"),
             (serde_json::json!({"type":"pulse","value":70,"unit":"/min"}), "vitals[0].type"),
-            (serde_json::json!({"type":"blood-pressure","systolic":80,"diastolic":120,"unit":"mm[Hg]"}), "vitals[0].systolic"),
+            (
+                serde_json::json!({"type":"blood-pressure","systolic":80,"diastolic":120,"unit":"mm[Hg]"}),
+                "vitals[0].systolic",
+            ),
             (serde_json::json!({"type":"blood-pressure","systolic":120,"unit":"mm[Hg]"}), "vitals[0].diastolic"),
             (serde_json::json!({"type":"heart-rate","unit":"/min"}), "vitals[0].value"),
         ];
@@ -284,8 +287,7 @@ mod tests {
         let m = check(serde_json::json!({"type":"body-temperature","value":36.50,"unit":"Cel"})).unwrap();
         let VitalValue::Single(v) = m.value else { panic!("single") };
         // serde_json's json! macro goes through f64; parse the text to see arbitrary precision at work.
-        let parsed: VitalInput =
-            serde_json::from_str(r#"{"type":"body-weight","value":70.50,"unit":"kg"}"#).unwrap();
+        let parsed: VitalInput = serde_json::from_str(r#"{"type":"body-weight","value":70.50,"unit":"kg"}"#).unwrap();
         assert_eq!(parsed.value.unwrap().to_string(), "70.50");
         assert_eq!(v.as_f64(), Some(36.5));
     }

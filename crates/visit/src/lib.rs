@@ -8,10 +8,12 @@ mod mapping;
 mod state;
 
 pub use artifact::{
-    Artifact, ArtifactKind, EncounterStatusChange, NoteInput, SignedNote, VitalInput, VitalMeasurement,
-    VitalValue, validate_note, validate_vitals,
+    Artifact, ArtifactKind, EncounterStatusChange, NoteInput, SignedNote, VitalInput, VitalMeasurement, VitalValue,
+    validate_note, validate_vitals,
 };
-pub use mapping::{VisitContext, apply_encounter_status, encounter_for_create, format_instant, note_document, vital_observation};
+pub use mapping::{
+    VisitContext, apply_encounter_status, encounter_for_create, format_instant, note_document, vital_observation,
+};
 pub use state::VisitState;
 
 /// A precise, field-level refusal of a visit event. Carries ids and field paths, never PHI.

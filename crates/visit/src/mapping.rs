@@ -148,9 +148,7 @@ pub fn vital_observation(
     encounter_id: &str,
     issued: DateTime<Utc>,
 ) -> Result<Observation, VisitError> {
-    let spec = vital
-        .spec()
-        .ok_or_else(|| VisitError::invalid("type", format!("unknown vital sign {}", vital.name)))?;
+    let spec = vital.spec().ok_or_else(|| VisitError::invalid("type", format!("unknown vital sign {}", vital.name)))?;
     let (value_quantity, component) = match &vital.value {
         VitalValue::Single(v) => (Some(quantity(v, spec, &vital.unit)), Vec::new()),
         VitalValue::BloodPressure { systolic, diastolic } => (
@@ -189,7 +187,12 @@ pub fn vital_observation(
 }
 
 /// The signed note as a DocumentReference (LOINC 11506-3 progress note, base64 attachment).
-pub fn note_document(ctx: &VisitContext, artifact_id: &str, note: &SignedNote, encounter_id: &str) -> DocumentReference {
+pub fn note_document(
+    ctx: &VisitContext,
+    artifact_id: &str,
+    note: &SignedNote,
+    encounter_id: &str,
+) -> DocumentReference {
     let data = base64::engine::general_purpose::STANDARD.encode(note.text.as_bytes());
     let (code, display) = terminology::NOTE_PROGRESS;
     let signed_at = format_instant(note.signed_at);
@@ -267,10 +270,17 @@ mod tests {
     fn encounter_status_change_keeps_unknown_elements_and_records_history() {
         let mut enc = json!({"resourceType":"Encounter","id":"e1","status":"arrived","class":{"code":"VR"},
             "period":{"start":"2026-11-26T10:00:00Z"},"extension":[{"url":"x","valueString":"kept"}]});
-        let change = EncounterStatusChange { from: VisitState::Arrived, to: VisitState::InProgress, at: at("2026-11-26T10:05:00Z") };
+        let change = EncounterStatusChange {
+            from: VisitState::Arrived,
+            to: VisitState::InProgress,
+            at: at("2026-11-26T10:05:00Z"),
+        };
         assert!(apply_encounter_status(&mut enc, &ctx(), &change).unwrap());
         assert_eq!(enc["status"], "in-progress");
-        assert_eq!(enc["statusHistory"][0], json!({"status":"arrived","period":{"end":"2026-11-26T10:05:00Z","start":"2026-11-26T10:00:00Z"}}));
+        assert_eq!(
+            enc["statusHistory"][0],
+            json!({"status":"arrived","period":{"end":"2026-11-26T10:05:00Z","start":"2026-11-26T10:00:00Z"}})
+        );
         assert_eq!(enc["extension"][0]["valueString"], "kept");
         assert_eq!(enc["identifier"][0]["value"], "v1");
         // A replay of the same change writes nothing.

@@ -97,6 +97,32 @@ impl VisitState {
     }
 }
 
+impl VisitState {
+    /// Vitals are taken while the patient is present: arrived or in the call.
+    pub fn capture_vitals(
+        self,
+        inputs: &[crate::VitalInput],
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> Result<Vec<crate::VitalMeasurement>, VisitError> {
+        if !matches!(self, VisitState::Arrived | VisitState::InProgress) {
+            return Err(VisitError::WrongState { event: "capturing vitals", state: self });
+        }
+        crate::validate_vitals(inputs, now)
+    }
+
+    /// A note is signed during the call or after it ends.
+    pub fn sign_note(
+        self,
+        input: crate::NoteInput,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> Result<crate::SignedNote, VisitError> {
+        if !matches!(self, VisitState::InProgress | VisitState::Finished) {
+            return Err(VisitError::WrongState { event: "attaching a signed note", state: self });
+        }
+        crate::validate_note(input, now)
+    }
+}
+
 impl fmt::Display for VisitState {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
@@ -120,10 +146,8 @@ mod tests {
 
     #[test]
     fn states_map_onto_both_r4_vocabularies() {
-        let table: Vec<_> = VisitState::ALL
-            .iter()
-            .map(|s| (s.as_str(), s.appointment_status(), s.encounter_status()))
-            .collect();
+        let table: Vec<_> =
+            VisitState::ALL.iter().map(|s| (s.as_str(), s.appointment_status(), s.encounter_status())).collect();
         assert_eq!(
             table,
             vec![

@@ -110,7 +110,16 @@ pub fn artifact(id: &str, resource_type: &str) -> NewArtifact {
 /// Records `artifacts` on a visit whose version is `version`, targeting the one test connection.
 pub async fn record(store: &Store, visit: &str, version: i64, artifacts: &[NewArtifact]) {
     store
-        .record_event(TENANT, visit, version, "arrived", artifacts, &["ehr".to_owned()], &audit("visit.event", visit), 2_000)
+        .record_event(
+            TENANT,
+            visit,
+            version,
+            "arrived",
+            artifacts,
+            &["ehr".to_owned()],
+            &audit("visit.event", visit),
+            2_000,
+        )
         .await
         .unwrap();
 }

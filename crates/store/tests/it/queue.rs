@@ -10,7 +10,13 @@ async fn per_visit_order_only_offers_the_head_of_each_visit() {
         seed_connection(&store).await;
         open_visit(&store, "v1").await;
         open_visit(&store, "v2").await;
-        record(&store, "v1", 1, &[artifact("e1", "Encounter"), artifact("o1", "Observation"), artifact("o2", "Observation")]).await;
+        record(
+            &store,
+            "v1",
+            1,
+            &[artifact("e1", "Encounter"), artifact("o1", "Observation"), artifact("o2", "Observation")],
+        )
+        .await;
         record(&store, "v2", 1, &[artifact("e2", "Encounter")]).await;
 
         let claimed = store.claim_due("w1", 10_000 + LEASE, 10_000, 10).await.unwrap();
@@ -20,7 +26,12 @@ async fn per_visit_order_only_offers_the_head_of_each_visit() {
         assert!(claimed.iter().all(|c| !c.must_reconcile && c.row.attempts == 1));
 
         let e1 = claimed.iter().find(|c| c.row.artifact_id == "e1").unwrap();
-        assert!(store.complete_delivery(&e1.row, "w1", "enc-1", Some("1"), &audit("delivery.done", "v1"), 10_001).await.unwrap());
+        assert!(
+            store
+                .complete_delivery(&e1.row, "w1", "enc-1", Some("1"), &audit("delivery.done", "v1"), 10_001)
+                .await
+                .unwrap()
+        );
         assert_eq!(store.visit(TENANT, "v1").await.unwrap().unwrap().ehr_encounter_id.as_deref(), Some("enc-1"));
 
         let next = store.claim_due("w1", 10_002 + LEASE, 10_002, 10).await.unwrap();
@@ -46,8 +57,18 @@ async fn an_expired_lease_is_claimed_again_and_told_to_reconcile() {
         assert_eq!(again[0].row.attempts, 2);
 
         // The dead worker coming back cannot complete what it no longer holds.
-        assert!(!store.complete_delivery(&first[0].row, "dead-worker", "x", None, &audit("delivery.done", "v1"), 40_001).await.unwrap());
-        assert!(store.complete_delivery(&again[0].row, "w2", "enc-1", None, &audit("delivery.done", "v1"), 40_002).await.unwrap());
+        assert!(
+            !store
+                .complete_delivery(&first[0].row, "dead-worker", "x", None, &audit("delivery.done", "v1"), 40_001)
+                .await
+                .unwrap()
+        );
+        assert!(
+            store
+                .complete_delivery(&again[0].row, "w2", "enc-1", None, &audit("delivery.done", "v1"), 40_002)
+                .await
+                .unwrap()
+        );
         let rows = store.deliveries_for_visit(TENANT, "v1").await.unwrap();
         assert_eq!((rows[0].status.as_str(), rows[0].ehr_resource_id.as_deref()), ("done", Some("enc-1")));
     })
@@ -84,7 +105,12 @@ async fn dead_letters_block_their_visit_until_replayed() {
         open_visit(&store, "v1").await;
         record(&store, "v1", 1, &[artifact("e1", "Encounter"), artifact("o1", "Observation")]).await;
         let claimed = store.claim_due("w1", 10_000 + LEASE, 10_000, 10).await.unwrap();
-        assert!(store.dead_letter(&claimed[0].row, "w1", "422 business rule", &audit("delivery.dead", "v1"), 10_001).await.unwrap());
+        assert!(
+            store
+                .dead_letter(&claimed[0].row, "w1", "422 business rule", &audit("delivery.dead", "v1"), 10_001)
+                .await
+                .unwrap()
+        );
         assert!(store.claim_due("w1", 20_000 + LEASE, 20_000, 10).await.unwrap().is_empty());
         let counts = store.queue_counts().await.unwrap();
         assert_eq!((counts.pending, counts.dead), (1, 1));

@@ -39,12 +39,22 @@ async fn an_event_writes_artifacts_deliveries_and_audit_in_one_transaction() {
         let deliveries = store.deliveries_for_visit(TENANT, "v1").await.unwrap();
         let summary: Vec<_> = deliveries.iter().map(|d| (d.seq, d.resource_type.as_str(), d.status.as_str())).collect();
         assert_eq!(summary, [(1, "Encounter", "pending"), (2, "Observation", "pending")]);
-        let actions: Vec<_> = store.audit_for_visit(TENANT, "v1").await.unwrap().into_iter().map(|a| a.action).collect();
+        let actions: Vec<_> =
+            store.audit_for_visit(TENANT, "v1").await.unwrap().into_iter().map(|a| a.action).collect();
         assert_eq!(actions, ["visit.open", "visit.event"]);
 
         // A stale version writes nothing at all: no artifact, no delivery, no audit, same version.
         let err = store
-            .record_event(TENANT, "v1", 1, "finished", &[artifact("a3", "Observation")], &["ehr".to_owned()], &audit("visit.event", "v1"), 3)
+            .record_event(
+                TENANT,
+                "v1",
+                1,
+                "finished",
+                &[artifact("a3", "Observation")],
+                &["ehr".to_owned()],
+                &audit("visit.event", "v1"),
+                3,
+            )
             .await
             .unwrap_err();
         assert!(matches!(err, StoreError::Conflict(_)), "{err}");
@@ -55,7 +65,16 @@ async fn an_event_writes_artifacts_deliveries_and_audit_in_one_transaction() {
 
         // A failure half-way (duplicate artifact id) rolls the whole event back.
         let err = store
-            .record_event(TENANT, "v1", 2, "finished", &[artifact("a4", "Observation"), artifact("a1", "Observation")], &["ehr".to_owned()], &audit("visit.event", "v1"), 3)
+            .record_event(
+                TENANT,
+                "v1",
+                2,
+                "finished",
+                &[artifact("a4", "Observation"), artifact("a1", "Observation")],
+                &["ehr".to_owned()],
+                &audit("visit.event", "v1"),
+                3,
+            )
             .await
             .unwrap_err();
         assert!(matches!(err, StoreError::Database(_)), "{err}");
@@ -71,8 +90,12 @@ async fn phi_columns_are_sealed_at_rest() {
         seed_connection(&store).await;
         open_visit(&store, "v1").await;
         let raw: (String,) = match &store {
-            telechart_store::Store::Sqlite(p) => sqlx::query_as("SELECT patient FROM visits").fetch_one(p).await.unwrap(),
-            telechart_store::Store::Postgres(p) => sqlx::query_as("SELECT patient FROM visits").fetch_one(p).await.unwrap(),
+            telechart_store::Store::Sqlite(p) => {
+                sqlx::query_as("SELECT patient FROM visits").fetch_one(p).await.unwrap()
+            }
+            telechart_store::Store::Postgres(p) => {
+                sqlx::query_as("SELECT patient FROM visits").fetch_one(p).await.unwrap()
+            }
         };
         assert_ne!(raw.0, "Patient/p1", "PHI must not be stored as the bare value");
     })

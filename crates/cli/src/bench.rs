@@ -1,0 +1,295 @@
+//! `telechart bench sync`: deliveries per second through the whole pipeline (claim → map →
+//! write → record) versus a raw HTTP client issuing the same creates to the same sandbox, at the
+//! same injected latency and concurrency, in one run; on SQLite and on PostgreSQL.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use serde_json::Value;
+use telechart_ehr::{FhirClient, VendorProfile};
+use telechart_sandbox::{Sandbox, SandboxConfig};
+use telechart_store::{AuditEntry, Clock, ConnectionRow, NewArtifact, NewVisit, Phi, Store};
+use telechart_sync::{Backoff, Connections, QueueSignal, SyncConfig, Worker};
+use telechart_visit::{Artifact, EncounterStatusChange, VisitState, VitalInput};
+
+#[derive(clap::Subcommand)]
+pub enum BenchCommand {
+    /// Pipeline throughput versus a raw HTTP client.
+    Sync(SyncBenchArgs),
+}
+
+#[derive(clap::Args, Clone)]
+pub struct SyncBenchArgs {
+    /// Visits; each gets `--per-visit` Observation deliveries.
+    #[arg(long, default_value_t = 200)]
+    visits: usize,
+    #[arg(long, default_value_t = 5)]
+    per_visit: usize,
+    /// Latency the sandbox adds to every request.
+    #[arg(long, default_value_t = 20)]
+    latency_ms: u64,
+    /// Writes in flight, for the pipeline and the raw client alike.
+    #[arg(long, default_value_t = 16)]
+    concurrency: usize,
+    /// PostgreSQL URL for the PostgreSQL half (a scratch database is created there).
+    #[arg(long, env = "TELECHART_BENCH_POSTGRES_URL")]
+    postgres: Option<String>,
+}
+
+const TENANT: &str = "bench";
+const SYSTEM: &str = "urn:telechart:bench";
+
+pub async fn run(which: BenchCommand) -> anyhow::Result<()> {
+    match which {
+        BenchCommand::Sync(args) => sync(args).await,
+    }
+}
+
+/// CPU seconds this process has used (user + system), from /proc.
+fn cpu_seconds() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    let after = stat.rsplit_once(')')?.1;
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    let utime: f64 = fields.get(11)?.parse().ok()?;
+    let stime: f64 = fields.get(12)?.parse().ok()?;
+    Some((utime + stime) / 100.0)
+}
+
+struct Measured {
+    per_second: f64,
+    cpu_ms_per_delivery: Option<f64>,
+}
+
+async fn sync(args: SyncBenchArgs) -> anyhow::Result<()> {
+    let total = args.visits * args.per_visit;
+    let mut config = SandboxConfig::new(Clock::system().now().date_naive());
+    config.seed_dir = None;
+    config.appointments_per_patient = args.visits.div_ceil(4) + 1;
+    let sandbox = Sandbox::new(&config)?;
+    let appointments = sandbox.appointment_ids();
+    let running = sandbox.clone().spawn(SocketAddr::from(([127, 0, 0, 1], 0))).await?;
+    println!(
+        "bench sync: {total} Observation creates ({} visits × {}), sandbox latency {} ms, concurrency {}",
+        args.visits, args.per_visit, args.latency_ms, args.concurrency
+    );
+
+    let dir = tempfile::tempdir()?;
+    let mut engines = vec![("sqlite", format!("sqlite:{}", dir.path().join("bench.db").display()))];
+    if let Some(pg) = &args.postgres {
+        engines.push(("postgres", scratch_postgres(pg).await?));
+    } else {
+        println!("  (no --postgres URL: PostgreSQL half skipped)");
+    }
+    println!(
+        "{:<10} {:>14} {:>14} {:>8} {:>16} {:>16}",
+        "engine", "raw /s", "pipeline /s", "ratio", "raw CPU ms/d", "pipe CPU ms/d"
+    );
+    for (engine, url) in engines {
+        let store = Store::open(&url, 16).await?;
+        let client = FhirClient::new(&running.fhir_base, VendorProfile::generic(), Duration::from_secs(30))?;
+        let bodies = prepare(&store, &client, &appointments, &args, &running.fhir_base).await?;
+        sandbox.set_latency(Duration::from_millis(args.latency_ms));
+        let raw = raw_client(&client, &bodies, args.concurrency).await?;
+        let pipeline = pipeline(&store, &args, total).await?;
+        sandbox.set_latency(Duration::ZERO);
+        let fmt_cpu = |m: &Measured| m.cpu_ms_per_delivery.map_or("n/a".to_owned(), |c| format!("{c:.3}"));
+        println!(
+            "{engine:<10} {:>14.1} {:>14.1} {:>8.3} {:>16} {:>16}",
+            raw.per_second,
+            pipeline.per_second,
+            pipeline.per_second / raw.per_second,
+            fmt_cpu(&raw),
+            fmt_cpu(&pipeline)
+        );
+        store.close().await;
+    }
+    running.shutdown().await;
+    Ok(())
+}
+
+async fn scratch_postgres(admin_url: &str) -> anyhow::Result<String> {
+    let admin = Store::open(admin_url, 1).await.context("connecting to the PostgreSQL server for the bench")?;
+    let name = format!("telechart_bench_{}", uuid::Uuid::new_v4().simple());
+    admin.create_database(&name).await?;
+    admin.close().await;
+    let mut url = url::Url::parse(admin_url)?;
+    url.set_path(&name);
+    Ok(url.to_string())
+}
+
+/// Visits with their Encounter already in the EHR, and `per_visit` vitals each queued. Returns
+/// the Observation bodies the raw client will send (the same the pipeline maps).
+async fn prepare(
+    store: &Store,
+    client: &FhirClient,
+    appointments: &[String],
+    args: &SyncBenchArgs,
+    fhir_base: &str,
+) -> anyhow::Result<Vec<Value>> {
+    let clock = Clock::system();
+    let now = clock.now_ms();
+    store
+        .upsert_connection(&ConnectionRow {
+            tenant_id: TENANT.into(),
+            id: "sandbox".into(),
+            name: "bench".into(),
+            profile: "generic".into(),
+            base_url: fhir_base.into(),
+            settings: "{}".into(),
+            created_at: now,
+            updated_at: now,
+        })
+        .await?;
+    let audit = |visit: &str| AuditEntry {
+        tenant_id: TENANT.into(),
+        actor: "bench".into(),
+        action: "bench.setup".into(),
+        entity_type: "visit".into(),
+        entity_id: visit.into(),
+        visit_id: Some(visit.into()),
+        phi: true,
+        detail: String::new(),
+    };
+    let mut bodies = Vec::new();
+    let mut prepared = Vec::new();
+    let targets = ["sandbox".to_owned()];
+    for appointment in appointments.iter().take(args.visits) {
+        let appt = client.read("Appointment", appointment).await?.resource;
+        let patient =
+            appt.pointer("/participant/0/actor/reference").and_then(Value::as_str).unwrap_or_default().to_owned();
+        let visit_id = uuid::Uuid::now_v7().to_string();
+        let visit = NewVisit {
+            tenant_id: TENANT.into(),
+            id: visit_id.clone(),
+            connection_id: "sandbox".into(),
+            appointment_id: appointment.clone(),
+            patient: Phi::new(patient.clone()),
+            practitioner: None,
+            state: "booked".into(),
+        };
+        store.create_visit(&visit, &audit(&visit_id), now).await?;
+        // The Encounter goes in untimed, through the store's own queue API.
+        let change = Artifact::EncounterStatus(EncounterStatusChange {
+            from: VisitState::Booked,
+            to: VisitState::Arrived,
+            at: clock.now(),
+        });
+        let encounter_artifact = artifact(&change, &visit_id)?;
+        store
+            .record_event(TENANT, &visit_id, 1, "arrived", &[encounter_artifact], &targets, &audit(&visit_id), now)
+            .await?;
+        let claimed = store.claim_due("bench-setup", now + 60_000, now, 1).await?;
+        let ctx = telechart_visit::VisitContext {
+            identifier_system: SYSTEM.into(),
+            visit_id: visit_id.clone(),
+            patient,
+            practitioner: None,
+            appointment: format!("Appointment/{appointment}"),
+        };
+        let Artifact::EncounterStatus(change) = change else { continue };
+        let encounter = serde_json::to_value(telechart_visit::encounter_for_create(&ctx, &change))?;
+        let written = client.create("Encounter", &encounter).await?;
+        for c in claimed {
+            store
+                .complete_delivery(
+                    &c.row,
+                    "bench-setup",
+                    &written.id,
+                    written.version.as_deref(),
+                    &audit(&visit_id),
+                    now,
+                )
+                .await?;
+        }
+        prepared.push((visit_id, ctx, written.id));
+    }
+    // Vitals are queued only once every Encounter is in, so the setup claims above only ever
+    // took Encounters.
+    for (visit_id, ctx, encounter_id) in prepared {
+        let inputs: Vec<VitalInput> = (0..args.per_visit)
+            .map(|n| VitalInput {
+                kind: "heart-rate".into(),
+                value: Some((60 + n as u64).into()),
+                systolic: None,
+                diastolic: None,
+                unit: "/min".into(),
+                effective: None,
+            })
+            .collect();
+        let vitals = VisitState::Arrived.capture_vitals(&inputs, clock.now())?;
+        let mut artifacts = Vec::new();
+        for vital in vitals {
+            let a = Artifact::Vital(vital.clone());
+            let row = artifact(&a, &visit_id)?;
+            let obs = telechart_visit::vital_observation(&ctx, &row.id, &vital, &encounter_id, clock.now())?;
+            bodies.push(serde_json::to_value(obs)?);
+            artifacts.push(row);
+        }
+        store.record_event(TENANT, &visit_id, 2, "arrived", &artifacts, &targets, &audit(&visit_id), now).await?;
+    }
+    Ok(bodies)
+}
+
+fn artifact(a: &Artifact, visit_id: &str) -> anyhow::Result<NewArtifact> {
+    let id = uuid::Uuid::now_v7().to_string();
+    let identifier = if matches!(a, Artifact::EncounterStatus(_)) { visit_id.to_owned() } else { id.clone() };
+    Ok(NewArtifact {
+        kind: a.kind().as_str().into(),
+        resource_type: a.kind().resource_type().into(),
+        identifier,
+        payload: Phi::new(serde_json::to_string(a)?),
+        id,
+    })
+}
+
+async fn raw_client(client: &FhirClient, bodies: &[Value], concurrency: usize) -> anyhow::Result<Measured> {
+    let cpu0 = cpu_seconds();
+    let started = Instant::now();
+    let semaphore = std::sync::Arc::new(tokio::sync::Semaphore::new(concurrency));
+    let mut tasks = tokio::task::JoinSet::new();
+    for body in bodies {
+        let (client, semaphore, body) = (client.clone(), semaphore.clone(), body.clone());
+        tasks.spawn(async move {
+            let _permit = semaphore.acquire_owned().await?;
+            client.create("Observation", &body).await.map(|_| ()).map_err(anyhow::Error::from)
+        });
+    }
+    while let Some(joined) = tasks.join_next().await {
+        joined??;
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    Ok(Measured {
+        per_second: bodies.len() as f64 / elapsed,
+        cpu_ms_per_delivery: cpu0.zip(cpu_seconds()).map(|(a, b)| (b - a) * 1000.0 / bodies.len() as f64),
+    })
+}
+
+async fn pipeline(store: &Store, args: &SyncBenchArgs, total: usize) -> anyhow::Result<Measured> {
+    let mut sync = SyncConfig::new("bench-worker", SYSTEM);
+    sync.concurrency = args.concurrency;
+    sync.backoff = Backoff { base: Duration::from_millis(100), max: Duration::from_secs(2) };
+    let connections = Connections::new(store.clone(), Duration::from_secs(30));
+    let worker = Worker::new(store.clone(), Clock::system(), sync, connections, QueueSignal::default());
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let cpu0 = cpu_seconds();
+    let started = Instant::now();
+    let handle = tokio::spawn(worker.run(async {
+        let _ = stop_rx.await;
+    }));
+    let elapsed = loop {
+        let counts = store.queue_counts().await?;
+        if counts.pending + counts.in_flight == 0 {
+            anyhow::ensure!(counts.dead == 0, "{} deliveries went dead during the bench", counts.dead);
+            break started.elapsed().as_secs_f64();
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    };
+    let cpu1 = cpu_seconds();
+    let _ = stop_tx.send(());
+    handle.await??;
+    Ok(Measured {
+        per_second: total as f64 / elapsed,
+        cpu_ms_per_delivery: cpu0.zip(cpu1).map(|(a, b)| (b - a) * 1000.0 / total as f64),
+    })
+}

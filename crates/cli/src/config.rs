@@ -1,0 +1,145 @@
+//! Configuration: built-in defaults → one TOML file → `TELECHART_*` environment variables
+//! (nested keys with `__`, e.g. `TELECHART_WORKER__CONCURRENCY=16`).
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use figment::Figment;
+use figment::providers::{Env, Format, Serialized, Toml};
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// `sqlite:PATH` (embedded, the default) or `postgres://…`.
+    pub database_url: String,
+    pub listen: SocketAddr,
+    pub tenant: String,
+    /// System (a URI) of the identifiers Telechart mints on every resource it writes. Keep it
+    /// stable for a deployment: reconciliation searches by it.
+    pub identifier_system: String,
+    pub log: String,
+    pub worker: WorkerConfig,
+    #[serde(default)]
+    pub connections: Vec<ConnectionConfig>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WorkerConfig {
+    /// Worker loops in this process (each with its own lease owner name).
+    pub workers: usize,
+    /// Deliveries in flight per worker.
+    pub concurrency: usize,
+    pub lease_seconds: u64,
+    pub max_attempts: u32,
+    pub backoff_base_ms: u64,
+    pub backoff_max_seconds: u64,
+    pub ehr_timeout_seconds: u64,
+    pub database_connections: u32,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConnectionConfig {
+    pub id: String,
+    pub name: String,
+    /// Vendor profile: `generic` (more arrive with their issues).
+    pub profile: String,
+    pub base_url: String,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            database_url: "sqlite:./telechart-data/telechart.db".to_owned(),
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            tenant: "default".to_owned(),
+            identifier_system: "urn:telechart:artifact".to_owned(),
+            log: "info".to_owned(),
+            worker: WorkerConfig {
+                workers: 1,
+                concurrency: 16,
+                lease_seconds: 60,
+                max_attempts: 12,
+                backoff_base_ms: 2_000,
+                backoff_max_seconds: 300,
+                ehr_timeout_seconds: 30,
+                database_connections: 16,
+            },
+            connections: Vec::new(),
+        }
+    }
+}
+
+impl Config {
+    /// Loads `path` (or `./telechart.toml` when present) over the defaults, then the environment.
+    pub fn load(path: Option<&Path>) -> anyhow::Result<Config> {
+        let mut figment = Figment::from(Serialized::defaults(Config::default()));
+        let file: Option<PathBuf> = match path {
+            Some(p) => {
+                anyhow::ensure!(p.is_file(), "config file {} does not exist", p.display());
+                Some(p.to_owned())
+            }
+            None => Some(PathBuf::from("telechart.toml")).filter(|p| p.is_file()),
+        };
+        if let Some(file) = &file {
+            figment = figment.merge(Toml::file(file));
+        }
+        figment = figment.merge(Env::prefixed("TELECHART_").split("__").ignore(&["config"]));
+        let config: Config = figment.extract().map_err(|e| anyhow::anyhow!("invalid configuration: {e}"))?;
+        config.check()?;
+        Ok(config)
+    }
+
+    fn check(&self) -> anyhow::Result<()> {
+        anyhow::ensure!(self.worker.concurrency > 0, "worker.concurrency must be at least 1");
+        anyhow::ensure!(self.worker.workers > 0, "worker.workers must be at least 1");
+        anyhow::ensure!(self.worker.lease_seconds > 0, "worker.lease_seconds must be at least 1");
+        url::Url::parse(&self.identifier_system).context("identifier_system must be a URI")?;
+        for c in &self.connections {
+            url::Url::parse(&c.base_url).with_context(|| format!("connections.{}.base_url is not a URL", c.id))?;
+        }
+        Ok(())
+    }
+
+    /// The effective configuration as TOML, with secrets masked.
+    pub fn masked_toml(&self) -> anyhow::Result<String> {
+        let mut shown = self.clone();
+        shown.database_url = mask_url(&self.database_url);
+        for c in &mut shown.connections {
+            c.base_url = mask_url(&c.base_url);
+        }
+        Ok(toml::to_string(&shown)?)
+    }
+}
+
+/// Replaces a URL's password with `****`.
+pub fn mask_url(raw: &str) -> String {
+    match url::Url::parse(raw) {
+        Ok(mut url) if url.password().is_some() => {
+            let _ = url.set_password(Some("****"));
+            url.to_string()
+        }
+        _ => raw.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passwords_are_masked() {
+        assert_eq!(mask_url("postgres://tc:s3cret@db:5432/tc"), "postgres://tc:****@db:5432/tc");
+        assert_eq!(mask_url("sqlite:./x.db"), "sqlite:./x.db");
+    }
+
+    #[test]
+    fn defaults_render_as_toml() {
+        let text = Config::default().masked_toml().unwrap();
+        assert!(text.contains("database_url = \"sqlite:./telechart-data/telechart.db\""), "{text}");
+        assert!(text.contains("[worker]"), "{text}");
+    }
+}

@@ -1,0 +1,280 @@
+//! `telechart demo` and `telechart sandbox`.
+
+use std::collections::BTreeSet;
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use serde_json::{Value, json};
+use telechart_ehr::{FhirClient, VendorProfile, WireTap};
+use telechart_sandbox::{Sandbox, SandboxConfig};
+use telechart_store::Clock;
+
+use crate::config::{Config, ConnectionConfig};
+
+#[derive(clap::Args)]
+pub struct SandboxArgs {
+    #[arg(long, default_value_t = 8090)]
+    port: u16,
+    /// Directory of Synthea Bundles to seed from (default: ../shared/data/synthea when present).
+    #[arg(long)]
+    seed: Option<PathBuf>,
+    /// NDJSON journal that keeps what the sandbox is sent across restarts.
+    #[arg(long)]
+    data: Option<PathBuf>,
+    /// Latency added to every FHIR request, in milliseconds.
+    #[arg(long, default_value_t = 0)]
+    latency_ms: u64,
+    #[arg(long, default_value_t = 4)]
+    appointments_per_patient: usize,
+}
+
+fn today() -> chrono::NaiveDate {
+    Clock::system().now().date_naive()
+}
+
+pub async fn sandbox(args: SandboxArgs) -> anyhow::Result<()> {
+    let mut config = SandboxConfig::new(today());
+    config.seed_dir = args.seed.or_else(SandboxConfig::find_synthea);
+    config.data_file = args.data;
+    config.latency = Duration::from_millis(args.latency_ms);
+    config.appointments_per_patient = args.appointments_per_patient;
+    let sandbox = Sandbox::new(&config)?;
+    let appointments = sandbox.appointment_ids().len();
+    let running = sandbox.spawn(SocketAddr::from(([127, 0, 0, 1], args.port))).await?;
+    println!("sandbox EHR at {} ({appointments} telehealth appointments today)", running.fhir_base);
+    tokio::signal::ctrl_c().await?;
+    running.shutdown().await;
+    Ok(())
+}
+
+#[derive(clap::Args)]
+pub struct DemoArgs {
+    /// Complete visits to run.
+    #[arg(long, default_value_t = 5)]
+    visits: usize,
+    /// Write every resource written, read back from the sandbox, as NDJSON.
+    #[arg(long)]
+    export: Option<PathBuf>,
+    /// Write every request body exactly as sent to the EHR, as NDJSON.
+    #[arg(long)]
+    export_sent: Option<PathBuf>,
+    /// Visits driven at once.
+    #[arg(long, default_value_t = 4)]
+    parallel: usize,
+    /// Give up waiting for deliveries after this many seconds.
+    #[arg(long, default_value_t = 180)]
+    timeout_seconds: u64,
+    /// Database URL; default: a fresh SQLite file in a temporary directory.
+    #[arg(long)]
+    database_url: Option<String>,
+}
+
+pub async fn run(mut config: Config, args: DemoArgs) -> anyhow::Result<ExitCode> {
+    if args.visits == 0 {
+        bail!("--visits must be at least 1");
+    }
+    let started = Instant::now();
+    let mut sandbox_config = SandboxConfig::new(today());
+    sandbox_config.seed_dir = SandboxConfig::find_synthea();
+    sandbox_config.appointments_per_patient = args.visits.div_ceil(4).max(4);
+    let sandbox = Sandbox::new(&sandbox_config)?;
+    let appointments = sandbox.appointment_ids();
+    if appointments.len() < args.visits {
+        bail!("the sandbox has {} appointments today; --visits {} needs more", appointments.len(), args.visits);
+    }
+    let sandbox = sandbox.spawn(SocketAddr::from(([127, 0, 0, 1], 0))).await?;
+
+    let data_dir = tempfile::tempdir().context("creating a temporary directory for the demo database")?;
+    config.database_url =
+        args.database_url.clone().unwrap_or_else(|| format!("sqlite:{}", data_dir.path().join("demo.db").display()));
+    config.listen = SocketAddr::from(([127, 0, 0, 1], 0));
+    config.worker.backoff_base_ms = 200;
+    config.worker.backoff_max_seconds = 5;
+    config.connections = vec![ConnectionConfig {
+        id: "sandbox".into(),
+        name: "Sandbox EHR".into(),
+        profile: "generic".into(),
+        base_url: sandbox.fhir_base.clone(),
+    }];
+    let tap = args.export_sent.as_ref().map(|_| WireTap::default());
+    let telechart = crate::runtime::start(&config, Clock::system(), tap.clone()).await?;
+    let api = format!("{}/api/v1", telechart.server.base_url);
+    eprintln!(
+        "sandbox EHR {}  ·  telechart {}  ·  {} visits on {}",
+        sandbox.fhir_base,
+        telechart.server.base_url,
+        args.visits,
+        telechart.store.engine()
+    );
+
+    let http = reqwest::Client::new();
+    let semaphore = Arc::new(tokio::sync::Semaphore::new(args.parallel.max(1)));
+    let mut tasks = tokio::task::JoinSet::new();
+    for (index, appointment) in appointments.into_iter().take(args.visits).enumerate() {
+        let (http, api, semaphore) = (http.clone(), api.clone(), semaphore.clone());
+        tasks.spawn(async move {
+            let _permit = semaphore.acquire_owned().await?;
+            run_visit(&http, &api, &appointment, index).await
+        });
+    }
+    let mut visit_ids = Vec::new();
+    let mut artifacts = 0;
+    while let Some(joined) = tasks.join_next().await {
+        let (visit_id, n) = joined.context("a visit task failed")??;
+        visit_ids.push(visit_id);
+        artifacts += n;
+    }
+
+    let bar = indicatif::ProgressBar::new(artifacts as u64);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{spinner} delivering [{bar:40}] {pos}/{len} {msg}")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    let deadline = Instant::now() + Duration::from_secs(args.timeout_seconds);
+    let counts = loop {
+        let c = telechart.store.queue_counts().await?;
+        bar.set_position((c.done + c.dead) as u64);
+        bar.set_message(if c.dead > 0 { format!("{} dead", c.dead) } else { String::new() });
+        if c.pending + c.in_flight == 0 || Instant::now() > deadline {
+            break c;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    bar.finish_and_clear();
+    let elapsed = started.elapsed();
+
+    println!("Telechart demo — {} complete telehealth visits charted in the sandbox EHR", visit_ids.len());
+    println!("  visits      {}", visit_ids.len());
+    println!("  artifacts   {artifacts}");
+    println!(
+        "  delivered   {} / {} ({:.1} %)",
+        counts.done,
+        counts.total(),
+        100.0 * counts.done as f64 / counts.total().max(1) as f64
+    );
+    println!("  dead        {}", counts.dead);
+    println!("  pending     {}", counts.pending + counts.in_flight);
+    println!("  elapsed     {:.2} s", elapsed.as_secs_f64());
+    if let Some(first) = visit_ids.first() {
+        let trace: Vec<Value> = http.get(format!("{api}/visits/{first}/trace")).send().await?.json().await?;
+        println!("\nVisit {first} in the EHR:");
+        for t in &trace {
+            println!(
+                "  {:>2}. {:<18} {:<32} v{:<3} {}",
+                t["seq"],
+                t["resourceType"].as_str().unwrap_or_default(),
+                t["ehrResource"].as_str().unwrap_or("—"),
+                t["ehrVersion"].as_str().unwrap_or("?"),
+                t["status"].as_str().unwrap_or_default()
+            );
+        }
+    }
+
+    if let Some(path) = &args.export {
+        let written = export_written(&telechart, &config.tenant, &visit_ids, &sandbox.fhir_base).await?;
+        write_ndjson(path, written.iter().map(|v| v.to_string()))?;
+        println!("\nexported {} resources read back from the EHR to {}", written.len(), path.display());
+    }
+    if let (Some(path), Some(tap)) = (&args.export_sent, &tap) {
+        let sent = tap.take();
+        let lines: Vec<String> = sent.iter().map(|r| String::from_utf8_lossy(&r.body).into_owned()).collect();
+        write_ndjson(path, lines.iter().cloned())?;
+        println!("exported {} request bodies as sent to {}", lines.len(), path.display());
+    }
+    telechart.stop().await;
+    sandbox.shutdown().await;
+    let all_done = counts.done == counts.total() && counts.total() > 0;
+    if !all_done {
+        eprintln!("telechart demo: {} of {} deliveries are not done", counts.total() - counts.done, counts.total());
+    }
+    Ok(if all_done { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}
+
+fn write_ndjson(path: &std::path::Path, lines: impl Iterator<Item = String>) -> anyhow::Result<()> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    let mut file =
+        std::io::BufWriter::new(std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?);
+    for line in lines {
+        writeln!(file, "{line}")?;
+    }
+    file.flush()?;
+    Ok(())
+}
+
+/// Every distinct resource the deliveries wrote, read back from the EHR at its current version.
+async fn export_written(
+    telechart: &crate::runtime::Telechart,
+    tenant: &str,
+    visit_ids: &[String],
+    fhir_base: &str,
+) -> anyhow::Result<Vec<Value>> {
+    let client = FhirClient::new(fhir_base, VendorProfile::generic(), Duration::from_secs(30))?;
+    let mut seen = BTreeSet::new();
+    let mut out = Vec::new();
+    for visit in visit_ids {
+        for d in telechart.store.deliveries_for_visit(tenant, visit).await? {
+            if let Some(id) = d.ehr_resource_id
+                && seen.insert((d.resource_type.clone(), id.clone()))
+            {
+                out.push(client.read(&d.resource_type, &id).await?.resource);
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Drives one visit through the API as a telehealth platform would. Returns the visit id and
+/// the number of artifacts it produced.
+async fn run_visit(http: &reqwest::Client, api: &str, appointment: &str, i: usize) -> anyhow::Result<(String, usize)> {
+    let opened =
+        post(http, &format!("{api}/visits"), json!({"appointment": format!("Appointment/{appointment}")})).await?;
+    let visit = opened["id"].as_str().context("the API returned a visit without an id")?.to_owned();
+    let practitioner = opened["practitioner"].as_str().unwrap_or("Practitioner/sandbox-dr-1").to_owned();
+    let url = format!("{api}/visits/{visit}");
+    let mut artifacts = 0;
+    let mut count = |v: &Value| artifacts += v["artifacts"].as_array().map_or(0, Vec::len);
+    count(&post(http, &format!("{url}/transitions"), json!({"to": "arrived"})).await?);
+    let weight = 58.0 + (i % 40) as f64 + 0.5;
+    let height = 158.0 + (i % 30) as f64;
+    let bmi = (weight / (height / 100.0).powi(2) * 10.0).round() / 10.0;
+    let vitals = json!({"vitals": [
+        {"type": "blood-pressure", "systolic": 112 + i % 20, "diastolic": 70 + i % 12, "unit": "mm[Hg]"},
+        {"type": "heart-rate", "value": 62 + i % 25, "unit": "/min"},
+        {"type": "respiratory-rate", "value": 14 + i % 5, "unit": "/min"},
+        {"type": "body-temperature", "value": 36.5 + (i % 8) as f64 / 10.0, "unit": "Cel"},
+        {"type": "oxygen-saturation", "value": 96 + i % 4, "unit": "%"},
+        {"type": "body-weight", "value": weight, "unit": "kg"},
+        {"type": "body-height", "value": height, "unit": "cm"},
+        {"type": "bmi", "value": bmi, "unit": "kg/m2"}
+    ]});
+    count(&post(http, &format!("{url}/vitals"), vitals).await?);
+    count(&post(http, &format!("{url}/transitions"), json!({"to": "in-progress"})).await?);
+    let note = json!({
+        "title": "Telehealth follow-up visit note",
+        "text": "Subjective: Follow-up by video. Patient reports feeling well; no new symptoms.\n\
+                 Objective: Vitals captured at home with connected devices; see vital-signs observations.\n\
+                 Assessment: Stable.\nPlan: Continue current plan; follow up in 3 months or sooner if symptoms change.",
+        "author": practitioner,
+        "signedAt": Clock::system().now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+    });
+    count(&post(http, &format!("{url}/notes"), note).await?);
+    count(&post(http, &format!("{url}/transitions"), json!({"to": "finished"})).await?);
+    Ok((visit, artifacts))
+}
+
+async fn post(http: &reqwest::Client, url: &str, body: Value) -> anyhow::Result<Value> {
+    let response = http.post(url).json(&body).send().await.with_context(|| format!("POST {url}"))?;
+    let status = response.status();
+    let reply: Value = response.json().await.with_context(|| format!("POST {url}: reply is not JSON"))?;
+    if !status.is_success() {
+        bail!("POST {url}: HTTP {status}: {}", reply["issue"][0]["diagnostics"].as_str().unwrap_or("(no diagnostics)"));
+    }
+    Ok(reply)
+}

@@ -1,0 +1,110 @@
+//! Starting the pieces: logging, the store, connections, server and workers.
+
+use std::time::Duration;
+
+use anyhow::Context;
+use telechart_ehr::WireTap;
+use telechart_server::{AppState, RunningServer};
+use telechart_store::{Clock, ConnectionRow, Store};
+use telechart_sync::{Backoff, Connections, FaultPlan, QueueSignal, SyncConfig, Worker};
+use tokio::task::JoinHandle;
+
+use crate::config::Config;
+
+pub fn init_logging(filter: &str) {
+    let filter = std::env::var("RUST_LOG").unwrap_or_else(|_| filter.to_owned());
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+type RunningWorker = (tokio::sync::oneshot::Sender<()>, JoinHandle<Result<(), telechart_sync::SyncError>>);
+
+/// A running Telechart: store, API server, workers.
+pub struct Telechart {
+    pub store: Store,
+    pub server: RunningServer,
+    workers: Vec<RunningWorker>,
+}
+
+impl Telechart {
+    pub async fn stop(self) {
+        for (stop, handle) in self.workers {
+            let _ = stop.send(());
+            let _ = handle.await;
+        }
+        self.server.shutdown().await;
+        self.store.close().await;
+    }
+}
+
+pub async fn start(config: &Config, clock: Clock, tap: Option<WireTap>) -> anyhow::Result<Telechart> {
+    let store = Store::open(&config.database_url, config.worker.database_connections)
+        .await
+        .with_context(|| format!("opening the database {}", crate::config::mask_url(&config.database_url)))?;
+    for c in &config.connections {
+        telechart_ehr::VendorProfile::by_name(&c.profile).with_context(|| format!("connection {}", c.id))?;
+        let now = clock.now_ms();
+        store
+            .upsert_connection(&ConnectionRow {
+                tenant_id: config.tenant.clone(),
+                id: c.id.clone(),
+                name: c.name.clone(),
+                profile: c.profile.clone(),
+                base_url: c.base_url.clone(),
+                settings: "{}".to_owned(),
+                created_at: now,
+                updated_at: now,
+            })
+            .await?;
+    }
+    let timeout = Duration::from_secs(config.worker.ehr_timeout_seconds);
+    let mut connections = Connections::new(store.clone(), timeout);
+    if let Some(tap) = tap {
+        connections = connections.with_tap(tap);
+    }
+    let signal = QueueSignal::default();
+    telechart_server::prometheus_handle();
+    let state = AppState {
+        store: store.clone(),
+        clock: clock.clone(),
+        tenant_id: config.tenant.clone(),
+        identifier_system: config.identifier_system.clone(),
+        connections: connections.clone(),
+        signal: signal.clone(),
+    };
+    let server = telechart_server::spawn(state, config.listen).await?;
+    let mut workers = Vec::new();
+    let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "local".to_owned());
+    for n in 0..config.worker.workers {
+        let mut sync = SyncConfig::new(format!("{host}-{}-{n}", std::process::id()), config.identifier_system.clone());
+        sync.concurrency = config.worker.concurrency;
+        sync.lease = Duration::from_secs(config.worker.lease_seconds);
+        sync.max_attempts = config.worker.max_attempts;
+        sync.backoff = Backoff {
+            base: Duration::from_millis(config.worker.backoff_base_ms),
+            max: Duration::from_secs(config.worker.backoff_max_seconds),
+        };
+        let worker = Worker::new(store.clone(), clock.clone(), sync, connections.clone(), signal.clone())
+            .with_faults(FaultPlan::default());
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let handle = tokio::spawn(worker.run(async {
+            let _ = rx.await;
+        }));
+        workers.push((tx, handle));
+    }
+    Ok(Telechart { store, server, workers })
+}
+
+pub async fn serve(config: Config) -> anyhow::Result<()> {
+    if config.connections.is_empty() {
+        tracing::warn!("no EHR connections configured; visits cannot be opened until one is added");
+    }
+    let telechart = start(&config, Clock::system(), None).await?;
+    tracing::info!(url = %telechart.server.base_url, engine = telechart.store.engine(), "telechart is serving");
+    tokio::signal::ctrl_c().await.context("waiting for Ctrl-C")?;
+    tracing::info!("shutting down: finishing in-flight deliveries");
+    telechart.stop().await;
+    Ok(())
+}

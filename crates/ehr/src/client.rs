@@ -1,0 +1,281 @@
+//! The FHIR R4 REST client: read, search (following `next` links), create and versioned update.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use reqwest::header::{ACCEPT, CONTENT_TYPE, ETAG, HeaderMap, IF_MATCH, LOCATION, RETRY_AFTER};
+use reqwest::{Method, StatusCode};
+use serde_json::Value;
+use telechart_fhir::{Bundle, OperationOutcome, parse_reference};
+
+use crate::{EhrError, RetryAfter, VendorProfile};
+
+const FHIR_JSON: &str = "application/fhir+json";
+
+/// One request body exactly as it went on the wire (for `telechart demo --export-sent`).
+#[derive(Debug, Clone)]
+pub struct SentRequest {
+    pub method: String,
+    pub url: String,
+    pub body: Vec<u8>,
+}
+
+/// Records write bodies as sent. Off unless asked for: bodies are PHI.
+#[derive(Debug, Clone, Default)]
+pub struct WireTap(Arc<Mutex<Vec<SentRequest>>>);
+
+impl WireTap {
+    pub fn take(&self) -> Vec<SentRequest> {
+        self.0.lock().map(|mut v| std::mem::take(&mut *v)).unwrap_or_default()
+    }
+
+    fn record(&self, method: &Method, url: &str, body: &[u8]) {
+        if let Ok(mut v) = self.0.lock() {
+            v.push(SentRequest { method: method.to_string(), url: url.to_owned(), body: body.to_vec() });
+        }
+    }
+}
+
+/// What the EHR kept after a create or update.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Written {
+    pub id: String,
+    pub version: Option<String>,
+    /// The stored resource, when the EHR returned it.
+    pub resource: Option<Value>,
+}
+
+/// A resource as read, with its version for a later `If-Match`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Versioned {
+    pub resource: Value,
+    pub version: Option<String>,
+}
+
+#[derive(Clone, Debug)]
+pub struct FhirClient {
+    base: String,
+    http: reqwest::Client,
+    pub profile: VendorProfile,
+    tap: Option<WireTap>,
+    max_pages: usize,
+}
+
+impl FhirClient {
+    pub fn new(base_url: &str, profile: VendorProfile, timeout: Duration) -> Result<Self, EhrError> {
+        let parsed = url::Url::parse(base_url).map_err(|_| EhrError::BadBaseUrl(base_url.to_owned()))?;
+        if !matches!(parsed.scheme(), "http" | "https") {
+            return Err(EhrError::BadBaseUrl(base_url.to_owned()));
+        }
+        let http = reqwest::Client::builder()
+            .timeout(timeout)
+            .connect_timeout(Duration::from_secs(5).min(timeout))
+            .pool_max_idle_per_host(64)
+            .build()
+            .map_err(|e| EhrError::BadBaseUrl(format!("{base_url}: {e}")))?;
+        Ok(FhirClient { base: base_url.trim_end_matches('/').to_owned(), http, profile, tap: None, max_pages: 20 })
+    }
+
+    pub fn with_tap(mut self, tap: WireTap) -> Self {
+        self.tap = Some(tap);
+        self
+    }
+
+    pub fn base_url(&self) -> &str {
+        &self.base
+    }
+
+    pub async fn read(&self, resource_type: &str, id: &str) -> Result<Versioned, EhrError> {
+        let url = format!("{}/{resource_type}/{id}", self.base);
+        let (status, headers, body) = self.send(Method::GET, "read", resource_type, &url, None, None).await?;
+        check_status("read", resource_type, status, &headers, &body, false)?;
+        let resource = parse_json("read", resource_type, &body)?;
+        let version = etag_version(&headers).or_else(|| meta_version(&resource));
+        Ok(Versioned { resource, version })
+    }
+
+    /// Searches and follows `next` links (up to a page limit), deduplicating by id and keeping the
+    /// latest copy, since some EHRs repeat an id on a later page.
+    pub async fn search(&self, resource_type: &str, params: &[(&str, &str)]) -> Result<Vec<Value>, EhrError> {
+        let query = serde_urlencoded::to_string(params)
+            .map_err(|e| EhrError::NotSupported(format!("search parameters cannot be encoded: {e}")))?;
+        let mut url = format!("{}/{resource_type}?{query}", self.base);
+        let mut found: Vec<Value> = Vec::new();
+        for _ in 0..self.max_pages {
+            let (status, headers, body) = self.send(Method::GET, "search", resource_type, &url, None, None).await?;
+            check_status("search", resource_type, status, &headers, &body, false)?;
+            let bundle: Bundle = serde_json::from_slice(&body).map_err(|e| EhrError::Protocol {
+                method: "search",
+                resource_type: resource_type.to_owned(),
+                reason: format!("not a Bundle: {e}"),
+            })?;
+            for resource in bundle.matches() {
+                let id = resource.get("id");
+                found.retain(|r| id.is_none() || r.get("id") != id);
+                found.push(resource.clone());
+            }
+            match bundle.next_link() {
+                Some(next) => url = next.to_owned(),
+                None => return Ok(found),
+            }
+        }
+        Ok(found)
+    }
+
+    /// Resources of `resource_type` carrying the identifier `system|value`.
+    pub async fn find_by_identifier(&self, resource_type: &str, token: &str) -> Result<Vec<Value>, EhrError> {
+        self.search(resource_type, &[("identifier", token)]).await
+    }
+
+    pub async fn create(&self, resource_type: &str, resource: &Value) -> Result<Written, EhrError> {
+        let url = format!("{}/{resource_type}", self.base);
+        let body = serde_json::to_vec(resource).map_err(|e| EhrError::NotSupported(e.to_string()))?;
+        let (status, headers, reply) = self.send(Method::POST, "create", resource_type, &url, Some(body), None).await?;
+        check_status("create", resource_type, status, &headers, &reply, true)?;
+        written("create", resource_type, &headers, &reply, None)
+    }
+
+    /// `PUT` with `If-Match` when a version is known; a stale version is a [`EhrError::VersionConflict`].
+    pub async fn update(
+        &self,
+        resource_type: &str,
+        id: &str,
+        resource: &Value,
+        if_match: Option<&str>,
+    ) -> Result<Written, EhrError> {
+        let url = format!("{}/{resource_type}/{id}", self.base);
+        let body = serde_json::to_vec(resource).map_err(|e| EhrError::NotSupported(e.to_string()))?;
+        let etag = if_match.map(|v| format!("W/\"{v}\""));
+        let (status, headers, reply) = self.send(Method::PUT, "update", resource_type, &url, Some(body), etag).await?;
+        check_status("update", resource_type, status, &headers, &reply, true)?;
+        written("update", resource_type, &headers, &reply, Some(id))
+    }
+
+    async fn send(
+        &self,
+        method: Method,
+        op: &'static str,
+        resource_type: &str,
+        url: &str,
+        body: Option<Vec<u8>>,
+        if_match: Option<String>,
+    ) -> Result<(StatusCode, HeaderMap, Vec<u8>), EhrError> {
+        let mut request = self.http.request(method.clone(), url).header(ACCEPT, FHIR_JSON);
+        if let Some(body) = body {
+            if let Some(tap) = &self.tap {
+                tap.record(&method, url, &body);
+            }
+            request = request.header(CONTENT_TYPE, FHIR_JSON).header("Prefer", "return=representation").body(body);
+        }
+        if let Some(etag) = if_match {
+            request = request.header(IF_MATCH, etag);
+        }
+        let is_write = method != Method::GET;
+        let response = request.send().await.map_err(|e| transport_error(op, resource_type, &e, is_write))?;
+        let status = response.status();
+        let headers = response.headers().clone();
+        let body = response.bytes().await.map_err(|e| transport_error(op, resource_type, &e, is_write))?.to_vec();
+        Ok((status, headers, body))
+    }
+}
+
+fn transport_error(op: &'static str, resource_type: &str, err: &reqwest::Error, is_write: bool) -> EhrError {
+    // A refused connection never reached the EHR; anything later may have.
+    if err.is_connect() || !is_write {
+        return EhrError::Unreachable { method: op, resource_type: resource_type.to_owned(), reason: describe(err) };
+    }
+    EhrError::OutcomeUnknown {
+        method: op,
+        resource_type: resource_type.to_owned(),
+        reason: describe(err),
+        retry_after: None,
+    }
+}
+
+/// reqwest's message without the URL (URLs can carry PHI in query strings).
+fn describe(err: &reqwest::Error) -> String {
+    if err.is_timeout() {
+        "timed out".to_owned()
+    } else if err.is_connect() {
+        "connection failed".to_owned()
+    } else if err.is_body() || err.is_decode() {
+        "the reply body was cut short".to_owned()
+    } else {
+        "the connection failed mid-request".to_owned()
+    }
+}
+
+fn outcome_message(body: &[u8]) -> String {
+    serde_json::from_slice::<OperationOutcome>(body)
+        .map(|o| o.summary())
+        .unwrap_or_else(|_| format!("{} bytes of non-FHIR reply", body.len()))
+}
+
+fn check_status(
+    op: &'static str,
+    resource_type: &str,
+    status: StatusCode,
+    headers: &HeaderMap,
+    body: &[u8],
+    is_write: bool,
+) -> Result<(), EhrError> {
+    if status.is_success() {
+        return Ok(());
+    }
+    let code = status.as_u16();
+    let retry_after = headers.get(RETRY_AFTER).and_then(|v| v.to_str().ok()).and_then(RetryAfter::parse);
+    let message = outcome_message(body);
+    let resource_type = resource_type.to_owned();
+    Err(match code {
+        409 | 412 => EhrError::VersionConflict { method: op, resource_type, status: code, message },
+        408 | 423 | 429 => EhrError::Throttled { method: op, resource_type, status: code, retry_after, message },
+        500..=599 if is_write => EhrError::OutcomeUnknown {
+            method: op,
+            resource_type,
+            reason: format!("HTTP {code}: {message}"),
+            retry_after,
+        },
+        500..=599 => EhrError::Throttled { method: op, resource_type, status: code, retry_after, message },
+        _ => EhrError::Refused { method: op, resource_type, status: code, message },
+    })
+}
+
+fn parse_json(op: &'static str, resource_type: &str, body: &[u8]) -> Result<Value, EhrError> {
+    serde_json::from_slice(body).map_err(|e| EhrError::Protocol {
+        method: op,
+        resource_type: resource_type.to_owned(),
+        reason: format!("not JSON: {e}"),
+    })
+}
+
+fn etag_version(headers: &HeaderMap) -> Option<String> {
+    let raw = headers.get(ETAG)?.to_str().ok()?;
+    Some(raw.trim().trim_start_matches("W/").trim_matches('"').to_owned()).filter(|v| !v.is_empty())
+}
+
+fn meta_version(resource: &Value) -> Option<String> {
+    resource.pointer("/meta/versionId").and_then(Value::as_str).map(str::to_owned)
+}
+
+/// The id and version from `Location` (`…/Type/id/_history/n`), the ETag, or the returned body.
+fn written(
+    op: &'static str,
+    resource_type: &str,
+    headers: &HeaderMap,
+    body: &[u8],
+    known_id: Option<&str>,
+) -> Result<Written, EhrError> {
+    let resource: Option<Value> = if body.is_empty() { None } else { serde_json::from_slice(body).ok() };
+    let location = headers.get(LOCATION).and_then(|v| v.to_str().ok());
+    let location_id = location.and_then(parse_reference).map(|(_, id)| id.to_owned());
+    let location_version =
+        location.and_then(|l| l.split("/_history/").nth(1)).map(|v| v.trim_end_matches('/').to_owned());
+    let body_id = resource.as_ref().and_then(|r| r.get("id")).and_then(Value::as_str).map(str::to_owned);
+    let id = location_id.or(body_id).or(known_id.map(str::to_owned)).ok_or_else(|| EhrError::Protocol {
+        method: op,
+        resource_type: resource_type.to_owned(),
+        reason: "the EHR returned neither a Location nor a resource id".to_owned(),
+    })?;
+    let version = etag_version(headers).or(location_version).or_else(|| resource.as_ref().and_then(meta_version));
+    Ok(Written { id, version, resource })
+}

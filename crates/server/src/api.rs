@@ -1,0 +1,412 @@
+//! `/api/v1`: open a visit from an EHR Appointment, move it through its states, capture vitals,
+//! attach a signed note, and see where every artifact is.
+
+use axum::Json;
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::routing::{get, post};
+use chrono::{DateTime, Utc};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use telechart_ehr::EhrError;
+use telechart_fhir::parse_reference;
+use telechart_store::{AuditEntry, DeliveryRow, NewArtifact, NewVisit, Phi, VisitRow};
+use telechart_visit::{Artifact, EncounterStatusChange, NoteInput, VisitState, VitalInput};
+
+use crate::{ApiError, AppState};
+
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/api/v1/visits", post(open_visit))
+        .route("/api/v1/visits/{id}", get(get_visit))
+        .route("/api/v1/visits/{id}/transitions", post(transition))
+        .route("/api/v1/visits/{id}/vitals", post(capture_vitals))
+        .route("/api/v1/visits/{id}/notes", post(attach_note))
+        .route("/api/v1/visits/{id}/trace", get(trace))
+        .route("/api/v1/visits/{id}/replay", post(replay))
+        .route("/api/v1/queue", get(queue))
+}
+
+/// Parses a JSON body, naming the exact field at fault.
+fn parse<T: DeserializeOwned>(body: &Bytes) -> Result<T, ApiError> {
+    if body.is_empty() {
+        return Err(ApiError::Invalid {
+            field: None,
+            message: "the request body is empty; a JSON object is required".into(),
+        });
+    }
+    let mut de = serde_json::Deserializer::from_slice(body);
+    serde_path_to_error::deserialize(&mut de).map_err(|err| {
+        let path = err.path().to_string();
+        let inner = err.into_inner();
+        let field = (path != ".").then_some(path);
+        if inner.is_syntax() || inner.is_eof() {
+            return ApiError::Malformed(format!("malformed JSON: {inner}"));
+        }
+        let message = {
+            match &field {
+                Some(f) => format!("{f}: {inner}"),
+                None => inner.to_string(),
+            }
+        };
+        ApiError::Invalid { field, message }
+    })
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct OpenVisit {
+    /// `Appointment/{id}` or the bare id, in the connection's EHR.
+    appointment: String,
+    /// The EHR connection; optional when the tenant has exactly one.
+    #[serde(default)]
+    connection: Option<String>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct VisitView {
+    id: String,
+    connection: String,
+    appointment: String,
+    patient: String,
+    practitioner: Option<String>,
+    state: String,
+    appointment_status: &'static str,
+    encounter_status: &'static str,
+    version: i64,
+    ehr_encounter: Option<String>,
+    created_at: Option<DateTime<Utc>>,
+    updated_at: Option<DateTime<Utc>>,
+}
+
+fn view(visit: &VisitRow) -> Result<VisitView, ApiError> {
+    let state: VisitState =
+        visit.state.parse().map_err(|_| ApiError::Internal(format!("visit {} has unknown state", visit.id)))?;
+    Ok(VisitView {
+        id: visit.id.clone(),
+        connection: visit.connection_id.clone(),
+        appointment: format!("Appointment/{}", visit.appointment_id),
+        patient: visit.patient.expose().to_owned(),
+        practitioner: visit.practitioner.clone(),
+        state: visit.state.clone(),
+        appointment_status: state.appointment_status(),
+        encounter_status: state.encounter_status(),
+        version: visit.version,
+        ehr_encounter: visit.ehr_encounter_id.as_ref().map(|id| format!("Encounter/{id}")),
+        created_at: DateTime::from_timestamp_millis(visit.created_at),
+        updated_at: DateTime::from_timestamp_millis(visit.updated_at),
+    })
+}
+
+fn audit(state: &AppState, action: &str, visit_id: &str, detail: String) -> AuditEntry {
+    AuditEntry {
+        tenant_id: state.tenant_id.clone(),
+        actor: "api".to_owned(),
+        action: action.to_owned(),
+        entity_type: "visit".to_owned(),
+        entity_id: visit_id.to_owned(),
+        visit_id: Some(visit_id.to_owned()),
+        phi: true,
+        detail,
+    }
+}
+
+async fn resolve_connection(state: &AppState, requested: Option<String>) -> Result<String, ApiError> {
+    if let Some(id) = requested {
+        return match state.store.connection(&state.tenant_id, &id).await? {
+            Some(_) => Ok(id),
+            None => Err(ApiError::NotFound {
+                field: Some("connection".into()),
+                message: format!("no EHR connection {id:?}"),
+            }),
+        };
+    }
+    let all = state.store.connections(&state.tenant_id).await?;
+    match all.as_slice() {
+        [only] => Ok(only.id.clone()),
+        [] => Err(ApiError::Conflict { field: None, message: "no EHR connection is configured".into() }),
+        _ => Err(ApiError::invalid("connection", "several EHR connections exist; name one")),
+    }
+}
+
+async fn open_visit(State(state): State<AppState>, body: Bytes) -> Result<(StatusCode, Json<VisitView>), ApiError> {
+    let request: OpenVisit = parse(&body)?;
+    let appointment_id = match parse_reference(&request.appointment) {
+        Some(("Appointment", id)) => id.to_owned(),
+        Some(_) => return Err(ApiError::invalid("appointment", "must reference an Appointment")),
+        None if is_fhir_id(&request.appointment) => request.appointment.clone(),
+        None => return Err(ApiError::invalid("appointment", "must be Appointment/{id} or a FHIR id")),
+    };
+    let connection_id = resolve_connection(&state, request.connection).await?;
+    let client = state
+        .connections
+        .client(&state.tenant_id, &connection_id)
+        .await
+        .map_err(|e| ApiError::Internal(e.to_string()))?;
+    let appointment = match client.read("Appointment", &appointment_id).await {
+        Ok(a) => a.resource,
+        Err(EhrError::Refused { status: 404 | 410, .. }) => {
+            return Err(ApiError::NotFound {
+                field: Some("appointment".into()),
+                message: format!("Appointment/{appointment_id} does not exist in EHR connection {connection_id}"),
+            });
+        }
+        Err(e) => return Err(ApiError::BadGateway(format!("reading Appointment/{appointment_id}: {e}"))),
+    };
+    let status = appointment.get("status").and_then(|s| s.as_str()).unwrap_or("unknown");
+    if !matches!(status, "booked" | "arrived" | "checked-in") {
+        return Err(ApiError::Conflict {
+            field: Some("appointment".into()),
+            message: format!("Appointment/{appointment_id} is {status}; only a booked appointment opens a visit"),
+        });
+    }
+    let actors: Vec<&str> = appointment
+        .get("participant")
+        .and_then(|p| p.as_array())
+        .into_iter()
+        .flatten()
+        .filter_map(|p| p.pointer("/actor/reference").and_then(|r| r.as_str()))
+        .collect();
+    let patient = actors.iter().find(|r| matches!(parse_reference(r), Some(("Patient", _)))).ok_or_else(|| {
+        ApiError::Conflict {
+            field: Some("appointment".into()),
+            message: format!("Appointment/{appointment_id} has no Patient participant"),
+        }
+    })?;
+    let practitioner =
+        actors.iter().find(|r| matches!(parse_reference(r), Some(("Practitioner", _)))).map(|r| (*r).to_owned());
+    let patient = parse_reference(patient).map(|(t, id)| format!("{t}/{id}")).unwrap_or_default();
+    let visit_id = uuid::Uuid::now_v7().to_string();
+    let new = NewVisit {
+        tenant_id: state.tenant_id.clone(),
+        id: visit_id.clone(),
+        connection_id: connection_id.clone(),
+        appointment_id: appointment_id.clone(),
+        patient: Phi::new(patient),
+        practitioner,
+        state: VisitState::Booked.as_str().to_owned(),
+    };
+    let entry = audit(&state, "visit.open", &visit_id, format!("from Appointment/{appointment_id} on {connection_id}"));
+    let visit =
+        state.store.create_visit(&new, &entry, state.clock.now_ms()).await.map_err(|e| match ApiError::from(e) {
+            ApiError::Conflict { message, .. } => ApiError::Conflict { field: Some("appointment".into()), message },
+            other => other,
+        })?;
+    Ok((StatusCode::CREATED, Json(view(&visit)?)))
+}
+
+fn is_fhir_id(s: &str) -> bool {
+    !s.is_empty() && s.len() <= 64 && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.')
+}
+
+async fn load(state: &AppState, id: &str) -> Result<VisitRow, ApiError> {
+    state
+        .store
+        .visit(&state.tenant_id, id)
+        .await?
+        .ok_or_else(|| ApiError::NotFound { field: None, message: format!("visit {id} not found") })
+}
+
+async fn get_visit(State(state): State<AppState>, Path(id): Path<String>) -> Result<Json<VisitView>, ApiError> {
+    let visit = load(&state, &id).await?;
+    state.store.audit(&audit(&state, "visit.read", &id, String::new()), state.clock.now_ms()).await?;
+    Ok(Json(view(&visit)?))
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct EventResult {
+    visit: VisitView,
+    artifacts: Vec<ArtifactRef>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct ArtifactRef {
+    id: String,
+    kind: &'static str,
+    resource_type: &'static str,
+}
+
+/// Stores the event's artifacts with one delivery each to the visit's EHR, in one transaction.
+async fn record(
+    state: &AppState,
+    visit: &VisitRow,
+    new_state: VisitState,
+    artifacts: Vec<Artifact>,
+    action: &str,
+) -> Result<EventResult, ApiError> {
+    let mut rows = Vec::with_capacity(artifacts.len());
+    let mut refs = Vec::with_capacity(artifacts.len());
+    for artifact in &artifacts {
+        let id = uuid::Uuid::now_v7().to_string();
+        let kind = artifact.kind();
+        // The Encounter's identifier is the visit's, so every status change finds the same one.
+        let identifier = if matches!(artifact, Artifact::EncounterStatus(_)) { visit.id.clone() } else { id.clone() };
+        let payload = serde_json::to_string(artifact).map_err(|e| ApiError::Internal(e.to_string()))?;
+        rows.push(NewArtifact {
+            id: id.clone(),
+            kind: kind.as_str().to_owned(),
+            resource_type: kind.resource_type().to_owned(),
+            identifier,
+            payload: Phi::new(payload),
+        });
+        refs.push(ArtifactRef { id, kind: kind.as_str(), resource_type: kind.resource_type() });
+    }
+    let entry = audit(state, action, &visit.id, format!("{} artifact(s); state {}", rows.len(), new_state));
+    let updated = state
+        .store
+        .record_event(
+            &state.tenant_id,
+            &visit.id,
+            visit.version,
+            new_state.as_str(),
+            &rows,
+            std::slice::from_ref(&visit.connection_id),
+            &entry,
+            state.clock.now_ms(),
+        )
+        .await?;
+    state.signal.notify();
+    Ok(EventResult { visit: view(&updated)?, artifacts: refs })
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Transition {
+    to: String,
+}
+
+async fn transition(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Result<(StatusCode, Json<EventResult>), ApiError> {
+    let request: Transition = parse(&body)?;
+    let to: VisitState = request.to.parse()?;
+    let visit = load(&state, &id).await?;
+    let from: VisitState =
+        visit.state.parse().map_err(|_| ApiError::Internal(format!("visit {id} has unknown state")))?;
+    from.transition(to)?;
+    // A visit cancelled or missed before arrival never opened an Encounter.
+    let artifacts = if from == VisitState::Booked && matches!(to, VisitState::Cancelled | VisitState::NoShow) {
+        Vec::new()
+    } else {
+        vec![Artifact::EncounterStatus(EncounterStatusChange { from, to, at: state.clock.now() })]
+    };
+    let result = record(&state, &visit, to, artifacts, "visit.transition").await?;
+    Ok((StatusCode::CREATED, Json(result)))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Vitals {
+    vitals: Vec<VitalInput>,
+}
+
+async fn capture_vitals(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Result<(StatusCode, Json<EventResult>), ApiError> {
+    let request: Vitals = parse(&body)?;
+    let visit = load(&state, &id).await?;
+    let current: VisitState =
+        visit.state.parse().map_err(|_| ApiError::Internal(format!("visit {id} has unknown state")))?;
+    let measurements = current.capture_vitals(&request.vitals, state.clock.now())?;
+    let artifacts = measurements.into_iter().map(Artifact::Vital).collect();
+    let result = record(&state, &visit, current, artifacts, "visit.vitals").await?;
+    Ok((StatusCode::CREATED, Json(result)))
+}
+
+async fn attach_note(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Result<(StatusCode, Json<EventResult>), ApiError> {
+    let request: NoteInput = parse(&body)?;
+    let visit = load(&state, &id).await?;
+    let current: VisitState =
+        visit.state.parse().map_err(|_| ApiError::Internal(format!("visit {id} has unknown state")))?;
+    let note = current.sign_note(request, state.clock.now())?;
+    let result = record(&state, &visit, current, vec![Artifact::Note(note)], "visit.note").await?;
+    Ok((StatusCode::CREATED, Json(result)))
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct TraceEntry {
+    delivery: String,
+    artifact: String,
+    seq: i64,
+    resource_type: String,
+    connection: String,
+    identifier: String,
+    status: String,
+    attempts: i64,
+    last_error: Option<String>,
+    ehr_resource: Option<String>,
+    ehr_version: Option<String>,
+    next_attempt_at: Option<DateTime<Utc>>,
+    completed_at: Option<DateTime<Utc>>,
+}
+
+impl From<DeliveryRow> for TraceEntry {
+    fn from(d: DeliveryRow) -> Self {
+        TraceEntry {
+            ehr_resource: d.ehr_resource_id.as_ref().map(|id| format!("{}/{id}", d.resource_type)),
+            delivery: d.id,
+            artifact: d.artifact_id,
+            seq: d.seq,
+            resource_type: d.resource_type,
+            connection: d.connection_id,
+            identifier: d.identifier,
+            next_attempt_at: (d.status == "pending")
+                .then(|| DateTime::from_timestamp_millis(d.next_attempt_at))
+                .flatten(),
+            status: d.status,
+            attempts: d.attempts,
+            last_error: d.last_error,
+            ehr_version: d.ehr_version,
+            completed_at: d.completed_at.and_then(DateTime::from_timestamp_millis),
+        }
+    }
+}
+
+async fn trace(State(state): State<AppState>, Path(id): Path<String>) -> Result<Json<Vec<TraceEntry>>, ApiError> {
+    load(&state, &id).await?;
+    let rows = state.store.deliveries_for_visit(&state.tenant_id, &id).await?;
+    Ok(Json(rows.into_iter().map(TraceEntry::from).collect()))
+}
+
+#[derive(Serialize)]
+struct Replayed {
+    replayed: u64,
+}
+
+async fn replay(State(state): State<AppState>, Path(id): Path<String>) -> Result<Json<Replayed>, ApiError> {
+    load(&state, &id).await?;
+    let replayed = state.store.replay_dead(&state.tenant_id, &id, state.clock.now_ms()).await?;
+    state
+        .store
+        .audit(&audit(&state, "visit.replay", &id, format!("{replayed} dead letter(s) replayed")), state.clock.now_ms())
+        .await?;
+    state.signal.notify();
+    Ok(Json(Replayed { replayed }))
+}
+
+#[derive(Serialize)]
+struct Queue {
+    pending: i64,
+    in_flight: i64,
+    done: i64,
+    dead: i64,
+}
+
+async fn queue(State(state): State<AppState>) -> Result<Json<Queue>, ApiError> {
+    let c = state.store.queue_counts().await?;
+    Ok(Json(Queue { pending: c.pending, in_flight: c.in_flight, done: c.done, dead: c.dead }))
+}

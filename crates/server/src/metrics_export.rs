@@ -1,0 +1,49 @@
+//! `/metrics` in Prometheus text format: counters and histograms recorded by the workers, plus
+//! the queue's depth by status read at scrape time.
+
+use std::sync::OnceLock;
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::{HeaderValue, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+
+use crate::{ApiError, AppState};
+
+static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
+
+/// The process-wide Prometheus recorder, installed on first use.
+pub fn prometheus_handle() -> Option<PrometheusHandle> {
+    HANDLE
+        .get_or_init(|| {
+            let recorder = PrometheusBuilder::new()
+                .set_buckets(&[0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0])
+                .ok()?
+                .build_recorder();
+            let handle = recorder.handle();
+            metrics::set_global_recorder(recorder).ok()?;
+            Some(handle)
+        })
+        .clone()
+}
+
+pub fn routes() -> Router<AppState> {
+    Router::new().route("/metrics", get(render)).route("/healthz", get(|| async { "ok" }))
+}
+
+async fn render(State(state): State<AppState>) -> Result<Response, ApiError> {
+    let counts = state.store.queue_counts().await?;
+    for (status, n) in
+        [("pending", counts.pending), ("in_flight", counts.in_flight), ("done", counts.done), ("dead", counts.dead)]
+    {
+        metrics::gauge!("telechart_deliveries", "status" => status).set(n as f64);
+    }
+    let text = prometheus_handle().map(|h| h.render()).unwrap_or_default();
+    let mut response = text.into_response();
+    response
+        .headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"));
+    Ok(response)
+}

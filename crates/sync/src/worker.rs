@@ -1,0 +1,452 @@
+//! The delivery worker.
+//!
+//! One delivery: load visit + artifact → map to FHIR → (reconcile if an earlier attempt may have
+//! reached the EHR) → write → record the EHR's id and version with an audit entry, in one commit.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use telechart_ehr::{EhrError, EncounterWrite, FailureClass, FhirClient, Written};
+use telechart_store::{AuditEntry, ClaimedDelivery, Clock, DeliveryRow, Store, WorkItem};
+use telechart_visit::{Artifact, EncounterStatusChange, VisitContext};
+use tokio::sync::Notify;
+use tokio::task::JoinSet;
+
+use crate::{Backoff, Connections, FaultPlan, FaultPoint, SyncError};
+
+#[derive(Debug, Clone)]
+pub struct SyncConfig {
+    /// This worker's lease owner name; unique per process.
+    pub worker_id: String,
+    /// Deliveries written at once.
+    pub concurrency: usize,
+    /// How long a claim stays ours without completion before another worker may take it.
+    pub lease: Duration,
+    pub backoff: Backoff,
+    /// Attempts after which a still-failing delivery becomes a dead letter.
+    pub max_attempts: u32,
+    /// Longest idle sleep between queue polls when nothing signals new work.
+    pub idle_poll: Duration,
+    /// System of the identifiers Telechart mints on every resource it writes.
+    pub identifier_system: String,
+}
+
+impl SyncConfig {
+    pub fn new(worker_id: impl Into<String>, identifier_system: impl Into<String>) -> Self {
+        SyncConfig {
+            worker_id: worker_id.into(),
+            concurrency: 8,
+            lease: Duration::from_secs(60),
+            backoff: Backoff { base: Duration::from_secs(2), max: Duration::from_secs(300) },
+            max_attempts: 12,
+            idle_poll: Duration::from_millis(500),
+            identifier_system: identifier_system.into(),
+        }
+    }
+}
+
+/// Wakes idle workers when new deliveries are recorded.
+#[derive(Debug, Clone, Default)]
+pub struct QueueSignal(Arc<Notify>);
+
+impl QueueSignal {
+    pub fn notify(&self) {
+        self.0.notify_waiters();
+        self.0.notify_one();
+    }
+
+    async fn notified(&self) {
+        self.0.notified().await
+    }
+}
+
+/// What happened to one claimed delivery.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DeliveryOutcome {
+    Done {
+        resource: String,
+        adopted: bool,
+    },
+    Retry {
+        error: String,
+    },
+    Dead {
+        reason: String,
+    },
+    /// Another worker holds it now (our lease had expired).
+    LeaseLost,
+    /// A fault point fired: the worker dies here.
+    Crashed(FaultPoint),
+}
+
+#[derive(Clone)]
+pub struct Worker {
+    store: Store,
+    clock: Clock,
+    config: Arc<SyncConfig>,
+    connections: Connections,
+    faults: FaultPlan,
+    signal: QueueSignal,
+}
+
+impl Worker {
+    pub fn new(store: Store, clock: Clock, config: SyncConfig, connections: Connections, signal: QueueSignal) -> Self {
+        Worker { store, clock, config: Arc::new(config), connections, faults: FaultPlan::default(), signal }
+    }
+
+    pub fn with_faults(mut self, faults: FaultPlan) -> Self {
+        self.faults = faults;
+        self
+    }
+
+    pub fn config(&self) -> &SyncConfig {
+        &self.config
+    }
+
+    /// Claims one batch and delivers it; returns the outcomes. Stops at the first fault point that
+    /// fires, leaving the rest of its claims leased, as a crashed worker would.
+    pub async fn run_once(&self) -> Result<Vec<DeliveryOutcome>, SyncError> {
+        let claimed = self.claim(self.config.concurrency).await?;
+        let mut tasks = JoinSet::new();
+        for delivery in claimed {
+            let worker = self.clone();
+            tasks.spawn(async move { worker.deliver(delivery).await });
+        }
+        let mut outcomes = Vec::new();
+        while let Some(joined) = tasks.join_next().await {
+            let outcome = joined.map_err(|e| SyncError::NotReady(format!("delivery task failed: {e}")))??;
+            let crashed = matches!(outcome, DeliveryOutcome::Crashed(_));
+            outcomes.push(outcome);
+            if crashed {
+                tasks.abort_all();
+                break;
+            }
+        }
+        Ok(outcomes)
+    }
+
+    /// Runs until `stop` resolves, or until a fault point fires (then returns the fault).
+    pub async fn run(self, stop: impl std::future::Future<Output = ()>) -> Result<(), SyncError> {
+        tokio::pin!(stop);
+        let mut tasks: JoinSet<Result<DeliveryOutcome, SyncError>> = JoinSet::new();
+        loop {
+            let free = self.config.concurrency.saturating_sub(tasks.len());
+            let mut claimed_any = false;
+            if free > 0 {
+                match self.claim(free).await {
+                    Ok(batch) => {
+                        claimed_any = !batch.is_empty();
+                        for delivery in batch {
+                            let worker = self.clone();
+                            tasks.spawn(async move { worker.deliver(delivery).await });
+                        }
+                    }
+                    Err(e) => tracing::warn!(error = %e, "claiming deliveries failed; will retry"),
+                }
+            }
+            if claimed_any && tasks.len() < self.config.concurrency {
+                continue;
+            }
+            // With writes in flight, a finishing write wakes the loop; only an idle worker asks
+            // the queue when the next delivery falls due.
+            let idle = if tasks.is_empty() { self.idle_wait().await } else { self.config.idle_poll };
+            tokio::select! {
+                () = &mut stop => {
+                    // Let in-flight writes finish so their results are recorded.
+                    while let Some(joined) = tasks.join_next().await {
+                        if let Ok(Err(e)) = joined {
+                            tracing::warn!(error = %e, "delivery failed during shutdown");
+                        }
+                    }
+                    return Ok(());
+                }
+                Some(joined) = tasks.join_next(), if !tasks.is_empty() => {
+                    match joined {
+                        Ok(Ok(DeliveryOutcome::Crashed(point))) => {
+                            tasks.abort_all();
+                            return Err(SyncError::Crashed(point));
+                        }
+                        Ok(Ok(_)) => {}
+                        Ok(Err(e)) => tracing::warn!(error = %e, "delivery left for lease expiry"),
+                        Err(e) => tracing::error!(error = %e, "delivery task panicked"),
+                    }
+                }
+                () = self.signal.notified(), if tasks.len() < self.config.concurrency => {}
+                () = tokio::time::sleep(idle), if tasks.len() < self.config.concurrency => {}
+            }
+        }
+    }
+
+    /// Sleep until the next delivery falls due (capped by `idle_poll`).
+    async fn idle_wait(&self) -> Duration {
+        let now = self.clock.now_ms();
+        match self.store.next_due_at().await {
+            Ok(Some(at)) if at > now => {
+                Duration::from_millis(u64::try_from(at - now).unwrap_or(0)).min(self.config.idle_poll)
+            }
+            Ok(Some(_)) => Duration::from_millis(20),
+            _ => self.config.idle_poll,
+        }
+    }
+
+    async fn claim(&self, limit: usize) -> Result<Vec<ClaimedDelivery>, SyncError> {
+        let now = self.clock.now_ms();
+        let lease_until = now + i64::try_from(self.config.lease.as_millis()).unwrap_or(i64::MAX / 2);
+        let limit = i64::try_from(limit).unwrap_or(1);
+        Ok(self.store.claim_due(&self.config.worker_id, lease_until, now, limit).await?)
+    }
+
+    /// Delivers one claimed delivery and records the outcome. An `Err` means our own database
+    /// failed: the row keeps its lease and is taken again when the lease expires.
+    pub async fn deliver(&self, claimed: ClaimedDelivery) -> Result<DeliveryOutcome, SyncError> {
+        let started = Instant::now();
+        let row = &claimed.row;
+        let result = self.write(&claimed).await;
+        let outcome = match result {
+            Ok((written, adopted)) => {
+                if self.faults.fires(FaultPoint::AfterEhrCommitted) {
+                    return Ok(DeliveryOutcome::Crashed(FaultPoint::AfterEhrCommitted));
+                }
+                let resource = format!("{}/{}", row.resource_type, written.id);
+                let detail = format!(
+                    "{} {resource} version {} on connection {}",
+                    if adopted { "adopted" } else { "wrote" },
+                    written.version.as_deref().unwrap_or("-"),
+                    row.connection_id
+                );
+                let audit = self.audit(row, "delivery.written", detail);
+                let ours = self
+                    .store
+                    .complete_delivery(
+                        row,
+                        &self.config.worker_id,
+                        &written.id,
+                        written.version.as_deref(),
+                        &audit,
+                        self.clock.now_ms(),
+                    )
+                    .await?;
+                if ours { DeliveryOutcome::Done { resource, adopted } } else { DeliveryOutcome::LeaseLost }
+            }
+            Err(SyncError::Crashed(point)) => return Ok(DeliveryOutcome::Crashed(point)),
+            Err(SyncError::Store(e)) => return Err(SyncError::Store(e)),
+            Err(err) => self.fail(row, &err).await?,
+        };
+        let label = match &outcome {
+            DeliveryOutcome::Done { .. } => "done",
+            DeliveryOutcome::Retry { .. } => "retry",
+            DeliveryOutcome::Dead { .. } => "dead",
+            DeliveryOutcome::LeaseLost => "lease_lost",
+            DeliveryOutcome::Crashed(_) => "crashed",
+        };
+        metrics::counter!("telechart_deliveries_total", "outcome" => label, "resource_type" => row.resource_type.clone()).increment(1);
+        metrics::histogram!("telechart_delivery_attempt_seconds", "resource_type" => row.resource_type.clone())
+            .record(started.elapsed().as_secs_f64());
+        if matches!(outcome, DeliveryOutcome::Done { .. }) {
+            let age = (self.clock.now_ms() - row.created_at).max(0) as f64 / 1000.0;
+            metrics::histogram!("telechart_delivery_age_seconds").record(age);
+        }
+        Ok(outcome)
+    }
+
+    async fn fail(&self, row: &DeliveryRow, err: &SyncError) -> Result<DeliveryOutcome, SyncError> {
+        let now = self.clock.now();
+        let message = err.to_string();
+        let class = match err {
+            SyncError::Ehr(e) => e.class(),
+            SyncError::NotReady(_) => FailureClass::Transient { retry_after: None },
+            SyncError::UnknownConnection(_) | SyncError::Mapping { .. } => FailureClass::Permanent,
+            SyncError::Store(_) | SyncError::Crashed(_) => FailureClass::Transient { retry_after: None },
+        };
+        let attempts = u32::try_from(row.attempts).unwrap_or(u32::MAX);
+        let (retry_after, unknown) = match class {
+            FailureClass::Permanent => {
+                return self.dead(row, &message).await;
+            }
+            FailureClass::Transient { retry_after } => (retry_after, false),
+            FailureClass::Unknown { retry_after } => (retry_after, true),
+        };
+        if attempts >= self.config.max_attempts {
+            return self.dead(row, &format!("gave up after {attempts} attempts: {message}")).await;
+        }
+        let backoff = self.config.backoff.delay(attempts, fastrand::f64());
+        let asked = retry_after.map(|r| r.delay_from(now)).unwrap_or_default();
+        let delay = backoff.max(asked);
+        let next = now.timestamp_millis() + i64::try_from(delay.as_millis()).unwrap_or(i64::MAX / 2);
+        tracing::info!(delivery = %row.id, attempts, delay_ms = delay.as_millis() as u64, unknown, error = %message, "delivery will be retried");
+        let ours = self
+            .store
+            .retry_delivery(row, &self.config.worker_id, &message, unknown, next, now.timestamp_millis())
+            .await?;
+        Ok(if ours { DeliveryOutcome::Retry { error: message } } else { DeliveryOutcome::LeaseLost })
+    }
+
+    async fn dead(&self, row: &DeliveryRow, reason: &str) -> Result<DeliveryOutcome, SyncError> {
+        tracing::warn!(delivery = %row.id, reason, "delivery moved to dead letters");
+        let audit = self.audit(row, "delivery.dead", reason.to_owned());
+        let ours = self.store.dead_letter(row, &self.config.worker_id, reason, &audit, self.clock.now_ms()).await?;
+        Ok(if ours { DeliveryOutcome::Dead { reason: reason.to_owned() } } else { DeliveryOutcome::LeaseLost })
+    }
+
+    fn audit(&self, row: &DeliveryRow, action: &str, detail: String) -> AuditEntry {
+        AuditEntry {
+            tenant_id: row.tenant_id.clone(),
+            actor: format!("worker:{}", self.config.worker_id),
+            action: action.to_owned(),
+            entity_type: "delivery".to_owned(),
+            entity_id: row.id.clone(),
+            visit_id: Some(row.visit_id.clone()),
+            phi: true,
+            detail,
+        }
+    }
+
+    /// Maps and writes; returns what the EHR kept and whether we adopted an earlier write.
+    async fn write(&self, claimed: &ClaimedDelivery) -> Result<(Written, bool), SyncError> {
+        let row = &claimed.row;
+        let item = self.store.work_item(&row.tenant_id, &row.artifact_id).await?;
+        let artifact: Artifact = serde_json::from_str(item.artifact.payload.expose()).map_err(|e| {
+            SyncError::Mapping { artifact_id: row.artifact_id.clone(), reason: format!("stored payload: {e}") }
+        })?;
+        let client = self.connections.client(&row.tenant_id, &row.connection_id).await?;
+        let ctx = VisitContext {
+            identifier_system: self.config.identifier_system.clone(),
+            visit_id: item.visit.id.clone(),
+            patient: item.visit.patient.expose().to_owned(),
+            practitioner: item.visit.practitioner.clone(),
+            appointment: format!("Appointment/{}", item.visit.appointment_id),
+        };
+        let token = format!("{}|{}", self.config.identifier_system, row.identifier);
+        match artifact {
+            Artifact::EncounterStatus(change) => self.write_encounter(&client, &ctx, &item, &token, &change).await,
+            Artifact::Vital(vital) => {
+                let encounter_id = encounter_id(&item)?;
+                let issued = self.clock.now();
+                let observation =
+                    telechart_visit::vital_observation(&ctx, &row.artifact_id, &vital, &encounter_id, issued).map_err(
+                        |e| SyncError::Mapping { artifact_id: row.artifact_id.clone(), reason: e.to_string() },
+                    )?;
+                if !client.profile.capabilities.observation_create {
+                    return Err(
+                        EhrError::NotSupported("this EHR does not accept Observation create over FHIR".into()).into()
+                    );
+                }
+                self.create_once(&client, claimed, "Observation", &token, to_json(&observation, row)?).await
+            }
+            Artifact::Note(note) => {
+                let encounter_id = encounter_id(&item)?;
+                let document = telechart_visit::note_document(&ctx, &row.artifact_id, &note, &encounter_id);
+                if !client.profile.capabilities.document_reference_create {
+                    return Err(EhrError::NotSupported(
+                        "this EHR does not accept DocumentReference create over FHIR".into(),
+                    )
+                    .into());
+                }
+                self.create_once(&client, claimed, "DocumentReference", &token, to_json(&document, row)?).await
+            }
+        }
+    }
+
+    /// Creates a resource unless an earlier attempt already did: when the claim says an attempt
+    /// may have reached the EHR, search by our identifier first and adopt what is there.
+    async fn create_once(
+        &self,
+        client: &FhirClient,
+        claimed: &ClaimedDelivery,
+        resource_type: &str,
+        token: &str,
+        resource: Value,
+    ) -> Result<(Written, bool), SyncError> {
+        if claimed.must_reconcile
+            && let Some(found) = client.find_by_identifier(resource_type, token).await?.into_iter().next()
+        {
+            return Ok((adopt(found, resource_type)?, true));
+        }
+        if self.faults.fires(FaultPoint::BeforeSend) {
+            return Err(SyncError::Crashed(FaultPoint::BeforeSend));
+        }
+        Ok((client.create(resource_type, &resource).await?, false))
+    }
+
+    /// The Encounter: find the EHR's (by our identifier, then by appointment), apply the status
+    /// change with `If-Match`, or create one where the EHR allows it.
+    async fn write_encounter(
+        &self,
+        client: &FhirClient,
+        ctx: &VisitContext,
+        item: &WorkItem,
+        token: &str,
+        change: &EncounterStatusChange,
+    ) -> Result<(Written, bool), SyncError> {
+        let caps = &client.profile.capabilities;
+        let existing = match &item.visit.ehr_encounter_id {
+            Some(id) => Some(client.read("Encounter", id).await?),
+            None => {
+                let mut found = client.find_by_identifier("Encounter", token).await?;
+                if found.is_empty() {
+                    found = client.search("Encounter", &[("appointment", ctx.appointment.as_str())]).await?;
+                }
+                // Prefer one not cancelled, should the EHR hold several for the appointment.
+                found.sort_by_key(|e| e.get("status").and_then(Value::as_str) == Some("cancelled"));
+                match found.into_iter().next() {
+                    Some(resource) => {
+                        let id = resource_id(&resource, "Encounter")?;
+                        Some(client.read("Encounter", &id).await?)
+                    }
+                    None => None,
+                }
+            }
+        };
+        if self.faults.fires(FaultPoint::BeforeSend) {
+            return Err(SyncError::Crashed(FaultPoint::BeforeSend));
+        }
+        match existing {
+            Some(mut current) => {
+                let id = resource_id(&current.resource, "Encounter")?;
+                let changed = telechart_visit::apply_encounter_status(&mut current.resource, ctx, change)
+                    .map_err(|e| SyncError::Mapping { artifact_id: item.artifact.id.clone(), reason: e.to_string() })?;
+                if !changed || !caps.encounter_update {
+                    // Already there (a replay), or the EHR keeps encounter status itself.
+                    return Ok((Written { id, version: current.version, resource: None }, true));
+                }
+                let written = client.update("Encounter", &id, &current.resource, current.version.as_deref()).await?;
+                Ok((written, false))
+            }
+            None if caps.encounter == EncounterWrite::FindOrCreate => {
+                let encounter = telechart_visit::encounter_for_create(ctx, change);
+                let body = serde_json::to_value(&encounter)
+                    .map_err(|e| SyncError::Mapping { artifact_id: item.artifact.id.clone(), reason: e.to_string() })?;
+                Ok((client.create("Encounter", &body).await?, false))
+            }
+            None => {
+                Err(SyncError::NotReady(format!("the EHR's Encounter for {} (it creates its own)", ctx.appointment)))
+            }
+        }
+    }
+}
+
+fn encounter_id(item: &WorkItem) -> Result<String, SyncError> {
+    item.visit.ehr_encounter_id.clone().ok_or_else(|| SyncError::NotReady("the visit's Encounter in the EHR".into()))
+}
+
+fn to_json<T: serde::Serialize>(value: &T, row: &DeliveryRow) -> Result<Value, SyncError> {
+    serde_json::to_value(value)
+        .map_err(|e| SyncError::Mapping { artifact_id: row.artifact_id.clone(), reason: e.to_string() })
+}
+
+fn resource_id(resource: &Value, resource_type: &str) -> Result<String, SyncError> {
+    resource.get("id").and_then(Value::as_str).map(str::to_owned).ok_or_else(|| {
+        SyncError::Ehr(EhrError::Protocol {
+            method: "search",
+            resource_type: resource_type.to_owned(),
+            reason: "a resource without an id".to_owned(),
+        })
+    })
+}
+
+fn adopt(found: Value, resource_type: &str) -> Result<Written, SyncError> {
+    let id = resource_id(&found, resource_type)?;
+    let version = found.pointer("/meta/versionId").and_then(Value::as_str).map(str::to_owned);
+    Ok(Written { id, version, resource: Some(found) })
+}
