@@ -28,6 +28,8 @@ pub struct AppState {
 }
 
 pub fn router(state: AppState) -> Router {
+    // Install the recorder before any worker records, so no early sample is lost.
+    prometheus_handle();
     api::routes().merge(metrics_export::routes()).with_state(state)
 }
 

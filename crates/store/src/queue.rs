@@ -254,11 +254,15 @@ impl Store {
         Ok(counts)
     }
 
-    /// The earliest time a pending delivery becomes due, so idle workers sleep exactly that long.
+    /// The earliest time a delivery becomes claimable (a pending head of its visit, or an
+    /// in-flight one whose lease runs out), so idle workers sleep exactly that long.
     pub async fn next_due_at(&self) -> Result<Option<i64>> {
         let row = on_pool!(self, pool => sqlx::query_as::<_, (Option<i64>,)>(
-            "SELECT MIN(CASE WHEN status = 'pending' THEN next_attempt_at ELSE lease_expires_at END) \
-             FROM deliveries WHERE status IN ('pending', 'in_flight')").fetch_one(pool).await)?;
+            "SELECT MIN(CASE WHEN d.status = 'pending' THEN d.next_attempt_at ELSE d.lease_expires_at END) \
+             FROM deliveries d WHERE d.status IN ('pending', 'in_flight') \
+             AND NOT EXISTS (SELECT 1 FROM deliveries e WHERE e.tenant_id = d.tenant_id AND e.visit_id = d.visit_id \
+               AND e.connection_id = d.connection_id AND e.seq < d.seq AND e.status <> 'done')")
+            .fetch_one(pool).await)?;
         Ok(row.0)
     }
 }

@@ -1,0 +1,204 @@
+//! `TestEnv`: sandbox + store + server + a worker factory, all on real sockets and databases.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use telechart_sandbox::{RunningSandbox, Sandbox, SandboxConfig};
+use telechart_server::{AppState, RunningServer};
+use telechart_store::{Clock, ConnectionRow, Store};
+use telechart_sync::{Backoff, Connections, DeliveryOutcome, FaultPlan, QueueSignal, SyncConfig, Worker};
+
+pub const TENANT: &str = "default";
+pub const SYSTEM: &str = "urn:telechart:test";
+pub const LEASE: Duration = Duration::from_secs(60);
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Engine {
+    Sqlite,
+    Postgres,
+}
+
+pub struct TestEnv {
+    pub engine: Engine,
+    pub store: Store,
+    pub clock: Clock,
+    pub sandbox: RunningSandbox,
+    pub server: RunningServer,
+    pub api: String,
+    pub http: reqwest::Client,
+    connections: Connections,
+    _dir: tempfile::TempDir,
+}
+
+pub fn synthea_dir() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/data/synthea")
+}
+
+/// The engines this run covers: SQLite always; PostgreSQL when `TELECHART_TEST_POSTGRES_URL` is
+/// set (and it must be when `TELECHART_REQUIRE_POSTGRES=1`, as in CI).
+pub fn engines() -> Vec<Engine> {
+    if std::env::var("TELECHART_TEST_POSTGRES_URL").is_ok() {
+        vec![Engine::Sqlite, Engine::Postgres]
+    } else {
+        assert!(
+            std::env::var("TELECHART_REQUIRE_POSTGRES").as_deref() != Ok("1"),
+            "TELECHART_REQUIRE_POSTGRES=1 but TELECHART_TEST_POSTGRES_URL is unset"
+        );
+        eprintln!("note: TELECHART_TEST_POSTGRES_URL unset; PostgreSQL half skipped");
+        vec![Engine::Sqlite]
+    }
+}
+
+impl TestEnv {
+    pub async fn start(engine: Engine) -> TestEnv {
+        let dir = tempfile::tempdir().unwrap();
+        let clock = Clock::manual("2026-11-26T09:00:00Z".parse().unwrap());
+        let store = match engine {
+            Engine::Sqlite => Store::open(&format!("sqlite:{}", dir.path().join("t.db").display()), 8).await.unwrap(),
+            Engine::Postgres => {
+                let admin_url = std::env::var("TELECHART_TEST_POSTGRES_URL").unwrap();
+                let admin = Store::open(&admin_url, 1).await.unwrap();
+                let name = format!("tc_it_{}", uuid::Uuid::new_v4().simple());
+                admin.create_database(&name).await.unwrap();
+                admin.close().await;
+                let mut url = url::Url::parse(&admin_url).unwrap();
+                url.set_path(&name);
+                Store::open(url.as_str(), 8).await.unwrap()
+            }
+        };
+        let mut config = SandboxConfig::new(clock.now().date_naive());
+        config.seed_dir = Some(synthea_dir());
+        config.appointments_per_patient = 2;
+        let sandbox = Sandbox::new(&config).unwrap().spawn(SocketAddr::from(([127, 0, 0, 1], 0))).await.unwrap();
+        store
+            .upsert_connection(&ConnectionRow {
+                tenant_id: TENANT.into(),
+                id: "sandbox".into(),
+                name: "Sandbox".into(),
+                profile: "generic".into(),
+                base_url: sandbox.fhir_base.clone(),
+                settings: "{}".into(),
+                created_at: 0,
+                updated_at: 0,
+            })
+            .await
+            .unwrap();
+        let connections = Connections::new(store.clone(), Duration::from_secs(10));
+        let state = AppState {
+            store: store.clone(),
+            clock: clock.clone(),
+            tenant_id: TENANT.into(),
+            identifier_system: SYSTEM.into(),
+            connections: connections.clone(),
+            signal: QueueSignal::default(),
+        };
+        let server = telechart_server::spawn(state, SocketAddr::from(([127, 0, 0, 1], 0))).await.unwrap();
+        let api = format!("{}/api/v1", server.base_url);
+        TestEnv { engine, store, clock, sandbox, server, api, http: reqwest::Client::new(), connections, _dir: dir }
+    }
+
+    pub fn worker(&self, name: &str, faults: FaultPlan) -> Worker {
+        let mut config = SyncConfig::new(name, SYSTEM);
+        config.lease = LEASE;
+        config.concurrency = 4;
+        config.backoff = Backoff { base: Duration::from_secs(1), max: Duration::from_secs(30) };
+        Worker::new(self.store.clone(), self.clock.clone(), config, self.connections.clone(), QueueSignal::default())
+            .with_faults(faults)
+    }
+
+    /// Runs `worker` until nothing is due, moving the manual clock to each scheduled retry.
+    pub async fn drain(&self, worker: &Worker) -> Vec<DeliveryOutcome> {
+        let mut all = Vec::new();
+        for _ in 0..500 {
+            let outcomes = worker.run_once().await.unwrap();
+            if outcomes.is_empty() {
+                let counts = self.store.queue_counts().await.unwrap();
+                if counts.pending + counts.in_flight == 0 {
+                    return all;
+                }
+                let next = self.store.next_due_at().await.unwrap().unwrap();
+                let wait = (next - self.clock.now_ms()).max(1);
+                self.clock.advance(Duration::from_millis(wait as u64));
+            }
+            all.extend(outcomes);
+        }
+        panic!("the queue did not drain");
+    }
+
+    pub async fn post(&self, path: &str, body: Value) -> (u16, Value) {
+        let response = self.http.post(format!("{}{path}", self.api)).json(&body).send().await.unwrap();
+        let status = response.status().as_u16();
+        (status, response.json().await.unwrap_or(Value::Null))
+    }
+
+    pub async fn post_raw(&self, path: &str, body: &'static str) -> (u16, Value) {
+        let response = self
+            .http
+            .post(format!("{}{path}", self.api))
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        let status = response.status().as_u16();
+        (status, response.json().await.unwrap_or(Value::Null))
+    }
+
+    pub async fn get(&self, url: &str) -> (u16, Value) {
+        let response = self.http.get(url).send().await.unwrap();
+        let status = response.status().as_u16();
+        (status, response.json().await.unwrap_or(Value::Null))
+    }
+
+    pub fn appointment(&self, n: usize) -> String {
+        self.sandbox.sandbox.appointment_ids()[n].clone()
+    }
+
+    /// Opens a visit on appointment `n` and takes it through arrival, vitals, the call, a signed
+    /// note and the end. Returns the visit id.
+    pub async fn full_visit(&self, n: usize) -> String {
+        let (status, visit) =
+            self.post("/visits", json!({"appointment": format!("Appointment/{}", self.appointment(n))})).await;
+        assert_eq!(status, 201, "{visit}");
+        let id = visit["id"].as_str().unwrap().to_owned();
+        let steps = [
+            ("transitions", json!({"to": "arrived"})),
+            // Parsed from text so that 36.80 keeps its written precision.
+            (
+                "vitals",
+                serde_json::from_str::<Value>(
+                    r#"{"vitals": [
+                {"type": "blood-pressure", "systolic": 128, "diastolic": 82, "unit": "mm[Hg]"},
+                {"type": "heart-rate", "value": 72, "unit": "/min"},
+                {"type": "respiratory-rate", "value": 16, "unit": "/min"},
+                {"type": "body-temperature", "value": 36.80, "unit": "Cel"},
+                {"type": "oxygen-saturation", "value": 98, "unit": "%"},
+                {"type": "body-weight", "value": 72.5, "unit": "kg"},
+                {"type": "body-height", "value": 175, "unit": "cm"},
+                {"type": "bmi", "value": 23.7, "unit": "kg/m2"}
+            ]}"#,
+                )
+                .unwrap(),
+            ),
+            ("transitions", json!({"to": "in-progress"})),
+            (
+                "notes",
+                json!({"title": "Visit note", "text": "S: well. O: see vitals. A: stable. P: follow up.",
+                             "author": visit["practitioner"], "signedAt": "2026-11-26T09:00:00Z"}),
+            ),
+            ("transitions", json!({"to": "finished"})),
+        ];
+        for (path, body) in steps {
+            let (status, reply) = self.post(&format!("/visits/{id}/{path}"), body).await;
+            assert_eq!(status, 201, "{path}: {reply}");
+        }
+        id
+    }
+
+    pub async fn stop(self) {
+        self.server.shutdown().await;
+        self.sandbox.shutdown().await;
+        self.store.close().await;
+    }
+}

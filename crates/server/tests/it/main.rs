@@ -1,0 +1,12 @@
+//! End to end: a real server on a socket, the sandbox EHR on a socket, real SQLite and
+//! PostgreSQL, the delivery worker stepped under a manual clock, and the FHIR it writes checked by
+//! HL7's schema through `../shared/tools/fhir-validate`.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::print_stdout)]
+
+mod bad_input;
+mod crash;
+mod env;
+mod flow;
+mod validator;
+
+pub use env::*;
