@@ -17,9 +17,8 @@ fn assert_outcome(status: u16, body: &Value, want_status: u16, field: Option<&st
     assert_eq!(body["resourceType"], "OperationOutcome", "{body}");
     assert_eq!(body["issue"][0]["severity"], "error");
     assert!(body["issue"][0]["diagnostics"].as_str().is_some_and(|d| !d.is_empty()));
-    match field {
-        Some(f) => assert_eq!(body["issue"][0]["expression"][0], f, "{body}"),
-        None => {}
+    if let Some(f) = field {
+        assert_eq!(body["issue"][0]["expression"][0], f, "{body}");
     }
 }
 
