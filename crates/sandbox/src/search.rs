@@ -216,7 +216,9 @@ fn date_test(name: &str, raw: &str) -> Result<DateTest, SearchError> {
 fn date_range(text: &str) -> Option<(DateTime<Utc>, DateTime<Utc>)> {
     if let Ok(at) = DateTime::parse_from_rfc3339(text) {
         let at = at.with_timezone(&Utc);
-        return Some((at, at + chrono::Duration::seconds(1)));
+        // The range is as wide as the written precision: a second, or a millisecond.
+        let width = if text.contains('.') { chrono::Duration::milliseconds(1) } else { chrono::Duration::seconds(1) };
+        return Some((at, at + width));
     }
     let day = |y: i32, m: u32, d: u32| {
         NaiveDate::from_ymd_opt(y, m, d).and_then(|d| d.and_hms_opt(0, 0, 0)).map(|t| t.and_utc())

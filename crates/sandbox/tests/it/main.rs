@@ -1,0 +1,194 @@
+//! The sandbox EHR over real HTTP: CRUD with versions, search and paging, and an
+//! OperationOutcome (never a 500) for every kind of bad request.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use serde_json::{Value, json};
+use telechart_sandbox::{RunningSandbox, Sandbox, SandboxConfig};
+
+fn config() -> SandboxConfig {
+    let mut config = SandboxConfig::new("2026-11-26".parse().unwrap());
+    config.seed_dir = Some(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/data/synthea"));
+    config
+}
+
+async fn start(config: &SandboxConfig) -> RunningSandbox {
+    Sandbox::new(config).unwrap().spawn(SocketAddr::from(([127, 0, 0, 1], 0))).await.unwrap()
+}
+
+struct Reply {
+    status: u16,
+    headers: reqwest::header::HeaderMap,
+    body: Value,
+}
+
+async fn send(request: reqwest::RequestBuilder) -> Reply {
+    let response = request.send().await.unwrap();
+    let status = response.status().as_u16();
+    let headers = response.headers().clone();
+    let text = response.text().await.unwrap();
+    Reply { status, headers, body: serde_json::from_str(&text).unwrap_or(Value::Null) }
+}
+
+fn assert_outcome(reply: &Reply, status: u16, expression: Option<&str>) {
+    assert_eq!(reply.status, status, "{}", reply.body);
+    assert_eq!(reply.body["resourceType"], "OperationOutcome", "{}", reply.body);
+    assert!(reply.body["issue"][0]["diagnostics"].as_str().is_some_and(|d| !d.is_empty()));
+    if let Some(e) = expression {
+        assert_eq!(reply.body["issue"][0]["expression"][0], e, "{}", reply.body);
+    }
+}
+
+fn observation(patient: &str) -> Value {
+    json!({"resourceType": "Observation", "status": "final",
+           "identifier": [{"system": "urn:test", "value": "obs-1"}],
+           "code": {"coding": [{"system": "http://loinc.org", "code": "8867-4"}]},
+           "subject": {"reference": patient}, "effectiveDateTime": "2026-11-26T09:00:00Z",
+           "valueQuantity": {"value": 72, "unit": "/min", "system": "http://unitsofmeasure.org", "code": "/min"}})
+}
+
+async fn patient_of_first_appointment(http: &reqwest::Client, sandbox: &RunningSandbox) -> String {
+    let id = sandbox.sandbox.appointment_ids()[0].clone();
+    let appt = send(http.get(format!("{}/Appointment/{id}", sandbox.fhir_base))).await;
+    appt.body["participant"][0]["actor"]["reference"].as_str().unwrap().to_owned()
+}
+
+#[tokio::test]
+async fn create_read_vread_and_versioned_update() {
+    let sandbox = start(&config()).await;
+    let http = reqwest::Client::new();
+    let base = sandbox.fhir_base.clone();
+    let meta = send(http.get(format!("{base}/metadata"))).await;
+    assert_eq!((meta.status, meta.body["fhirVersion"].as_str()), (200, Some("4.0.1")));
+
+    let patient = patient_of_first_appointment(&http, &sandbox).await;
+    let created = send(http.post(format!("{base}/Observation")).json(&observation(&patient))).await;
+    assert_eq!(created.status, 201, "{}", created.body);
+    let id = created.body["id"].as_str().unwrap().to_owned();
+    assert_eq!(created.headers["etag"], "W/\"1\"");
+    assert!(created.headers["location"].to_str().unwrap().ends_with(&format!("/Observation/{id}/_history/1")));
+    assert_eq!(created.body["meta"]["versionId"], "1");
+    assert!(created.body["meta"]["lastUpdated"].as_str().is_some());
+
+    let mut changed = created.body.clone();
+    changed["status"] = json!("amended");
+    let stale = send(http.put(format!("{base}/Observation/{id}")).header("If-Match", "W/\"7\"").json(&changed)).await;
+    assert_outcome(&stale, 412, None);
+    let updated = send(http.put(format!("{base}/Observation/{id}")).header("If-Match", "W/\"1\"").json(&changed)).await;
+    assert_eq!((updated.status, updated.body["meta"]["versionId"].as_str()), (200, Some("2")));
+    // The old version stays readable; the current one is the update.
+    let v1 = send(http.get(format!("{base}/Observation/{id}/_history/1"))).await;
+    assert_eq!(v1.body["status"], "final");
+    let now = send(http.get(format!("{base}/Observation/{id}"))).await;
+    assert_eq!((now.body["status"].as_str(), now.headers["etag"].to_str().unwrap()), (Some("amended"), "W/\"2\""));
+    // Replaying the stale If-Match now fails too: the version moved on.
+    let replay = send(http.put(format!("{base}/Observation/{id}")).header("If-Match", "W/\"1\"").json(&changed)).await;
+    assert_outcome(&replay, 412, None);
+    sandbox.shutdown().await;
+}
+
+#[tokio::test]
+async fn search_filters_and_pages_with_next_links() {
+    let sandbox = start(&config()).await;
+    let http = reqwest::Client::new();
+    let base = sandbox.fhir_base.clone();
+    let today = send(http.get(format!("{base}/Appointment?date=2026-11-26&status=booked&_count=5"))).await;
+    assert_eq!(today.status, 200);
+    let total = today.body["total"].as_u64().unwrap() as usize;
+    assert_eq!(total, sandbox.sandbox.appointment_ids().len());
+    assert_eq!(today.body["entry"].as_array().unwrap().len(), 5);
+    // Follow next links to the end: every appointment exactly once.
+    let mut seen = Vec::new();
+    let mut page = today.body;
+    loop {
+        for e in page["entry"].as_array().unwrap() {
+            let appt = &e["resource"];
+            assert_eq!(appt["serviceType"][0]["coding"][0]["code"], "448337001");
+            assert!(appt.get("class").is_none(), "R4 Appointment has no class");
+            seen.push(appt["id"].as_str().unwrap().to_owned());
+        }
+        let next = page["link"].as_array().unwrap().iter().find(|l| l["relation"] == "next").map(|l| l["url"].as_str().unwrap().to_owned());
+        match next {
+            Some(url) => page = send(http.get(url)).await.body,
+            None => break,
+        }
+    }
+    seen.sort();
+    seen.dedup();
+    assert_eq!(seen.len(), total);
+
+    let patient = patient_of_first_appointment(&http, &sandbox).await;
+    let by_patient = send(http.get(format!("{base}/Appointment?patient={patient}"))).await;
+    assert!(by_patient.body["total"].as_u64().unwrap() >= 1);
+    let none = send(http.get(format!("{base}/Appointment?date=lt2000-01-01"))).await;
+    assert_eq!((none.body["total"].as_u64(), none.body.get("entry")), (Some(0), None));
+
+    let created = send(http.post(format!("{base}/Observation")).json(&observation(&patient))).await;
+    let by_identifier = send(http.get(format!("{base}/Observation?identifier=urn:test|obs-1"))).await;
+    assert_eq!(by_identifier.body["total"], 1);
+    assert_eq!(by_identifier.body["entry"][0]["resource"]["id"], created.body["id"]);
+    let stamp = created.body["meta"]["lastUpdated"].as_str().unwrap();
+    let query = serde_urlencoded::to_string([("_lastUpdated", format!("ge{stamp}"))]).unwrap();
+    let recent = send(http.get(format!("{base}/Observation?{query}"))).await;
+    assert_eq!(recent.body["total"], 1);
+    let unknown = send(http.get(format!("{base}/Observation?colour=red"))).await;
+    assert_outcome(&unknown, 400, Some("colour"));
+    let bad_date = send(http.get(format!("{base}/Observation?date=yesterday"))).await;
+    assert_outcome(&bad_date, 400, Some("date"));
+    sandbox.shutdown().await;
+}
+
+#[tokio::test]
+async fn every_bad_request_gets_an_operation_outcome() {
+    let sandbox = start(&config()).await;
+    let http = reqwest::Client::new();
+    let base = sandbox.fhir_base.clone();
+    let patient = patient_of_first_appointment(&http, &sandbox).await;
+
+    assert_outcome(&send(http.get(format!("{base}/VitalSign/1"))).await, 404, None);
+    assert_outcome(&send(http.post(format!("{base}/VitalSign")).json(&json!({}))).await, 404, None);
+    assert_outcome(&send(http.get(format!("{base}/Observation/nope"))).await, 404, None);
+    let malformed = send(http.post(format!("{base}/Observation")).header("content-type", "application/fhir+json").body("{\"resourceType\":")).await;
+    assert_outcome(&malformed, 400, None);
+    let mut no_code = observation(&patient);
+    no_code.as_object_mut().unwrap().remove("code");
+    assert_outcome(&send(http.post(format!("{base}/Observation")).json(&no_code)).await, 400, Some("Observation.code"));
+    let mut bad_status = observation(&patient);
+    bad_status["status"] = json!("done");
+    assert_outcome(&send(http.post(format!("{base}/Observation")).json(&bad_status)).await, 400, Some("Observation.status"));
+    let dangling = observation("Patient/does-not-exist");
+    assert_outcome(&send(http.post(format!("{base}/Observation")).json(&dangling)).await, 422, Some("Observation.subject.reference"));
+    let wrong_type = observation(&patient);
+    assert_outcome(&send(http.post(format!("{base}/Encounter")).json(&wrong_type)).await, 400, Some("resourceType"));
+    let not_object = send(http.post(format!("{base}/Observation")).json(&json!([1, 2]))).await;
+    assert_outcome(&not_object, 400, None);
+    let put_unknown = send(http.put(format!("{base}/Observation/nope")).json(&json!({"resourceType": "Observation", "id": "nope"}))).await;
+    assert_outcome(&put_unknown, 404, None);
+    // Nothing refused was stored.
+    assert_eq!(sandbox.sandbox.count_with_identifier("Observation", "urn:test|obs-1"), 0);
+    sandbox.shutdown().await;
+}
+
+#[tokio::test]
+async fn what_the_sandbox_is_sent_survives_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = config();
+    config.data_file = Some(dir.path().join("journal.ndjson"));
+    let http = reqwest::Client::new();
+    let first = start(&config).await;
+    let patient = patient_of_first_appointment(&http, &first).await;
+    let created = send(http.post(format!("{}/Observation", first.fhir_base)).json(&observation(&patient))).await;
+    let id = created.body["id"].as_str().unwrap().to_owned();
+    first.shutdown().await;
+
+    let second = start(&config).await;
+    let read = send(http.get(format!("{}/Observation/{id}", second.fhir_base))).await;
+    assert_eq!(read.status, 200);
+    assert_eq!(second.sandbox.count_with_identifier("Observation", "urn:test|obs-1"), 1);
+    // New ids do not collide with restored ones.
+    let another = send(http.post(format!("{}/Observation", second.fhir_base)).json(&observation(&patient))).await;
+    assert_ne!(another.body["id"], created.body["id"]);
+    second.shutdown().await;
+}
