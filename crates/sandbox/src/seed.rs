@@ -108,7 +108,12 @@ pub fn generate_appointments(
             db.write(practitioner, 1, stamp)?;
         }
     }
-    let patients: Vec<String> = db.all("Patient").filter_map(|p| p["id"].as_str().map(str::to_owned)).collect();
+    // The living only: a deceased patient is not booked for a video visit.
+    let patients: Vec<String> = db
+        .all("Patient")
+        .filter(|p| p.get("deceasedDateTime").is_none() && p.get("deceasedBoolean") != Some(&Value::Bool(true)))
+        .filter_map(|p| p["id"].as_str().map(str::to_owned))
+        .collect();
     let start_of_day: DateTime<Utc> = today.and_hms_opt(8, 0, 0).map(|t| t.and_utc()).unwrap_or_default();
     let mut made = 0;
     for round in 0..per_patient {

@@ -83,7 +83,11 @@ impl Store {
                 std::fs::create_dir_all(dir)
                     .map_err(|source| StoreError::DataDir { path: dir.display().to_string(), source })?;
             }
-            let pool = SqlitePoolOptions::new().max_connections(max_connections.max(1)).connect_with(options).await?;
+            // SQLite has one writer. Concurrent write transactions on several connections meet
+            // SQLITE_BUSY and sleep in the busy handler; one connection queues them in the pool
+            // instead, which is both faster and the "single claimer" the queue relies on.
+            let _ = max_connections;
+            let pool = SqlitePoolOptions::new().max_connections(1).connect_with(options).await?;
             Store::Sqlite(pool)
         } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
             let options = PgConnectOptions::from_str(url)?;
@@ -120,15 +124,18 @@ impl Store {
     }
 }
 
-impl Store {
-    /// Creates a database on a PostgreSQL server (scratch databases for tests and benches).
-    pub async fn create_database(&self, name: &str) -> Result<()> {
-        if !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
-            return Err(StoreError::Conflict(format!("refusing database name {name:?}")));
-        }
-        if let Store::Postgres(pool) = self {
-            sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}"))).execute(pool).await?;
-        }
-        Ok(())
+/// Creates database `name` on the PostgreSQL server of `admin_url` and returns its URL (scratch
+/// databases for tests and benches). The admin connection runs no migrations.
+pub async fn create_postgres_database(admin_url: &str, name: &str) -> Result<String> {
+    if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+        return Err(StoreError::Conflict(format!("refusing database name {name:?}")));
     }
+    let mut url = url::Url::parse(admin_url)
+        .map_err(|_| StoreError::UnsupportedUrl(admin_url.split(':').next().unwrap_or_default().to_owned()))?;
+    let admin = PgPoolOptions::new().max_connections(1).connect_with(PgConnectOptions::from_str(admin_url)?).await?;
+    let created = sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}"))).execute(&admin).await;
+    admin.close().await;
+    created?;
+    url.set_path(name);
+    Ok(url.to_string())
 }

@@ -75,15 +75,22 @@ impl QueueCounts {
     }
 }
 
-// A delivery is due when it is pending and its time has come, or in flight with an expired lease
-// (its worker died). Per-visit ordering: only the lowest unfinished seq of a (visit, connection)
-// is eligible, so the Encounter is written before anything references it.
-const DUE: &str = "SELECT d.tenant_id, d.id FROM deliveries d \
-    WHERE ((d.status = 'pending' AND d.next_attempt_at <= $3) \
-        OR (d.status = 'in_flight' AND d.lease_expires_at <= $3)) \
-      AND NOT EXISTS (SELECT 1 FROM deliveries e WHERE e.tenant_id = d.tenant_id AND e.visit_id = d.visit_id \
-        AND e.connection_id = d.connection_id AND e.seq < d.seq AND e.status <> 'done') \
-    ORDER BY d.next_attempt_at, d.seq LIMIT $4";
+// Per-visit ordering: only the lowest unfinished seq of a (visit, connection) may be claimed, so
+// the Encounter is written before anything references it and status changes land in order.
+const HEAD_OF_VISIT: &str = "NOT EXISTS (SELECT 1 FROM deliveries e WHERE e.tenant_id = d.tenant_id \
+    AND e.visit_id = d.visit_id AND e.connection_id = d.connection_id AND e.seq < d.seq AND e.status <> 'done')";
+
+// Two kinds of due row, each found through its own index in due order, so a claim reads only
+// as many rows as it takes instead of sorting the whole backlog: in flight with an expired lease
+// (its worker died), and pending whose time has come.
+const EXPIRED: &str = "SELECT d.tenant_id, d.id FROM deliveries d \
+    WHERE d.status = 'in_flight' AND d.lease_expires_at <= $3 AND ";
+const EXPIRED_ORDER: &str = " ORDER BY d.lease_expires_at LIMIT $4";
+const PENDING: &str = "SELECT d.tenant_id, d.id FROM deliveries d \
+    WHERE d.status = 'pending' AND d.next_attempt_at <= $3 AND ";
+// Lowest seq first among equally due rows: visits advance side by side (breadth first), so no
+// visit is left with a long serial tail while others are finished.
+const PENDING_ORDER: &str = " ORDER BY d.next_attempt_at, d.seq LIMIT $4";
 
 // `reconcile` is computed from the row's values *before* this update (SET sees the old row on
 // both engines): an expired in-flight lease or a recorded ambiguous outcome.
@@ -103,28 +110,36 @@ impl Store {
         now_ms: i64,
         limit: i64,
     ) -> Result<Vec<ClaimedDelivery>> {
-        let rows = match self {
-            Store::Sqlite(pool) => {
-                let sql = format!("{CLAIM}{DUE}) RETURNING *");
-                sqlx::query_as::<_, DeliveryRow>(sqlx::AssertSqlSafe(sql))
-                    .bind(owner)
-                    .bind(lease_until_ms)
-                    .bind(now_ms)
-                    .bind(limit)
-                    .fetch_all(pool)
-                    .await?
+        let mut rows = Vec::new();
+        for (select, order) in [(EXPIRED, EXPIRED_ORDER), (PENDING, PENDING_ORDER)] {
+            let remaining = limit - i64::try_from(rows.len()).unwrap_or(limit);
+            if remaining <= 0 {
+                break;
             }
-            Store::Postgres(pool) => {
-                let sql = format!("{CLAIM}{DUE} FOR UPDATE OF d SKIP LOCKED) RETURNING *");
-                sqlx::query_as::<_, DeliveryRow>(sqlx::AssertSqlSafe(sql))
-                    .bind(owner)
-                    .bind(lease_until_ms)
-                    .bind(now_ms)
-                    .bind(limit)
-                    .fetch_all(pool)
-                    .await?
-            }
-        };
+            let claimed = match self {
+                Store::Sqlite(pool) => {
+                    let sql = format!("{CLAIM}{select}{HEAD_OF_VISIT}{order}) RETURNING *");
+                    sqlx::query_as::<_, DeliveryRow>(sqlx::AssertSqlSafe(sql))
+                        .bind(owner)
+                        .bind(lease_until_ms)
+                        .bind(now_ms)
+                        .bind(remaining)
+                        .fetch_all(pool)
+                        .await?
+                }
+                Store::Postgres(pool) => {
+                    let sql = format!("{CLAIM}{select}{HEAD_OF_VISIT}{order} FOR UPDATE OF d SKIP LOCKED) RETURNING *");
+                    sqlx::query_as::<_, DeliveryRow>(sqlx::AssertSqlSafe(sql))
+                        .bind(owner)
+                        .bind(lease_until_ms)
+                        .bind(now_ms)
+                        .bind(remaining)
+                        .fetch_all(pool)
+                        .await?
+                }
+            };
+            rows.extend(claimed);
+        }
         Ok(rows.into_iter().map(|row| ClaimedDelivery { must_reconcile: row.reconcile != 0, row }).collect())
     }
 
@@ -258,10 +273,8 @@ impl Store {
     /// in-flight one whose lease runs out), so idle workers sleep exactly that long.
     pub async fn next_due_at(&self) -> Result<Option<i64>> {
         let row = on_pool!(self, pool => sqlx::query_as::<_, (Option<i64>,)>(
-            "SELECT MIN(CASE WHEN d.status = 'pending' THEN d.next_attempt_at ELSE d.lease_expires_at END) \
-             FROM deliveries d WHERE d.status IN ('pending', 'in_flight') \
-             AND NOT EXISTS (SELECT 1 FROM deliveries e WHERE e.tenant_id = d.tenant_id AND e.visit_id = d.visit_id \
-               AND e.connection_id = d.connection_id AND e.seq < d.seq AND e.status <> 'done')")
+            sqlx::AssertSqlSafe(format!("SELECT MIN(CASE WHEN d.status = 'pending' THEN d.next_attempt_at ELSE d.lease_expires_at END) \
+             FROM deliveries d WHERE d.status IN ('pending', 'in_flight') AND {HEAD_OF_VISIT}")))
             .fetch_one(pool).await)?;
         Ok(row.0)
     }

@@ -10,7 +10,7 @@ use serde_json::Value;
 use telechart_ehr::{EhrError, EncounterWrite, FailureClass, FhirClient, Written};
 use telechart_store::{AuditEntry, ClaimedDelivery, Clock, DeliveryRow, Store, WorkItem};
 use telechart_visit::{Artifact, EncounterStatusChange, VisitContext};
-use tokio::sync::Notify;
+use tokio::sync::{Notify, Semaphore};
 use tokio::task::JoinSet;
 
 use crate::{Backoff, Connections, FaultPlan, FaultPoint, SyncError};
@@ -19,7 +19,7 @@ use crate::{Backoff, Connections, FaultPlan, FaultPoint, SyncError};
 pub struct SyncConfig {
     /// This worker's lease owner name; unique per process.
     pub worker_id: String,
-    /// Deliveries written at once.
+    /// Requests in flight to the EHRs at once (the load this worker puts on them).
     pub concurrency: usize,
     /// How long a claim stays ours without completion before another worker may take it.
     pub lease: Duration,
@@ -88,11 +88,29 @@ pub struct Worker {
     connections: Connections,
     faults: FaultPlan,
     signal: QueueSignal,
+    /// One permit per EHR request in flight. Loading work and committing results happen outside
+    /// it, so database time overlaps EHR time instead of adding to it.
+    ehr_permits: Arc<Semaphore>,
 }
 
 impl Worker {
     pub fn new(store: Store, clock: Clock, config: SyncConfig, connections: Connections, signal: QueueSignal) -> Self {
-        Worker { store, clock, config: Arc::new(config), connections, faults: FaultPlan::default(), signal }
+        let ehr_permits = Arc::new(Semaphore::new(config.concurrency.max(1)));
+        Worker {
+            store,
+            clock,
+            config: Arc::new(config),
+            connections,
+            faults: FaultPlan::default(),
+            signal,
+            ehr_permits,
+        }
+    }
+
+    /// Deliveries in the pipeline at once: twice the EHR concurrency, so the next delivery is
+    /// loaded and waiting when a request slot frees up.
+    fn depth(&self) -> usize {
+        self.config.concurrency.max(1) * 2
     }
 
     pub fn with_faults(mut self, faults: FaultPlan) -> Self {
@@ -131,7 +149,7 @@ impl Worker {
         tokio::pin!(stop);
         let mut tasks: JoinSet<Result<DeliveryOutcome, SyncError>> = JoinSet::new();
         loop {
-            let free = self.config.concurrency.saturating_sub(tasks.len());
+            let free = self.depth().saturating_sub(tasks.len());
             let mut claimed_any = false;
             if free > 0 {
                 match self.claim(free).await {
@@ -145,7 +163,7 @@ impl Worker {
                     Err(e) => tracing::warn!(error = %e, "claiming deliveries failed; will retry"),
                 }
             }
-            if claimed_any && tasks.len() < self.config.concurrency {
+            if claimed_any && tasks.len() < self.depth() {
                 continue;
             }
             // With writes in flight, a finishing write wakes the loop; only an idle worker asks
@@ -162,18 +180,26 @@ impl Worker {
                     return Ok(());
                 }
                 Some(joined) = tasks.join_next(), if !tasks.is_empty() => {
-                    match joined {
-                        Ok(Ok(DeliveryOutcome::Crashed(point))) => {
-                            tasks.abort_all();
-                            return Err(SyncError::Crashed(point));
+                    // Collect every write that has finished, so the next claim fills all free
+                    // slots at once: claims stay few however fast writes complete.
+                    let mut finished = vec![joined];
+                    while let Some(more) = tasks.try_join_next() {
+                        finished.push(more);
+                    }
+                    for joined in finished {
+                        match joined {
+                            Ok(Ok(DeliveryOutcome::Crashed(point))) => {
+                                tasks.abort_all();
+                                return Err(SyncError::Crashed(point));
+                            }
+                            Ok(Ok(_)) => {}
+                            Ok(Err(e)) => tracing::warn!(error = %e, "delivery left for lease expiry"),
+                            Err(e) => tracing::error!(error = %e, "delivery task panicked"),
                         }
-                        Ok(Ok(_)) => {}
-                        Ok(Err(e)) => tracing::warn!(error = %e, "delivery left for lease expiry"),
-                        Err(e) => tracing::error!(error = %e, "delivery task panicked"),
                     }
                 }
-                () = self.signal.notified(), if tasks.len() < self.config.concurrency => {}
-                () = tokio::time::sleep(idle), if tasks.len() < self.config.concurrency => {}
+                () = self.signal.notified(), if tasks.len() < self.depth() => {}
+                () = tokio::time::sleep(idle), if tasks.len() < self.depth() => {}
             }
         }
     }
@@ -318,6 +344,11 @@ impl Worker {
             appointment: format!("Appointment/{}", item.visit.appointment_id),
         };
         let token = format!("{}|{}", self.config.identifier_system, row.identifier);
+        let _permit = self
+            .ehr_permits
+            .acquire()
+            .await
+            .map_err(|_| SyncError::NotReady("the worker is shutting down".to_owned()))?;
         match artifact {
             Artifact::EncounterStatus(change) => self.write_encounter(&client, &ctx, &item, &token, &change).await,
             Artifact::Vital(vital) => {

@@ -109,7 +109,12 @@ async fn search_filters_and_pages_with_next_links() {
             assert!(appt.get("class").is_none(), "R4 Appointment has no class");
             seen.push(appt["id"].as_str().unwrap().to_owned());
         }
-        let next = page["link"].as_array().unwrap().iter().find(|l| l["relation"] == "next").map(|l| l["url"].as_str().unwrap().to_owned());
+        let next = page["link"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|l| l["relation"] == "next")
+            .map(|l| l["url"].as_str().unwrap().to_owned());
         match next {
             Some(url) => page = send(http.get(url)).await.body,
             None => break,
@@ -150,21 +155,36 @@ async fn every_bad_request_gets_an_operation_outcome() {
     assert_outcome(&send(http.get(format!("{base}/VitalSign/1"))).await, 404, None);
     assert_outcome(&send(http.post(format!("{base}/VitalSign")).json(&json!({}))).await, 404, None);
     assert_outcome(&send(http.get(format!("{base}/Observation/nope"))).await, 404, None);
-    let malformed = send(http.post(format!("{base}/Observation")).header("content-type", "application/fhir+json").body("{\"resourceType\":")).await;
+    let malformed = send(
+        http.post(format!("{base}/Observation"))
+            .header("content-type", "application/fhir+json")
+            .body("{\"resourceType\":"),
+    )
+    .await;
     assert_outcome(&malformed, 400, None);
     let mut no_code = observation(&patient);
     no_code.as_object_mut().unwrap().remove("code");
     assert_outcome(&send(http.post(format!("{base}/Observation")).json(&no_code)).await, 400, Some("Observation.code"));
     let mut bad_status = observation(&patient);
     bad_status["status"] = json!("done");
-    assert_outcome(&send(http.post(format!("{base}/Observation")).json(&bad_status)).await, 400, Some("Observation.status"));
+    assert_outcome(
+        &send(http.post(format!("{base}/Observation")).json(&bad_status)).await,
+        400,
+        Some("Observation.status"),
+    );
     let dangling = observation("Patient/does-not-exist");
-    assert_outcome(&send(http.post(format!("{base}/Observation")).json(&dangling)).await, 422, Some("Observation.subject.reference"));
+    assert_outcome(
+        &send(http.post(format!("{base}/Observation")).json(&dangling)).await,
+        422,
+        Some("Observation.subject.reference"),
+    );
     let wrong_type = observation(&patient);
     assert_outcome(&send(http.post(format!("{base}/Encounter")).json(&wrong_type)).await, 400, Some("resourceType"));
     let not_object = send(http.post(format!("{base}/Observation")).json(&json!([1, 2]))).await;
     assert_outcome(&not_object, 400, None);
-    let put_unknown = send(http.put(format!("{base}/Observation/nope")).json(&json!({"resourceType": "Observation", "id": "nope"}))).await;
+    let put_unknown =
+        send(http.put(format!("{base}/Observation/nope")).json(&json!({"resourceType": "Observation", "id": "nope"})))
+            .await;
     assert_outcome(&put_unknown, 404, None);
     // Nothing refused was stored.
     assert_eq!(sandbox.sandbox.count_with_identifier("Observation", "urn:test|obs-1"), 0);

@@ -58,13 +58,9 @@ impl TestEnv {
             Engine::Sqlite => Store::open(&format!("sqlite:{}", dir.path().join("t.db").display()), 8).await.unwrap(),
             Engine::Postgres => {
                 let admin_url = std::env::var("TELECHART_TEST_POSTGRES_URL").unwrap();
-                let admin = Store::open(&admin_url, 1).await.unwrap();
                 let name = format!("tc_it_{}", uuid::Uuid::new_v4().simple());
-                admin.create_database(&name).await.unwrap();
-                admin.close().await;
-                let mut url = url::Url::parse(&admin_url).unwrap();
-                url.set_path(&name);
-                Store::open(url.as_str(), 8).await.unwrap()
+                let url = telechart_store::create_postgres_database(&admin_url, &name).await.unwrap();
+                Store::open(&url, 8).await.unwrap()
             }
         };
         let mut config = SandboxConfig::new(clock.now().date_naive());

@@ -42,17 +42,8 @@ pub async fn fresh_postgres() -> Option<Store> {
         return None;
     };
     let name = format!("tc_test_{}", uuid::Uuid::new_v4().simple());
-    let admin = Store::open(&admin_url, 1).await.unwrap();
-    let Store::Postgres(pool) = &admin else { panic!("TELECHART_TEST_POSTGRES_URL is not a PostgreSQL URL") };
-    sqlx_create_database(pool, &name).await;
-    admin.close().await;
-    let mut url = url::Url::parse(&admin_url).unwrap();
-    url.set_path(&name);
-    Some(Store::open(url.as_str(), 8).await.unwrap())
-}
-
-async fn sqlx_create_database(pool: &sqlx::PgPool, name: &str) {
-    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}"))).execute(pool).await.unwrap();
+    let url = telechart_store::create_postgres_database(&admin_url, &name).await.unwrap();
+    Some(Store::open(&url, 8).await.unwrap())
 }
 
 pub fn audit(action: &str, entity_id: &str) -> AuditEntry {
