@@ -176,7 +176,7 @@ async fn prepare(
         store
             .record_event(TENANT, &visit_id, 1, "arrived", &[encounter_artifact], &targets, &audit(&visit_id), now)
             .await?;
-        let claimed = store.claim_due("bench-setup", now + 60_000, now, 1).await?;
+        let claimed = store.claim_due(TENANT, "bench-setup", now + 60_000, now, 1).await?;
         let ctx = telechart_visit::VisitContext {
             identifier_system: SYSTEM.into(),
             visit_id: visit_id.clone(),
@@ -263,7 +263,7 @@ async fn raw_client(client: &FhirClient, bodies: &[Value], concurrency: usize) -
 }
 
 async fn pipeline(store: &Store, args: &SyncBenchArgs, total: usize) -> anyhow::Result<Measured> {
-    let mut sync = SyncConfig::new("bench-worker", SYSTEM);
+    let mut sync = SyncConfig::new(TENANT, "bench-worker", SYSTEM);
     sync.concurrency = args.concurrency;
     sync.backoff = Backoff { base: Duration::from_millis(100), max: Duration::from_secs(2) };
     let connections = Connections::new(store.clone(), Duration::from_secs(30));
@@ -275,7 +275,7 @@ async fn pipeline(store: &Store, args: &SyncBenchArgs, total: usize) -> anyhow::
         let _ = stop_rx.await;
     }));
     let elapsed = loop {
-        let counts = store.queue_counts().await?;
+        let counts = store.queue_counts(TENANT).await?;
         if counts.pending + counts.in_flight == 0 {
             anyhow::ensure!(counts.dead == 0, "{} deliveries went dead during the bench", counts.dead);
             break started.elapsed().as_secs_f64();

@@ -137,7 +137,7 @@ pub async fn run(mut config: Config, args: DemoArgs) -> anyhow::Result<ExitCode>
     );
     let deadline = Instant::now() + Duration::from_secs(args.timeout_seconds);
     let counts = loop {
-        let c = telechart.store.queue_counts().await?;
+        let c = telechart.store.queue_counts(&config.tenant).await?;
         bar.set_position((c.done + c.dead) as u64);
         bar.set_message(if c.dead > 0 { format!("{} dead", c.dead) } else { String::new() });
         if c.pending + c.in_flight == 0 || Instant::now() > deadline {

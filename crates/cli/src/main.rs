@@ -104,7 +104,7 @@ async fn queue(config: Config, which: QueueCommand) -> anyhow::Result<()> {
     let store = telechart_store::Store::open(&config.database_url, 2).await?;
     match which {
         QueueCommand::Status => {
-            let c = store.queue_counts().await?;
+            let c = store.queue_counts(&config.tenant).await?;
             println!("pending {}  in_flight {}  done {}  dead {}", c.pending, c.in_flight, c.done, c.dead);
         }
         QueueCommand::Dead => {

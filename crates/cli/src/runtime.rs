@@ -78,7 +78,11 @@ pub async fn start(config: &Config, clock: Clock, tap: Option<WireTap>) -> anyho
     let mut workers = Vec::new();
     let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "local".to_owned());
     for n in 0..config.worker.workers {
-        let mut sync = SyncConfig::new(format!("{host}-{}-{n}", std::process::id()), config.identifier_system.clone());
+        let mut sync = SyncConfig::new(
+            config.tenant.clone(),
+            format!("{host}-{}-{n}", std::process::id()),
+            config.identifier_system.clone(),
+        );
         sync.concurrency = config.worker.concurrency;
         sync.lease = Duration::from_secs(config.worker.lease_seconds);
         sync.max_attempts = config.worker.max_attempts;

@@ -407,6 +407,6 @@ struct Queue {
 }
 
 async fn queue(State(state): State<AppState>) -> Result<Json<Queue>, ApiError> {
-    let c = state.store.queue_counts().await?;
+    let c = state.store.queue_counts(&state.tenant_id).await?;
     Ok(Json(Queue { pending: c.pending, in_flight: c.in_flight, done: c.done, dead: c.dead }))
 }

@@ -34,7 +34,7 @@ pub fn routes() -> Router<AppState> {
 }
 
 async fn render(State(state): State<AppState>) -> Result<Response, ApiError> {
-    let counts = state.store.queue_counts().await?;
+    let counts = state.store.queue_counts(&state.tenant_id).await?;
     for (status, n) in
         [("pending", counts.pending), ("in_flight", counts.in_flight), ("done", counts.done), ("dead", counts.dead)]
     {

@@ -84,10 +84,10 @@ const HEAD_OF_VISIT: &str = "NOT EXISTS (SELECT 1 FROM deliveries e WHERE e.tena
 // as many rows as it takes instead of sorting the whole backlog: in flight with an expired lease
 // (its worker died), and pending whose time has come.
 const EXPIRED: &str = "SELECT d.tenant_id, d.id FROM deliveries d \
-    WHERE d.status = 'in_flight' AND d.lease_expires_at <= $3 AND ";
+    WHERE d.tenant_id = $5 AND d.status = 'in_flight' AND d.lease_expires_at <= $3 AND ";
 const EXPIRED_ORDER: &str = " ORDER BY d.lease_expires_at LIMIT $4";
 const PENDING: &str = "SELECT d.tenant_id, d.id FROM deliveries d \
-    WHERE d.status = 'pending' AND d.next_attempt_at <= $3 AND ";
+    WHERE d.tenant_id = $5 AND d.status = 'pending' AND d.next_attempt_at <= $3 AND ";
 // Lowest seq first among equally due rows: visits advance side by side (breadth first), so no
 // visit is left with a long serial tail while others are finished.
 const PENDING_ORDER: &str = " ORDER BY d.next_attempt_at, d.seq LIMIT $4";
@@ -105,6 +105,7 @@ impl Store {
     /// statement under SQLite's single writer, so claims never overlap either.
     pub async fn claim_due(
         &self,
+        tenant_id: &str,
         owner: &str,
         lease_until_ms: i64,
         now_ms: i64,
@@ -124,6 +125,7 @@ impl Store {
                         .bind(lease_until_ms)
                         .bind(now_ms)
                         .bind(remaining)
+                        .bind(tenant_id)
                         .fetch_all(pool)
                         .await?
                 }
@@ -134,6 +136,7 @@ impl Store {
                         .bind(lease_until_ms)
                         .bind(now_ms)
                         .bind(remaining)
+                        .bind(tenant_id)
                         .fetch_all(pool)
                         .await?
                 }
@@ -182,6 +185,7 @@ impl Store {
 
     /// Puts the delivery back for another attempt at `next_attempt_at_ms`. `outcome_unknown`
     /// records that the failed attempt may have reached the EHR.
+    #[allow(clippy::too_many_arguments)]
     pub async fn retry_delivery(
         &self,
         delivery: &DeliveryRow,
@@ -189,17 +193,28 @@ impl Store {
         error: &str,
         outcome_unknown: bool,
         next_attempt_at_ms: i64,
+        audit: &AuditEntry,
         now_ms: i64,
     ) -> Result<bool> {
-        let updated = on_pool!(self, pool => sqlx::query(
-            "UPDATE deliveries SET status = 'pending', next_attempt_at = $1, last_error = $2, \
-             outcome_unknown = CASE WHEN $3 = 1 THEN 1 ELSE outcome_unknown END, \
-             lease_owner = NULL, lease_expires_at = NULL, updated_at = $4 \
-             WHERE tenant_id = $5 AND id = $6 AND status = 'in_flight' AND lease_owner = $7")
-            .bind(next_attempt_at_ms).bind(error).bind(i64::from(outcome_unknown)).bind(now_ms)
-            .bind(&delivery.tenant_id).bind(&delivery.id).bind(owner)
-            .execute(pool).await.map(|r| r.rows_affected()))?;
-        Ok(updated == 1)
+        let ours = on_pool!(self, pool => {
+            let mut tx = pool.begin().await?;
+            let updated = sqlx::query(
+                "UPDATE deliveries SET status = 'pending', next_attempt_at = $1, last_error = $2, \
+                 outcome_unknown = CASE WHEN $3 = 1 THEN 1 ELSE outcome_unknown END, \
+                 lease_owner = NULL, lease_expires_at = NULL, updated_at = $4 \
+                 WHERE tenant_id = $5 AND id = $6 AND status = 'in_flight' AND lease_owner = $7")
+                .bind(next_attempt_at_ms).bind(error).bind(i64::from(outcome_unknown)).bind(now_ms)
+                .bind(&delivery.tenant_id).bind(&delivery.id).bind(owner)
+                .execute(&mut *tx).await?;
+            if updated.rows_affected() == 1 {
+                append_audit!(&mut *tx, audit, now_ms)?;
+                tx.commit().await?;
+                Ok::<bool, crate::StoreError>(true)
+            } else {
+                Ok(false)
+            }
+        })?;
+        Ok(ours)
     }
 
     /// Moves the delivery to the dead letters with its reason.
@@ -252,10 +267,11 @@ impl Store {
         Ok(rows)
     }
 
-    /// Counts of deliveries by status across all tenants (for metrics and the demo summary).
-    pub async fn queue_counts(&self) -> Result<QueueCounts> {
+    /// Counts of a tenant's deliveries by status (for metrics and the demo summary).
+    pub async fn queue_counts(&self, tenant_id: &str) -> Result<QueueCounts> {
         let rows = on_pool!(self, pool => sqlx::query_as::<_, (String, i64)>(
-            "SELECT status, COUNT(*) FROM deliveries GROUP BY status").fetch_all(pool).await)?;
+            "SELECT status, COUNT(*) FROM deliveries WHERE tenant_id = $1 GROUP BY status")
+            .bind(tenant_id).fetch_all(pool).await)?;
         let mut counts = QueueCounts::default();
         for (status, n) in rows {
             match status.as_str() {
@@ -271,11 +287,11 @@ impl Store {
 
     /// The earliest time a delivery becomes claimable (a pending head of its visit, or an
     /// in-flight one whose lease runs out), so idle workers sleep exactly that long.
-    pub async fn next_due_at(&self) -> Result<Option<i64>> {
+    pub async fn next_due_at(&self, tenant_id: &str) -> Result<Option<i64>> {
         let row = on_pool!(self, pool => sqlx::query_as::<_, (Option<i64>,)>(
             sqlx::AssertSqlSafe(format!("SELECT MIN(CASE WHEN d.status = 'pending' THEN d.next_attempt_at ELSE d.lease_expires_at END) \
-             FROM deliveries d WHERE d.status IN ('pending', 'in_flight') AND {HEAD_OF_VISIT}")))
-            .fetch_one(pool).await)?;
+             FROM deliveries d WHERE d.tenant_id = $1 AND d.status IN ('pending', 'in_flight') AND {HEAD_OF_VISIT}")))
+            .bind(tenant_id).fetch_one(pool).await)?;
         Ok(row.0)
     }
 }

@@ -17,6 +17,8 @@ use crate::{Backoff, Connections, FaultPlan, FaultPoint, SyncError};
 
 #[derive(Debug, Clone)]
 pub struct SyncConfig {
+    /// The tenant whose deliveries this worker writes.
+    pub tenant_id: String,
     /// This worker's lease owner name; unique per process.
     pub worker_id: String,
     /// Requests in flight to the EHRs at once (the load this worker puts on them).
@@ -33,8 +35,13 @@ pub struct SyncConfig {
 }
 
 impl SyncConfig {
-    pub fn new(worker_id: impl Into<String>, identifier_system: impl Into<String>) -> Self {
+    pub fn new(
+        tenant_id: impl Into<String>,
+        worker_id: impl Into<String>,
+        identifier_system: impl Into<String>,
+    ) -> Self {
         SyncConfig {
+            tenant_id: tenant_id.into(),
             worker_id: worker_id.into(),
             concurrency: 8,
             lease: Duration::from_secs(60),
@@ -207,7 +214,7 @@ impl Worker {
     /// Sleep until the next delivery falls due (capped by `idle_poll`).
     async fn idle_wait(&self) -> Duration {
         let now = self.clock.now_ms();
-        match self.store.next_due_at().await {
+        match self.store.next_due_at(&self.config.tenant_id).await {
             Ok(Some(at)) if at > now => {
                 Duration::from_millis(u64::try_from(at - now).unwrap_or(0)).min(self.config.idle_poll)
             }
@@ -220,7 +227,7 @@ impl Worker {
         let now = self.clock.now_ms();
         let lease_until = now + i64::try_from(self.config.lease.as_millis()).unwrap_or(i64::MAX / 2);
         let limit = i64::try_from(limit).unwrap_or(1);
-        Ok(self.store.claim_due(&self.config.worker_id, lease_until, now, limit).await?)
+        Ok(self.store.claim_due(&self.config.tenant_id, &self.config.worker_id, lease_until, now, limit).await?)
     }
 
     /// Delivers one claimed delivery and records the outcome. An `Err` means our own database
@@ -301,9 +308,14 @@ impl Worker {
         let delay = backoff.max(asked);
         let next = now.timestamp_millis() + i64::try_from(delay.as_millis()).unwrap_or(i64::MAX / 2);
         tracing::info!(delivery = %row.id, attempts, delay_ms = delay.as_millis() as u64, unknown, error = %message, "delivery will be retried");
+        let audit = self.audit(
+            row,
+            "delivery.retry",
+            format!("attempt {attempts} failed; next in {} ms: {message}", delay.as_millis()),
+        );
         let ours = self
             .store
-            .retry_delivery(row, &self.config.worker_id, &message, unknown, next, now.timestamp_millis())
+            .retry_delivery(row, &self.config.worker_id, &message, unknown, next, &audit, now.timestamp_millis())
             .await?;
         Ok(if ours { DeliveryOutcome::Retry { error: message } } else { DeliveryOutcome::LeaseLost })
     }

@@ -95,7 +95,7 @@ impl TestEnv {
     }
 
     pub fn worker(&self, name: &str, faults: FaultPlan) -> Worker {
-        let mut config = SyncConfig::new(name, SYSTEM);
+        let mut config = SyncConfig::new(TENANT, name, SYSTEM);
         config.lease = LEASE;
         config.concurrency = 4;
         config.backoff = Backoff { base: Duration::from_secs(1), max: Duration::from_secs(30) };
@@ -109,11 +109,11 @@ impl TestEnv {
         for _ in 0..500 {
             let outcomes = worker.run_once().await.unwrap();
             if outcomes.is_empty() {
-                let counts = self.store.queue_counts().await.unwrap();
+                let counts = self.store.queue_counts(TENANT).await.unwrap();
                 if counts.pending + counts.in_flight == 0 {
                     return all;
                 }
-                let next = self.store.next_due_at().await.unwrap().unwrap();
+                let next = self.store.next_due_at(TENANT).await.unwrap().unwrap();
                 let wait = (next - self.clock.now_ms()).max(1);
                 self.clock.advance(Duration::from_millis(wait as u64));
             }

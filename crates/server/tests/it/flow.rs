@@ -113,7 +113,7 @@ async fn an_unknown_outcome_is_reconciled_and_retry_after_is_honoured() {
             break;
         }
         if outcomes.is_empty() {
-            let next = env.store.next_due_at().await.unwrap().unwrap();
+            let next = env.store.next_due_at(TENANT).await.unwrap().unwrap();
             env.clock.advance(std::time::Duration::from_millis((next - env.clock.now_ms()).max(1) as u64));
         }
     }

@@ -71,8 +71,8 @@ CREATE TABLE deliveries (
     FOREIGN KEY (tenant_id, artifact_id) REFERENCES artifacts (tenant_id, id)
 );
 
-CREATE INDEX deliveries_due ON deliveries (status, next_attempt_at, seq);
-CREATE INDEX deliveries_lease ON deliveries (status, lease_expires_at);
+CREATE INDEX deliveries_due ON deliveries (tenant_id, status, next_attempt_at, seq);
+CREATE INDEX deliveries_lease ON deliveries (tenant_id, status, lease_expires_at);
 CREATE INDEX deliveries_visit_order ON deliveries (tenant_id, visit_id, connection_id, seq);
 
 CREATE TABLE audit_log (

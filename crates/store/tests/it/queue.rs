@@ -19,7 +19,7 @@ async fn per_visit_order_only_offers_the_head_of_each_visit() {
         .await;
         record(&store, "v2", 1, &[artifact("e2", "Encounter")]).await;
 
-        let claimed = store.claim_due("w1", 10_000 + LEASE, 10_000, 10).await.unwrap();
+        let claimed = store.claim_due(TENANT, "w1", 10_000 + LEASE, 10_000, 10).await.unwrap();
         let mut ids: Vec<_> = claimed.iter().map(|c| c.row.artifact_id.clone()).collect();
         ids.sort();
         assert_eq!(ids, ["e1", "e2"]);
@@ -34,7 +34,7 @@ async fn per_visit_order_only_offers_the_head_of_each_visit() {
         );
         assert_eq!(store.visit(TENANT, "v1").await.unwrap().unwrap().ehr_encounter_id.as_deref(), Some("enc-1"));
 
-        let next = store.claim_due("w1", 10_002 + LEASE, 10_002, 10).await.unwrap();
+        let next = store.claim_due(TENANT, "w1", 10_002 + LEASE, 10_002, 10).await.unwrap();
         assert_eq!(next.iter().map(|c| c.row.artifact_id.as_str()).collect::<Vec<_>>(), ["o1"]);
     })
     .await;
@@ -46,12 +46,12 @@ async fn an_expired_lease_is_claimed_again_and_told_to_reconcile() {
         seed_connection(&store).await;
         open_visit(&store, "v1").await;
         record(&store, "v1", 1, &[artifact("e1", "Encounter")]).await;
-        let first = store.claim_due("dead-worker", 10_000 + LEASE, 10_000, 10).await.unwrap();
+        let first = store.claim_due(TENANT, "dead-worker", 10_000 + LEASE, 10_000, 10).await.unwrap();
         assert_eq!(first.len(), 1);
 
         // Before the lease runs out nobody else gets it.
-        assert!(store.claim_due("w2", 20_000 + LEASE, 20_000, 10).await.unwrap().is_empty());
-        let again = store.claim_due("w2", 40_000 + LEASE, 40_000, 10).await.unwrap();
+        assert!(store.claim_due(TENANT, "w2", 20_000 + LEASE, 20_000, 10).await.unwrap().is_empty());
+        let again = store.claim_due(TENANT, "w2", 40_000 + LEASE, 40_000, 10).await.unwrap();
         assert_eq!(again.len(), 1);
         assert!(again[0].must_reconcile, "the dead worker may have written: reconcile first");
         assert_eq!(again[0].row.attempts, 2);
@@ -83,14 +83,19 @@ async fn retries_wait_for_their_time_and_remember_ambiguous_outcomes() {
         open_visit(&store, "v2").await;
         record(&store, "v1", 1, &[artifact("e1", "Encounter")]).await;
         record(&store, "v2", 1, &[artifact("e2", "Encounter")]).await;
-        let claimed = store.claim_due("w1", 10_000 + LEASE, 10_000, 10).await.unwrap();
+        let claimed = store.claim_due(TENANT, "w1", 10_000 + LEASE, 10_000, 10).await.unwrap();
         for c in &claimed {
             let ambiguous = c.row.artifact_id == "e1";
-            assert!(store.retry_delivery(&c.row, "w1", "timeout", ambiguous, 15_000, 10_001).await.unwrap());
+            assert!(
+                store
+                    .retry_delivery(&c.row, "w1", "timeout", ambiguous, 15_000, &audit("delivery.retry", "v1"), 10_001)
+                    .await
+                    .unwrap()
+            );
         }
-        assert!(store.claim_due("w1", 14_000 + LEASE, 14_000, 10).await.unwrap().is_empty());
-        assert_eq!(store.next_due_at().await.unwrap(), Some(15_000));
-        let mut again = store.claim_due("w1", 15_000 + LEASE, 15_000, 10).await.unwrap();
+        assert!(store.claim_due(TENANT, "w1", 14_000 + LEASE, 14_000, 10).await.unwrap().is_empty());
+        assert_eq!(store.next_due_at(TENANT).await.unwrap(), Some(15_000));
+        let mut again = store.claim_due(TENANT, "w1", 15_000 + LEASE, 15_000, 10).await.unwrap();
         again.sort_by(|a, b| a.row.artifact_id.cmp(&b.row.artifact_id));
         assert_eq!(again.iter().map(|c| c.must_reconcile).collect::<Vec<_>>(), [true, false]);
         assert_eq!(again[0].row.last_error.as_deref(), Some("timeout"));
@@ -104,20 +109,20 @@ async fn dead_letters_block_their_visit_until_replayed() {
         seed_connection(&store).await;
         open_visit(&store, "v1").await;
         record(&store, "v1", 1, &[artifact("e1", "Encounter"), artifact("o1", "Observation")]).await;
-        let claimed = store.claim_due("w1", 10_000 + LEASE, 10_000, 10).await.unwrap();
+        let claimed = store.claim_due(TENANT, "w1", 10_000 + LEASE, 10_000, 10).await.unwrap();
         assert!(
             store
                 .dead_letter(&claimed[0].row, "w1", "422 business rule", &audit("delivery.dead", "v1"), 10_001)
                 .await
                 .unwrap()
         );
-        assert!(store.claim_due("w1", 20_000 + LEASE, 20_000, 10).await.unwrap().is_empty());
-        let counts = store.queue_counts().await.unwrap();
+        assert!(store.claim_due(TENANT, "w1", 20_000 + LEASE, 20_000, 10).await.unwrap().is_empty());
+        let counts = store.queue_counts(TENANT).await.unwrap();
         assert_eq!((counts.pending, counts.dead), (1, 1));
         assert_eq!(store.dead_letters(TENANT).await.unwrap()[0].last_error.as_deref(), Some("422 business rule"));
 
         assert_eq!(store.replay_dead(TENANT, "v1", 30_000).await.unwrap(), 1);
-        let replayed = store.claim_due("w1", 30_000 + LEASE, 30_000, 10).await.unwrap();
+        let replayed = store.claim_due(TENANT, "w1", 30_000 + LEASE, 30_000, 10).await.unwrap();
         assert_eq!(replayed[0].row.artifact_id, "e1");
         assert!(replayed[0].must_reconcile);
     })
@@ -139,7 +144,7 @@ async fn concurrent_claimers_never_share_a_delivery() {
             tasks.push(tokio::spawn(async move {
                 let mut mine = Vec::new();
                 loop {
-                    let batch = store.claim_due(&format!("w{w}"), 10_000 + LEASE, 10_000, 3).await.unwrap();
+                    let batch = store.claim_due(TENANT, &format!("w{w}"), 10_000 + LEASE, 10_000, 3).await.unwrap();
                     if batch.is_empty() {
                         return mine;
                     }
