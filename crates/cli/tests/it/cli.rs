@@ -1,0 +1,103 @@
+use std::path::Path;
+use std::process::Command;
+
+fn telechart(cwd: &Path) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_telechart"));
+    command.current_dir(cwd);
+    for (key, _) in std::env::vars() {
+        if key.starts_with("TELECHART_") {
+            command.env_remove(key);
+        }
+    }
+    command
+}
+
+fn workspace() -> std::path::PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().unwrap()
+}
+
+#[test]
+fn config_prints_the_effective_settings_with_secrets_masked() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("telechart.toml"), "tenant = \"clinic-7\"\n[worker]\nconcurrency = 4\n").unwrap();
+    let out = telechart(dir.path())
+        .arg("config")
+        .env("TELECHART_DATABASE_URL", "postgres://tc:hunter2@db.internal:5432/tc")
+        .env("TELECHART_WORKER__LEASE_SECONDS", "90")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    assert!(out.status.success(), "{stdout}");
+    assert!(!stdout.contains("hunter2"), "{stdout}");
+    assert!(stdout.contains("postgres://tc:****@db.internal:5432/tc"), "{stdout}");
+    assert!(stdout.contains("tenant = \"clinic-7\""), "file overrides defaults: {stdout}");
+    assert!(stdout.contains("concurrency = 4"), "{stdout}");
+    assert!(stdout.contains("lease_seconds = 90"), "environment overrides the file: {stdout}");
+}
+
+#[test]
+fn with_no_configuration_the_database_is_embedded_sqlite() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = telechart(dir.path()).arg("config").output().unwrap();
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    assert!(stdout.contains("database_url = \"sqlite:./telechart-data/telechart.db\""), "{stdout}");
+    // And it works: the queue is readable on a fresh embedded database.
+    let out = telechart(dir.path()).args(["queue", "status"]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(dir.path().join("telechart-data/telechart.db").exists());
+}
+
+#[test]
+fn bad_configuration_is_refused_with_a_precise_message() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = telechart(dir.path()).arg("config").env("TELECHART_WORKER__CONCURRENCY", "0").output().unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("worker.concurrency must be at least 1"));
+
+    std::fs::write(dir.path().join("telechart.toml"), "databse_url = \"sqlite:x.db\"\n").unwrap();
+    let out = telechart(dir.path()).arg("config").output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(stderr.contains("databse_url"), "{stderr}");
+
+    let out = telechart(dir.path()).args(["--config", "missing.toml", "config"]).output().unwrap();
+    assert!(String::from_utf8_lossy(&out.stderr).contains("config file missing.toml does not exist"));
+}
+
+#[test]
+fn the_demo_charts_every_visit_and_exports_what_it_wrote() {
+    let dir = tempfile::tempdir().unwrap();
+    let written = dir.path().join("written.ndjson");
+    let sent = dir.path().join("sent.ndjson");
+    let out = telechart(&workspace())
+        .args(["demo", "--visits", "3", "--export"])
+        .arg(&written)
+        .arg("--export-sent")
+        .arg(&sent)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains("delivered   36 / 36 (100.0 %)"), "{stdout}");
+    assert!(stdout.contains("dead        0"), "{stdout}");
+    let lines = |p: &Path| {
+        std::fs::read_to_string(p)
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+            .collect::<Vec<_>>()
+    };
+    let written = lines(&written);
+    // Per visit: one Encounter (three versions of it), eight Observations, one DocumentReference.
+    assert_eq!(written.len(), 30);
+    assert_eq!(written.iter().filter(|r| r["resourceType"] == "Observation").count(), 24);
+    let sent = lines(&sent);
+    assert_eq!(sent.len(), 36, "every delivery sent exactly once");
+}
+
+#[test]
+fn the_demo_refuses_zero_visits() {
+    let out = telechart(&workspace()).args(["demo", "--visits", "0"]).output().unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--visits must be at least 1"));
+}
