@@ -166,7 +166,7 @@ pub async fn run(mut config: Config, args: DemoArgs) -> anyhow::Result<ExitCode>
         for t in &trace {
             println!(
                 "  {:>2}. {:<18} {:<32} v{:<3} {}",
-                t["seq"],
+                t["seq"].as_i64().unwrap_or_default(),
                 t["resourceType"].as_str().unwrap_or_default(),
                 t["ehrResource"].as_str().unwrap_or("—"),
                 t["ehrVersion"].as_str().unwrap_or("?"),

@@ -307,7 +307,9 @@ impl Worker {
         let asked = retry_after.map(|r| r.delay_from(now)).unwrap_or_default();
         let delay = backoff.max(asked);
         let next = now.timestamp_millis() + i64::try_from(delay.as_millis()).unwrap_or(i64::MAX / 2);
-        tracing::info!(delivery = %row.id, attempts, delay_ms = delay.as_millis() as u64, unknown, error = %message, "delivery will be retried");
+        // The EHR's own words can echo PHI: logs get the status only; the reason stays in the
+        // delivery row and the audit log.
+        tracing::info!(delivery = %row.id, attempts, delay_ms = delay.as_millis() as u64, unknown, status = ?http_status(err), "delivery will be retried");
         let audit = self.audit(
             row,
             "delivery.retry",
@@ -321,7 +323,7 @@ impl Worker {
     }
 
     async fn dead(&self, row: &DeliveryRow, reason: &str) -> Result<DeliveryOutcome, SyncError> {
-        tracing::warn!(delivery = %row.id, reason, "delivery moved to dead letters");
+        tracing::warn!(delivery = %row.id, attempts = row.attempts, "delivery moved to dead letters; see `telechart queue dead`");
         let audit = self.audit(row, "delivery.dead", reason.to_owned());
         let ours = self.store.dead_letter(row, &self.config.worker_id, reason, &audit, self.clock.now_ms()).await?;
         Ok(if ours { DeliveryOutcome::Dead { reason: reason.to_owned() } } else { DeliveryOutcome::LeaseLost })
@@ -466,6 +468,13 @@ impl Worker {
                 Err(SyncError::NotReady(format!("the EHR's Encounter for {} (it creates its own)", ctx.appointment)))
             }
         }
+    }
+}
+
+fn http_status(err: &SyncError) -> Option<u16> {
+    match err {
+        SyncError::Ehr(e) => e.http_status(),
+        _ => None,
     }
 }
 
