@@ -162,6 +162,12 @@ impl Sandbox {
             .route("/_sandbox/faults", post(add_fault))
             .route("/_sandbox/latency", put(set_latency))
             .route("/_sandbox/stats", get(stats))
+            .fallback(|| async {
+                outcome(StatusCode::NOT_FOUND, "not-found", None, "no such FHIR endpoint on this server")
+            })
+            .method_not_allowed_fallback(|| async {
+                outcome(StatusCode::METHOD_NOT_ALLOWED, "not-supported", None, "this interaction is not supported here")
+            })
             .with_state(self.clone())
     }
 

@@ -30,7 +30,11 @@ pub struct AppState {
 pub fn router(state: AppState) -> Router {
     // Install the recorder before any worker records, so no early sample is lost.
     prometheus_handle();
-    api::routes().merge(metrics_export::routes()).with_state(state)
+    api::routes()
+        .merge(metrics_export::routes())
+        .fallback(|| async { ApiError::NotFound { field: None, message: "no such endpoint".to_owned() } })
+        .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
+        .with_state(state)
 }
 
 #[derive(Debug, thiserror::Error)]

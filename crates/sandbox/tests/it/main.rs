@@ -186,6 +186,8 @@ async fn every_bad_request_gets_an_operation_outcome() {
         send(http.put(format!("{base}/Observation/nope")).json(&json!({"resourceType": "Observation", "id": "nope"})))
             .await;
     assert_outcome(&put_unknown, 404, None);
+    assert_outcome(&send(http.get(format!("{base}/Observation/1/extra/path"))).await, 404, None);
+    assert_outcome(&send(http.delete(format!("{base}/Observation/1"))).await, 405, None);
     // Nothing refused was stored.
     assert_eq!(sandbox.sandbox.count_with_identifier("Observation", "urn:test|obs-1"), 0);
     sandbox.shutdown().await;

@@ -87,6 +87,11 @@ async fn bad_input_is_refused_precisely_and_writes_nothing() {
     assert_outcome(status, &reply, 409, None);
     let (status, reply) = env.get(&format!("{}/visits/00000000-0000-0000-0000-000000000000", env.api)).await;
     assert_outcome(status, &reply, 404, None);
+    let (status, reply) = env.get(&format!("{}/nowhere", env.api)).await;
+    assert_outcome(status, &reply, 404, None);
+    let response = env.http.delete(format!("{}/visits/{id}", env.api)).send().await.unwrap();
+    let status = response.status().as_u16();
+    assert_outcome(status, &response.json().await.unwrap(), 405, None);
     assert_eq!(snapshot(&env, &id).await, before);
     env.stop().await;
 }
