@@ -50,6 +50,9 @@ pub struct ConnectionConfig {
     pub base_url: String,
 }
 
+/// Top-level keys of [`Config`], the only ones read from the environment.
+const CONFIG_KEYS: &[&str] = &["database_url", "listen", "tenant", "identifier_system", "log", "worker", "connections"];
+
 impl Default for Config {
     fn default() -> Self {
         Config {
@@ -87,7 +90,12 @@ impl Config {
         if let Some(file) = &file {
             figment = figment.merge(Toml::file(file));
         }
-        figment = figment.merge(Env::prefixed("TELECHART_").split("__").ignore(&["config"]));
+        // Only variables naming a configuration key: TELECHART_CONFIG, the test suite's
+        // TELECHART_TEST_* and the like share the prefix without being settings.
+        figment = figment.merge(Env::prefixed("TELECHART_").split("__").filter(|key| {
+            let top = key.as_str().split('.').next().unwrap_or_default().to_ascii_lowercase();
+            CONFIG_KEYS.contains(&top.as_str())
+        }));
         let config: Config = figment.extract().map_err(|e| anyhow::anyhow!("invalid configuration: {e}"))?;
         config.check()?;
         Ok(config)
@@ -134,6 +142,16 @@ mod tests {
     fn passwords_are_masked() {
         assert_eq!(mask_url("postgres://tc:s3cret@db:5432/tc"), "postgres://tc:****@db:5432/tc");
         assert_eq!(mask_url("sqlite:./x.db"), "sqlite:./x.db");
+    }
+
+    #[test]
+    fn config_keys_match_the_struct() {
+        let value = serde_json::to_value(Config::default()).unwrap();
+        let mut keys: Vec<&str> = value.as_object().unwrap().keys().map(String::as_str).collect();
+        keys.sort_unstable();
+        let mut listed = CONFIG_KEYS.to_vec();
+        listed.sort_unstable();
+        assert_eq!(keys, listed);
     }
 
     #[test]

@@ -24,6 +24,9 @@ fn config_prints_the_effective_settings_with_secrets_masked() {
         .arg("config")
         .env("TELECHART_DATABASE_URL", "postgres://tc:hunter2@db.internal:5432/tc")
         .env("TELECHART_WORKER__LEASE_SECONDS", "90")
+        // Variables of the prefix that are not settings are not configuration errors.
+        .env("TELECHART_TEST_POSTGRES_URL", "postgres://x@y/z")
+        .env("TELECHART_REQUIRE_POSTGRES", "1")
         .output()
         .unwrap();
     let stdout = String::from_utf8(out.stdout).unwrap();
