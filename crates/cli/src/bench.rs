@@ -86,7 +86,7 @@ async fn sync(args: SyncBenchArgs) -> anyhow::Result<()> {
         "engine", "raw /s", "pipeline /s", "ratio", "raw CPU ms/d", "pipe CPU ms/d"
     );
     for (engine, url) in engines {
-        let store = Store::open(&url, 16).await?;
+        let store = Store::open(&url, 16, telechart_store::KeyConfig::new(telechart_store::Kek::generate()?)).await?;
         let client = FhirClient::new(&running.fhir_base, VendorProfile::generic(), Duration::from_secs(30))?;
         let bodies = prepare(&store, &client, &appointments, &args, &running.fhir_base).await?;
         sandbox.set_latency(Duration::from_millis(args.latency_ms));

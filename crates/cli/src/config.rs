@@ -8,6 +8,7 @@ use anyhow::Context;
 use figment::Figment;
 use figment::providers::{Env, Format, Serialized, Toml};
 use serde::{Deserialize, Serialize};
+use telechart_store::{Kek, KeyConfig};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -21,8 +22,69 @@ pub struct Config {
     pub identifier_system: String,
     pub log: String,
     pub worker: WorkerConfig,
+    pub keys: KeysConfig,
     #[serde(default)]
     pub connections: Vec<ConnectionConfig>,
+}
+
+/// Where the key-encryption key (KEK) comes from. Data keys live in the database, wrapped by it.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeysConfig {
+    /// A file holding the base64 KEK (`telechart keys generate` makes one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kek_file: Option<PathBuf>,
+    /// The base64 KEK itself, e.g. from `TELECHART_KEYS__KEK`. Masked by `telechart config`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kek: Option<String>,
+    /// KEKs being rotated out: they still unwrap data keys until `telechart keys rotate` re-wraps them.
+    #[serde(default)]
+    pub previous_kek_files: Vec<PathBuf>,
+    /// Without a KEK, a development key is made in this file. `telechart check` refuses it.
+    pub development_kek_file: PathBuf,
+}
+
+impl KeysConfig {
+    /// The configured KEKs; a development key (created on first use) when none is configured.
+    pub fn load(&self) -> anyhow::Result<KeyConfig> {
+        let current = match (&self.kek, &self.kek_file) {
+            (Some(text), _) => Kek::from_base64(text).context("keys.kek")?,
+            (None, Some(path)) => read_kek(path)?,
+            (None, None) => {
+                let path = &self.development_kek_file;
+                if !path.exists() {
+                    let kek = Kek::generate()?;
+                    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+                        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+                    }
+                    write_secret(path, &kek.to_base64())?;
+                }
+                tracing::warn!(path = %path.display(), "using a development key-encryption key; configure keys.kek_file for production");
+                read_kek(path)?
+            }
+        };
+        let previous = self.previous_kek_files.iter().map(|p| read_kek(p)).collect::<anyhow::Result<Vec<_>>>()?;
+        Ok(KeyConfig { current, previous })
+    }
+}
+
+fn read_kek(path: &Path) -> anyhow::Result<Kek> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("reading the key file {}", path.display()))?;
+    Kek::from_base64(&text).with_context(|| format!("key file {}", path.display()))
+}
+
+/// Writes a secret readable by its owner only.
+pub fn write_secret(path: &Path, text: &str) -> anyhow::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("creating {}", path.display()))?;
+    writeln!(file, "{text}")?;
+    Ok(())
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -51,7 +113,8 @@ pub struct ConnectionConfig {
 }
 
 /// Top-level keys of [`Config`], the only ones read from the environment.
-const CONFIG_KEYS: &[&str] = &["database_url", "listen", "tenant", "identifier_system", "log", "worker", "connections"];
+const CONFIG_KEYS: &[&str] =
+    &["database_url", "listen", "tenant", "identifier_system", "log", "worker", "keys", "connections"];
 
 impl Default for Config {
     fn default() -> Self {
@@ -70,6 +133,10 @@ impl Default for Config {
                 backoff_max_seconds: 300,
                 ehr_timeout_seconds: 30,
                 database_connections: 16,
+            },
+            keys: KeysConfig {
+                development_kek_file: PathBuf::from("telechart-data/development.kek"),
+                ..KeysConfig::default()
             },
             connections: Vec::new(),
         }
@@ -116,6 +183,9 @@ impl Config {
     pub fn masked_toml(&self) -> anyhow::Result<String> {
         let mut shown = self.clone();
         shown.database_url = mask_url(&self.database_url);
+        if shown.keys.kek.is_some() {
+            shown.keys.kek = Some("****".to_owned());
+        }
         for c in &mut shown.connections {
             c.base_url = mask_url(&c.base_url);
         }

@@ -102,7 +102,9 @@ pub async fn run(mut config: Config, args: DemoArgs) -> anyhow::Result<ExitCode>
         base_url: sandbox.fhir_base.clone(),
     }];
     let tap = args.export_sent.as_ref().map(|_| WireTap::default());
-    let telechart = crate::runtime::start(&config, Clock::system(), tap.clone()).await?;
+    // The demo's database is thrown away with its temporary directory; so is its key.
+    let keys = telechart_store::KeyConfig::new(telechart_store::Kek::generate()?);
+    let telechart = crate::runtime::start(&config, keys, Clock::system(), tap.clone()).await?;
     let api = format!("{}/api/v1", telechart.server.base_url);
     eprintln!(
         "sandbox EHR {}  ·  telechart {}  ·  {} visits on {}",

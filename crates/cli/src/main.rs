@@ -43,10 +43,32 @@ enum Command {
     },
     /// Print the effective configuration, secrets masked.
     Config,
+    /// Encryption keys: make a key-encryption key, show data keys, rotate.
+    Keys {
+        #[command(subcommand)]
+        which: KeysCommand,
+    },
     /// Inspect the delivery queue.
     Queue {
         #[command(subcommand)]
         which: QueueCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum KeysCommand {
+    /// A new random key-encryption key (base64), printed or written to `--out` (mode 0600).
+    Generate {
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// Every data key: tenant, id, the KEK that wraps it, whether active, PHI values sealed with it.
+    Status,
+    /// Re-wrap data keys under the current KEK; then (unless `--kek-only`) give every tenant a new
+    /// data key, re-encrypt its PHI and retire the old keys. Safe while servers run.
+    Rotate {
+        #[arg(long)]
+        kek_only: bool,
     },
 }
 
@@ -88,6 +110,10 @@ fn main() -> ExitCode {
                     bench::run(which).await.map(|()| ExitCode::SUCCESS)
                 }
                 Command::Queue { which } => queue(config, which).await.map(|()| ExitCode::SUCCESS),
+                Command::Keys { which } => {
+                    runtime::init_logging("warn");
+                    keys(config, which).await.map(|()| ExitCode::SUCCESS)
+                }
             }
         })
     })();
@@ -100,8 +126,57 @@ fn main() -> ExitCode {
     }
 }
 
+async fn keys(config: Config, which: KeysCommand) -> anyhow::Result<()> {
+    if let KeysCommand::Generate { out } = &which {
+        let kek = telechart_store::Kek::generate()?;
+        match out {
+            Some(path) => {
+                config::write_secret(path, &kek.to_base64())?;
+                println!("wrote key-encryption key {} to {}", kek.id(), path.display());
+            }
+            None => println!("{}", kek.to_base64()),
+        }
+        return Ok(());
+    }
+    let store = telechart_store::Store::open(&config.database_url, 2, config.keys.load()?).await?;
+    match which {
+        KeysCommand::Generate { .. } => {}
+        KeysCommand::Status => {
+            for k in store.data_key_status().await? {
+                let state = if k.active { "active" } else { "retiring" };
+                println!("{}  tenant {}  wrapped by KEK {}  {state}  {} values", k.id, k.tenant_id, k.kek_id, k.values);
+            }
+        }
+        KeysCommand::Rotate { kek_only } => {
+            let rewrapped = store.rewrap_data_keys().await?;
+            println!("re-wrapped {rewrapped} data key(s) under the current key-encryption key");
+            if !kek_only {
+                let clock = telechart_store::Clock::system();
+                let fresh = store.rotate_data_keys(clock.now_ms()).await?;
+                println!("{} tenant(s) have a new data key", fresh.len());
+                let bar = indicatif::ProgressBar::new_spinner();
+                let mut moved = 0;
+                loop {
+                    let n = store.reencrypt_batch(500).await?;
+                    if n == 0 {
+                        break;
+                    }
+                    moved += n;
+                    bar.set_message(format!("re-encrypted {moved} PHI values"));
+                    bar.tick();
+                }
+                bar.finish_and_clear();
+                let retired = store.retire_data_keys().await?;
+                println!("re-encrypted {moved} PHI value(s); retired {} old data key(s)", retired.len());
+            }
+        }
+    }
+    store.close().await;
+    Ok(())
+}
+
 async fn queue(config: Config, which: QueueCommand) -> anyhow::Result<()> {
-    let store = telechart_store::Store::open(&config.database_url, 2).await?;
+    let store = telechart_store::Store::open(&config.database_url, 2, config.keys.load()?).await?;
     match which {
         QueueCommand::Status => {
             let c = store.queue_counts(&config.tenant).await?;

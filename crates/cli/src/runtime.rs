@@ -5,7 +5,7 @@ use std::time::Duration;
 use anyhow::Context;
 use telechart_ehr::WireTap;
 use telechart_server::{AppState, RunningServer};
-use telechart_store::{Clock, ConnectionRow, Store};
+use telechart_store::{Clock, ConnectionRow, KeyConfig, Store};
 use telechart_sync::{Backoff, Connections, FaultPlan, QueueSignal, SyncConfig, Worker};
 use tokio::task::JoinHandle;
 
@@ -39,8 +39,8 @@ impl Telechart {
     }
 }
 
-pub async fn start(config: &Config, clock: Clock, tap: Option<WireTap>) -> anyhow::Result<Telechart> {
-    let store = Store::open(&config.database_url, config.worker.database_connections)
+pub async fn start(config: &Config, keys: KeyConfig, clock: Clock, tap: Option<WireTap>) -> anyhow::Result<Telechart> {
+    let store = Store::open(&config.database_url, config.worker.database_connections, keys)
         .await
         .with_context(|| format!("opening the database {}", crate::config::mask_url(&config.database_url)))?;
     for c in &config.connections {
@@ -105,7 +105,8 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     if config.connections.is_empty() {
         tracing::warn!("no EHR connections configured; visits cannot be opened until one is added");
     }
-    let telechart = start(&config, Clock::system(), None).await?;
+    let keys = config.keys.load()?;
+    let telechart = start(&config, keys, Clock::system(), None).await?;
     tracing::info!(url = %telechart.server.base_url, engine = telechart.store.engine(), "telechart is serving");
     tokio::signal::ctrl_c().await.context("waiting for Ctrl-C")?;
     tracing::info!("shutting down: finishing in-flight deliveries");

@@ -6,11 +6,14 @@
 
 mod audit;
 mod clock;
+mod key_admin;
+mod keys;
 mod phi;
 mod queue;
 mod visits;
 
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
@@ -19,7 +22,9 @@ use sqlx::{PgPool, SqlitePool};
 
 pub use audit::{AuditEntry, AuditRow};
 pub use clock::Clock;
-pub use phi::{Phi, SealedPhi};
+pub use key_admin::DataKeyStatus;
+pub use keys::{Kek, KeyConfig};
+pub use phi::{PHI_COLUMNS, Phi};
 pub use queue::{ClaimedDelivery, DeliveryRow, DeliveryStatus, QueueCounts};
 pub use visits::{ArtifactRow, ConnectionRow, NewArtifact, NewVisit, VisitRow, WorkItem};
 
@@ -37,6 +42,8 @@ pub enum StoreError {
     Conflict(String),
     #[error("stored data is corrupt: {0}")]
     Corrupt(String),
+    #[error("encryption key: {0}")]
+    Key(String),
     #[error("cannot create the data directory {path}: {source}")]
     DataDir { path: String, source: std::io::Error },
 }
@@ -49,28 +56,43 @@ impl StoreError {
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 
-/// The one handle on the database. Each method runs the same SQL on whichever engine is behind it.
+/// The one handle on the database and the keys that seal its PHI. Each method runs the same SQL
+/// on whichever engine is behind it.
+#[derive(Clone)]
+pub struct Store {
+    db: Db,
+    keys: Arc<keys::Keyring>,
+}
+
+/// The engine behind a [`Store`].
 #[derive(Clone, Debug)]
-pub enum Store {
+pub enum Db {
     Sqlite(SqlitePool),
     Postgres(PgPool),
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Store({})", self.engine())
+    }
 }
 
 /// Runs `$body` with `$pool` bound to the concrete pool, compiling it once per engine.
 macro_rules! on_pool {
     ($store:expr, $pool:ident => $body:expr) => {
-        match $store {
-            $crate::Store::Sqlite($pool) => $body,
-            $crate::Store::Postgres($pool) => $body,
+        match &$store.db {
+            $crate::Db::Sqlite($pool) => $body,
+            $crate::Db::Postgres($pool) => $body,
         }
     };
 }
 pub(crate) use on_pool;
 
 impl Store {
-    /// Connects to `sqlite:PATH` or `postgres://…` and applies the engine's migrations.
-    pub async fn open(url: &str, max_connections: u32) -> Result<Store> {
-        let store = if url.starts_with("sqlite:") {
+    /// Connects to `sqlite:PATH` or `postgres://…` and applies the engine's migrations. PHI is
+    /// sealed with data keys wrapped by `keys`.
+    pub async fn open(url: &str, max_connections: u32, keys: KeyConfig) -> Result<Store> {
+        let db = if url.starts_with("sqlite:") {
             let options = SqliteConnectOptions::from_str(url)?
                 .create_if_missing(true)
                 .journal_mode(SqliteJournalMode::Wal)
@@ -88,7 +110,7 @@ impl Store {
             // instead, which is both faster and the "single claimer" the queue relies on.
             let _ = max_connections;
             let pool = SqlitePoolOptions::new().max_connections(1).connect_with(options).await?;
-            Store::Sqlite(pool)
+            Db::Sqlite(pool)
         } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
             let options = PgConnectOptions::from_str(url)?;
             let pool = PgPoolOptions::new()
@@ -96,27 +118,33 @@ impl Store {
                 .acquire_timeout(Duration::from_secs(10))
                 .connect_with(options)
                 .await?;
-            Store::Postgres(pool)
+            Db::Postgres(pool)
         } else {
             return Err(StoreError::UnsupportedUrl(url.split(':').next().unwrap_or_default().to_owned()));
         };
+        let store = Store { db, keys: Arc::new(keys::Keyring::new(keys)) };
         store.migrate().await?;
         Ok(store)
     }
 
     async fn migrate(&self) -> Result<()> {
-        match self {
-            Store::Sqlite(pool) => sqlx::migrate!("./migrations/sqlite").run(pool).await?,
-            Store::Postgres(pool) => sqlx::migrate!("./migrations/postgres").run(pool).await?,
+        match &self.db {
+            Db::Sqlite(pool) => sqlx::migrate!("./migrations/sqlite").run(pool).await?,
+            Db::Postgres(pool) => sqlx::migrate!("./migrations/postgres").run(pool).await?,
         }
         Ok(())
     }
 
     pub fn engine(&self) -> &'static str {
-        match self {
-            Store::Sqlite(_) => "sqlite",
-            Store::Postgres(_) => "postgres",
+        match &self.db {
+            Db::Sqlite(_) => "sqlite",
+            Db::Postgres(_) => "postgres",
         }
+    }
+
+    /// The raw pools, for operational checks and tests that inspect what is at rest.
+    pub fn db(&self) -> &Db {
+        &self.db
     }
 
     pub async fn close(&self) {

@@ -1,20 +1,13 @@
-//! The one type every PHI value takes on its way into and out of the database. Encryption at rest
-//! lands in `seal`/`open` without touching any caller; the stored form carries a format prefix so
-//! rows written before and after a key change can coexist.
+//! The one type every PHI value takes in memory, and the sealing of PHI columns at rest.
 
 use std::fmt;
 
-use crate::{Result, StoreError};
+use crate::keys::{self, PhiSlot};
+use crate::{Result, Store, StoreError};
 
 /// Protected health information in memory. `Debug` never prints the value.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Phi(String);
-
-/// PHI as stored: opaque text with a format prefix.
-#[derive(Clone, PartialEq, Eq, Debug)]
-pub struct SealedPhi(pub(crate) String);
-
-const PLAIN_V0: &str = "p0:";
 
 impl Phi {
     pub fn new(value: impl Into<String>) -> Self {
@@ -28,17 +21,6 @@ impl Phi {
     pub fn into_inner(self) -> String {
         self.0
     }
-
-    pub(crate) fn seal(&self) -> SealedPhi {
-        SealedPhi(format!("{PLAIN_V0}{}", self.0))
-    }
-
-    pub(crate) fn open(sealed: &str) -> Result<Phi> {
-        sealed
-            .strip_prefix(PLAIN_V0)
-            .map(|plain| Phi(plain.to_owned()))
-            .ok_or_else(|| StoreError::Corrupt("a PHI column has an unknown storage format".to_owned()))
-    }
 }
 
 impl fmt::Debug for Phi {
@@ -47,16 +29,33 @@ impl fmt::Debug for Phi {
     }
 }
 
+/// Every PHI column: (table, column). Re-encryption, key retirement and the canary tests walk
+/// this list, so a new PHI column is added here or it is not protected.
+pub const PHI_COLUMNS: &[(&str, &str)] = &[("visits", "patient"), ("artifacts", "payload")];
+
+impl Store {
+    /// Encrypts `phi` for its slot under the tenant's active data key. Call it before opening a
+    /// transaction: it may create the tenant's first data key.
+    pub(crate) async fn seal(&self, slot: PhiSlot<'_>, phi: &Phi) -> Result<String> {
+        let (dek_id, key) = self.active_data_key(slot.tenant_id).await?;
+        keys::seal_with(&dek_id, &key, slot, phi.expose())
+    }
+
+    pub(crate) async fn unseal(&self, slot: PhiSlot<'_>, stored: &str) -> Result<Phi> {
+        let dek_id = keys::dek_of(stored).ok_or_else(|| {
+            StoreError::Corrupt(format!("{}.{} of row {} is not encrypted", slot.table, slot.column, slot.row_id))
+        })?;
+        let key = self.data_key(dek_id).await?;
+        keys::open_with(&key, slot, stored).map(Phi)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn phi_round_trips_and_never_debug_prints() {
-        let phi = Phi::new("Patient/123");
-        let sealed = phi.seal();
-        assert_eq!(Phi::open(&sealed.0).unwrap(), phi);
-        assert_eq!(format!("{phi:?}"), "Phi(<11 bytes redacted>)");
-        assert!(Phi::open("zz:abc").is_err());
+    fn phi_never_debug_prints() {
+        assert_eq!(format!("{:?}", Phi::new("Patient/123")), "Phi(<11 bytes redacted>)");
     }
 }

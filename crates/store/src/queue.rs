@@ -117,8 +117,8 @@ impl Store {
             if remaining <= 0 {
                 break;
             }
-            let claimed = match self {
-                Store::Sqlite(pool) => {
+            let claimed = match &self.db {
+                crate::Db::Sqlite(pool) => {
                     let sql = format!("{CLAIM}{select}{HEAD_OF_VISIT}{order}) RETURNING *");
                     sqlx::query_as::<_, DeliveryRow>(sqlx::AssertSqlSafe(sql))
                         .bind(owner)
@@ -129,7 +129,7 @@ impl Store {
                         .fetch_all(pool)
                         .await?
                 }
-                Store::Postgres(pool) => {
+                crate::Db::Postgres(pool) => {
                     let sql = format!("{CLAIM}{select}{HEAD_OF_VISIT}{order} FOR UPDATE OF d SKIP LOCKED) RETURNING *");
                     sqlx::query_as::<_, DeliveryRow>(sqlx::AssertSqlSafe(sql))
                         .bind(owner)

@@ -4,6 +4,7 @@
 use sqlx::FromRow;
 
 use crate::audit::append_audit;
+use crate::keys::PhiSlot;
 use crate::{AuditEntry, Phi, Result, Store, StoreError, on_pool};
 
 #[derive(Debug, Clone, PartialEq, Eq, FromRow)]
@@ -53,12 +54,12 @@ pub struct VisitRow {
     pub updated_at: i64,
 }
 
-impl TryFrom<VisitRecord> for VisitRow {
-    type Error = StoreError;
-
-    fn try_from(r: VisitRecord) -> Result<Self> {
+impl Store {
+    async fn visit_row(&self, r: VisitRecord) -> Result<VisitRow> {
+        let slot = PhiSlot { tenant_id: &r.tenant_id, table: "visits", column: "patient", row_id: &r.id };
+        let patient = self.unseal(slot, &r.patient).await?;
         Ok(VisitRow {
-            patient: Phi::open(&r.patient)?,
+            patient,
             tenant_id: r.tenant_id,
             id: r.id,
             connection_id: r.connection_id,
@@ -71,6 +72,10 @@ impl TryFrom<VisitRecord> for VisitRow {
             created_at: r.created_at,
             updated_at: r.updated_at,
         })
+    }
+
+    async fn artifact_payload(&self, tenant_id: &str, artifact_id: &str, stored: &str) -> Result<Phi> {
+        self.unseal(PhiSlot { tenant_id, table: "artifacts", column: "payload", row_id: artifact_id }, stored).await
     }
 }
 
@@ -154,7 +159,8 @@ impl Store {
     /// Opens a visit. One visit per appointment: a second open of the same appointment is a
     /// conflict naming the existing visit.
     pub async fn create_visit(&self, visit: &NewVisit, audit: &AuditEntry, now_ms: i64) -> Result<VisitRow> {
-        let patient = visit.patient.seal();
+        let slot = PhiSlot { tenant_id: &visit.tenant_id, table: "visits", column: "patient", row_id: &visit.id };
+        let patient = self.seal(slot, &visit.patient).await?;
         let inserted = on_pool!(self, pool => {
             let mut tx = pool.begin().await?;
             let inserted = sqlx::query(
@@ -162,7 +168,7 @@ impl Store {
                  version, artifact_count, ehr_encounter_id, created_at, updated_at) \
                  VALUES ($1, $2, $3, $4, $5, $6, $7, 1, 0, NULL, $8, $8)")
                 .bind(&visit.tenant_id).bind(&visit.id).bind(&visit.connection_id).bind(&visit.appointment_id)
-                .bind(&patient.0).bind(&visit.practitioner).bind(&visit.state).bind(now_ms)
+                .bind(&patient).bind(&visit.practitioner).bind(&visit.state).bind(now_ms)
                 .execute(&mut *tx).await;
             match inserted {
                 Ok(_) => {
@@ -189,7 +195,10 @@ impl Store {
         let row = on_pool!(self, pool => sqlx::query_as::<_, VisitRecord>(
             "SELECT * FROM visits WHERE tenant_id = $1 AND id = $2")
             .bind(tenant_id).bind(id).fetch_optional(pool).await)?;
-        row.map(VisitRow::try_from).transpose()
+        match row {
+            Some(record) => Ok(Some(self.visit_row(record).await?)),
+            None => Ok(None),
+        }
     }
 
     pub async fn visit_for_appointment(
@@ -201,7 +210,10 @@ impl Store {
         let row = on_pool!(self, pool => sqlx::query_as::<_, VisitRecord>(
             "SELECT * FROM visits WHERE tenant_id = $1 AND connection_id = $2 AND appointment_id = $3")
             .bind(tenant_id).bind(connection_id).bind(appointment_id).fetch_optional(pool).await)?;
-        row.map(VisitRow::try_from).transpose()
+        match row {
+            Some(record) => Ok(Some(self.visit_row(record).await?)),
+            None => Ok(None),
+        }
     }
 
     /// Records one visit event in one transaction: the state change (if any), its artifacts, one
@@ -220,6 +232,12 @@ impl Store {
         now_ms: i64,
     ) -> Result<VisitRow> {
         let count = i64::try_from(artifacts.len()).unwrap_or(i64::MAX);
+        // Sealed before the transaction opens: sealing may create the tenant's first data key.
+        let mut payloads = Vec::with_capacity(artifacts.len());
+        for artifact in artifacts {
+            let slot = PhiSlot { tenant_id, table: "artifacts", column: "payload", row_id: &artifact.id };
+            payloads.push(self.seal(slot, &artifact.payload).await?);
+        }
         let updated = on_pool!(self, pool => {
             let mut tx = pool.begin().await?;
             let base: Option<(i64,)> = sqlx::query_as(
@@ -230,13 +248,13 @@ impl Store {
             match base {
                 None => Ok::<bool, StoreError>(false),
                 Some((base,)) => {
-                    for (offset, artifact) in (1_i64..).zip(artifacts) {
+                    for ((offset, artifact), payload) in (1_i64..).zip(artifacts).zip(&payloads) {
                         let seq = base + offset;
                         sqlx::query(
                             "INSERT INTO artifacts (tenant_id, id, visit_id, seq, kind, payload, created_at) \
                              VALUES ($1, $2, $3, $4, $5, $6, $7)")
                             .bind(tenant_id).bind(&artifact.id).bind(visit_id).bind(seq).bind(&artifact.kind)
-                            .bind(&artifact.payload.seal().0).bind(now_ms)
+                            .bind(payload).bind(now_ms)
                             .execute(&mut *tx).await?;
                         for connection_id in targets {
                             sqlx::query(
@@ -273,11 +291,12 @@ impl Store {
             "SELECT id, visit_id, seq, kind, payload, created_at FROM artifacts \
              WHERE tenant_id = $1 AND visit_id = $2 ORDER BY seq")
             .bind(tenant_id).bind(visit_id).fetch_all(pool).await)?;
-        rows.into_iter()
-            .map(|(id, visit_id, seq, kind, payload, created_at)| {
-                Ok(ArtifactRow { id, visit_id, seq, kind, payload: Phi::open(&payload)?, created_at })
-            })
-            .collect()
+        let mut out = Vec::with_capacity(rows.len());
+        for (id, visit_id, seq, kind, payload, created_at) in rows {
+            let payload = self.artifact_payload(tenant_id, &id, &payload).await?;
+            out.push(ArtifactRow { id, visit_id, seq, kind, payload, created_at });
+        }
+        Ok(out)
     }
 
     /// Loads the visit and artifact behind a claimed delivery, in one query.
@@ -289,14 +308,15 @@ impl Store {
              WHERE a.tenant_id = $1 AND a.id = $2")
             .bind(tenant_id).bind(artifact_id).fetch_optional(pool).await)?;
         let row = row.ok_or_else(|| StoreError::NotFound { entity: "artifact", id: artifact_id.to_owned() })?;
-        let visit = VisitRow::try_from(row.visit)?;
+        let payload = self.artifact_payload(tenant_id, &row.artifact_id, &row.artifact_payload).await?;
+        let visit = self.visit_row(row.visit).await?;
         Ok(WorkItem {
             artifact: ArtifactRow {
                 id: row.artifact_id,
                 visit_id: visit.id.clone(),
                 seq: row.artifact_seq,
                 kind: row.artifact_kind,
-                payload: Phi::open(&row.artifact_payload)?,
+                payload,
                 created_at: row.artifact_created_at,
             },
             visit,

@@ -31,6 +31,10 @@ pub struct TestEnv {
     _dir: tempfile::TempDir,
 }
 
+fn keys() -> telechart_store::KeyConfig {
+    telechart_store::KeyConfig::new(telechart_store::Kek::generate().unwrap())
+}
+
 pub fn synthea_dir() -> std::path::PathBuf {
     std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/data/synthea")
 }
@@ -55,12 +59,14 @@ impl TestEnv {
         let dir = tempfile::tempdir().unwrap();
         let clock = Clock::manual("2026-11-26T09:00:00Z".parse().unwrap());
         let store = match engine {
-            Engine::Sqlite => Store::open(&format!("sqlite:{}", dir.path().join("t.db").display()), 8).await.unwrap(),
+            Engine::Sqlite => {
+                Store::open(&format!("sqlite:{}", dir.path().join("t.db").display()), 8, keys()).await.unwrap()
+            }
             Engine::Postgres => {
                 let admin_url = std::env::var("TELECHART_TEST_POSTGRES_URL").unwrap();
                 let name = format!("tc_it_{}", uuid::Uuid::new_v4().simple());
                 let url = telechart_store::create_postgres_database(&admin_url, &name).await.unwrap();
-                Store::open(&url, 8).await.unwrap()
+                Store::open(&url, 8, keys()).await.unwrap()
             }
         };
         let mut config = SandboxConfig::new(clock.now().date_naive());

@@ -5,6 +5,7 @@
 //! `TELECHART_REQUIRE_POSTGRES=1` (CI sets it), in which case its absence fails the suite.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod keys;
 mod queue;
 mod visits;
 
@@ -21,7 +22,7 @@ where
     Fut: Future<Output = ()>,
 {
     let dir = tempfile::tempdir().unwrap();
-    let sqlite = Store::open(&format!("sqlite:{}", dir.path().join("t.db").display()), 4).await.unwrap();
+    let sqlite = Store::open(&format!("sqlite:{}", dir.path().join("t.db").display()), 4, keys()).await.unwrap();
     test(sqlite.clone()).await;
     sqlite.close().await;
     match fresh_postgres().await {
@@ -33,7 +34,21 @@ where
     }
 }
 
-pub async fn fresh_postgres() -> Option<Store> {
+pub fn keys() -> telechart_store::KeyConfig {
+    telechart_store::KeyConfig::new(telechart_store::Kek::generate().unwrap())
+}
+
+/// A database URL per engine for tests that reopen the store; the guard keeps SQLite's file.
+pub async fn engine_urls() -> Vec<(String, Option<tempfile::TempDir>)> {
+    let dir = tempfile::tempdir().unwrap();
+    let mut urls = vec![(format!("sqlite:{}", dir.path().join("e.db").display()), Some(dir))];
+    if let Some(url) = fresh_postgres_url().await {
+        urls.push((url, None));
+    }
+    urls
+}
+
+pub async fn fresh_postgres_url() -> Option<String> {
     let Ok(admin_url) = std::env::var("TELECHART_TEST_POSTGRES_URL") else {
         assert!(
             std::env::var("TELECHART_REQUIRE_POSTGRES").as_deref() != Ok("1"),
@@ -42,8 +57,12 @@ pub async fn fresh_postgres() -> Option<Store> {
         return None;
     };
     let name = format!("tc_test_{}", uuid::Uuid::new_v4().simple());
-    let url = telechart_store::create_postgres_database(&admin_url, &name).await.unwrap();
-    Some(Store::open(&url, 8).await.unwrap())
+    Some(telechart_store::create_postgres_database(&admin_url, &name).await.unwrap())
+}
+
+pub async fn fresh_postgres() -> Option<Store> {
+    let url = fresh_postgres_url().await?;
+    Some(Store::open(&url, 8, keys()).await.unwrap())
 }
 
 pub fn audit(action: &str, entity_id: &str) -> AuditEntry {
