@@ -114,7 +114,12 @@ pub async fn run(mut config: Config, args: DemoArgs) -> anyhow::Result<ExitCode>
         telechart.store.engine()
     );
 
-    let http = reqwest::Client::new();
+    // The demo plays the telehealth platform: it calls the API with a platform token.
+    let (_, token) =
+        telechart.store.create_api_token(&config.tenant, "demo platform", "platform", Clock::system().now_ms()).await?;
+    let mut headers = reqwest::header::HeaderMap::new();
+    headers.insert(reqwest::header::AUTHORIZATION, format!("Bearer {}", token.expose()).parse()?);
+    let http = reqwest::Client::builder().default_headers(headers).build()?;
     let semaphore = Arc::new(tokio::sync::Semaphore::new(args.parallel.max(1)));
     let mut tasks = tokio::task::JoinSet::new();
     for (index, appointment) in appointments.into_iter().take(args.visits).enumerate() {

@@ -48,6 +48,11 @@ enum Command {
         #[command(subcommand)]
         which: KeysCommand,
     },
+    /// API tokens for telehealth platforms and other clients.
+    Tokens {
+        #[command(subcommand)]
+        which: TokensCommand,
+    },
     /// Inspect the delivery queue.
     Queue {
         #[command(subcommand)]
@@ -69,6 +74,31 @@ enum KeysCommand {
     Rotate {
         #[arg(long)]
         kek_only: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum TokensCommand {
+    /// Create a token; it is printed once and stored only as a hash.
+    Create {
+        #[arg(long)]
+        name: String,
+        /// platform, monitor, clinician, nurse, scheduler, billing, compliance-officer, integration-admin
+        #[arg(long)]
+        role: String,
+        /// Default: the configured tenant.
+        #[arg(long)]
+        tenant: Option<String>,
+    },
+    /// The tenant's tokens (never their secrets).
+    List {
+        #[arg(long)]
+        tenant: Option<String>,
+    },
+    Revoke {
+        id: String,
+        #[arg(long)]
+        tenant: Option<String>,
     },
 }
 
@@ -110,6 +140,7 @@ fn main() -> ExitCode {
                     bench::run(which).await.map(|()| ExitCode::SUCCESS)
                 }
                 Command::Queue { which } => queue(config, which).await.map(|()| ExitCode::SUCCESS),
+                Command::Tokens { which } => tokens(config, which).await.map(|()| ExitCode::SUCCESS),
                 Command::Keys { which } => {
                     runtime::init_logging("warn");
                     keys(config, which).await.map(|()| ExitCode::SUCCESS)
@@ -169,6 +200,36 @@ async fn keys(config: Config, which: KeysCommand) -> anyhow::Result<()> {
                 let retired = store.retire_data_keys().await?;
                 println!("re-encrypted {moved} PHI value(s); retired {} old data key(s)", retired.len());
             }
+        }
+    }
+    store.close().await;
+    Ok(())
+}
+
+async fn tokens(config: Config, which: TokensCommand) -> anyhow::Result<()> {
+    let store = telechart_store::Store::open(&config.database_url, 2, config.keys.load()?).await?;
+    let now = telechart_store::Clock::system().now_ms();
+    match which {
+        TokensCommand::Create { name, role, tenant } => {
+            let role: telechart_policy::Role = role.parse()?;
+            let tenant = tenant.unwrap_or_else(|| config.tenant.clone());
+            let (row, token) = store.create_api_token(&tenant, &name, role.as_str(), now).await?;
+            eprintln!("token {} ({role}) for tenant {tenant}; it is shown once:", row.id);
+            println!("{}", token.expose());
+        }
+        TokensCommand::List { tenant } => {
+            for t in store.api_tokens(tenant.as_deref().unwrap_or(&config.tenant)).await? {
+                let state = if t.revoked_at.is_some() { "revoked" } else { "active" };
+                println!("{}  {:<20} {:<18} {state}", t.id, t.name, t.role);
+            }
+        }
+        TokensCommand::Revoke { id, tenant } => {
+            let tenant = tenant.unwrap_or_else(|| config.tenant.clone());
+            anyhow::ensure!(
+                store.revoke_api_token(&tenant, &id, now).await?,
+                "no active token {id} in tenant {tenant}"
+            );
+            println!("revoked {id}");
         }
     }
     store.close().await;

@@ -69,7 +69,6 @@ pub async fn start(config: &Config, keys: KeyConfig, clock: Clock, tap: Option<W
     let state = AppState {
         store: store.clone(),
         clock: clock.clone(),
-        tenant_id: config.tenant.clone(),
         identifier_system: config.identifier_system.clone(),
         connections: connections.clone(),
         signal: signal.clone(),

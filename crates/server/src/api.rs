@@ -2,11 +2,9 @@
 //! attach a signed note, and see where every artifact is.
 
 use axum::Json;
-use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{Path, State};
-use axum::http::StatusCode;
-use axum::routing::{get, post};
+use axum::http::{Method, StatusCode};
 use chrono::{DateTime, Utc};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -15,18 +13,22 @@ use telechart_fhir::parse_reference;
 use telechart_store::{AuditEntry, DeliveryRow, NewArtifact, NewVisit, Phi, VisitRow};
 use telechart_visit::{Artifact, EncounterStatusChange, NoteInput, VisitState, VitalInput};
 
+use telechart_policy::Permission;
+
+use crate::auth::{Access, Caller, Routes};
 use crate::{ApiError, AppState};
 
-pub fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/api/v1/visits", post(open_visit))
-        .route("/api/v1/visits/{id}", get(get_visit))
-        .route("/api/v1/visits/{id}/transitions", post(transition))
-        .route("/api/v1/visits/{id}/vitals", post(capture_vitals))
-        .route("/api/v1/visits/{id}/notes", post(attach_note))
-        .route("/api/v1/visits/{id}/trace", get(trace))
-        .route("/api/v1/visits/{id}/replay", post(replay))
-        .route("/api/v1/queue", get(queue))
+pub(crate) fn routes() -> Routes {
+    use Permission::*;
+    Routes::new()
+        .add(Method::POST, "/api/v1/visits", Access::Requires(VisitOpen), open_visit)
+        .add(Method::GET, "/api/v1/visits/{id}", Access::Requires(VisitRead), get_visit)
+        .add(Method::POST, "/api/v1/visits/{id}/transitions", Access::Requires(VisitTransition), transition)
+        .add(Method::POST, "/api/v1/visits/{id}/vitals", Access::Requires(VisitVitals), capture_vitals)
+        .add(Method::POST, "/api/v1/visits/{id}/notes", Access::Requires(VisitNote), attach_note)
+        .add(Method::GET, "/api/v1/visits/{id}/trace", Access::Requires(VisitTrace), trace)
+        .add(Method::POST, "/api/v1/visits/{id}/replay", Access::Requires(QueueReplay), replay)
+        .add(Method::GET, "/api/v1/queue", Access::Requires(QueueRead), queue)
 }
 
 /// Parses a JSON body, naming the exact field at fault.
@@ -101,10 +103,10 @@ fn view(visit: &VisitRow) -> Result<VisitView, ApiError> {
     })
 }
 
-fn audit(state: &AppState, action: &str, visit_id: &str, detail: String) -> AuditEntry {
+fn audit(caller: &Caller, action: &str, visit_id: &str, detail: String) -> AuditEntry {
     AuditEntry {
-        tenant_id: state.tenant_id.clone(),
-        actor: "api".to_owned(),
+        tenant_id: caller.tenant_id.clone(),
+        actor: caller.actor.clone(),
         action: action.to_owned(),
         entity_type: "visit".to_owned(),
         entity_id: visit_id.to_owned(),
@@ -114,9 +116,9 @@ fn audit(state: &AppState, action: &str, visit_id: &str, detail: String) -> Audi
     }
 }
 
-async fn resolve_connection(state: &AppState, requested: Option<String>) -> Result<String, ApiError> {
+async fn resolve_connection(state: &AppState, caller: &Caller, requested: Option<String>) -> Result<String, ApiError> {
     if let Some(id) = requested {
-        return match state.store.connection(&state.tenant_id, &id).await? {
+        return match state.store.connection(&caller.tenant_id, &id).await? {
             Some(_) => Ok(id),
             None => Err(ApiError::NotFound {
                 field: Some("connection".into()),
@@ -124,7 +126,7 @@ async fn resolve_connection(state: &AppState, requested: Option<String>) -> Resu
             }),
         };
     }
-    let all = state.store.connections(&state.tenant_id).await?;
+    let all = state.store.connections(&caller.tenant_id).await?;
     match all.as_slice() {
         [only] => Ok(only.id.clone()),
         [] => Err(ApiError::Conflict { field: None, message: "no EHR connection is configured".into() }),
@@ -132,7 +134,11 @@ async fn resolve_connection(state: &AppState, requested: Option<String>) -> Resu
     }
 }
 
-async fn open_visit(State(state): State<AppState>, body: Bytes) -> Result<(StatusCode, Json<VisitView>), ApiError> {
+async fn open_visit(
+    State(state): State<AppState>,
+    caller: Caller,
+    body: Bytes,
+) -> Result<(StatusCode, Json<VisitView>), ApiError> {
     let request: OpenVisit = parse(&body)?;
     let appointment_id = match parse_reference(&request.appointment) {
         Some(("Appointment", id)) => id.to_owned(),
@@ -140,10 +146,10 @@ async fn open_visit(State(state): State<AppState>, body: Bytes) -> Result<(Statu
         None if is_fhir_id(&request.appointment) => request.appointment.clone(),
         None => return Err(ApiError::invalid("appointment", "must be Appointment/{id} or a FHIR id")),
     };
-    let connection_id = resolve_connection(&state, request.connection).await?;
+    let connection_id = resolve_connection(&state, &caller, request.connection).await?;
     let client = state
         .connections
-        .client(&state.tenant_id, &connection_id)
+        .client(&caller.tenant_id, &connection_id)
         .await
         .map_err(|e| ApiError::Internal(e.to_string()))?;
     let appointment = match client.read("Appointment", &appointment_id).await {
@@ -181,7 +187,7 @@ async fn open_visit(State(state): State<AppState>, body: Bytes) -> Result<(Statu
     let patient = parse_reference(patient).map(|(t, id)| format!("{t}/{id}")).unwrap_or_default();
     let visit_id = uuid::Uuid::now_v7().to_string();
     let new = NewVisit {
-        tenant_id: state.tenant_id.clone(),
+        tenant_id: caller.tenant_id.clone(),
         id: visit_id.clone(),
         connection_id: connection_id.clone(),
         appointment_id: appointment_id.clone(),
@@ -189,7 +195,8 @@ async fn open_visit(State(state): State<AppState>, body: Bytes) -> Result<(Statu
         practitioner,
         state: VisitState::Booked.as_str().to_owned(),
     };
-    let entry = audit(&state, "visit.open", &visit_id, format!("from Appointment/{appointment_id} on {connection_id}"));
+    let entry =
+        audit(&caller, "visit.open", &visit_id, format!("from Appointment/{appointment_id} on {connection_id}"));
     let visit =
         state.store.create_visit(&new, &entry, state.clock.now_ms()).await.map_err(|e| match ApiError::from(e) {
             ApiError::Conflict { message, .. } => ApiError::Conflict { field: Some("appointment".into()), message },
@@ -202,17 +209,21 @@ fn is_fhir_id(s: &str) -> bool {
     !s.is_empty() && s.len() <= 64 && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.')
 }
 
-async fn load(state: &AppState, id: &str) -> Result<VisitRow, ApiError> {
+async fn load(state: &AppState, caller: &Caller, id: &str) -> Result<VisitRow, ApiError> {
     state
         .store
-        .visit(&state.tenant_id, id)
+        .visit(&caller.tenant_id, id)
         .await?
         .ok_or_else(|| ApiError::NotFound { field: None, message: format!("visit {id} not found") })
 }
 
-async fn get_visit(State(state): State<AppState>, Path(id): Path<String>) -> Result<Json<VisitView>, ApiError> {
-    let visit = load(&state, &id).await?;
-    state.store.audit(&audit(&state, "visit.read", &id, String::new()), state.clock.now_ms()).await?;
+async fn get_visit(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Json<VisitView>, ApiError> {
+    let visit = load(&state, &caller, &id).await?;
+    state.store.audit(&audit(&caller, "visit.read", &id, String::new()), state.clock.now_ms()).await?;
     Ok(Json(view(&visit)?))
 }
 
@@ -234,6 +245,7 @@ struct ArtifactRef {
 /// Stores the event's artifacts with one delivery each to the visit's EHR, in one transaction.
 async fn record(
     state: &AppState,
+    caller: &Caller,
     visit: &VisitRow,
     new_state: VisitState,
     artifacts: Vec<Artifact>,
@@ -256,11 +268,11 @@ async fn record(
         });
         refs.push(ArtifactRef { id, kind: kind.as_str(), resource_type: kind.resource_type() });
     }
-    let entry = audit(state, action, &visit.id, format!("{} artifact(s); state {}", rows.len(), new_state));
+    let entry = audit(caller, action, &visit.id, format!("{} artifact(s); state {}", rows.len(), new_state));
     let updated = state
         .store
         .record_event(
-            &state.tenant_id,
+            &caller.tenant_id,
             &visit.id,
             visit.version,
             new_state.as_str(),
@@ -282,12 +294,13 @@ struct Transition {
 
 async fn transition(
     State(state): State<AppState>,
+    caller: Caller,
     Path(id): Path<String>,
     body: Bytes,
 ) -> Result<(StatusCode, Json<EventResult>), ApiError> {
     let request: Transition = parse(&body)?;
     let to: VisitState = request.to.parse()?;
-    let visit = load(&state, &id).await?;
+    let visit = load(&state, &caller, &id).await?;
     let from: VisitState =
         visit.state.parse().map_err(|_| ApiError::Internal(format!("visit {id} has unknown state")))?;
     from.transition(to)?;
@@ -297,7 +310,7 @@ async fn transition(
     } else {
         vec![Artifact::EncounterStatus(EncounterStatusChange { from, to, at: state.clock.now() })]
     };
-    let result = record(&state, &visit, to, artifacts, "visit.transition").await?;
+    let result = record(&state, &caller, &visit, to, artifacts, "visit.transition").await?;
     Ok((StatusCode::CREATED, Json(result)))
 }
 
@@ -309,30 +322,32 @@ struct Vitals {
 
 async fn capture_vitals(
     State(state): State<AppState>,
+    caller: Caller,
     Path(id): Path<String>,
     body: Bytes,
 ) -> Result<(StatusCode, Json<EventResult>), ApiError> {
     let request: Vitals = parse(&body)?;
-    let visit = load(&state, &id).await?;
+    let visit = load(&state, &caller, &id).await?;
     let current: VisitState =
         visit.state.parse().map_err(|_| ApiError::Internal(format!("visit {id} has unknown state")))?;
     let measurements = current.capture_vitals(&request.vitals, state.clock.now())?;
     let artifacts = measurements.into_iter().map(Artifact::Vital).collect();
-    let result = record(&state, &visit, current, artifacts, "visit.vitals").await?;
+    let result = record(&state, &caller, &visit, current, artifacts, "visit.vitals").await?;
     Ok((StatusCode::CREATED, Json(result)))
 }
 
 async fn attach_note(
     State(state): State<AppState>,
+    caller: Caller,
     Path(id): Path<String>,
     body: Bytes,
 ) -> Result<(StatusCode, Json<EventResult>), ApiError> {
     let request: NoteInput = parse(&body)?;
-    let visit = load(&state, &id).await?;
+    let visit = load(&state, &caller, &id).await?;
     let current: VisitState =
         visit.state.parse().map_err(|_| ApiError::Internal(format!("visit {id} has unknown state")))?;
     let note = current.sign_note(request, state.clock.now())?;
-    let result = record(&state, &visit, current, vec![Artifact::Note(note)], "visit.note").await?;
+    let result = record(&state, &caller, &visit, current, vec![Artifact::Note(note)], "visit.note").await?;
     Ok((StatusCode::CREATED, Json(result)))
 }
 
@@ -376,9 +391,13 @@ impl From<DeliveryRow> for TraceEntry {
     }
 }
 
-async fn trace(State(state): State<AppState>, Path(id): Path<String>) -> Result<Json<Vec<TraceEntry>>, ApiError> {
-    load(&state, &id).await?;
-    let rows = state.store.deliveries_for_visit(&state.tenant_id, &id).await?;
+async fn trace(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Json<Vec<TraceEntry>>, ApiError> {
+    load(&state, &caller, &id).await?;
+    let rows = state.store.deliveries_for_visit(&caller.tenant_id, &id).await?;
     Ok(Json(rows.into_iter().map(TraceEntry::from).collect()))
 }
 
@@ -387,12 +406,19 @@ struct Replayed {
     replayed: u64,
 }
 
-async fn replay(State(state): State<AppState>, Path(id): Path<String>) -> Result<Json<Replayed>, ApiError> {
-    load(&state, &id).await?;
-    let replayed = state.store.replay_dead(&state.tenant_id, &id, state.clock.now_ms()).await?;
+async fn replay(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Json<Replayed>, ApiError> {
+    load(&state, &caller, &id).await?;
+    let replayed = state.store.replay_dead(&caller.tenant_id, &id, state.clock.now_ms()).await?;
     state
         .store
-        .audit(&audit(&state, "visit.replay", &id, format!("{replayed} dead letter(s) replayed")), state.clock.now_ms())
+        .audit(
+            &audit(&caller, "visit.replay", &id, format!("{replayed} dead letter(s) replayed")),
+            state.clock.now_ms(),
+        )
         .await?;
     state.signal.notify();
     Ok(Json(Replayed { replayed }))
@@ -406,7 +432,7 @@ struct Queue {
     dead: i64,
 }
 
-async fn queue(State(state): State<AppState>) -> Result<Json<Queue>, ApiError> {
-    let c = state.store.queue_counts(&state.tenant_id).await?;
+async fn queue(State(state): State<AppState>, caller: Caller) -> Result<Json<Queue>, ApiError> {
+    let c = state.store.queue_counts(&caller.tenant_id).await?;
     Ok(Json(Queue { pending: c.pending, in_flight: c.in_flight, done: c.done, dead: c.dead }))
 }

@@ -18,6 +18,10 @@ pub enum ApiError {
     NotFound { field: Option<String>, message: String },
     #[error("{message}")]
     Conflict { field: Option<String>, message: String },
+    #[error("authentication required")]
+    Unauthorized,
+    #[error("{0}")]
+    Forbidden(String),
     #[error("this method is not allowed on this endpoint")]
     MethodNotAllowed,
     #[error("{0}")]
@@ -37,6 +41,8 @@ impl ApiError {
             ApiError::Invalid { field, .. } => (StatusCode::UNPROCESSABLE_ENTITY, IssueType::Invalid, field.as_deref()),
             ApiError::NotFound { field, .. } => (StatusCode::NOT_FOUND, IssueType::NotFound, field.as_deref()),
             ApiError::Conflict { field, .. } => (StatusCode::CONFLICT, IssueType::Conflict, field.as_deref()),
+            ApiError::Unauthorized => (StatusCode::UNAUTHORIZED, IssueType::Security, None),
+            ApiError::Forbidden(_) => (StatusCode::FORBIDDEN, IssueType::Forbidden, None),
             ApiError::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, IssueType::NotSupported, None),
             ApiError::BadGateway(_) => (StatusCode::BAD_GATEWAY, IssueType::Transient, None),
             ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, IssueType::Exception, None),

@@ -5,6 +5,7 @@
 //! in `visit`, the SQL in `store`, EHR access in `ehr`.
 
 mod api;
+mod auth;
 mod error;
 mod metrics_export;
 
@@ -14,6 +15,7 @@ use axum::Router;
 use telechart_store::{Clock, Store};
 use telechart_sync::{Connections, QueueSignal};
 
+pub use auth::{Access, Caller, RouteSpec};
 pub use error::ApiError;
 pub use metrics_export::prometheus_handle;
 
@@ -21,17 +23,27 @@ pub use metrics_export::prometheus_handle;
 pub struct AppState {
     pub store: Store,
     pub clock: Clock,
-    pub tenant_id: String,
     pub identifier_system: String,
     pub connections: Connections,
     pub signal: QueueSignal,
 }
 
+fn routes() -> auth::Routes {
+    api::routes().merge(metrics_export::routes())
+}
+
+/// Every route with its method and the permission it requires, taken from the router's own
+/// builder (the permission-matrix test walks this).
+pub fn route_specs() -> Vec<RouteSpec> {
+    routes().into_parts().1
+}
+
 pub fn router(state: AppState) -> Router {
     // Install the recorder before any worker records, so no early sample is lost.
     prometheus_handle();
-    api::routes()
-        .merge(metrics_export::routes())
+    let (router, _) = routes().into_parts();
+    router
+        .layer(axum::middleware::from_fn_with_state(state.clone(), auth::authenticate))
         .fallback(|| async { ApiError::NotFound { field: None, message: "no such endpoint".to_owned() } })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .with_state(state)

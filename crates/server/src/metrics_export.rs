@@ -3,13 +3,13 @@
 
 use std::sync::OnceLock;
 
-use axum::Router;
 use axum::extract::State;
-use axum::http::{HeaderValue, header};
+use axum::http::{HeaderValue, Method, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use telechart_policy::Permission;
 
+use crate::auth::{Access, Caller, Routes};
 use crate::{ApiError, AppState};
 
 static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
@@ -29,16 +29,21 @@ pub fn prometheus_handle() -> Option<PrometheusHandle> {
         .clone()
 }
 
-pub fn routes() -> Router<AppState> {
-    Router::new().route("/metrics", get(render)).route("/healthz", get(|| async { "ok" }))
+pub(crate) fn routes() -> Routes {
+    Routes::new().add(Method::GET, "/metrics", Access::Requires(Permission::MetricsRead), render).add(
+        Method::GET,
+        "/healthz",
+        Access::Public,
+        || async { "ok" },
+    )
 }
 
-async fn render(State(state): State<AppState>) -> Result<Response, ApiError> {
-    let counts = state.store.queue_counts(&state.tenant_id).await?;
+async fn render(State(state): State<AppState>, caller: Caller) -> Result<Response, ApiError> {
+    let counts = state.store.queue_counts(&caller.tenant_id).await?;
     for (status, n) in
         [("pending", counts.pending), ("in_flight", counts.in_flight), ("done", counts.done), ("dead", counts.dead)]
     {
-        metrics::gauge!("telechart_deliveries", "status" => status).set(n as f64);
+        metrics::gauge!("telechart_deliveries", "status" => status, "tenant" => caller.tenant_id.clone()).set(n as f64);
     }
     let text = prometheus_handle().map(|h| h.render()).unwrap_or_default();
     let mut response = text.into_response();

@@ -10,6 +10,7 @@ mod key_admin;
 mod keys;
 mod phi;
 mod queue;
+mod tokens;
 mod visits;
 
 use std::str::FromStr;
@@ -26,6 +27,7 @@ pub use key_admin::DataKeyStatus;
 pub use keys::{Kek, KeyConfig};
 pub use phi::{PHI_COLUMNS, Phi};
 pub use queue::{ClaimedDelivery, DeliveryRow, DeliveryStatus, QueueCounts};
+pub use tokens::{ApiTokenRow, IssuedToken};
 pub use visits::{ArtifactRow, ConnectionRow, NewArtifact, NewVisit, VisitRow, WorkItem};
 
 #[derive(Debug, thiserror::Error)]

@@ -26,7 +26,9 @@ pub struct TestEnv {
     pub sandbox: RunningSandbox,
     pub server: RunningServer,
     pub api: String,
+    /// Sends the test platform's token on every request.
     pub http: reqwest::Client,
+    pub monitor_token: String,
     connections: Connections,
     _dir: tempfile::TempDir,
 }
@@ -90,14 +92,19 @@ impl TestEnv {
         let state = AppState {
             store: store.clone(),
             clock: clock.clone(),
-            tenant_id: TENANT.into(),
             identifier_system: SYSTEM.into(),
             connections: connections.clone(),
             signal: QueueSignal::default(),
         };
         let server = telechart_server::spawn(state, SocketAddr::from(([127, 0, 0, 1], 0))).await.unwrap();
         let api = format!("{}/api/v1", server.base_url);
-        TestEnv { engine, store, clock, sandbox, server, api, http: reqwest::Client::new(), connections, _dir: dir }
+        let (_, platform) = store.create_api_token(TENANT, "test platform", "platform", 0).await.unwrap();
+        let (_, monitor) = store.create_api_token(TENANT, "test monitor", "monitor", 0).await.unwrap();
+        let mut headers = reqwest::header::HeaderMap::new();
+        headers.insert("authorization", format!("Bearer {}", platform.expose()).parse().unwrap());
+        let http = reqwest::Client::builder().default_headers(headers).build().unwrap();
+        let monitor_token = monitor.expose().to_owned();
+        TestEnv { engine, store, clock, sandbox, server, api, http, monitor_token, connections, _dir: dir }
     }
 
     pub fn worker(&self, name: &str, faults: FaultPlan) -> Worker {

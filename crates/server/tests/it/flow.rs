@@ -80,9 +80,16 @@ async fn visits_are_charted_exactly_once_on_each_engine() {
         let actions: Vec<&str> = audit.iter().map(|a| a.action.as_str()).collect();
         assert_eq!(actions.iter().filter(|a| **a == "delivery.written").count(), 12, "{actions:?}");
 
-        let metrics =
-            env.http.get(format!("{}/metrics", env.server.base_url)).send().await.unwrap().text().await.unwrap();
-        assert!(metrics.contains("telechart_deliveries{status=\"done\"} 24"), "{metrics}");
+        let metrics = reqwest::Client::new()
+            .get(format!("{}/metrics", env.server.base_url))
+            .bearer_auth(&env.monitor_token)
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        assert!(metrics.contains("telechart_deliveries{status=\"done\",tenant=\"default\"} 24"), "{metrics}");
         assert!(metrics.contains("telechart_delivery_attempt_seconds"), "{metrics}");
         env.stop().await;
     }

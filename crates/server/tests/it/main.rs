@@ -7,6 +7,7 @@ mod bad_input;
 mod crash;
 mod env;
 mod flow;
+mod rbac;
 mod validator;
 
 pub use env::*;

@@ -7,6 +7,7 @@
 
 mod keys;
 mod queue;
+mod tokens;
 mod visits;
 
 use std::future::Future;

@@ -1,0 +1,168 @@
+//! Who may do what: roles and permissions as data. (Consent, break-glass and egress rules join
+//! this crate with their issues.)
+//!
+//! Invariant: no I/O. Callers hand in the role; this crate answers.
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+
+/// One thing a route lets its caller do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum Permission {
+    /// Open a visit from an EHR appointment.
+    VisitOpen,
+    /// Read a visit (PHI: the patient reference).
+    VisitRead,
+    /// Move a visit through its states.
+    VisitTransition,
+    /// Capture vital signs.
+    VisitVitals,
+    /// Attach a signed clinical note.
+    VisitNote,
+    /// See where each artifact of a visit is (no PHI).
+    VisitTrace,
+    /// Read queue depth and dead letters.
+    QueueRead,
+    /// Return dead letters to the queue.
+    QueueReplay,
+    /// Scrape Prometheus metrics.
+    MetricsRead,
+}
+
+impl Permission {
+    pub const ALL: [Permission; 9] = [
+        Permission::VisitOpen,
+        Permission::VisitRead,
+        Permission::VisitTransition,
+        Permission::VisitVitals,
+        Permission::VisitNote,
+        Permission::VisitTrace,
+        Permission::QueueRead,
+        Permission::QueueReplay,
+        Permission::MetricsRead,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Permission::VisitOpen => "visit:open",
+            Permission::VisitRead => "visit:read",
+            Permission::VisitTransition => "visit:transition",
+            Permission::VisitVitals => "visit:vitals",
+            Permission::VisitNote => "visit:note",
+            Permission::VisitTrace => "visit:trace",
+            Permission::QueueRead => "queue:read",
+            Permission::QueueReplay => "queue:replay",
+            Permission::MetricsRead => "metrics:read",
+        }
+    }
+}
+
+impl fmt::Display for Permission {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The roles of Telechart's users and API clients.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum Role {
+    Clinician,
+    Nurse,
+    Scheduler,
+    Billing,
+    ComplianceOfficer,
+    IntegrationAdmin,
+    /// A telehealth platform calling the API with a token.
+    Platform,
+    /// A metrics scraper.
+    Monitor,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "unknown role {0:?}; known: clinician, nurse, scheduler, billing, compliance-officer, integration-admin, platform, monitor"
+)]
+pub struct UnknownRole(pub String);
+
+impl Role {
+    pub const ALL: [Role; 8] = [
+        Role::Clinician,
+        Role::Nurse,
+        Role::Scheduler,
+        Role::Billing,
+        Role::ComplianceOfficer,
+        Role::IntegrationAdmin,
+        Role::Platform,
+        Role::Monitor,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Clinician => "clinician",
+            Role::Nurse => "nurse",
+            Role::Scheduler => "scheduler",
+            Role::Billing => "billing",
+            Role::ComplianceOfficer => "compliance-officer",
+            Role::IntegrationAdmin => "integration-admin",
+            Role::Platform => "platform",
+            Role::Monitor => "monitor",
+        }
+    }
+
+    /// The role × permission table. Least privilege: billing and compliance read, only clinical
+    /// roles write clinical data, only the integration admin replays deliveries.
+    pub fn permissions(self) -> &'static [Permission] {
+        use Permission::*;
+        match self {
+            Role::Clinician => &[VisitOpen, VisitRead, VisitTransition, VisitVitals, VisitNote, VisitTrace],
+            Role::Nurse => &[VisitRead, VisitTransition, VisitVitals, VisitTrace],
+            Role::Scheduler => &[VisitOpen, VisitRead, VisitTransition],
+            Role::Billing => &[VisitRead, VisitTrace],
+            Role::ComplianceOfficer => &[VisitRead, VisitTrace, QueueRead],
+            Role::IntegrationAdmin => &[VisitTrace, QueueRead, QueueReplay, MetricsRead],
+            Role::Platform => &[VisitOpen, VisitRead, VisitTransition, VisitVitals, VisitNote, VisitTrace],
+            Role::Monitor => &[MetricsRead, QueueRead],
+        }
+    }
+
+    pub fn allows(self, permission: Permission) -> bool {
+        self.permissions().contains(&permission)
+    }
+}
+
+impl fmt::Display for Role {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Role {
+    type Err = UnknownRole;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Role::ALL.into_iter().find(|r| r.as_str() == s).ok_or_else(|| UnknownRole(s.to_owned()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn roles_round_trip_and_unknown_ones_are_named() {
+        for role in Role::ALL {
+            assert_eq!(role.as_str().parse::<Role>(), Ok(role));
+        }
+        assert_eq!("admin".parse::<Role>(), Err(UnknownRole("admin".into())));
+    }
+
+    #[test]
+    fn only_clinical_writers_sign_notes() {
+        let signers: Vec<Role> = Role::ALL.into_iter().filter(|r| r.allows(Permission::VisitNote)).collect();
+        assert_eq!(signers, [Role::Clinician, Role::Platform]);
+        assert!(!Role::Billing.allows(Permission::VisitVitals));
+        assert!(!Role::Monitor.allows(Permission::VisitRead));
+    }
+}

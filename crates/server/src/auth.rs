@@ -1,0 +1,119 @@
+//! Authentication (bearer API tokens) and per-route permissions. Every route is added through
+//! [`Routes::add`] with its [`Access`]; the same list drives the router and the permission-matrix
+//! test, so a route cannot exist without a declared permission.
+
+use axum::Router;
+use axum::extract::{FromRequestParts, Request, State};
+use axum::handler::Handler;
+use axum::http::request::Parts;
+use axum::http::{HeaderValue, Method, header};
+use axum::middleware::{Next, from_fn_with_state};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{MethodFilter, on};
+use telechart_policy::{Permission, Role};
+
+use crate::{ApiError, AppState};
+
+/// Who is calling: resolved from the bearer token, carried in request extensions.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Caller {
+    pub tenant_id: String,
+    /// For the audit log: `token:{id}` (later also `user:{id}`).
+    pub actor: String,
+    pub role: Role,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    /// Liveness only: no data.
+    Public,
+    Requires(Permission),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RouteSpec {
+    pub method: Method,
+    pub path: &'static str,
+    pub access: Access,
+}
+
+pub(crate) struct Routes {
+    router: Router<AppState>,
+    specs: Vec<RouteSpec>,
+}
+
+impl Routes {
+    pub fn new() -> Self {
+        Routes { router: Router::new(), specs: Vec::new() }
+    }
+
+    pub fn add<H, T>(mut self, method: Method, path: &'static str, access: Access, handler: H) -> Self
+    where
+        H: Handler<T, AppState>,
+        T: 'static,
+    {
+        let filter = MethodFilter::try_from(method.clone()).unwrap_or(MethodFilter::GET);
+        let route = on(filter, handler).route_layer(from_fn_with_state(access, guard));
+        self.router = self.router.route(path, route);
+        self.specs.push(RouteSpec { method, path, access });
+        self
+    }
+
+    pub fn merge(mut self, other: Routes) -> Self {
+        self.router = self.router.merge(other.router);
+        self.specs.extend(other.specs);
+        self
+    }
+
+    pub fn into_parts(self) -> (Router<AppState>, Vec<RouteSpec>) {
+        (self.router, self.specs)
+    }
+}
+
+async fn guard(State(access): State<Access>, request: Request, next: Next) -> Response {
+    let Access::Requires(permission) = access else {
+        return next.run(request).await;
+    };
+    match request.extensions().get::<Caller>() {
+        None => unauthorized(),
+        Some(caller) if caller.role.allows(permission) => next.run(request).await,
+        Some(caller) => {
+            ApiError::Forbidden(format!("role {} lacks permission {permission}", caller.role)).into_response()
+        }
+    }
+}
+
+fn unauthorized() -> Response {
+    let mut response = ApiError::Unauthorized.into_response();
+    response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer realm=\"telechart\""));
+    response
+}
+
+/// Resolves `Authorization: Bearer …` into a [`Caller`]. A presented but invalid token is a 401
+/// here and now (it never falls through as anonymous); no detail says why.
+pub(crate) async fn authenticate(State(state): State<AppState>, mut request: Request, next: Next) -> Response {
+    let Some(value) = request.headers().get(header::AUTHORIZATION) else {
+        return next.run(request).await;
+    };
+    let Some(token) = value.to_str().ok().and_then(|v| v.strip_prefix("Bearer ")).map(str::trim) else {
+        return unauthorized();
+    };
+    let row = match state.store.authenticate_api_token(token).await {
+        Ok(Some(row)) => row,
+        Ok(None) => return unauthorized(),
+        Err(e) => return ApiError::Internal(e.to_string()).into_response(),
+    };
+    let Ok(role) = row.role.parse::<Role>() else {
+        return unauthorized();
+    };
+    request.extensions_mut().insert(Caller { tenant_id: row.tenant_id, actor: format!("token:{}", row.id), role });
+    next.run(request).await
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for Caller {
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        parts.extensions.get::<Caller>().cloned().ok_or_else(unauthorized)
+    }
+}
