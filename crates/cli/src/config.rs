@@ -23,8 +23,43 @@ pub struct Config {
     pub log: String,
     pub worker: WorkerConfig,
     pub keys: KeysConfig,
+    pub tls: TlsConfig,
     #[serde(default)]
     pub connections: Vec<ConnectionConfig>,
+}
+
+/// HTTPS. Without a certificate, plain HTTP is served on a loopback address only, unless
+/// `allow_plain_http` says a TLS-terminating proxy stands in front.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cert_file: Option<PathBuf>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_file: Option<PathBuf>,
+    /// Development: a self-signed certificate for localhost, made at start-up.
+    #[serde(default)]
+    pub self_signed: bool,
+    #[serde(default)]
+    pub allow_plain_http: bool,
+}
+
+impl TlsConfig {
+    pub fn enabled(&self) -> bool {
+        self.self_signed || self.cert_file.is_some()
+    }
+
+    pub fn settings(&self) -> anyhow::Result<Option<telechart_server::TlsSettings>> {
+        match (&self.cert_file, &self.key_file, self.self_signed) {
+            (Some(cert), Some(key), _) => Ok(Some(telechart_server::TlsSettings::from_pem_files(cert, key)?)),
+            (Some(_), None, _) | (None, Some(_), _) => anyhow::bail!("tls.cert_file and tls.key_file go together"),
+            (None, None, true) => {
+                let hosts = vec!["localhost".to_owned(), "127.0.0.1".to_owned()];
+                Ok(Some(telechart_server::TlsSettings::self_signed(&hosts)?.0))
+            }
+            (None, None, false) => Ok(None),
+        }
+    }
 }
 
 /// Where the key-encryption key (KEK) comes from. Data keys live in the database, wrapped by it.
@@ -114,7 +149,7 @@ pub struct ConnectionConfig {
 
 /// Top-level keys of [`Config`], the only ones read from the environment.
 const CONFIG_KEYS: &[&str] =
-    &["database_url", "listen", "tenant", "identifier_system", "log", "worker", "keys", "connections"];
+    &["database_url", "listen", "tenant", "identifier_system", "log", "worker", "keys", "tls", "connections"];
 
 impl Default for Config {
     fn default() -> Self {
@@ -138,6 +173,7 @@ impl Default for Config {
                 development_kek_file: PathBuf::from("telechart-data/development.kek"),
                 ..KeysConfig::default()
             },
+            tls: TlsConfig::default(),
             connections: Vec::new(),
         }
     }
@@ -173,6 +209,12 @@ impl Config {
         anyhow::ensure!(self.worker.workers > 0, "worker.workers must be at least 1");
         anyhow::ensure!(self.worker.lease_seconds > 0, "worker.lease_seconds must be at least 1");
         url::Url::parse(&self.identifier_system).context("identifier_system must be a URI")?;
+        anyhow::ensure!(
+            self.tls.enabled() || self.listen.ip().is_loopback() || self.tls.allow_plain_http,
+            "refusing plain HTTP on {}: configure tls.cert_file and tls.key_file, or set tls.allow_plain_http \
+             when a TLS-terminating proxy is in front",
+            self.listen
+        );
         for c in &self.connections {
             url::Url::parse(&c.base_url).with_context(|| format!("connections.{}.base_url is not a URL", c.id))?;
         }

@@ -73,7 +73,7 @@ pub async fn start(config: &Config, keys: KeyConfig, clock: Clock, tap: Option<W
         connections: connections.clone(),
         signal: signal.clone(),
     };
-    let server = telechart_server::spawn(state, config.listen).await?;
+    let server = telechart_server::spawn(state, config.listen, config.tls.settings()?).await?;
     let mut workers = Vec::new();
     let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "local".to_owned());
     for n in 0..config.worker.workers {

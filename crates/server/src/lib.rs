@@ -8,6 +8,7 @@ mod api;
 mod auth;
 mod error;
 mod metrics_export;
+mod tls;
 
 use std::net::SocketAddr;
 
@@ -18,6 +19,7 @@ use telechart_sync::{Connections, QueueSignal};
 pub use auth::{Access, Caller, RouteSpec};
 pub use error::ApiError;
 pub use metrics_export::prometheus_handle;
+pub use tls::TlsSettings;
 
 #[derive(Clone)]
 pub struct AppState {
@@ -39,11 +41,16 @@ pub fn route_specs() -> Vec<RouteSpec> {
 }
 
 pub fn router(state: AppState) -> Router {
+    router_with(state, false)
+}
+
+fn router_with(state: AppState, https: bool) -> Router {
     // Install the recorder before any worker records, so no early sample is lost.
     prometheus_handle();
     let (router, _) = routes().into_parts();
     router
         .layer(axum::middleware::from_fn_with_state(state.clone(), auth::authenticate))
+        .layer(axum::middleware::from_fn(move |request, next| security_headers(https, request, next)))
         .fallback(|| async { ApiError::NotFound { field: None, message: "no such endpoint".to_owned() } })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .with_state(state)
@@ -53,6 +60,8 @@ pub fn router(state: AppState) -> Router {
 pub enum ServerError {
     #[error("cannot listen on {addr}: {source}")]
     Bind { addr: SocketAddr, source: std::io::Error },
+    #[error("TLS: {0}")]
+    Tls(String),
 }
 
 /// A server listening on a socket.
@@ -72,17 +81,48 @@ impl RunningServer {
     }
 }
 
-pub async fn spawn(state: AppState, addr: SocketAddr) -> Result<RunningServer, ServerError> {
+/// Listens on `addr`: HTTPS when `tls` is given, else plain HTTP (the caller decides where
+/// plain HTTP is acceptable).
+pub async fn spawn(state: AppState, addr: SocketAddr, tls: Option<TlsSettings>) -> Result<RunningServer, ServerError> {
     let listener = tokio::net::TcpListener::bind(addr).await.map_err(|source| ServerError::Bind { addr, source })?;
     let addr = listener.local_addr().map_err(|source| ServerError::Bind { addr, source })?;
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    let app = router(state);
-    let task = tokio::spawn(async move {
-        let _ = axum::serve(listener, app)
-            .with_graceful_shutdown(async {
-                let _ = rx.await;
-            })
-            .await;
-    });
-    Ok(RunningServer { addr, base_url: format!("http://{addr}"), shutdown: Some(tx), task })
+    let https = tls.is_some();
+    let app = router_with(state, https);
+    let task = match tls {
+        Some(settings) => tokio::spawn(tls::serve_tls(listener, settings, app, rx)),
+        None => tokio::spawn(async move {
+            let _ = axum::serve(listener, app)
+                .with_graceful_shutdown(async {
+                    let _ = rx.await;
+                })
+                .await;
+        }),
+    };
+    let scheme = if https { "https" } else { "http" };
+    Ok(RunningServer { addr, base_url: format!("{scheme}://{addr}"), shutdown: Some(tx), task })
+}
+
+/// Headers on every response: the API serves JSON that may hold PHI, so nothing is cached,
+/// sniffed, framed or referred; HSTS once served over TLS.
+async fn security_headers(
+    https: bool,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use axum::http::{HeaderValue, header};
+    let mut response = next.run(request).await;
+    let headers = response.headers_mut();
+    headers.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+    headers.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static("default-src 'none'; frame-ancestors 'none'"),
+    );
+    headers.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    if https {
+        headers
+            .insert(header::STRICT_TRANSPORT_SECURITY, HeaderValue::from_static("max-age=31536000; includeSubDomains"));
+    }
+    response
 }

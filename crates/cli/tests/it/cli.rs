@@ -104,3 +104,18 @@ fn the_demo_refuses_zero_visits() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("--visits must be at least 1"));
 }
+
+#[test]
+fn plain_http_off_loopback_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = telechart(dir.path()).arg("config").env("TELECHART_LISTEN", "0.0.0.0:8080").output().unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("refusing plain HTTP on 0.0.0.0:8080"));
+    let out = telechart(dir.path())
+        .arg("config")
+        .env("TELECHART_LISTEN", "0.0.0.0:8080")
+        .env("TELECHART_TLS__ALLOW_PLAIN_HTTP", "true")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+}

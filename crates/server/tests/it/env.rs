@@ -96,7 +96,7 @@ impl TestEnv {
             connections: connections.clone(),
             signal: QueueSignal::default(),
         };
-        let server = telechart_server::spawn(state, SocketAddr::from(([127, 0, 0, 1], 0))).await.unwrap();
+        let server = telechart_server::spawn(state, SocketAddr::from(([127, 0, 0, 1], 0)), None).await.unwrap();
         let api = format!("{}/api/v1", server.base_url);
         let (_, platform) = store.create_api_token(TENANT, "test platform", "platform", 0).await.unwrap();
         let (_, monitor) = store.create_api_token(TENANT, "test monitor", "monitor", 0).await.unwrap();

@@ -8,6 +8,7 @@ mod crash;
 mod env;
 mod flow;
 mod rbac;
+mod tls;
 mod validator;
 
 pub use env::*;
