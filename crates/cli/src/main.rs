@@ -3,6 +3,7 @@
 #![allow(clippy::print_stdout)]
 
 mod bench;
+mod check;
 mod config;
 mod demo;
 mod runtime;
@@ -43,6 +44,8 @@ enum Command {
     },
     /// Print the effective configuration, secrets masked.
     Config,
+    /// Check the deployment's security controls; exits non-zero if any fails (for CI/CD).
+    Check,
     /// Encryption keys: make a key-encryption key, show data keys, rotate.
     Keys {
         #[command(subcommand)]
@@ -119,6 +122,19 @@ fn main() -> ExitCode {
         let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
         rt.block_on(async move {
             match cli.command {
+                Command::Check => {
+                    let findings = check::run(&config);
+                    for f in &findings {
+                        let mark = if f.passed { "PASS" } else { "FAIL" };
+                        println!("{mark}  {:<22} {}", f.control, f.detail);
+                        if !f.passed {
+                            println!("      fix: {}", f.fix);
+                        }
+                    }
+                    let failed = findings.iter().filter(|f| !f.passed).count();
+                    println!("{} controls, {failed} failed", findings.len());
+                    Ok(if failed == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+                }
                 Command::Config => {
                     print!("{}", config.masked_toml()?);
                     Ok(ExitCode::SUCCESS)

@@ -119,3 +119,45 @@ fn plain_http_off_loopback_is_refused() {
         .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
 }
+
+#[test]
+fn check_fails_a_development_setup_and_passes_the_production_example() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = telechart(dir.path()).arg("check").output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(!out.status.success(), "{stdout}");
+    for control in ["FAIL  tls", "FAIL  encryption-key", "FAIL  identifier-system"] {
+        assert!(stdout.contains(control), "{control} in {stdout}");
+    }
+
+    // The production example, with the files it names made here.
+    let kek = dir.path().join("kek");
+    assert!(telechart(dir.path()).args(["keys", "generate", "--out"]).arg(&kek).status().unwrap().success());
+    let certified = rcgen::generate_simple_self_signed(vec!["telechart.example".to_owned()]).unwrap();
+    let (cert, key) = (dir.path().join("tls.crt"), dir.path().join("tls.key"));
+    std::fs::write(&cert, certified.cert.pem()).unwrap();
+    std::fs::write(&key, certified.signing_key.serialize_pem()).unwrap();
+    let example = workspace().join("deploy/production.example.toml");
+    let run = |kek: &Path| {
+        telechart(dir.path())
+            .arg("--config")
+            .arg(&example)
+            .arg("check")
+            .env("TELECHART_KEYS__KEK_FILE", kek)
+            .env("TELECHART_TLS__CERT_FILE", &cert)
+            .env("TELECHART_TLS__KEY_FILE", &key)
+            .output()
+            .unwrap()
+    };
+    let out = run(&kek);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}");
+    assert!(stdout.contains("6 controls, 0 failed"), "{stdout}");
+
+    // A key file others can read fails the check.
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&kek, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let out = run(&kek);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).contains("FAIL  key-file-permissions"));
+}

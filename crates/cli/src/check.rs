@@ -1,0 +1,141 @@
+//! `telechart check`: the deployment's security controls, each passed or failed with its fix.
+//! Exits non-zero when any control fails, so a CI/CD pipeline can stop an unsafe release.
+
+use std::net::IpAddr;
+
+use crate::config::Config;
+
+pub struct Finding {
+    pub control: &'static str,
+    pub passed: bool,
+    pub detail: String,
+    pub fix: &'static str,
+}
+
+fn finding(control: &'static str, passed: bool, detail: String, fix: &'static str) -> Finding {
+    Finding { control, passed, detail, fix }
+}
+
+fn is_loopback_host(host: &str) -> bool {
+    host == "localhost" || host.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
+}
+
+/// Evaluates every control against `config` (reading the key and certificate files it names).
+pub fn run(config: &Config) -> Vec<Finding> {
+    let mut findings = Vec::new();
+
+    // Transmission security (45 CFR 164.312(e)).
+    let tls = &config.tls;
+    let tls_detail = match (&tls.cert_file, &tls.key_file, tls.self_signed) {
+        (Some(cert), Some(key), false) => match telechart_server::TlsSettings::from_pem_files(cert, key) {
+            Ok(_) => Ok(format!("certificate {}", cert.display())),
+            Err(e) => Err(format!("the certificate or key does not load: {e}")),
+        },
+        (_, _, true) => Err("a self-signed development certificate is configured".to_owned()),
+        _ if config.listen.ip().is_loopback() => Err(format!("plain HTTP on {} (loopback only)", config.listen)),
+        _ if tls.allow_plain_http => Err("plain HTTP is allowed (tls.allow_plain_http)".to_owned()),
+        _ => Err("no certificate is configured".to_owned()),
+    };
+    findings.push(match tls_detail {
+        Ok(d) => finding("tls", true, d, ""),
+        Err(d) => finding("tls", false, d, "set tls.cert_file and tls.key_file to a CA-issued certificate"),
+    });
+
+    // Encryption at rest: a real key-encryption key, not the development one.
+    let keys = &config.keys;
+    let key_result = if keys.kek.is_none() && keys.kek_file.is_none() {
+        Err("no key-encryption key is configured: the development key would be used".to_owned())
+    } else if keys.kek_file.as_ref().is_some_and(|f| f == &keys.development_kek_file) {
+        Err("the development key file is configured as the production key".to_owned())
+    } else {
+        match keys.load() {
+            Ok(k) => Ok(format!("key-encryption key {}", k.current.id())),
+            Err(e) => Err(format!("the key-encryption key does not load: {e:#}")),
+        }
+    };
+    findings.push(match key_result {
+        Ok(d) => finding("encryption-key", true, d, ""),
+        Err(d) => finding(
+            "encryption-key",
+            false,
+            d,
+            "run `telechart keys generate --out /etc/telechart/kek` and set keys.kek_file (mode 0600)",
+        ),
+    });
+    let loose: Vec<String> = keys
+        .kek_file
+        .iter()
+        .filter(|f| {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::metadata(f).is_ok_and(|m| m.permissions().mode() & 0o077 != 0)
+        })
+        .map(|f| f.display().to_string())
+        .collect();
+    findings.push(finding(
+        "key-file-permissions",
+        loose.is_empty(),
+        if loose.is_empty() {
+            "key files are readable by their owner only".to_owned()
+        } else {
+            format!("readable by others: {}", loose.join(", "))
+        },
+        "chmod 600 the key file",
+    ));
+
+    // Database: remote PostgreSQL over TLS, no inline password.
+    let db_result = match url::Url::parse(&config.database_url) {
+        Ok(url) if url.scheme().starts_with("postgres") => {
+            let host = url.host_str().unwrap_or("localhost");
+            let sslmode = url.query_pairs().find(|(k, _)| k == "sslmode").map(|(_, v)| v.into_owned());
+            if !is_loopback_host(host) && !matches!(sslmode.as_deref(), Some("require" | "verify-ca" | "verify-full")) {
+                Err(format!("PostgreSQL at {host} without sslmode=verify-full"))
+            } else if url.password().is_some() {
+                Err("the database password is written in database_url".to_owned())
+            } else {
+                Ok(format!("PostgreSQL at {host}"))
+            }
+        }
+        _ => Ok("embedded SQLite (a single instance)".to_owned()),
+    };
+    findings.push(match db_result {
+        Ok(d) => finding("database-transport", true, d, ""),
+        Err(d) => finding(
+            "database-transport",
+            false,
+            d,
+            "use sslmode=verify-full and pass the password via PGPASSFILE or TELECHART_DATABASE_URL from a secret store",
+        ),
+    });
+
+    // Outbound PHI only over TLS.
+    let plain: Vec<String> = config
+        .connections
+        .iter()
+        .filter(|c| {
+            url::Url::parse(&c.base_url)
+                .map(|u| u.scheme() != "https" && !u.host_str().is_some_and(is_loopback_host))
+                .unwrap_or(true)
+        })
+        .map(|c| c.id.clone())
+        .collect();
+    findings.push(finding(
+        "ehr-transport",
+        plain.is_empty(),
+        if plain.is_empty() {
+            format!("{} EHR connection(s), all over HTTPS", config.connections.len())
+        } else {
+            format!("EHR connections without HTTPS: {}", plain.join(", "))
+        },
+        "give every connection an https:// base_url",
+    ));
+
+    // Reconciliation depends on a stable, deployment-specific identifier system.
+    let default_system = config.identifier_system == "urn:telechart:artifact";
+    findings.push(finding(
+        "identifier-system",
+        !default_system,
+        format!("identifier_system = {}", config.identifier_system),
+        "set identifier_system to a URI your organisation owns, and never change it",
+    ));
+    findings
+}
