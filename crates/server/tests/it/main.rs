@@ -7,6 +7,7 @@ mod bad_input;
 mod crash;
 mod env;
 mod flow;
+mod logs;
 mod rbac;
 mod tls;
 mod validator;

@@ -177,3 +177,34 @@ async fn keys_rotate_twice_under_a_running_workload() {
         fresh.close().await;
     }
 }
+
+#[tokio::test]
+async fn a_postgresql_dump_never_holds_phi() {
+    let Some(url) = fresh_postgres_url().await else { return };
+    let store = Store::open(&url, 2, keys()).await.unwrap();
+    seed_connection(&store).await;
+    let canary = "CANARY-DUMP-Qwertz";
+    let visit = telechart_store::NewVisit {
+        tenant_id: TENANT.into(),
+        id: "v1".into(),
+        connection_id: "ehr".into(),
+        appointment_id: "appt".into(),
+        patient: Phi::new(format!("Patient/{canary}")),
+        practitioner: None,
+        state: "booked".into(),
+    };
+    store.create_visit(&visit, &audit("visit.open", "v1"), 1).await.unwrap();
+    let mut a = artifact("a1", "DocumentReference");
+    a.payload = Phi::new(format!("{{\"text\":\"{canary}\"}}"));
+    record(&store, "v1", 1, &[a]).await;
+    store.close().await;
+    let dump = std::process::Command::new("pg_dump")
+        .arg("--data-only")
+        .arg(&url)
+        .output()
+        .expect("pg_dump (postgresql-client) is needed");
+    assert!(dump.status.success(), "{}", String::from_utf8_lossy(&dump.stderr));
+    let text = String::from_utf8_lossy(&dump.stdout);
+    assert!(text.contains("e1:"), "the dump holds the sealed rows");
+    assert_eq!(text.matches(canary).count(), 0);
+}
