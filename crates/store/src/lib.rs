@@ -6,6 +6,7 @@
 
 mod audit;
 mod clock;
+mod identity;
 mod key_admin;
 mod keys;
 mod phi;
@@ -23,6 +24,7 @@ use sqlx::{PgPool, SqlitePool};
 
 pub use audit::{AuditEntry, AuditRow};
 pub use clock::Clock;
+pub use identity::{SessionLimits, SessionRow, UserRow};
 pub use key_admin::DataKeyStatus;
 pub use keys::{Kek, KeyConfig};
 pub use phi::{PHI_COLUMNS, Phi};

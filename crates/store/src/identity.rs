@@ -1,0 +1,148 @@
+//! Users (matched by OpenID issuer and subject), their sessions, and logins in flight.
+
+use aws_lc_rs::digest;
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use sqlx::FromRow;
+
+use crate::{Result, Store, StoreError, on_pool};
+
+#[derive(Debug, Clone, PartialEq, Eq, FromRow)]
+pub struct UserRow {
+    pub tenant_id: String,
+    pub id: String,
+    pub issuer: String,
+    pub subject: String,
+    pub role: String,
+    pub created_at: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, FromRow)]
+pub struct SessionRow {
+    pub tenant_id: String,
+    pub user_id: String,
+    pub role: String,
+    pub mfa: i64,
+    pub csrf_token: String,
+    pub created_at: i64,
+    pub last_seen_at: i64,
+    pub expires_at: i64,
+}
+
+/// How long sessions live: idle (since last use) and absolute (since login).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SessionLimits {
+    pub idle_ms: i64,
+    pub absolute_ms: i64,
+}
+
+fn random_token() -> Result<String> {
+    let mut bytes = [0_u8; 32];
+    aws_lc_rs::rand::fill(&mut bytes).map_err(|_| StoreError::Key("the system random source failed".to_owned()))?;
+    Ok(URL_SAFE_NO_PAD.encode(bytes))
+}
+
+fn hash(secret: &str) -> String {
+    digest::digest(&digest::SHA256, secret.as_bytes()).as_ref().iter().map(|b| format!("{b:02x}")).collect()
+}
+
+impl Store {
+    pub async fn add_user(
+        &self,
+        tenant_id: &str,
+        issuer: &str,
+        subject: &str,
+        role: &str,
+        now_ms: i64,
+    ) -> Result<UserRow> {
+        let row = UserRow {
+            tenant_id: tenant_id.to_owned(),
+            id: uuid::Uuid::now_v7().to_string(),
+            issuer: issuer.to_owned(),
+            subject: subject.to_owned(),
+            role: role.to_owned(),
+            created_at: now_ms,
+        };
+        let inserted = on_pool!(self, pool => sqlx::query(
+            "INSERT INTO users (tenant_id, id, issuer, subject, role, created_at) VALUES ($1, $2, $3, $4, $5, $6)")
+            .bind(&row.tenant_id).bind(&row.id).bind(&row.issuer).bind(&row.subject).bind(&row.role).bind(now_ms)
+            .execute(pool).await.map(|r| r.rows_affected()));
+        match inserted {
+            Ok(_) => Ok(row),
+            Err(e) if StoreError::is_unique_violation(&e) => {
+                Err(StoreError::Conflict(format!("a user with subject {subject} at {issuer} exists")))
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    pub async fn user_by_subject(&self, issuer: &str, subject: &str) -> Result<Option<UserRow>> {
+        let row = on_pool!(self, pool => sqlx::query_as::<_, UserRow>(
+            "SELECT tenant_id, id, issuer, subject, role, created_at FROM users WHERE issuer = $1 AND subject = $2")
+            .bind(issuer).bind(subject).fetch_optional(pool).await)?;
+        Ok(row)
+    }
+
+    /// Starts a session; returns the cookie secret (shown to the browser only) and the row.
+    pub async fn create_session(
+        &self,
+        user: &UserRow,
+        mfa: bool,
+        limits: SessionLimits,
+        now_ms: i64,
+    ) -> Result<(String, SessionRow)> {
+        let secret = random_token()?;
+        let row = SessionRow {
+            tenant_id: user.tenant_id.clone(),
+            user_id: user.id.clone(),
+            role: user.role.clone(),
+            mfa: i64::from(mfa),
+            csrf_token: random_token()?,
+            created_at: now_ms,
+            last_seen_at: now_ms,
+            expires_at: now_ms + limits.absolute_ms,
+        };
+        on_pool!(self, pool => sqlx::query(
+            "INSERT INTO sessions (id_hash, tenant_id, user_id, role, mfa, csrf_token, created_at, last_seen_at, expires_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $7, $8)")
+            .bind(hash(&secret)).bind(&row.tenant_id).bind(&row.user_id).bind(&row.role).bind(row.mfa)
+            .bind(&row.csrf_token).bind(now_ms).bind(row.expires_at)
+            .execute(pool).await.map(|r| r.rows_affected()))?;
+        Ok((secret, row))
+    }
+
+    /// The live session a cookie names, touched now; None when unknown, revoked, idle too long or
+    /// past its absolute lifetime.
+    pub async fn session(&self, secret: &str, limits: SessionLimits, now_ms: i64) -> Result<Option<SessionRow>> {
+        let id_hash = hash(secret);
+        let row = on_pool!(self, pool => sqlx::query_as::<_, SessionRow>(
+            "UPDATE sessions SET last_seen_at = $1 WHERE id_hash = $2 AND revoked_at IS NULL \
+             AND expires_at > $1 AND last_seen_at > $3 \
+             RETURNING tenant_id, user_id, role, mfa, csrf_token, created_at, last_seen_at, expires_at")
+            .bind(now_ms).bind(&id_hash).bind(now_ms - limits.idle_ms).fetch_optional(pool).await)?;
+        Ok(row)
+    }
+
+    pub async fn end_session(&self, secret: &str, now_ms: i64) -> Result<bool> {
+        let n = on_pool!(self, pool => sqlx::query("UPDATE sessions SET revoked_at = $1 WHERE id_hash = $2 AND revoked_at IS NULL")
+            .bind(now_ms).bind(hash(secret)).execute(pool).await.map(|r| r.rows_affected()))?;
+        Ok(n == 1)
+    }
+
+    pub async fn begin_login(&self, state: &str, pkce_verifier: &str, nonce: &str, now_ms: i64) -> Result<()> {
+        on_pool!(self, pool => sqlx::query(
+            "INSERT INTO oidc_logins (state, pkce_verifier, nonce, created_at) VALUES ($1, $2, $3, $4)")
+            .bind(state).bind(pkce_verifier).bind(nonce).bind(now_ms)
+            .execute(pool).await.map(|r| r.rows_affected()))?;
+        Ok(())
+    }
+
+    /// Takes (and deletes) the login for `state` if it is younger than `max_age_ms`: a state is
+    /// good for one callback only.
+    pub async fn finish_login(&self, state: &str, max_age_ms: i64, now_ms: i64) -> Result<Option<(String, String)>> {
+        let row = on_pool!(self, pool => sqlx::query_as::<_, (String, String, i64)>(
+            "DELETE FROM oidc_logins WHERE state = $1 RETURNING pkce_verifier, nonce, created_at")
+            .bind(state).fetch_optional(pool).await)?;
+        Ok(row.filter(|(_, _, created)| now_ms - created <= max_age_ms).map(|(v, n, _)| (v, n)))
+    }
+}
