@@ -18,7 +18,8 @@ const provider = new Provider(issuer, {
     id_token_signed_response_alg: 'RS256',
   }],
   pkce: { required: () => true },
-  claims: { openid: ['sub'], profile: ['name'], fhirUser: ['fhirUser'] },
+  // amr rides on the openid scope so every id_token says how the person authenticated.
+  claims: { acr: null, sid: null, iss: null, openid: ['sub', 'amr', 'auth_time'], profile: ['name'], fhirUser: ['fhirUser'] },
   scopes: ['openid', 'profile', 'fhirUser'],
   findAccount: async (_ctx, id) => ({
     accountId: id,

@@ -24,8 +24,43 @@ pub struct Config {
     pub worker: WorkerConfig,
     pub keys: KeysConfig,
     pub tls: TlsConfig,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub oidc: Option<OidcConfig>,
     #[serde(default)]
     pub connections: Vec<ConnectionConfig>,
+}
+
+/// OpenID Connect login for people (clinicians, compliance officers, admins).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OidcConfig {
+    pub issuer: String,
+    pub client_id: String,
+    /// A file holding the client secret (or `client_secret` from `TELECHART_OIDC__CLIENT_SECRET`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_secret_file: Option<PathBuf>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_secret: Option<String>,
+    pub redirect_url: String,
+    /// Roles that must prove a second factor (`amr`) at login.
+    #[serde(default = "default_mfa_roles")]
+    pub mfa_roles: Vec<String>,
+    #[serde(default = "default_idle_minutes")]
+    pub session_idle_minutes: i64,
+    #[serde(default = "default_absolute_hours")]
+    pub session_absolute_hours: i64,
+}
+
+fn default_mfa_roles() -> Vec<String> {
+    ["clinician", "compliance-officer", "integration-admin"].map(str::to_owned).to_vec()
+}
+
+fn default_idle_minutes() -> i64 {
+    30
+}
+
+fn default_absolute_hours() -> i64 {
+    12
 }
 
 /// HTTPS. Without a certificate, plain HTTP is served on a loopback address only, unless
@@ -149,7 +184,7 @@ pub struct ConnectionConfig {
 
 /// Top-level keys of [`Config`], the only ones read from the environment.
 const CONFIG_KEYS: &[&str] =
-    &["database_url", "listen", "tenant", "identifier_system", "log", "worker", "keys", "tls", "connections"];
+    &["database_url", "listen", "tenant", "identifier_system", "log", "worker", "keys", "tls", "oidc", "connections"];
 
 impl Default for Config {
     fn default() -> Self {
@@ -174,6 +209,7 @@ impl Default for Config {
                 ..KeysConfig::default()
             },
             tls: TlsConfig::default(),
+            oidc: None,
             connections: Vec::new(),
         }
     }
@@ -221,12 +257,47 @@ impl Config {
         Ok(())
     }
 
+    /// Login settings for the server, the client secret read from its file.
+    pub fn oidc_settings(&self) -> anyhow::Result<Option<telechart_server::OidcSettings>> {
+        let Some(oidc) = &self.oidc else { return Ok(None) };
+        let client_secret = match (&oidc.client_secret, &oidc.client_secret_file) {
+            (Some(secret), _) => secret.clone(),
+            (None, Some(path)) => std::fs::read_to_string(path)
+                .with_context(|| format!("reading oidc.client_secret_file {}", path.display()))?
+                .trim()
+                .to_owned(),
+            (None, None) => anyhow::bail!("oidc needs client_secret_file (or TELECHART_OIDC__CLIENT_SECRET)"),
+        };
+        let mfa_roles = oidc
+            .mfa_roles
+            .iter()
+            .map(|r| r.parse::<telechart_policy::Role>().with_context(|| "oidc.mfa_roles"))
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        Ok(Some(telechart_server::OidcSettings {
+            issuer: oidc.issuer.clone(),
+            client_id: oidc.client_id.clone(),
+            client_secret,
+            redirect_url: oidc.redirect_url.clone(),
+            mfa_roles,
+            session: telechart_store::SessionLimits {
+                idle_ms: oidc.session_idle_minutes * 60_000,
+                absolute_ms: oidc.session_absolute_hours * 3_600_000,
+            },
+            secure_cookies: self.tls.enabled() || self.tls.allow_plain_http,
+        }))
+    }
+
     /// The effective configuration as TOML, with secrets masked.
     pub fn masked_toml(&self) -> anyhow::Result<String> {
         let mut shown = self.clone();
         shown.database_url = mask_url(&self.database_url);
         if shown.keys.kek.is_some() {
             shown.keys.kek = Some("****".to_owned());
+        }
+        if let Some(oidc) = shown.oidc.as_mut()
+            && oidc.client_secret.is_some()
+        {
+            oidc.client_secret = Some("****".to_owned());
         }
         for c in &mut shown.connections {
             c.base_url = mask_url(&c.base_url);
@@ -258,7 +329,20 @@ mod tests {
 
     #[test]
     fn config_keys_match_the_struct() {
-        let value = serde_json::to_value(Config::default()).unwrap();
+        let config = Config {
+            oidc: Some(OidcConfig {
+                issuer: "https://idp.example".into(),
+                client_id: "telechart".into(),
+                client_secret_file: None,
+                client_secret: None,
+                redirect_url: "https://telechart.example/auth/callback".into(),
+                mfa_roles: default_mfa_roles(),
+                session_idle_minutes: 30,
+                session_absolute_hours: 12,
+            }),
+            ..Config::default()
+        };
+        let value = serde_json::to_value(config).unwrap();
         let mut keys: Vec<&str> = value.as_object().unwrap().keys().map(String::as_str).collect();
         keys.sort_unstable();
         let mut listed = CONFIG_KEYS.to_vec();

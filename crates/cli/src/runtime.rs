@@ -72,6 +72,11 @@ pub async fn start(config: &Config, keys: KeyConfig, clock: Clock, tap: Option<W
         identifier_system: config.identifier_system.clone(),
         connections: connections.clone(),
         signal: signal.clone(),
+        oidc: config
+            .oidc_settings()?
+            .map(telechart_server::Oidc::new)
+            .transpose()
+            .map_err(|e| anyhow::anyhow!("{e}"))?,
     };
     let server = telechart_server::spawn(state, config.listen, config.tls.settings()?).await?;
     let mut workers = Vec::new();

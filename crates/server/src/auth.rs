@@ -27,8 +27,21 @@ pub struct Caller {
 pub enum Access {
     /// Liveness only: no data.
     Public,
+    /// The login endpoints, which authenticate the caller themselves.
+    SignIn,
     Requires(Permission),
 }
+
+/// A logged-in person's session, whether or not a second factor is still owed.
+#[derive(Debug, Clone)]
+pub struct SessionCaller {
+    pub session: telechart_store::SessionRow,
+    pub secret: String,
+}
+
+/// Marks a request whose session still owes a second factor.
+#[derive(Debug, Clone, Copy)]
+struct MfaPending;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RouteSpec {
@@ -75,6 +88,7 @@ async fn guard(State(access): State<Access>, request: Request, next: Next) -> Re
         return next.run(request).await;
     };
     match request.extensions().get::<Caller>() {
+        None if request.extensions().get::<MfaPending>().is_some() => ApiError::MfaRequired.into_response(),
         None => unauthorized(),
         Some(caller) if caller.role.allows(permission) => next.run(request).await,
         Some(caller) => {
@@ -93,7 +107,7 @@ fn unauthorized() -> Response {
 /// here and now (it never falls through as anonymous); no detail says why.
 pub(crate) async fn authenticate(State(state): State<AppState>, mut request: Request, next: Next) -> Response {
     let Some(value) = request.headers().get(header::AUTHORIZATION) else {
-        return next.run(request).await;
+        return authenticate_session(state, request, next).await;
     };
     let Some(token) = value.to_str().ok().and_then(|v| v.strip_prefix("Bearer ")).map(str::trim) else {
         return unauthorized();
@@ -108,6 +122,51 @@ pub(crate) async fn authenticate(State(state): State<AppState>, mut request: Req
     };
     request.extensions_mut().insert(Caller { tenant_id: row.tenant_id, actor: format!("token:{}", row.id), role });
     next.run(request).await
+}
+
+/// Resolves the session cookie: a [`SessionCaller`] always, a [`Caller`] once any second factor
+/// the role needs is proven. State-changing requests must echo the session's CSRF token.
+async fn authenticate_session(state: AppState, mut request: Request, next: Next) -> Response {
+    let (Some(oidc), Some(secret)) = (state.oidc.clone(), crate::login::cookie_secret(request.headers())) else {
+        return next.run(request).await;
+    };
+    let session = match state.store.session(&secret, oidc.settings.session, state.clock.now_ms()).await {
+        Ok(Some(s)) => s,
+        Ok(None) => return unauthorized(),
+        Err(e) => return ApiError::Internal(e.to_string()).into_response(),
+    };
+    let safe = matches!(*request.method(), Method::GET | Method::HEAD | Method::OPTIONS);
+    if !safe {
+        let presented = request.headers().get("x-csrf-token").and_then(|v| v.to_str().ok()).unwrap_or_default();
+        let matches =
+            aws_lc_rs::constant_time::verify_slices_are_equal(presented.as_bytes(), session.csrf_token.as_bytes())
+                .is_ok();
+        if !matches {
+            return ApiError::Forbidden("the X-CSRF-Token header is missing or wrong".to_owned()).into_response();
+        }
+    }
+    let Ok(role) = session.role.parse::<Role>() else {
+        return unauthorized();
+    };
+    if oidc.requires_mfa(role) && session.mfa != 1 {
+        request.extensions_mut().insert(MfaPending);
+    } else {
+        request.extensions_mut().insert(Caller {
+            tenant_id: session.tenant_id.clone(),
+            actor: format!("user:{}", session.user_id),
+            role,
+        });
+    }
+    request.extensions_mut().insert(SessionCaller { session, secret });
+    next.run(request).await
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for SessionCaller {
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        parts.extensions.get::<SessionCaller>().cloned().ok_or_else(unauthorized)
+    }
 }
 
 impl<S: Send + Sync> FromRequestParts<S> for Caller {

@@ -20,6 +20,8 @@ pub enum ApiError {
     Conflict { field: Option<String>, message: String },
     #[error("authentication required")]
     Unauthorized,
+    #[error("a second factor is required for this role")]
+    MfaRequired,
     #[error("{0}")]
     Forbidden(String),
     #[error("this method is not allowed on this endpoint")]
@@ -41,7 +43,7 @@ impl ApiError {
             ApiError::Invalid { field, .. } => (StatusCode::UNPROCESSABLE_ENTITY, IssueType::Invalid, field.as_deref()),
             ApiError::NotFound { field, .. } => (StatusCode::NOT_FOUND, IssueType::NotFound, field.as_deref()),
             ApiError::Conflict { field, .. } => (StatusCode::CONFLICT, IssueType::Conflict, field.as_deref()),
-            ApiError::Unauthorized => (StatusCode::UNAUTHORIZED, IssueType::Security, None),
+            ApiError::Unauthorized | ApiError::MfaRequired => (StatusCode::UNAUTHORIZED, IssueType::Security, None),
             ApiError::Forbidden(_) => (StatusCode::FORBIDDEN, IssueType::Forbidden, None),
             ApiError::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, IssueType::NotSupported, None),
             ApiError::BadGateway(_) => (StatusCode::BAD_GATEWAY, IssueType::Transient, None),

@@ -7,17 +7,20 @@
 mod api;
 mod auth;
 mod error;
+mod login;
 mod metrics_export;
 mod tls;
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use axum::Router;
 use telechart_store::{Clock, Store};
 use telechart_sync::{Connections, QueueSignal};
 
-pub use auth::{Access, Caller, RouteSpec};
+pub use auth::{Access, Caller, RouteSpec, SessionCaller};
 pub use error::ApiError;
+pub use login::{Oidc, OidcSettings, SESSION_COOKIE};
 pub use metrics_export::prometheus_handle;
 pub use tls::TlsSettings;
 
@@ -28,10 +31,12 @@ pub struct AppState {
     pub identifier_system: String,
     pub connections: Connections,
     pub signal: QueueSignal,
+    /// OpenID login for people; None when only API tokens are used.
+    pub oidc: Option<Arc<Oidc>>,
 }
 
 fn routes() -> auth::Routes {
-    api::routes().merge(metrics_export::routes())
+    api::routes().merge(metrics_export::routes()).merge(login::routes())
 }
 
 /// Every route with its method and the permission it requires, taken from the router's own

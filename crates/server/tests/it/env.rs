@@ -95,6 +95,7 @@ impl TestEnv {
             identifier_system: SYSTEM.into(),
             connections: connections.clone(),
             signal: QueueSignal::default(),
+            oidc: None,
         };
         let server = telechart_server::spawn(state, SocketAddr::from(([127, 0, 0, 1], 0)), None).await.unwrap();
         let api = format!("{}/api/v1", server.base_url);

@@ -8,6 +8,7 @@ mod crash;
 mod env;
 mod flow;
 mod logs;
+mod oidc;
 mod rbac;
 mod tls;
 mod validator;

@@ -1,0 +1,288 @@
+//! OpenID Connect login for Telechart's own users: discovery, authorization code + PKCE (S256),
+//! state and nonce, id_token verification (signature from the provider's JWKS, issuer, audience,
+//! expiry, nonce), then a session cookie. A second factor is proven by the id_token's `amr`.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Json;
+use axum::extract::{Query, State};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use axum::response::{IntoResponse, Redirect, Response};
+use openidconnect::core::{CoreAuthenticationFlow, CoreClient, CoreProviderMetadata};
+use openidconnect::{
+    AuthorizationCode, ClientId, ClientSecret, CsrfToken, IssuerUrl, Nonce, PkceCodeChallenge, PkceCodeVerifier,
+    RedirectUrl, Scope, TokenResponse,
+};
+use serde::{Deserialize, Serialize};
+use telechart_policy::Role;
+use telechart_store::SessionLimits;
+use tokio::sync::RwLock;
+
+use crate::auth::{Access, Routes, SessionCaller};
+use crate::{ApiError, AppState};
+
+pub const SESSION_COOKIE: &str = "telechart_session";
+
+/// How Telechart logs people in.
+#[derive(Clone, Debug)]
+pub struct OidcSettings {
+    pub issuer: String,
+    pub client_id: String,
+    pub client_secret: String,
+    /// `https://telechart.example/auth/callback`, registered with the provider.
+    pub redirect_url: String,
+    /// Roles that must prove a second factor before any request is served.
+    pub mfa_roles: Vec<Role>,
+    pub session: SessionLimits,
+    /// Mark cookies `Secure` (whenever the server is reached over HTTPS).
+    pub secure_cookies: bool,
+}
+
+/// Login state shared by the handlers: settings and the provider's discovered metadata.
+pub struct Oidc {
+    pub settings: OidcSettings,
+    http: reqwest::Client,
+    metadata: RwLock<Option<CoreProviderMetadata>>,
+}
+
+impl std::fmt::Debug for Oidc {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Oidc({})", self.settings.issuer)
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct OidcHttpError(String);
+
+type HttpFuture = Pin<Box<dyn Future<Output = Result<openidconnect::HttpResponse, OidcHttpError>> + Send>>;
+
+impl Oidc {
+    pub fn new(settings: OidcSettings) -> Result<Arc<Oidc>, ApiError> {
+        let http = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .timeout(Duration::from_secs(15))
+            .build()
+            .map_err(|e| ApiError::Internal(format!("OIDC HTTP client: {e}")))?;
+        Ok(Arc::new(Oidc { settings, http, metadata: RwLock::new(None) }))
+    }
+
+    /// The HTTP client openidconnect calls (discovery, JWKS, token endpoint).
+    fn client_fn(&self) -> impl Fn(openidconnect::HttpRequest) -> HttpFuture + use<> {
+        let http = self.http.clone();
+        move |request: openidconnect::HttpRequest| {
+            let http = http.clone();
+            Box::pin(async move {
+                let (parts, body) = request.into_parts();
+                let mut outgoing = http.request(parts.method, parts.uri.to_string()).body(body);
+                for (name, value) in &parts.headers {
+                    outgoing = outgoing.header(name, value);
+                }
+                let response = outgoing.send().await.map_err(|e| OidcHttpError(format!("OpenID provider: {e}")))?;
+                let mut builder = openidconnect::http::Response::builder().status(response.status());
+                for (name, value) in response.headers() {
+                    builder = builder.header(name, value);
+                }
+                let bytes = response.bytes().await.map_err(|e| OidcHttpError(format!("OpenID provider: {e}")))?;
+                builder.body(bytes.to_vec()).map_err(|e| OidcHttpError(e.to_string()))
+            }) as HttpFuture
+        }
+    }
+
+    async fn metadata(&self) -> Result<CoreProviderMetadata, ApiError> {
+        if let Some(m) = self.metadata.read().await.as_ref() {
+            return Ok(m.clone());
+        }
+        let issuer = IssuerUrl::new(self.settings.issuer.clone())
+            .map_err(|e| ApiError::Internal(format!("oidc.issuer: {e}")))?;
+        let http = self.client_fn();
+        let discovered = CoreProviderMetadata::discover_async(issuer, &http)
+            .await
+            .map_err(|e| ApiError::BadGateway(format!("OpenID discovery failed: {e}")))?;
+        *self.metadata.write().await = Some(discovered.clone());
+        Ok(discovered)
+    }
+
+    pub fn requires_mfa(&self, role: Role) -> bool {
+        self.settings.mfa_roles.contains(&role)
+    }
+}
+
+pub(crate) fn routes() -> Routes {
+    Routes::new()
+        .add(Method::GET, "/auth/login", Access::SignIn, login)
+        .add(Method::GET, "/auth/callback", Access::SignIn, callback)
+        .add(Method::GET, "/auth/session", Access::SignIn, session)
+        .add(Method::POST, "/auth/logout", Access::SignIn, logout)
+}
+
+fn oidc(state: &AppState) -> Result<Arc<Oidc>, ApiError> {
+    state
+        .oidc
+        .clone()
+        .ok_or_else(|| ApiError::NotFound { field: None, message: "OpenID login is not configured".to_owned() })
+}
+
+#[derive(Deserialize)]
+struct LoginParams {
+    #[serde(default)]
+    login_hint: Option<String>,
+}
+
+async fn login(State(state): State<AppState>, Query(params): Query<LoginParams>) -> Result<Response, ApiError> {
+    let oidc = oidc(&state)?;
+    let metadata = oidc.metadata().await?;
+    let redirect =
+        RedirectUrl::new(oidc.settings.redirect_url.clone()).map_err(|e| ApiError::Internal(e.to_string()))?;
+    let client = CoreClient::from_provider_metadata(metadata, ClientId::new(oidc.settings.client_id.clone()), None)
+        .set_redirect_uri(redirect);
+    let (challenge, verifier) = PkceCodeChallenge::new_random_sha256();
+    let mut request = client
+        .authorize_url(CoreAuthenticationFlow::AuthorizationCode, CsrfToken::new_random, Nonce::new_random)
+        .add_scope(Scope::new("profile".to_owned()))
+        .set_pkce_challenge(challenge);
+    if let Some(hint) = params.login_hint.as_deref().filter(|h| !h.is_empty() && h.len() <= 256) {
+        request = request.add_extra_param("login_hint", hint.to_owned());
+    }
+    let (url, csrf, nonce) = request.url();
+    state.store.begin_login(csrf.secret(), verifier.secret(), nonce.secret(), state.clock.now_ms()).await?;
+    Ok(Redirect::to(url.as_str()).into_response())
+}
+
+#[derive(Deserialize)]
+struct CallbackParams {
+    #[serde(default)]
+    code: Option<String>,
+    #[serde(default)]
+    state: Option<String>,
+    #[serde(default)]
+    error: Option<String>,
+}
+
+/// Ten minutes from authorization request to callback.
+const LOGIN_MAX_AGE_MS: i64 = 10 * 60_000;
+
+async fn callback(State(state): State<AppState>, Query(params): Query<CallbackParams>) -> Result<Response, ApiError> {
+    let oidc = oidc(&state)?;
+    if let Some(error) = params.error {
+        return Err(ApiError::Forbidden(format!("the OpenID provider refused the login: {error}")));
+    }
+    let (Some(code), Some(login_state)) = (params.code, params.state) else {
+        return Err(ApiError::invalid("code", "the callback needs code and state"));
+    };
+    let now = state.clock.now_ms();
+    let Some((verifier, nonce)) = state.store.finish_login(&login_state, LOGIN_MAX_AGE_MS, now).await? else {
+        return Err(ApiError::invalid("state", "unknown, used or expired login state; start again at /auth/login"));
+    };
+    let metadata = oidc.metadata().await?;
+    let redirect =
+        RedirectUrl::new(oidc.settings.redirect_url.clone()).map_err(|e| ApiError::Internal(e.to_string()))?;
+    let client = CoreClient::from_provider_metadata(
+        metadata,
+        ClientId::new(oidc.settings.client_id.clone()),
+        Some(ClientSecret::new(oidc.settings.client_secret.clone())),
+    )
+    .set_redirect_uri(redirect);
+    let http = oidc.client_fn();
+    let tokens = client
+        .exchange_code(AuthorizationCode::new(code))
+        .map_err(|e| ApiError::Internal(format!("OpenID token endpoint: {e}")))?
+        .set_pkce_verifier(PkceCodeVerifier::new(verifier))
+        .request_async(&http)
+        .await
+        .map_err(|_| ApiError::Forbidden("the authorization code was not accepted".to_owned()))?;
+    let id_token =
+        tokens.id_token().ok_or_else(|| ApiError::Forbidden("the provider returned no id_token".to_owned()))?;
+    let claims = id_token
+        .claims(&client.id_token_verifier(), &Nonce::new(nonce))
+        .map_err(|_| ApiError::Forbidden("the id_token did not verify".to_owned()))?;
+    let issuer = claims.issuer().as_str().to_owned();
+    let subject = claims.subject().as_str().to_owned();
+    let amr: Vec<String> = claims.auth_method_refs().into_iter().flatten().map(|a| a.as_str().to_owned()).collect();
+    let second_factor =
+        amr.iter().any(|m| matches!(m.as_str(), "otp" | "mfa" | "hwk" | "swk" | "sms" | "fpt" | "face" | "pop"));
+    let Some(user) = state.store.user_by_subject(&issuer, &subject).await? else {
+        return Err(ApiError::Forbidden("no Telechart user is provisioned for this login".to_owned()));
+    };
+    let (secret, _) = state.store.create_session(&user, second_factor, oidc.settings.session, now).await?;
+    state
+        .store
+        .audit(
+            &telechart_store::AuditEntry {
+                tenant_id: user.tenant_id.clone(),
+                actor: format!("user:{}", user.id),
+                action: "session.login".to_owned(),
+                entity_type: "user".to_owned(),
+                entity_id: user.id.clone(),
+                visit_id: None,
+                phi: false,
+                detail: format!("amr {}", amr.join(" ")),
+            },
+            now,
+        )
+        .await?;
+    let mut response = Redirect::to("/auth/session").into_response();
+    set_cookie(&mut response, &session_cookie(&secret, &oidc.settings));
+    Ok(response)
+}
+
+fn session_cookie(secret: &str, settings: &OidcSettings) -> String {
+    let secure = if settings.secure_cookies { "; Secure" } else { "" };
+    format!("{SESSION_COOKIE}={secret}; Path=/; HttpOnly; SameSite=Lax{secure}")
+}
+
+fn set_cookie(response: &mut Response, cookie: &str) {
+    if let Ok(value) = HeaderValue::from_str(cookie) {
+        response.headers_mut().append(header::SET_COOKIE, value);
+    }
+}
+
+/// The session cookie's secret, if the request carries one.
+pub(crate) fn cookie_secret(headers: &HeaderMap) -> Option<String> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(name, _)| *name == SESSION_COOKIE)
+        .map(|(_, value)| value.to_owned())
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct SessionView {
+    user: String,
+    tenant: String,
+    role: String,
+    mfa: bool,
+    mfa_required: bool,
+    /// Send back as `X-CSRF-Token` on every state-changing request made with this session.
+    csrf_token: String,
+}
+
+async fn session(State(state): State<AppState>, caller: SessionCaller) -> Result<Json<SessionView>, ApiError> {
+    let oidc = oidc(&state)?;
+    let s = caller.session;
+    let role: Role = s.role.parse().map_err(|_| ApiError::Unauthorized)?;
+    Ok(Json(SessionView {
+        user: s.user_id,
+        tenant: s.tenant_id,
+        role: s.role,
+        mfa: s.mfa == 1,
+        mfa_required: oidc.requires_mfa(role),
+        csrf_token: s.csrf_token,
+    }))
+}
+
+async fn logout(State(state): State<AppState>, caller: SessionCaller) -> Result<Response, ApiError> {
+    let oidc = oidc(&state)?;
+    state.store.end_session(&caller.secret, state.clock.now_ms()).await?;
+    let mut response = StatusCode::NO_CONTENT.into_response();
+    let secure = if oidc.settings.secure_cookies { "; Secure" } else { "" };
+    set_cookie(&mut response, &format!("{SESSION_COOKIE}=; Path=/; HttpOnly; SameSite=Lax; Max-Age=0{secure}"));
+    Ok(response)
+}
