@@ -129,6 +129,26 @@ pub fn run(config: &Config) -> Vec<Finding> {
         "give every connection an https:// base_url",
     ));
 
+    // Person authentication: privileged roles must prove a second factor.
+    let privileged = ["integration-admin", "compliance-officer", "clinician"];
+    findings.push(match &config.oidc {
+        None => finding("mfa", true, "no interactive logins configured (API tokens only)".to_owned(), ""),
+        Some(oidc) => {
+            let missing: Vec<&str> =
+                privileged.into_iter().filter(|r| !oidc.mfa_roles.iter().any(|m| m == r)).collect();
+            finding(
+                "mfa",
+                missing.is_empty(),
+                if missing.is_empty() {
+                    format!("a second factor is required of {}", oidc.mfa_roles.join(", "))
+                } else {
+                    format!("no second factor required of {}", missing.join(", "))
+                },
+                "list integration-admin, compliance-officer and clinician in oidc.mfa_roles",
+            )
+        }
+    });
+
     // Reconciliation depends on a stable, deployment-specific identifier system.
     let default_system = config.identifier_system == "urn:telechart:artifact";
     findings.push(finding(

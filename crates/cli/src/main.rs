@@ -51,6 +51,11 @@ enum Command {
         #[command(subcommand)]
         which: KeysCommand,
     },
+    /// People who log in through OpenID Connect.
+    Users {
+        #[command(subcommand)]
+        which: UsersCommand,
+    },
     /// API tokens for telehealth platforms and other clients.
     Tokens {
         #[command(subcommand)]
@@ -77,6 +82,22 @@ enum KeysCommand {
     Rotate {
         #[arg(long)]
         kek_only: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum UsersCommand {
+    /// Provision a person: their OpenID subject at the configured issuer, and a role.
+    Add {
+        #[arg(long)]
+        subject: String,
+        #[arg(long)]
+        role: String,
+        /// Default: oidc.issuer from the configuration.
+        #[arg(long)]
+        issuer: Option<String>,
+        #[arg(long)]
+        tenant: Option<String>,
     },
 }
 
@@ -156,6 +177,7 @@ fn main() -> ExitCode {
                     bench::run(which).await.map(|()| ExitCode::SUCCESS)
                 }
                 Command::Queue { which } => queue(config, which).await.map(|()| ExitCode::SUCCESS),
+                Command::Users { which } => users(config, which).await.map(|()| ExitCode::SUCCESS),
                 Command::Tokens { which } => tokens(config, which).await.map(|()| ExitCode::SUCCESS),
                 Command::Keys { which } => {
                     runtime::init_logging("warn");
@@ -216,6 +238,24 @@ async fn keys(config: Config, which: KeysCommand) -> anyhow::Result<()> {
                 let retired = store.retire_data_keys().await?;
                 println!("re-encrypted {moved} PHI value(s); retired {} old data key(s)", retired.len());
             }
+        }
+    }
+    store.close().await;
+    Ok(())
+}
+
+async fn users(config: Config, which: UsersCommand) -> anyhow::Result<()> {
+    let store = telechart_store::Store::open(&config.database_url, 2, config.keys.load()?).await?;
+    match which {
+        UsersCommand::Add { subject, role, issuer, tenant } => {
+            let role: telechart_policy::Role = role.parse()?;
+            let issuer = issuer
+                .or_else(|| config.oidc.as_ref().map(|o| o.issuer.clone()))
+                .ok_or_else(|| anyhow::anyhow!("--issuer is needed when oidc is not configured"))?;
+            let tenant = tenant.unwrap_or_else(|| config.tenant.clone());
+            let now = telechart_store::Clock::system().now_ms();
+            let user = store.add_user(&tenant, &issuer, &subject, role.as_str(), now).await?;
+            println!("user {} ({role}) in tenant {tenant}: subject {subject} at {issuer}", user.id);
         }
     }
     store.close().await;

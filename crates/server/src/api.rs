@@ -32,7 +32,7 @@ pub(crate) fn routes() -> Routes {
 }
 
 /// Parses a JSON body, naming the exact field at fault.
-fn parse<T: DeserializeOwned>(body: &Bytes) -> Result<T, ApiError> {
+pub(crate) fn parse<T: DeserializeOwned>(body: &Bytes) -> Result<T, ApiError> {
     if body.is_empty() {
         return Err(ApiError::Invalid {
             field: None,

@@ -22,6 +22,8 @@ pub enum ApiError {
     Unauthorized,
     #[error("a second factor is required for this role")]
     MfaRequired,
+    #[error("too many wrong codes; try again in a few minutes")]
+    TooManyAttempts,
     #[error("{0}")]
     Forbidden(String),
     #[error("this method is not allowed on this endpoint")]
@@ -45,6 +47,7 @@ impl ApiError {
             ApiError::Conflict { field, .. } => (StatusCode::CONFLICT, IssueType::Conflict, field.as_deref()),
             ApiError::Unauthorized | ApiError::MfaRequired => (StatusCode::UNAUTHORIZED, IssueType::Security, None),
             ApiError::Forbidden(_) => (StatusCode::FORBIDDEN, IssueType::Forbidden, None),
+            ApiError::TooManyAttempts => (StatusCode::TOO_MANY_REQUESTS, IssueType::Throttled, None),
             ApiError::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, IssueType::NotSupported, None),
             ApiError::BadGateway(_) => (StatusCode::BAD_GATEWAY, IssueType::Transient, None),
             ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, IssueType::Exception, None),

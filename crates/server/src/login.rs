@@ -117,6 +117,86 @@ pub(crate) fn routes() -> Routes {
         .add(Method::GET, "/auth/callback", Access::SignIn, callback)
         .add(Method::GET, "/auth/session", Access::SignIn, session)
         .add(Method::POST, "/auth/logout", Access::SignIn, logout)
+        .add(Method::POST, "/auth/totp/enroll", Access::SignIn, totp_enroll)
+        .add(Method::POST, "/auth/totp/verify", Access::SignIn, totp_verify)
+}
+
+/// RFC 6238 as authenticator apps implement it: SHA-1, 6 digits, 30 s steps, one step of skew.
+fn totp(secret: &totp_rs::Secret, account: &str) -> Result<totp_rs::Totp, ApiError> {
+    totp_rs::Builder::new()
+        .with_secret(secret.clone())
+        .with_issuer(Some("Telechart"))
+        .with_account_name(account)
+        .build()
+        .map_err(|e| ApiError::Internal(format!("TOTP: {e}")))
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Enrolment {
+    /// For the authenticator app (as a QR code or a link).
+    otpauth_uri: String,
+    /// The same secret in base32, for manual entry.
+    secret: String,
+}
+
+async fn totp_enroll(State(state): State<AppState>, caller: SessionCaller) -> Result<Json<Enrolment>, ApiError> {
+    let user =
+        state.store.user(&caller.session.tenant_id, &caller.session.user_id).await?.ok_or(ApiError::Unauthorized)?;
+    let secret = totp_rs::Secret::generate();
+    let base32 = secret.to_base32();
+    if !state.store.enroll_totp(&user, &telechart_store::Phi::new(base32.clone())).await? {
+        return Err(ApiError::Conflict {
+            field: None,
+            message: "a second factor is already enrolled; an administrator must reset it".to_owned(),
+        });
+    }
+    let uri = totp(&secret, &user.subject)?.to_url().map_err(|e| ApiError::Internal(format!("TOTP: {e}")))?;
+    Ok(Json(Enrolment { otpauth_uri: uri, secret: base32 }))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TotpCode {
+    code: String,
+}
+
+/// Five wrong codes in a row lock verification for five minutes.
+const TOTP_FAILURE_LIMIT: i64 = 5;
+const TOTP_LOCK_MS: i64 = 5 * 60_000;
+
+async fn totp_verify(
+    State(state): State<AppState>,
+    caller: SessionCaller,
+    body: axum::body::Bytes,
+) -> Result<StatusCode, ApiError> {
+    let body: TotpCode = crate::api::parse(&body)?;
+    let (tenant, user_id) = (&caller.session.tenant_id, &caller.session.user_id);
+    let now = state.clock.now_ms();
+    let totp_state = state.store.totp_state(tenant, user_id).await?.ok_or(ApiError::Unauthorized)?;
+    if totp_state.locked_until > now {
+        return Err(ApiError::TooManyAttempts);
+    }
+    let Some(secret) = totp_state.secret else {
+        return Err(ApiError::Conflict {
+            field: None,
+            message: "enrol a second factor first (/auth/totp/enroll)".to_owned(),
+        });
+    };
+    let secret = totp_rs::Secret::try_from_base32(secret.expose())
+        .map_err(|_| ApiError::Internal("stored TOTP secret".to_owned()))?;
+    let totp = totp(&secret, user_id)?;
+    let step = totp.check(body.code.trim(), u64::try_from(now / 1000).unwrap_or(0)).and_then(|s| i64::try_from(s).ok());
+    let accepted = match step {
+        Some(step) => state.store.accept_totp_step(tenant, user_id, step).await?,
+        None => false,
+    };
+    if !accepted {
+        state.store.reject_totp(tenant, user_id, TOTP_FAILURE_LIMIT, TOTP_LOCK_MS, now).await?;
+        return Err(ApiError::Forbidden("the code is wrong, expired or already used".to_owned()));
+    }
+    state.store.confirm_session_mfa(&caller.secret).await?;
+    Ok(StatusCode::NO_CONTENT)
 }
 
 fn oidc(state: &AppState) -> Result<Arc<Oidc>, ApiError> {

@@ -5,7 +5,8 @@ use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use sqlx::FromRow;
 
-use crate::{Result, Store, StoreError, on_pool};
+use crate::keys::PhiSlot;
+use crate::{Phi, Result, Store, StoreError, on_pool};
 
 #[derive(Debug, Clone, PartialEq, Eq, FromRow)]
 pub struct UserRow {
@@ -46,7 +47,84 @@ fn hash(secret: &str) -> String {
     digest::digest(&digest::SHA256, secret.as_bytes()).as_ref().iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// A user's TOTP enrolment as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TotpState {
+    /// Base32 secret; None before enrolment.
+    pub secret: Option<Phi>,
+    pub confirmed: bool,
+    pub last_step: i64,
+    pub locked_until: i64,
+}
+
 impl Store {
+    /// Stores a new, unconfirmed TOTP secret. Refused (false) once a secret is confirmed:
+    /// replacing a working factor needs an administrator, not just a session.
+    pub async fn enroll_totp(&self, user: &UserRow, secret_base32: &Phi) -> Result<bool> {
+        let slot = PhiSlot { tenant_id: &user.tenant_id, table: "users", column: "totp_secret", row_id: &user.id };
+        let sealed = self.seal(slot, secret_base32).await?;
+        let n = on_pool!(self, pool => sqlx::query(
+            "UPDATE users SET totp_secret = $1, totp_last_step = 0, totp_failures = 0 \
+             WHERE tenant_id = $2 AND id = $3 AND totp_confirmed = 0")
+            .bind(&sealed).bind(&user.tenant_id).bind(&user.id).execute(pool).await.map(|r| r.rows_affected()))?;
+        Ok(n == 1)
+    }
+
+    pub async fn totp_state(&self, tenant_id: &str, user_id: &str) -> Result<Option<TotpState>> {
+        let row = on_pool!(self, pool => sqlx::query_as::<_, (Option<String>, i64, i64, i64)>(
+            "SELECT totp_secret, totp_confirmed, totp_last_step, totp_locked_until FROM users WHERE tenant_id = $1 AND id = $2")
+            .bind(tenant_id).bind(user_id).fetch_optional(pool).await)?;
+        let Some((sealed, confirmed, last_step, locked_until)) = row else { return Ok(None) };
+        let secret = match sealed {
+            Some(s) => Some(
+                self.unseal(PhiSlot { tenant_id, table: "users", column: "totp_secret", row_id: user_id }, &s).await?,
+            ),
+            None => None,
+        };
+        Ok(Some(TotpState { secret, confirmed: confirmed == 1, last_step, locked_until }))
+    }
+
+    /// Accepts a verified code's time step once: false when this step (or a later one) was used.
+    pub async fn accept_totp_step(&self, tenant_id: &str, user_id: &str, step: i64) -> Result<bool> {
+        let n = on_pool!(self, pool => sqlx::query(
+            "UPDATE users SET totp_confirmed = 1, totp_last_step = $1, totp_failures = 0 \
+             WHERE tenant_id = $2 AND id = $3 AND totp_last_step < $1")
+            .bind(step).bind(tenant_id).bind(user_id).execute(pool).await.map(|r| r.rows_affected()))?;
+        Ok(n == 1)
+    }
+
+    /// Counts a wrong code; after `limit` in a row, verification is locked for `lock_ms`.
+    pub async fn reject_totp(
+        &self,
+        tenant_id: &str,
+        user_id: &str,
+        limit: i64,
+        lock_ms: i64,
+        now_ms: i64,
+    ) -> Result<()> {
+        on_pool!(self, pool => sqlx::query(
+            "UPDATE users SET \
+               totp_locked_until = CASE WHEN totp_failures + 1 >= $1 THEN $2 ELSE totp_locked_until END, \
+               totp_failures = CASE WHEN totp_failures + 1 >= $1 THEN 0 ELSE totp_failures + 1 END \
+             WHERE tenant_id = $3 AND id = $4")
+            .bind(limit).bind(now_ms + lock_ms).bind(tenant_id).bind(user_id).execute(pool).await.map(|r| r.rows_affected()))?;
+        Ok(())
+    }
+
+    pub async fn user(&self, tenant_id: &str, id: &str) -> Result<Option<UserRow>> {
+        let row = on_pool!(self, pool => sqlx::query_as::<_, UserRow>(
+            "SELECT tenant_id, id, issuer, subject, role, created_at FROM users WHERE tenant_id = $1 AND id = $2")
+            .bind(tenant_id).bind(id).fetch_optional(pool).await)?;
+        Ok(row)
+    }
+
+    /// Marks the session as having proven a second factor.
+    pub async fn confirm_session_mfa(&self, secret: &str) -> Result<()> {
+        on_pool!(self, pool => sqlx::query("UPDATE sessions SET mfa = 1 WHERE id_hash = $1")
+            .bind(hash(secret)).execute(pool).await.map(|r| r.rows_affected()))?;
+        Ok(())
+    }
+
     pub async fn add_user(
         &self,
         tenant_id: &str,

@@ -29,9 +29,10 @@ impl fmt::Debug for Phi {
     }
 }
 
-/// Every PHI column: (table, column). Re-encryption, key retirement and the canary tests walk
-/// this list, so a new PHI column is added here or it is not protected.
-pub const PHI_COLUMNS: &[(&str, &str)] = &[("visits", "patient"), ("artifacts", "payload")];
+/// Every sealed column — PHI, and secrets kept the same way: (table, column). Re-encryption, key
+/// retirement and the canary tests walk this list, so a new one is added here or it is not
+/// protected.
+pub const PHI_COLUMNS: &[(&str, &str)] = &[("visits", "patient"), ("artifacts", "payload"), ("users", "totp_secret")];
 
 impl Store {
     /// Encrypts `phi` for its slot under the tenant's active data key. Call it before opening a

@@ -164,6 +164,50 @@ async fn people_log_in_with_openid_and_sessions_follow_the_rules() {
     let body: Value = refused.json().await.unwrap();
     assert_eq!(body["issue"][0]["diagnostics"], "a second factor is required for this role");
 
+    // Alice enrols TOTP: the code proves the factor once; replayed, it is refused.
+    let alice_csrf = session["csrfToken"].as_str().unwrap().to_owned();
+    let base = env.server.base_url.clone();
+    assert_eq!(alice.post(format!("{base}/auth/totp/enroll")).send().await.unwrap().status().as_u16(), 403, "CSRF");
+    let enrolment: Value = alice
+        .post(format!("{base}/auth/totp/enroll"))
+        .header("x-csrf-token", &alice_csrf)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(enrolment["otpauthUri"].as_str().unwrap().starts_with("otpauth://totp/Telechart:alice?secret="));
+    let secret = totp_rs::Secret::try_from_base32(enrolment["secret"].as_str().unwrap()).unwrap();
+    let totp = totp_rs::Builder::new().with_secret(secret).build().unwrap();
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+    let code = totp.generate(now).to_string();
+    let wrong = if code == "123456" { "654321" } else { "123456" };
+    let verify = |client: &reqwest::Client, csrf: &str, code: &str| {
+        client
+            .post(format!("{base}/auth/totp/verify"))
+            .header("x-csrf-token", csrf)
+            .json(&serde_json::json!({"code": code}))
+            .send()
+    };
+    assert_eq!(verify(&alice, &alice_csrf, wrong).await.unwrap().status().as_u16(), 403);
+    assert_eq!(verify(&alice, &alice_csrf, &code).await.unwrap().status().as_u16(), 204);
+    assert_eq!(
+        alice.get(format!("{api}/visits/00000000-0000-0000-0000-000000000000")).send().await.unwrap().status().as_u16(),
+        404
+    );
+    let (again, _, second) = login(&env, "alice").await;
+    let again_csrf = second["csrfToken"].as_str().unwrap().to_owned();
+    assert_eq!(verify(&again, &again_csrf, &code).await.unwrap().status().as_u16(), 403, "a used code is refused");
+    let reenrol =
+        again.post(format!("{base}/auth/totp/enroll")).header("x-csrf-token", &again_csrf).send().await.unwrap();
+    assert_eq!(reenrol.status().as_u16(), 409, "a session cannot replace a working factor");
+    // Five refusals in a row (the replay above was the first) lock verification.
+    for _ in 0..4 {
+        assert_eq!(verify(&again, &again_csrf, wrong).await.unwrap().status().as_u16(), 403);
+    }
+    assert_eq!(verify(&again, &again_csrf, wrong).await.unwrap().status().as_u16(), 429);
+
     // Billing needs no second factor.
     let (carol, _, session) = login(&env, "carol").await;
     assert_eq!(session["role"], "billing");
