@@ -273,12 +273,12 @@ async fn callback(State(state): State<AppState>, Query(params): Query<CallbackPa
         .set_pkce_verifier(PkceCodeVerifier::new(verifier))
         .request_async(&http)
         .await
-        .map_err(|_| ApiError::Forbidden("the authorization code was not accepted".to_owned()))?;
-    let id_token =
-        tokens.id_token().ok_or_else(|| ApiError::Forbidden("the provider returned no id_token".to_owned()))?;
-    let claims = id_token
-        .claims(&client.id_token_verifier(), &Nonce::new(nonce))
-        .map_err(|_| ApiError::Forbidden("the id_token did not verify".to_owned()))?;
+        .map_err(|_| ApiError::Unauthorized)?;
+    // Whatever is wrong with the id_token (signature, algorithm, key, issuer, audience, expiry,
+    // nonce), the answer is the same bare 401: a forger learns nothing.
+    let id_token = tokens.id_token().ok_or(ApiError::Unauthorized)?;
+    let claims =
+        id_token.claims(&client.id_token_verifier(), &Nonce::new(nonce)).map_err(|_| ApiError::Unauthorized)?;
     let issuer = claims.issuer().as_str().to_owned();
     let subject = claims.subject().as_str().to_owned();
     let amr: Vec<String> = claims.auth_method_refs().into_iter().flatten().map(|a| a.as_str().to_owned()).collect();

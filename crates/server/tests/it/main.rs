@@ -7,6 +7,7 @@ mod bad_input;
 mod crash;
 mod env;
 mod flow;
+mod forged_tokens;
 mod logs;
 mod oidc;
 mod rbac;

@@ -1,0 +1,129 @@
+//! Forged id_tokens, made by a third-party library (PyJWT, in `tests-support/jwt`), are refused
+//! with a bare 401 and no session: `alg: none`, HS256 keyed with the RSA public key, an unknown
+//! `kid`, expired, wrong audience, wrong issuer, a payload changed after signing, a wrong nonce.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use serde_json::Value;
+use telechart_policy::Role;
+use telechart_server::{AppState, Oidc, OidcSettings};
+use telechart_store::{Clock, Kek, KeyConfig, SessionLimits, Store};
+use telechart_sync::{Connections, QueueSignal};
+
+struct Forger(Child);
+
+impl Drop for Forger {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+fn python() -> Option<PathBuf> {
+    let venv = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../.venv-tests/bin/python");
+    if venv.exists() {
+        return Some(venv);
+    }
+    assert!(
+        std::env::var("TELECHART_REQUIRE_OIDC").as_deref() != Ok("1"),
+        "PyJWT's venv is missing: python3 -m venv .venv-tests && .venv-tests/bin/pip install -r tests-support/jwt/requirements.txt"
+    );
+    eprintln!("note: .venv-tests missing; forged-token tests skipped");
+    None
+}
+
+#[tokio::test]
+async fn forged_id_tokens_get_a_bare_401_and_no_session() {
+    let Some(python) = python() else { return };
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests-support/jwt/forging_provider.py");
+    let provider_port = free_port();
+    let _forger = Forger(
+        Command::new(python)
+            .arg(script)
+            .env("PORT", provider_port.to_string())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let issuer = format!("http://127.0.0.1:{provider_port}");
+    let http = reqwest::Client::new();
+    let mut up = false;
+    for _ in 0..100 {
+        if http.get(format!("{issuer}/.well-known/openid-configuration")).send().await.is_ok() {
+            up = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(up, "the forging provider did not start");
+
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(
+        &format!("sqlite:{}", dir.path().join("t.db").display()),
+        1,
+        KeyConfig::new(Kek::generate().unwrap()),
+    )
+    .await
+    .unwrap();
+    for (subject, role) in [("alice", "clinician"), ("bob-mfa", "integration-admin")] {
+        store.add_user("default", &issuer, subject, role, 0).await.unwrap();
+    }
+    let port = free_port();
+    let oidc = Oidc::new(OidcSettings {
+        issuer: issuer.clone(),
+        client_id: "telechart".into(),
+        client_secret: "telechart-test-secret".into(),
+        redirect_url: format!("http://127.0.0.1:{port}/auth/callback"),
+        mfa_roles: vec![Role::Clinician],
+        session: SessionLimits { idle_ms: 30 * 60_000, absolute_ms: 12 * 3_600_000 },
+        secure_cookies: false,
+    })
+    .unwrap();
+    let state = AppState {
+        store: store.clone(),
+        clock: Clock::system(),
+        identifier_system: "urn:telechart:test".into(),
+        connections: Connections::new(store.clone(), Duration::from_secs(5)),
+        signal: QueueSignal::default(),
+        oidc: Some(oidc),
+    };
+    let server = telechart_server::spawn(state, SocketAddr::from(([127, 0, 0, 1], port)), None).await.unwrap();
+
+    let attempt = |scenario: &'static str| {
+        let (http, issuer, base) = (http.clone(), issuer.clone(), server.base_url.clone());
+        async move {
+            http.post(format!("{issuer}/scenario")).body(scenario).send().await.unwrap();
+            let browser = reqwest::Client::builder().cookie_store(true).build().unwrap();
+            let response = browser.get(format!("{base}/auth/login")).send().await.unwrap();
+            let status = response.status().as_u16();
+            let cookie = response.headers().get("set-cookie").is_some();
+            (status, cookie, response.json::<Value>().await.unwrap_or(Value::Null))
+        }
+    };
+    // The harness can succeed: a well-formed token logs alice in.
+    let (status, _, session) = attempt("valid").await;
+    assert_eq!(
+        (status, session["role"].as_str(), session["mfa"].as_bool()),
+        (200, Some("clinician"), Some(true)),
+        "{session}"
+    );
+
+    for scenario in
+        ["alg-none", "hs256-public-key", "unknown-kid", "expired", "wrong-aud", "wrong-iss", "tampered", "wrong-nonce"]
+    {
+        let (status, cookie, body) = attempt(scenario).await;
+        assert_eq!(status, 401, "{scenario}: {body}");
+        assert!(!cookie, "{scenario} set a cookie");
+        assert_eq!(body["issue"][0]["diagnostics"], "authentication required", "{scenario} leaked detail: {body}");
+    }
+    server.shutdown().await;
+    store.close().await;
+}
