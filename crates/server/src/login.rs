@@ -26,8 +26,8 @@ use crate::{ApiError, AppState};
 
 pub const SESSION_COOKIE: &str = "telechart_session";
 
-/// How Telechart logs people in.
-#[derive(Clone, Debug)]
+/// How Telechart logs people in. `Debug` leaves the client secret out.
+#[derive(Clone)]
 pub struct OidcSettings {
     pub issuer: String,
     pub client_id: String,
@@ -39,6 +39,18 @@ pub struct OidcSettings {
     pub session: SessionLimits,
     /// Mark cookies `Secure` (whenever the server is reached over HTTPS).
     pub secure_cookies: bool,
+}
+
+impl std::fmt::Debug for OidcSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OidcSettings")
+            .field("issuer", &self.issuer)
+            .field("client_id", &self.client_id)
+            .field("client_secret", &"<redacted>")
+            .field("redirect_url", &self.redirect_url)
+            .field("mfa_roles", &self.mfa_roles)
+            .finish()
+    }
 }
 
 /// Login state shared by the handlers: settings and the provider's discovered metadata.

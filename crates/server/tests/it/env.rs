@@ -30,7 +30,7 @@ pub struct TestEnv {
     pub http: reqwest::Client,
     pub monitor_token: String,
     connections: Connections,
-    _dir: tempfile::TempDir,
+    pub dir: tempfile::TempDir,
 }
 
 fn keys() -> telechart_store::KeyConfig {
@@ -105,7 +105,7 @@ impl TestEnv {
         headers.insert("authorization", format!("Bearer {}", platform.expose()).parse().unwrap());
         let http = reqwest::Client::builder().default_headers(headers).build().unwrap();
         let monitor_token = monitor.expose().to_owned();
-        TestEnv { engine, store, clock, sandbox, server, api, http, monitor_token, connections, _dir: dir }
+        TestEnv { engine, store, clock, sandbox, server, api, http, monitor_token, connections, dir }
     }
 
     pub fn worker(&self, name: &str, faults: FaultPlan) -> Worker {

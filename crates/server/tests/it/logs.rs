@@ -76,6 +76,18 @@ async fn no_phi_reaches_the_logs() {
     env.drain(&env.worker("logger", FaultPlan::default())).await;
     let trace = env.store.deliveries_for_visit(TENANT, &id).await.unwrap();
     assert!(trace.iter().all(|d| d.status == "done"));
+    let db_dir = env.dir.path().to_owned();
+    let files = [db_dir.join("t.db"), db_dir.join("t.db-wal")];
+    // At rest too: the SQLite file and its write-ahead log hold neither value.
+    for file in &files {
+        if let Ok(bytes) = std::fs::read(file) {
+            for phi in [patient.as_str(), note_canary] {
+                let found = bytes.windows(phi.len()).filter(|w| *w == phi.as_bytes()).count();
+                assert_eq!(found, 0, "{phi} in {}", file.display());
+            }
+        }
+    }
+    assert!(files[0].exists());
     env.stop().await;
 
     let text = String::from_utf8_lossy(&logs.0.lock().unwrap()).into_owned();
