@@ -180,6 +180,10 @@ pub struct ConnectionConfig {
     /// Vendor profile: `generic` (more arrive with their issues).
     pub profile: String,
     pub base_url: String,
+    /// Web origins of this EHR that show Telechart inside their pages (iframes), e.g.
+    /// `https://ehr.hospital.example`. They become CSP frame-ancestors.
+    #[serde(default)]
+    pub embed_origins: Vec<String>,
 }
 
 /// Top-level keys of [`Config`], the only ones read from the environment.
@@ -253,6 +257,18 @@ impl Config {
         );
         for c in &self.connections {
             url::Url::parse(&c.base_url).with_context(|| format!("connections.{}.base_url is not a URL", c.id))?;
+            for origin in &c.embed_origins {
+                let parsed = url::Url::parse(origin)
+                    .with_context(|| format!("connections.{}.embed_origins: {origin:?}", c.id))?;
+                anyhow::ensure!(
+                    parsed.scheme() == "https"
+                        && parsed.path() == "/"
+                        && parsed.query().is_none()
+                        && !origin.ends_with('/'),
+                    "connections.{}.embed_origins: {origin:?} must be an https origin such as https://ehr.example",
+                    c.id
+                );
+            }
         }
         Ok(())
     }

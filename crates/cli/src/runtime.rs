@@ -72,6 +72,14 @@ pub async fn start(config: &Config, keys: KeyConfig, clock: Clock, tap: Option<W
         identifier_system: config.identifier_system.clone(),
         connections: connections.clone(),
         signal: signal.clone(),
+        embedding: std::sync::Arc::new(telechart_server::Embedding {
+            origins_by_connection: config
+                .connections
+                .iter()
+                .filter(|c| !c.embed_origins.is_empty())
+                .map(|c| (c.id.clone(), c.embed_origins.clone()))
+                .collect(),
+        }),
         oidc: config
             .oidc_settings()?
             .map(telechart_server::Oidc::new)

@@ -33,6 +33,26 @@ pub struct AppState {
     pub signal: QueueSignal,
     /// OpenID login for people; None when only API tokens are used.
     pub oidc: Option<Arc<Oidc>>,
+    /// Which EHR connections show Telechart inside their own pages, and from which origins.
+    pub embedding: Arc<Embedding>,
+}
+
+/// EHR connections whose web pages frame Telechart: connection id → the origins allowed to.
+/// They become CSP `frame-ancestors`, and a login begun for such a connection gets a session
+/// cookie that lives in a cross-site frame (`SameSite=None; Secure; Partitioned`).
+#[derive(Debug, Clone, Default)]
+pub struct Embedding {
+    pub origins_by_connection: std::collections::BTreeMap<String, Vec<String>>,
+}
+
+impl Embedding {
+    /// The CSP `frame-ancestors` source list: every registered origin, or `'none'`.
+    pub fn frame_ancestors(&self) -> String {
+        let mut origins: Vec<&str> = self.origins_by_connection.values().flatten().map(String::as_str).collect();
+        origins.sort_unstable();
+        origins.dedup();
+        if origins.is_empty() { "'none'".to_owned() } else { origins.join(" ") }
+    }
 }
 
 fn routes() -> auth::Routes {
@@ -53,9 +73,10 @@ fn router_with(state: AppState, https: bool) -> Router {
     // Install the recorder before any worker records, so no early sample is lost.
     prometheus_handle();
     let (router, _) = routes().into_parts();
+    let csp: Arc<str> = Arc::from(format!("default-src 'none'; frame-ancestors {}", state.embedding.frame_ancestors()));
     router
         .layer(axum::middleware::from_fn_with_state(state.clone(), auth::authenticate))
-        .layer(axum::middleware::from_fn(move |request, next| security_headers(https, request, next)))
+        .layer(axum::middleware::from_fn(move |request, next| security_headers(https, csp.clone(), request, next)))
         .fallback(|| async { ApiError::NotFound { field: None, message: "no such endpoint".to_owned() } })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .with_state(state)
@@ -112,6 +133,7 @@ pub async fn spawn(state: AppState, addr: SocketAddr, tls: Option<TlsSettings>) 
 /// sniffed, framed or referred; HSTS once served over TLS.
 async fn security_headers(
     https: bool,
+    csp: Arc<str>,
     request: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> axum::response::Response {
@@ -119,10 +141,9 @@ async fn security_headers(
     let mut response = next.run(request).await;
     let headers = response.headers_mut();
     headers.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
-    headers.insert(
-        header::CONTENT_SECURITY_POLICY,
-        HeaderValue::from_static("default-src 'none'; frame-ancestors 'none'"),
-    );
+    if let Ok(value) = HeaderValue::from_str(&csp) {
+        headers.insert(header::CONTENT_SECURITY_POLICY, value);
+    }
     headers.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     if https {

@@ -222,10 +222,18 @@ fn oidc(state: &AppState) -> Result<Arc<Oidc>, ApiError> {
 struct LoginParams {
     #[serde(default)]
     login_hint: Option<String>,
+    /// The EHR connection whose page frames this login, if any.
+    #[serde(default)]
+    connection: Option<String>,
 }
 
 async fn login(State(state): State<AppState>, Query(params): Query<LoginParams>) -> Result<Response, ApiError> {
     let oidc = oidc(&state)?;
+    let embedded = match params.connection.as_deref() {
+        None => false,
+        Some(id) if state.embedding.origins_by_connection.contains_key(id) => true,
+        Some(id) => return Err(ApiError::invalid("connection", format!("connection {id:?} does not embed Telechart"))),
+    };
     let metadata = oidc.metadata().await?;
     let redirect =
         RedirectUrl::new(oidc.settings.redirect_url.clone()).map_err(|e| ApiError::Internal(e.to_string()))?;
@@ -240,7 +248,7 @@ async fn login(State(state): State<AppState>, Query(params): Query<LoginParams>)
         request = request.add_extra_param("login_hint", hint.to_owned());
     }
     let (url, csrf, nonce) = request.url();
-    state.store.begin_login(csrf.secret(), verifier.secret(), nonce.secret(), state.clock.now_ms()).await?;
+    state.store.begin_login(csrf.secret(), verifier.secret(), nonce.secret(), embedded, state.clock.now_ms()).await?;
     Ok(Redirect::to(url.as_str()).into_response())
 }
 
@@ -266,9 +274,10 @@ async fn callback(State(state): State<AppState>, Query(params): Query<CallbackPa
         return Err(ApiError::invalid("code", "the callback needs code and state"));
     };
     let now = state.clock.now_ms();
-    let Some((verifier, nonce)) = state.store.finish_login(&login_state, LOGIN_MAX_AGE_MS, now).await? else {
+    let Some(pending) = state.store.finish_login(&login_state, LOGIN_MAX_AGE_MS, now).await? else {
         return Err(ApiError::invalid("state", "unknown, used or expired login state; start again at /auth/login"));
     };
+    let (verifier, nonce) = (pending.pkce_verifier, pending.nonce);
     let metadata = oidc.metadata().await?;
     let redirect =
         RedirectUrl::new(oidc.settings.redirect_url.clone()).map_err(|e| ApiError::Internal(e.to_string()))?;
@@ -317,11 +326,17 @@ async fn callback(State(state): State<AppState>, Query(params): Query<CallbackPa
         )
         .await?;
     let mut response = Redirect::to("/auth/session").into_response();
-    set_cookie(&mut response, &session_cookie(&secret, &oidc.settings));
+    set_cookie(&mut response, &session_cookie(&secret, &oidc.settings, pending.embedded));
     Ok(response)
 }
 
-fn session_cookie(secret: &str, settings: &OidcSettings) -> String {
+/// A top-level session keeps `SameSite=Lax`. A session living in an EHR's cross-site frame needs
+/// `SameSite=None; Secure; Partitioned` (CHIPS); SameSite then no longer guards it, the CSRF
+/// token does.
+fn session_cookie(secret: &str, settings: &OidcSettings, embedded: bool) -> String {
+    if embedded {
+        return format!("{SESSION_COOKIE}={secret}; Path=/; HttpOnly; Secure; SameSite=None; Partitioned");
+    }
     let secure = if settings.secure_cookies { "; Secure" } else { "" };
     format!("{SESSION_COOKIE}={secret}; Path=/; HttpOnly; SameSite=Lax{secure}")
 }
@@ -376,5 +391,9 @@ async fn logout(State(state): State<AppState>, caller: SessionCaller) -> Result<
     let mut response = StatusCode::NO_CONTENT.into_response();
     let secure = if oidc.settings.secure_cookies { "; Secure" } else { "" };
     set_cookie(&mut response, &format!("{SESSION_COOKIE}=; Path=/; HttpOnly; SameSite=Lax; Max-Age=0{secure}"));
+    set_cookie(
+        &mut response,
+        &format!("{SESSION_COOKIE}=; Path=/; HttpOnly; Secure; SameSite=None; Partitioned; Max-Age=0"),
+    );
     Ok(response)
 }

@@ -30,6 +30,15 @@ pub struct SessionRow {
     pub expires_at: i64,
 }
 
+/// A login between its authorization request and its callback.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PendingLogin {
+    pub pkce_verifier: String,
+    pub nonce: String,
+    /// It began inside an EHR's frame.
+    pub embedded: bool,
+}
+
 /// How long sessions live: idle (since last use) and absolute (since login).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SessionLimits {
@@ -207,20 +216,29 @@ impl Store {
         Ok(n == 1)
     }
 
-    pub async fn begin_login(&self, state: &str, pkce_verifier: &str, nonce: &str, now_ms: i64) -> Result<()> {
+    pub async fn begin_login(
+        &self,
+        state: &str,
+        pkce_verifier: &str,
+        nonce: &str,
+        embedded: bool,
+        now_ms: i64,
+    ) -> Result<()> {
         on_pool!(self, pool => sqlx::query(
-            "INSERT INTO oidc_logins (state, pkce_verifier, nonce, created_at) VALUES ($1, $2, $3, $4)")
-            .bind(state).bind(pkce_verifier).bind(nonce).bind(now_ms)
+            "INSERT INTO oidc_logins (state, pkce_verifier, nonce, embedded, created_at) VALUES ($1, $2, $3, $4, $5)")
+            .bind(state).bind(pkce_verifier).bind(nonce).bind(i64::from(embedded)).bind(now_ms)
             .execute(pool).await.map(|r| r.rows_affected()))?;
         Ok(())
     }
 
     /// Takes (and deletes) the login for `state` if it is younger than `max_age_ms`: a state is
     /// good for one callback only.
-    pub async fn finish_login(&self, state: &str, max_age_ms: i64, now_ms: i64) -> Result<Option<(String, String)>> {
-        let row = on_pool!(self, pool => sqlx::query_as::<_, (String, String, i64)>(
-            "DELETE FROM oidc_logins WHERE state = $1 RETURNING pkce_verifier, nonce, created_at")
+    pub async fn finish_login(&self, state: &str, max_age_ms: i64, now_ms: i64) -> Result<Option<PendingLogin>> {
+        let row = on_pool!(self, pool => sqlx::query_as::<_, (String, String, i64, i64)>(
+            "DELETE FROM oidc_logins WHERE state = $1 RETURNING pkce_verifier, nonce, embedded, created_at")
             .bind(state).fetch_optional(pool).await)?;
-        Ok(row.filter(|(_, _, created)| now_ms - created <= max_age_ms).map(|(v, n, _)| (v, n)))
+        Ok(row
+            .filter(|(_, _, _, created)| now_ms - created <= max_age_ms)
+            .map(|(pkce_verifier, nonce, embedded, _)| PendingLogin { pkce_verifier, nonce, embedded: embedded == 1 }))
     }
 }

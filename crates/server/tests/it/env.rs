@@ -96,6 +96,7 @@ impl TestEnv {
             connections: connections.clone(),
             signal: QueueSignal::default(),
             oidc: None,
+            embedding: Default::default(),
         };
         let server = telechart_server::spawn(state, SocketAddr::from(([127, 0, 0, 1], 0)), None).await.unwrap();
         let api = format!("{}/api/v1", server.base_url);

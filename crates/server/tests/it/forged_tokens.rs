@@ -94,6 +94,7 @@ async fn forged_id_tokens_get_a_bare_401_and_no_session() {
         connections: Connections::new(store.clone(), Duration::from_secs(5)),
         signal: QueueSignal::default(),
         oidc: Some(oidc),
+        embedding: Default::default(),
     };
     let server = telechart_server::spawn(state, SocketAddr::from(([127, 0, 0, 1], port)), None).await.unwrap();
 

@@ -5,6 +5,7 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::Value;
@@ -100,6 +101,9 @@ async fn start() -> Option<Login> {
         connections: Connections::new(store.clone(), Duration::from_secs(5)),
         signal: QueueSignal::default(),
         oidc: Some(oidc),
+        embedding: Arc::new(telechart_server::Embedding {
+            origins_by_connection: [("ehr-frame".to_owned(), vec!["https://ehr.example".to_owned()])].into(),
+        }),
     };
     let server = telechart_server::spawn(state, SocketAddr::from(([127, 0, 0, 1], port)), None).await.unwrap();
     for (subject, role) in [("bob-mfa", "clinician"), ("alice", "clinician"), ("carol", "billing")] {
@@ -215,6 +219,33 @@ async fn people_log_in_with_openid_and_sessions_follow_the_rules() {
         carol.get(format!("{api}/visits/00000000-0000-0000-0000-000000000000")).send().await.unwrap().status().as_u16(),
         404
     );
+
+    // The EHR that frames Telechart is the only frame ancestor; a login begun inside its frame
+    // gets a cookie that lives in a cross-site frame, a top-level login a Lax one.
+    let health = reqwest::get(format!("{}/healthz", env.server.base_url)).await.unwrap();
+    assert_eq!(health.headers()["content-security-policy"], "default-src 'none'; frame-ancestors https://ehr.example");
+    let callback_cookie = |query: &'static str| {
+        let base = env.server.base_url.clone();
+        async move {
+            let stop_at_session = reqwest::redirect::Policy::custom(|attempt| {
+                if attempt.url().path() == "/auth/session" { attempt.stop() } else { attempt.follow() }
+            });
+            let browser = reqwest::Client::builder().cookie_store(true).redirect(stop_at_session).build().unwrap();
+            let response = browser.get(format!("{base}/auth/login?login_hint=carol{query}")).send().await.unwrap();
+            assert_eq!(response.status().as_u16(), 303);
+            response.headers()["set-cookie"].to_str().unwrap().to_owned()
+        }
+    };
+    let framed = callback_cookie("&connection=ehr-frame").await;
+    assert!(framed.ends_with("; Path=/; HttpOnly; Secure; SameSite=None; Partitioned"), "{framed}");
+    let top = callback_cookie("").await;
+    assert!(top.ends_with("; Path=/; HttpOnly; SameSite=Lax"), "{top}");
+    let unknown = reqwest::Client::new()
+        .get(format!("{}/auth/login?connection=elsewhere", env.server.base_url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(unknown.status().as_u16(), 422);
 
     // Someone the provider knows but Telechart does not: no session.
     let (_, status, body) = login(&env, "mallory").await;

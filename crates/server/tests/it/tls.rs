@@ -24,6 +24,7 @@ async fn https_serves_with_hsts_and_refuses_plain_http() {
         connections: Connections::new(store.clone(), Duration::from_secs(5)),
         signal: QueueSignal::default(),
         oidc: None,
+        embedding: Default::default(),
     };
     let (tls, pem) = TlsSettings::self_signed(&["localhost".to_owned()]).unwrap();
     let server = telechart_server::spawn(state, SocketAddr::from(([127, 0, 0, 1], 0)), Some(tls)).await.unwrap();

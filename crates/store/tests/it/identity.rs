@@ -41,10 +41,14 @@ async fn sessions_end_when_idle_expired_or_logged_out() {
 #[tokio::test]
 async fn a_login_state_is_good_once_and_briefly() {
     on_each_engine(|store| async move {
-        store.begin_login("s1", "verifier", "nonce", 0).await.unwrap();
-        assert_eq!(store.finish_login("s1", 600_000, 1).await.unwrap(), Some(("verifier".into(), "nonce".into())));
+        store.begin_login("s1", "verifier", "nonce", true, 0).await.unwrap();
+        let pending = store.finish_login("s1", 600_000, 1).await.unwrap().unwrap();
+        assert_eq!(
+            (pending.pkce_verifier.as_str(), pending.nonce.as_str(), pending.embedded),
+            ("verifier", "nonce", true)
+        );
         assert_eq!(store.finish_login("s1", 600_000, 2).await.unwrap(), None, "replayed state");
-        store.begin_login("s2", "v", "n", 0).await.unwrap();
+        store.begin_login("s2", "v", "n", false, 0).await.unwrap();
         assert_eq!(store.finish_login("s2", 600_000, 700_000).await.unwrap(), None, "stale state");
     })
     .await;
