@@ -129,6 +129,24 @@ pub fn run(config: &Config) -> Vec<Finding> {
         "give every connection an https:// base_url",
     ));
 
+    // BAA-gated egress: every EHR connection's origin is covered by a registered BAA.
+    let registry = config.egress_registry();
+    let uncovered: Vec<String> = config
+        .connections
+        .iter()
+        .filter_map(|c| registry.check(&c.base_url).err().map(|e| format!("{} ({e})", c.id)))
+        .collect();
+    findings.push(finding(
+        "egress-baa",
+        uncovered.is_empty(),
+        if uncovered.is_empty() {
+            format!("{} registered destination(s); every connection covered", config.egress.len())
+        } else {
+            format!("connections without a BAA: {}", uncovered.join("; "))
+        },
+        "add an [[egress]] entry (origin and BAA reference) for each EHR connection",
+    ));
+
     // Person authentication: privileged roles must prove a second factor.
     let privileged = ["integration-admin", "compliance-officer", "clinician"];
     findings.push(match &config.oidc {

@@ -28,6 +28,29 @@ pub struct Config {
     pub oidc: Option<OidcConfig>,
     #[serde(default)]
     pub connections: Vec<ConnectionConfig>,
+    /// Where PHI may be sent, each origin with the BAA that covers it (loopback needs none).
+    #[serde(default)]
+    pub egress: Vec<EgressConfig>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EgressConfig {
+    /// `https://ehr.hospital.example` (scheme, host and port).
+    pub origin: String,
+    /// The business associate agreement's reference.
+    pub baa: String,
+}
+
+impl Config {
+    pub fn egress_registry(&self) -> telechart_policy::EgressRegistry {
+        telechart_policy::EgressRegistry::new(
+            self.egress
+                .iter()
+                .map(|e| telechart_policy::EgressEntry { origin: e.origin.clone(), baa: e.baa.clone() })
+                .collect(),
+        )
+    }
 }
 
 /// OpenID Connect login for people (clinicians, compliance officers, admins).
@@ -187,8 +210,19 @@ pub struct ConnectionConfig {
 }
 
 /// Top-level keys of [`Config`], the only ones read from the environment.
-const CONFIG_KEYS: &[&str] =
-    &["database_url", "listen", "tenant", "identifier_system", "log", "worker", "keys", "tls", "oidc", "connections"];
+const CONFIG_KEYS: &[&str] = &[
+    "database_url",
+    "listen",
+    "tenant",
+    "identifier_system",
+    "log",
+    "worker",
+    "keys",
+    "tls",
+    "oidc",
+    "connections",
+    "egress",
+];
 
 impl Default for Config {
     fn default() -> Self {
@@ -215,6 +249,7 @@ impl Default for Config {
             tls: TlsConfig::default(),
             oidc: None,
             connections: Vec::new(),
+            egress: Vec::new(),
         }
     }
 }

@@ -60,7 +60,7 @@ pub async fn start(config: &Config, keys: KeyConfig, clock: Clock, tap: Option<W
             .await?;
     }
     let timeout = Duration::from_secs(config.worker.ehr_timeout_seconds);
-    let mut connections = Connections::new(store.clone(), timeout);
+    let mut connections = Connections::new(store.clone(), timeout).with_egress(config.egress_registry());
     if let Some(tap) = tap {
         connections = connections.with_tap(tap);
     }

@@ -166,3 +166,82 @@ mod tests {
         assert!(!Role::Monitor.allows(Permission::VisitRead));
     }
 }
+
+/// Destinations PHI may be sent to: each registered origin names the business associate
+/// agreement (BAA) that covers it. Loopback never leaves the machine and needs no entry.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct EgressRegistry {
+    entries: Vec<EgressEntry>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EgressEntry {
+    /// `scheme://host[:port]`, lower-case.
+    pub origin: String,
+    /// The BAA's reference, e.g. `BAA-2026-0042`.
+    pub baa: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EgressRefused {
+    #[error("{0} is not a URL with a host")]
+    NotAUrl(String),
+    #[error("no business associate agreement is registered for {0}; PHI may not be sent there")]
+    NoBaa(String),
+}
+
+impl EgressRegistry {
+    pub fn new(entries: Vec<EgressEntry>) -> Self {
+        let entries = entries
+            .into_iter()
+            .map(|e| EgressEntry {
+                origin: Self::origin_of(&e.origin).map_or_else(|| e.origin.to_ascii_lowercase(), |(o, _)| o),
+                baa: e.baa,
+            })
+            .collect();
+        EgressRegistry { entries }
+    }
+
+    /// The origin (`scheme://host[:port]`, default port left out) and host of an absolute URL.
+    pub fn origin_of(url: &str) -> Option<(String, String)> {
+        let parsed = url::Url::parse(url).ok()?;
+        let host = parsed.host_str()?.to_ascii_lowercase();
+        Some((parsed.origin().ascii_serialization(), host))
+    }
+
+    /// May PHI go to `url`? Answers with the covering BAA, `None` for loopback.
+    pub fn check(&self, url: &str) -> Result<Option<&EgressEntry>, EgressRefused> {
+        let (origin, host) = Self::origin_of(url).ok_or_else(|| EgressRefused::NotAUrl(url.to_owned()))?;
+        let loopback = host == "localhost"
+            || host == "[::1]"
+            || host.parse::<std::net::Ipv4Addr>().is_ok_and(|ip| ip.is_loopback());
+        if loopback {
+            return Ok(None);
+        }
+        self.entries.iter().find(|e| e.origin == origin).map(Some).ok_or(EgressRefused::NoBaa(origin))
+    }
+}
+
+#[cfg(test)]
+mod egress_tests {
+    use super::*;
+
+    #[test]
+    fn only_registered_origins_and_loopback_receive_phi() {
+        let registry =
+            EgressRegistry::new(vec![EgressEntry { origin: "https://EHR.example/".into(), baa: "BAA-1".into() }]);
+        assert_eq!(registry.check("https://ehr.example/fhir/r4").unwrap().unwrap().baa, "BAA-1");
+        assert!(registry.check("http://127.0.0.1:8090/fhir").unwrap().is_none());
+        assert!(registry.check("http://localhost/fhir").unwrap().is_none());
+        assert_eq!(
+            registry.check("https://ehr.example:8443/fhir"),
+            Err(EgressRefused::NoBaa("https://ehr.example:8443".into())),
+            "another port is another origin"
+        );
+        assert!(matches!(registry.check("https://evil.example/ehr.example"), Err(EgressRefused::NoBaa(_))));
+        assert!(
+            matches!(registry.check("https://user@evil.example"), Err(EgressRefused::NoBaa(o)) if o == "https://evil.example")
+        );
+        assert!(matches!(registry.check("not a url"), Err(EgressRefused::NotAUrl(_))));
+    }
+}

@@ -147,11 +147,10 @@ async fn open_visit(
         None => return Err(ApiError::invalid("appointment", "must be Appointment/{id} or a FHIR id")),
     };
     let connection_id = resolve_connection(&state, &caller, request.connection).await?;
-    let client = state
-        .connections
-        .client(&caller.tenant_id, &connection_id)
-        .await
-        .map_err(|e| ApiError::Internal(e.to_string()))?;
+    let client = state.connections.client(&caller.tenant_id, &connection_id).await.map_err(|e| match e {
+        telechart_sync::SyncError::Egress(message) => ApiError::Forbidden(message),
+        other => ApiError::Internal(other.to_string()),
+    })?;
     let appointment = match client.read("Appointment", &appointment_id).await {
         Ok(a) => a.resource,
         Err(EhrError::Refused { status: 404 | 410, .. }) => {

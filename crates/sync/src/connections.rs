@@ -5,6 +5,7 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use telechart_ehr::{FhirClient, VendorProfile, WireTap};
+use telechart_policy::EgressRegistry;
 use telechart_store::Store;
 
 use crate::SyncError;
@@ -15,11 +16,18 @@ pub struct Connections {
     clients: Arc<RwLock<HashMap<(String, String), FhirClient>>>,
     timeout: Duration,
     tap: Option<WireTap>,
+    egress: Arc<EgressRegistry>,
 }
 
 impl Connections {
     pub fn new(store: Store, timeout: Duration) -> Self {
-        Connections { store, clients: Arc::default(), timeout, tap: None }
+        Connections { store, clients: Arc::default(), timeout, tap: None, egress: Arc::default() }
+    }
+
+    /// The destinations PHI may go to (each with its BAA); loopback aside, nothing else.
+    pub fn with_egress(mut self, egress: EgressRegistry) -> Self {
+        self.egress = Arc::new(egress);
+        self
     }
 
     /// Records every write body as sent (the demo's `--export-sent`).
@@ -38,6 +46,8 @@ impl Connections {
             .connection(tenant_id, connection_id)
             .await?
             .ok_or_else(|| SyncError::UnknownConnection(connection_id.to_owned()))?;
+        // Checked before any client exists: no byte of PHI leaves without a BAA behind it.
+        self.egress.check(&row.base_url).map_err(|e| SyncError::Egress(e.to_string()))?;
         let profile = VendorProfile::by_name(&row.profile)?;
         let mut client = FhirClient::new(&row.base_url, profile, self.timeout)?;
         if let Some(tap) = &self.tap {

@@ -24,6 +24,8 @@ pub enum SyncError {
     Mapping { artifact_id: String, reason: String },
     #[error("EHR connection {0} is not configured")]
     UnknownConnection(String),
+    #[error("{0}")]
+    Egress(String),
     #[error("waiting for {0}")]
     NotReady(String),
     #[error("the worker stopped at fault point {0:?}")]

@@ -289,7 +289,9 @@ impl Worker {
         let class = match err {
             SyncError::Ehr(e) => e.class(),
             SyncError::NotReady(_) => FailureClass::Transient { retry_after: None },
-            SyncError::UnknownConnection(_) | SyncError::Mapping { .. } => FailureClass::Permanent,
+            SyncError::UnknownConnection(_) | SyncError::Mapping { .. } | SyncError::Egress(_) => {
+                FailureClass::Permanent
+            }
             SyncError::Store(_) | SyncError::Crashed(_) => FailureClass::Transient { retry_after: None },
         };
         let attempts = u32::try_from(row.attempts).unwrap_or(u32::MAX);

@@ -5,6 +5,7 @@
 
 mod bad_input;
 mod crash;
+mod egress;
 mod env;
 mod flow;
 mod forged_tokens;
