@@ -147,6 +147,31 @@ pub fn run(config: &Config) -> Vec<Finding> {
         "add an [[egress]] entry (origin and BAA reference) for each EHR connection",
     ));
 
+    // Retention: PHI purged once delivered, audit kept six years.
+    let retention = &config.retention;
+    let retention_problems: Vec<String> = [
+        retention.delivered_payload_days.is_none().then(|| "delivered payloads are kept forever".to_owned()),
+        (retention.audit_log_years < 6)
+            .then(|| format!("the audit log is kept {} year(s), under six", retention.audit_log_years)),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+    findings.push(finding(
+        "retention",
+        retention_problems.is_empty(),
+        if retention_problems.is_empty() {
+            format!(
+                "delivered PHI purged after {} days; audit kept {} years",
+                retention.delivered_payload_days.unwrap_or_default(),
+                retention.audit_log_years
+            )
+        } else {
+            retention_problems.join("; ")
+        },
+        "set retention.delivered_payload_days, and retention.audit_log_years to at least 6",
+    ));
+
     // Person authentication: privileged roles must prove a second factor.
     let privileged = ["integration-admin", "compliance-officer", "clinician"];
     findings.push(match &config.oidc {

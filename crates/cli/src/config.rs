@@ -24,6 +24,7 @@ pub struct Config {
     pub worker: WorkerConfig,
     pub keys: KeysConfig,
     pub tls: TlsConfig,
+    pub retention: RetentionConfig,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub oidc: Option<OidcConfig>,
     #[serde(default)]
@@ -84,6 +85,18 @@ fn default_idle_minutes() -> i64 {
 
 fn default_absolute_hours() -> i64 {
     12
+}
+
+/// How long PHI is kept.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetentionConfig {
+    /// Days after which a fully delivered artifact's PHI payload is purged (the EHR holds the
+    /// record; ids, times and the delivery trail stay). Unset: kept forever.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delivered_payload_days: Option<u32>,
+    /// Years the audit log is kept; HIPAA asks six for its documentation (45 CFR 164.316(b)(2)).
+    pub audit_log_years: u32,
 }
 
 /// HTTPS. Without a certificate, plain HTTP is served on a loopback address only, unless
@@ -219,6 +232,7 @@ const CONFIG_KEYS: &[&str] = &[
     "worker",
     "keys",
     "tls",
+    "retention",
     "oidc",
     "connections",
     "egress",
@@ -247,6 +261,7 @@ impl Default for Config {
                 ..KeysConfig::default()
             },
             tls: TlsConfig::default(),
+            retention: RetentionConfig { delivered_payload_days: Some(30), audit_log_years: 6 },
             oidc: None,
             connections: Vec::new(),
             egress: Vec::new(),

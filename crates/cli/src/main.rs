@@ -56,6 +56,8 @@ enum Command {
         #[command(subcommand)]
         which: UsersCommand,
     },
+    /// Apply the retention policy now (the server also applies it hourly).
+    Retention,
     /// API tokens for telehealth platforms and other clients.
     Tokens {
         #[command(subcommand)]
@@ -177,6 +179,18 @@ fn main() -> ExitCode {
                     bench::run(which).await.map(|()| ExitCode::SUCCESS)
                 }
                 Command::Queue { which } => queue(config, which).await.map(|()| ExitCode::SUCCESS),
+                Command::Retention => {
+                    let store = telechart_store::Store::open(&config.database_url, 2, config.keys.load()?).await?;
+                    let Some(days) = config.retention.delivered_payload_days else {
+                        anyhow::bail!("retention.delivered_payload_days is not set: nothing is purged");
+                    };
+                    let purged =
+                        runtime::apply_retention(&store, &config.tenant, days, &telechart_store::Clock::system())
+                            .await?;
+                    println!("purged the PHI payload of {purged} fully delivered artifact(s) older than {days} days");
+                    store.close().await;
+                    Ok(ExitCode::SUCCESS)
+                }
                 Command::Users { which } => users(config, which).await.map(|()| ExitCode::SUCCESS),
                 Command::Tokens { which } => tokens(config, which).await.map(|()| ExitCode::SUCCESS),
                 Command::Keys { which } => {

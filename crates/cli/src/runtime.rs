@@ -113,15 +113,44 @@ pub async fn start(config: &Config, keys: KeyConfig, clock: Clock, tap: Option<W
     Ok(Telechart { store, server, workers })
 }
 
+/// Purges payloads of fully delivered artifacts older than `days`; returns how many.
+pub async fn apply_retention(store: &Store, tenant: &str, days: u32, clock: &Clock) -> anyhow::Result<u64> {
+    let cutoff = clock.now_ms() - i64::from(days) * 86_400_000;
+    let mut purged = 0;
+    loop {
+        let n = store.purge_delivered_payloads(tenant, cutoff, 500).await?;
+        if n == 0 {
+            return Ok(purged);
+        }
+        purged += n;
+    }
+}
+
 pub async fn serve(config: Config) -> anyhow::Result<()> {
     if config.connections.is_empty() {
         tracing::warn!("no EHR connections configured; visits cannot be opened until one is added");
     }
     let keys = config.keys.load()?;
     let telechart = start(&config, keys, Clock::system(), None).await?;
+    let sweeper = config.retention.delivered_payload_days.map(|days| {
+        let (store, tenant) = (telechart.store.clone(), config.tenant.clone());
+        tokio::spawn(async move {
+            loop {
+                match apply_retention(&store, &tenant, days, &Clock::system()).await {
+                    Ok(0) => {}
+                    Ok(n) => tracing::info!(purged = n, "retention purged delivered payloads"),
+                    Err(e) => tracing::warn!(error = %e, "retention sweep failed; will retry"),
+                }
+                tokio::time::sleep(Duration::from_secs(3600)).await;
+            }
+        })
+    });
     tracing::info!(url = %telechart.server.base_url, engine = telechart.store.engine(), "telechart is serving");
     tokio::signal::ctrl_c().await.context("waiting for Ctrl-C")?;
     tracing::info!("shutting down: finishing in-flight deliveries");
+    if let Some(task) = sweeper {
+        task.abort();
+    }
     telechart.stop().await;
     Ok(())
 }

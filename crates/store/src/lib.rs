@@ -11,6 +11,7 @@ mod key_admin;
 mod keys;
 mod phi;
 mod queue;
+mod retention;
 mod tokens;
 mod visits;
 
@@ -29,6 +30,7 @@ pub use key_admin::DataKeyStatus;
 pub use keys::{Kek, KeyConfig};
 pub use phi::{PHI_COLUMNS, Phi};
 pub use queue::{ClaimedDelivery, DeliveryRow, DeliveryStatus, QueueCounts};
+pub use retention::PURGED_PAYLOAD;
 pub use tokens::{ApiTokenRow, IssuedToken};
 pub use visits::{ArtifactRow, ConnectionRow, NewArtifact, NewVisit, VisitRow, WorkItem};
 

@@ -152,7 +152,7 @@ fn check_fails_a_development_setup_and_passes_the_production_example() {
     let out = run(&kek);
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{stdout}");
-    assert!(stdout.contains("8 controls, 0 failed"), "{stdout}");
+    assert!(stdout.contains("9 controls, 0 failed"), "{stdout}");
 
     // A key file others can read fails the check.
     use std::os::unix::fs::PermissionsExt;

@@ -8,6 +8,7 @@
 mod identity;
 mod keys;
 mod queue;
+mod retention;
 mod tokens;
 mod visits;
 
