@@ -117,30 +117,20 @@ impl Store {
             if remaining <= 0 {
                 break;
             }
-            let claimed = match &self.db {
-                crate::Db::Sqlite(pool) => {
-                    let sql = format!("{CLAIM}{select}{HEAD_OF_VISIT}{order}) RETURNING *");
-                    sqlx::query_as::<_, DeliveryRow>(sqlx::AssertSqlSafe(sql))
-                        .bind(owner)
-                        .bind(lease_until_ms)
-                        .bind(now_ms)
-                        .bind(remaining)
-                        .bind(tenant_id)
-                        .fetch_all(pool)
-                        .await?
-                }
-                crate::Db::Postgres(pool) => {
-                    let sql = format!("{CLAIM}{select}{HEAD_OF_VISIT}{order} FOR UPDATE OF d SKIP LOCKED) RETURNING *");
-                    sqlx::query_as::<_, DeliveryRow>(sqlx::AssertSqlSafe(sql))
-                        .bind(owner)
-                        .bind(lease_until_ms)
-                        .bind(now_ms)
-                        .bind(remaining)
-                        .bind(tenant_id)
-                        .fetch_all(pool)
-                        .await?
-                }
+            // The only difference between the engines: PostgreSQL skips rows another claimer holds.
+            let lock = match &self.db {
+                crate::Db::Sqlite(_) => "",
+                crate::Db::Postgres(_) => " FOR UPDATE OF d SKIP LOCKED",
             };
+            let sql = format!("{CLAIM}{select}{HEAD_OF_VISIT}{order}{lock}) RETURNING *");
+            let claimed = on_pool!(self, pool => sqlx::query_as::<_, DeliveryRow>(sqlx::AssertSqlSafe(sql))
+                .bind(owner)
+                .bind(lease_until_ms)
+                .bind(now_ms)
+                .bind(remaining)
+                .bind(tenant_id)
+                .fetch_all(pool)
+                .await)?;
             rows.extend(claimed);
         }
         Ok(rows.into_iter().map(|row| ClaimedDelivery { must_reconcile: row.reconcile != 0, row }).collect())

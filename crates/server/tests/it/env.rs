@@ -213,3 +213,21 @@ impl TestEnv {
         self.store.close().await;
     }
 }
+
+/// A server's state around `store` alone (no sandbox connection), for tests of TLS and login.
+pub fn bare_state(store: &Store, oidc: Option<std::sync::Arc<telechart_server::Oidc>>) -> AppState {
+    AppState {
+        store: store.clone(),
+        clock: Clock::system(),
+        identifier_system: "urn:telechart:test".into(),
+        connections: Connections::new(store.clone(), Duration::from_secs(5)),
+        signal: QueueSignal::default(),
+        oidc,
+        embedding: Default::default(),
+    }
+}
+
+/// A store on a fresh SQLite file in `dir`, with a fresh key.
+pub async fn sqlite_store(dir: &std::path::Path) -> Store {
+    Store::open(&format!("sqlite:{}", dir.join("t.db").display()), 1, keys()).await.unwrap()
+}

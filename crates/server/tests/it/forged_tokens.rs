@@ -9,9 +9,8 @@ use std::time::Duration;
 
 use serde_json::Value;
 use telechart_policy::Role;
-use telechart_server::{AppState, Oidc, OidcSettings};
-use telechart_store::{Clock, Kek, KeyConfig, SessionLimits, Store};
-use telechart_sync::{Connections, QueueSignal};
+use telechart_server::{Oidc, OidcSettings};
+use telechart_store::SessionLimits;
 
 struct Forger(Child);
 
@@ -66,13 +65,7 @@ async fn forged_id_tokens_get_a_bare_401_and_no_session() {
     assert!(up, "the forging provider did not start");
 
     let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(
-        &format!("sqlite:{}", dir.path().join("t.db").display()),
-        1,
-        KeyConfig::new(Kek::generate().unwrap()),
-    )
-    .await
-    .unwrap();
+    let store = crate::sqlite_store(dir.path()).await;
     for (subject, role) in [("alice", "clinician"), ("bob-mfa", "integration-admin")] {
         store.add_user("default", &issuer, subject, role, 0).await.unwrap();
     }
@@ -87,15 +80,7 @@ async fn forged_id_tokens_get_a_bare_401_and_no_session() {
         secure_cookies: false,
     })
     .unwrap();
-    let state = AppState {
-        store: store.clone(),
-        clock: Clock::system(),
-        identifier_system: "urn:telechart:test".into(),
-        connections: Connections::new(store.clone(), Duration::from_secs(5)),
-        signal: QueueSignal::default(),
-        oidc: Some(oidc),
-        embedding: Default::default(),
-    };
+    let state = crate::bare_state(&store, Some(oidc));
     let server = telechart_server::spawn(state, SocketAddr::from(([127, 0, 0, 1], port)), None).await.unwrap();
 
     let attempt = |scenario: &'static str| {

@@ -11,8 +11,7 @@ use std::time::Duration;
 use serde_json::Value;
 use telechart_policy::Role;
 use telechart_server::{AppState, Oidc, OidcSettings, RunningServer};
-use telechart_store::{Clock, Kek, KeyConfig, SessionLimits, Store};
-use telechart_sync::{Connections, QueueSignal};
+use telechart_store::{SessionLimits, Store};
 
 struct Provider {
     child: Child,
@@ -77,13 +76,7 @@ async fn start() -> Option<Login> {
     let port = free_port();
     let redirect = format!("http://127.0.0.1:{port}/auth/callback");
     let provider = start_provider(&redirect).await?;
-    let store = Store::open(
-        &format!("sqlite:{}", dir.path().join("t.db").display()),
-        1,
-        KeyConfig::new(Kek::generate().unwrap()),
-    )
-    .await
-    .unwrap();
+    let store = crate::sqlite_store(dir.path()).await;
     let oidc = Oidc::new(OidcSettings {
         issuer: provider.issuer.clone(),
         client_id: "telechart".into(),
@@ -95,15 +88,10 @@ async fn start() -> Option<Login> {
     })
     .unwrap();
     let state = AppState {
-        store: store.clone(),
-        clock: Clock::system(),
-        identifier_system: "urn:telechart:test".into(),
-        connections: Connections::new(store.clone(), Duration::from_secs(5)),
-        signal: QueueSignal::default(),
-        oidc: Some(oidc),
         embedding: Arc::new(telechart_server::Embedding {
             origins_by_connection: [("ehr-frame".to_owned(), vec!["https://ehr.example".to_owned()])].into(),
         }),
+        ..crate::bare_state(&store, Some(oidc))
     };
     let server = telechart_server::spawn(state, SocketAddr::from(([127, 0, 0, 1], port)), None).await.unwrap();
     for (subject, role) in [("bob-mfa", "clinician"), ("alice", "clinician"), ("carol", "billing")] {

@@ -3,29 +3,13 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use telechart_server::{AppState, TlsSettings};
-use telechart_store::{Clock, Kek, KeyConfig, Store};
-use telechart_sync::{Connections, QueueSignal};
+use telechart_server::TlsSettings;
 
 #[tokio::test]
 async fn https_serves_with_hsts_and_refuses_plain_http() {
     let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(
-        &format!("sqlite:{}", dir.path().join("t.db").display()),
-        1,
-        KeyConfig::new(Kek::generate().unwrap()),
-    )
-    .await
-    .unwrap();
-    let state = AppState {
-        store: store.clone(),
-        clock: Clock::system(),
-        identifier_system: "urn:telechart:test".into(),
-        connections: Connections::new(store.clone(), Duration::from_secs(5)),
-        signal: QueueSignal::default(),
-        oidc: None,
-        embedding: Default::default(),
-    };
+    let store = crate::sqlite_store(dir.path()).await;
+    let state = crate::bare_state(&store, None);
     let (tls, pem) = TlsSettings::self_signed(&["localhost".to_owned()]).unwrap();
     let server = telechart_server::spawn(state, SocketAddr::from(([127, 0, 0, 1], 0)), Some(tls)).await.unwrap();
     assert!(server.base_url.starts_with("https://"));
