@@ -31,6 +31,7 @@ pub struct TestEnv {
     pub monitor_token: String,
     connections: Connections,
     pub dir: tempfile::TempDir,
+    pub db_url: String,
 }
 
 fn keys() -> telechart_store::KeyConfig {
@@ -60,17 +61,15 @@ impl TestEnv {
     pub async fn start(engine: Engine) -> TestEnv {
         let dir = tempfile::tempdir().unwrap();
         let clock = Clock::manual("2026-11-26T09:00:00Z".parse().unwrap());
-        let store = match engine {
-            Engine::Sqlite => {
-                Store::open(&format!("sqlite:{}", dir.path().join("t.db").display()), 8, keys()).await.unwrap()
-            }
+        let db_url = match engine {
+            Engine::Sqlite => format!("sqlite:{}", dir.path().join("t.db").display()),
             Engine::Postgres => {
                 let admin_url = std::env::var("TELECHART_TEST_POSTGRES_URL").unwrap();
                 let name = format!("tc_it_{}", uuid::Uuid::new_v4().simple());
-                let url = telechart_store::create_postgres_database(&admin_url, &name).await.unwrap();
-                Store::open(&url, 8, keys()).await.unwrap()
+                telechart_store::create_postgres_database(&admin_url, &name).await.unwrap()
             }
         };
+        let store = Store::open(&db_url, 8, keys()).await.unwrap();
         let mut config = SandboxConfig::new(clock.now().date_naive());
         config.seed_dir = Some(synthea_dir());
         config.appointments_per_patient = 2;
@@ -106,7 +105,7 @@ impl TestEnv {
         headers.insert("authorization", format!("Bearer {}", platform.expose()).parse().unwrap());
         let http = reqwest::Client::builder().default_headers(headers).build().unwrap();
         let monitor_token = monitor.expose().to_owned();
-        TestEnv { engine, store, clock, sandbox, server, api, http, monitor_token, connections, dir }
+        TestEnv { engine, store, clock, sandbox, server, api, http, monitor_token, connections, dir, db_url }
     }
 
     pub fn worker(&self, name: &str, faults: FaultPlan) -> Worker {

@@ -72,6 +72,17 @@ async fn visits_are_charted_exactly_once_on_each_engine() {
 
         let (status, visit) = env.get(&format!("{}/visits/{created}", env.api)).await;
         assert_eq!(status, 200);
+        if engine == Engine::Postgres {
+            // Through the API and into PostgreSQL: a dump holds neither patient's id.
+            let dump = std::process::Command::new("pg_dump").arg("--data-only").arg(&env.db_url).output().unwrap();
+            assert!(dump.status.success(), "{}", String::from_utf8_lossy(&dump.stderr));
+            let text = String::from_utf8_lossy(&dump.stdout);
+            for id in [&created, &adopted] {
+                let (_, v) = env.get(&format!("{}/visits/{id}", env.api)).await;
+                let patient = v["patient"].as_str().unwrap().trim_start_matches("Patient/").to_owned();
+                assert_eq!(text.matches(&patient).count(), 0, "patient {patient} in the dump");
+            }
+        }
         assert_eq!(
             (visit["state"].as_str(), visit["appointmentStatus"].as_str()),
             (Some("finished"), Some("fulfilled"))
