@@ -25,6 +25,8 @@ const provider = new Provider(issuer, {
     accountId: id,
     claims: async () => ({ sub: id, name: `Dr ${id}`, fhirUser: `Practitioner/${id}` }),
   }),
+  // End-user claims (fhirUser) go into the id_token too, as SMART-aware providers do.
+  conformIdTokenClaims: false,
   features: { devInteractions: { enabled: false } },
   interactions: { url: (_ctx, interaction) => `/interaction/${interaction.uid}` },
   cookies: { keys: ['telechart-test-cookie-key'] },

@@ -69,6 +69,9 @@ pub struct OidcConfig {
     /// Roles that must prove a second factor (`amr`) at login.
     #[serde(default = "default_mfa_roles")]
     pub mfa_roles: Vec<String>,
+    /// Scopes besides `openid`; add SMART's `fhirUser` where the provider knows it.
+    #[serde(default = "default_scopes")]
+    pub scopes: Vec<String>,
     #[serde(default = "default_idle_minutes")]
     pub session_idle_minutes: i64,
     #[serde(default = "default_absolute_hours")]
@@ -77,6 +80,10 @@ pub struct OidcConfig {
 
 fn default_mfa_roles() -> Vec<String> {
     ["clinician", "compliance-officer", "integration-admin"].map(str::to_owned).to_vec()
+}
+
+fn default_scopes() -> Vec<String> {
+    vec!["profile".to_owned()]
 }
 
 fn default_idle_minutes() -> i64 {
@@ -345,6 +352,7 @@ impl Config {
             client_secret,
             redirect_url: oidc.redirect_url.clone(),
             mfa_roles,
+            scopes: oidc.scopes.clone(),
             session: telechart_store::SessionLimits {
                 idle_ms: oidc.session_idle_minutes * 60_000,
                 absolute_ms: oidc.session_absolute_hours * 3_600_000,
@@ -403,6 +411,7 @@ mod tests {
                 client_secret: None,
                 redirect_url: "https://telechart.example/auth/callback".into(),
                 mfa_roles: default_mfa_roles(),
+                scopes: default_scopes(),
                 session_idle_minutes: 30,
                 session_absolute_hours: 12,
             }),

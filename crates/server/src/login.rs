@@ -36,6 +36,8 @@ pub struct OidcSettings {
     pub redirect_url: String,
     /// Roles that must prove a second factor before any request is served.
     pub mfa_roles: Vec<Role>,
+    /// Scopes requested besides `openid`, e.g. `profile` and SMART's `fhirUser`.
+    pub scopes: Vec<String>,
     pub session: SessionLimits,
     /// Mark cookies `Secure` (whenever the server is reached over HTTPS).
     pub secure_cookies: bool,
@@ -242,7 +244,7 @@ async fn login(State(state): State<AppState>, Query(params): Query<LoginParams>)
     let (challenge, verifier) = PkceCodeChallenge::new_random_sha256();
     let mut request = client
         .authorize_url(CoreAuthenticationFlow::AuthorizationCode, CsrfToken::new_random, Nonce::new_random)
-        .add_scope(Scope::new("profile".to_owned()))
+        .add_scopes(oidc.settings.scopes.iter().cloned().map(Scope::new))
         .set_pkce_challenge(challenge);
     if let Some(hint) = params.login_hint.as_deref().filter(|h| !h.is_empty() && h.len() <= 256) {
         request = request.add_extra_param("login_hint", hint.to_owned());
@@ -308,6 +310,9 @@ async fn callback(State(state): State<AppState>, Query(params): Query<CallbackPa
     let Some(user) = state.store.user_by_subject(&issuer, &subject).await? else {
         return Err(ApiError::Forbidden("no Telechart user is provisioned for this login".to_owned()));
     };
+    if let Some(fhir_user) = fhir_user_claim(&id_token.to_string()) {
+        state.store.link_fhir_user(&user.tenant_id, &user.id, &fhir_user).await?;
+    }
     let (secret, _) = state.store.create_session(&user, second_factor, oidc.settings.session, now).await?;
     state
         .store
@@ -333,6 +338,18 @@ async fn callback(State(state): State<AppState>, Query(params): Query<CallbackPa
 /// A top-level session keeps `SameSite=Lax`. A session living in an EHR's cross-site frame needs
 /// `SameSite=None; Secure; Partitioned` (CHIPS); SameSite then no longer guards it, the CSRF
 /// token does.
+/// The `fhirUser` claim (SMART) of an id_token that has already been verified. openidconnect's
+/// core claims do not model it, so it is read from the verified token's payload.
+fn fhir_user_claim(jwt: &str) -> Option<String> {
+    use base64::Engine;
+    let payload = jwt.split('.').nth(1)?;
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(payload).ok()?;
+    let claims: serde_json::Value = serde_json::from_slice(&bytes).ok()?;
+    let value = claims.get("fhirUser")?.as_str()?;
+    // Keep the `Type/id` tail of an absolute fhirUser URL.
+    telechart_fhir::parse_reference(value).map(|(t, id)| format!("{t}/{id}"))
+}
+
 fn session_cookie(secret: &str, settings: &OidcSettings, embedded: bool) -> String {
     if embedded {
         return format!("{SESSION_COOKIE}={secret}; Path=/; HttpOnly; Secure; SameSite=None; Partitioned");

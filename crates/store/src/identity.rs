@@ -127,6 +127,21 @@ impl Store {
         Ok(row)
     }
 
+    /// Records the FHIR user (`Practitioner/…`) the identity provider names for this person.
+    pub async fn link_fhir_user(&self, tenant_id: &str, user_id: &str, fhir_user: &str) -> Result<()> {
+        on_pool!(self, pool => sqlx::query("UPDATE users SET fhir_user = $1 WHERE tenant_id = $2 AND id = $3")
+            .bind(fhir_user).bind(tenant_id).bind(user_id).execute(pool).await.map(|r| r.rows_affected()))?;
+        Ok(())
+    }
+
+    /// The user a SMART launch's `fhirUser` names, in `tenant_id`.
+    pub async fn user_by_fhir_user(&self, tenant_id: &str, fhir_user: &str) -> Result<Option<UserRow>> {
+        let row = on_pool!(self, pool => sqlx::query_as::<_, UserRow>(
+            "SELECT tenant_id, id, issuer, subject, role, created_at FROM users WHERE tenant_id = $1 AND fhir_user = $2")
+            .bind(tenant_id).bind(fhir_user).fetch_optional(pool).await)?;
+        Ok(row)
+    }
+
     /// Marks the session as having proven a second factor.
     pub async fn confirm_session_mfa(&self, secret: &str) -> Result<()> {
         on_pool!(self, pool => sqlx::query("UPDATE sessions SET mfa = 1 WHERE id_hash = $1")

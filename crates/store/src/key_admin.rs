@@ -29,11 +29,13 @@ impl Store {
             return Ok((id, key));
         }
         for _ in 0..3 {
+            let seen = self.keys.generation();
             let row = on_pool!(self, pool => sqlx::query_as::<_, DataKeyRow>(
                 "SELECT tenant_id, id, wrapped, kek_id, active FROM data_keys WHERE tenant_id = $1 AND active = 1")
                 .bind(tenant_id).fetch_optional(pool).await)?;
             if let Some(row) = row {
                 let key = self.keys.admit(&row)?;
+                self.keys.remember_active(tenant_id, &row.id, seen);
                 return Ok((row.id, key));
             }
             let fresh = self.keys.new_data_key(tenant_id)?;
@@ -44,6 +46,7 @@ impl Store {
             match inserted {
                 Ok(_) => {
                     let key = self.keys.admit(&fresh)?;
+                    self.keys.remember_active(tenant_id, &fresh.id, seen);
                     return Ok((fresh.id, key));
                 }
                 // Another instance created the tenant's key first: use theirs.

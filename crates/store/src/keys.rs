@@ -153,13 +153,21 @@ pub(crate) struct Keyring {
     /// tenant → (active DEK id, when learned). Re-checked after [`ACTIVE_KEY_TTL`], so every
     /// instance moves to a rotated key without a restart.
     active: RwLock<HashMap<String, (String, Instant)>>,
+    /// Bumped whenever a tenant's active key changes here, so a lookup that raced with a
+    /// rotation does not cache the key it replaced.
+    generation: std::sync::atomic::AtomicU64,
 }
 
 const ACTIVE_KEY_TTL: Duration = Duration::from_secs(30);
 
 impl Keyring {
     pub fn new(config: KeyConfig) -> Self {
-        Keyring { config: RwLock::new(config), deks: RwLock::default(), active: RwLock::default() }
+        Keyring {
+            config: RwLock::new(config),
+            deks: RwLock::default(),
+            active: RwLock::default(),
+            generation: Default::default(),
+        }
     }
 
     /// Replaces the KEKs (an operator rolled the key files). Unwrapped data keys stay valid.
@@ -184,7 +192,21 @@ impl Keyring {
 
     pub fn forget_active(&self, tenant_id: &str) {
         if let Ok(mut active) = self.active.write() {
+            self.generation.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
             active.remove(tenant_id);
+        }
+    }
+
+    pub fn generation(&self) -> u64 {
+        self.generation.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Caches `dek_id` as the tenant's active key, unless a rotation happened since `seen`.
+    pub fn remember_active(&self, tenant_id: &str, dek_id: &str, seen: u64) {
+        if let Ok(mut active) = self.active.write()
+            && self.generation() == seen
+        {
+            active.insert(tenant_id.to_owned(), (dek_id.to_owned(), Instant::now()));
         }
     }
 
@@ -210,11 +232,6 @@ impl Keyring {
         drop(config);
         if let Ok(mut deks) = self.deks.write() {
             deks.insert(row.id.clone(), key.clone());
-        }
-        if row.active == 1
-            && let Ok(mut active) = self.active.write()
-        {
-            active.insert(row.tenant_id.clone(), (row.id.clone(), Instant::now()));
         }
         Ok(key)
     }

@@ -75,6 +75,7 @@ async fn forged_id_tokens_get_a_bare_401_and_no_session() {
         client_id: "telechart".into(),
         client_secret: "telechart-test-secret".into(),
         redirect_url: format!("http://127.0.0.1:{port}/auth/callback"),
+        scopes: vec!["profile".into(), "fhirUser".into()],
         mfa_roles: vec![Role::Clinician],
         session: SessionLimits { idle_ms: 30 * 60_000, absolute_ms: 12 * 3_600_000 },
         secure_cookies: false,

@@ -82,6 +82,7 @@ async fn start() -> Option<Login> {
         client_id: "telechart".into(),
         client_secret: "telechart-test-secret".into(),
         redirect_url: redirect,
+        scopes: vec!["profile".into(), "fhirUser".into()],
         mfa_roles: vec![Role::Clinician, Role::ComplianceOfficer],
         session: SessionLimits { idle_ms: 30 * 60_000, absolute_ms: 12 * 3_600_000 },
         secure_cookies: false,
@@ -122,6 +123,9 @@ async fn people_log_in_with_openid_and_sessions_follow_the_rules() {
         (Some("clinician"), Some(true), Some(true))
     );
     let csrf = session["csrfToken"].as_str().unwrap().to_owned();
+    // The provider's fhirUser claim links the person to the FHIR user a SMART launch will name.
+    let linked = env.store.user_by_fhir_user("default", "Practitioner/bob-mfa").await.unwrap().unwrap();
+    assert_eq!(linked.subject, "bob-mfa");
     let visit = bob.get(format!("{api}/visits/00000000-0000-0000-0000-000000000000")).send().await.unwrap();
     assert_eq!(visit.status().as_u16(), 404, "authenticated and permitted: the visit just does not exist");
     assert_eq!(

@@ -130,7 +130,7 @@ async fn keys_rotate_twice_under_a_running_workload() {
                     open_visit(&store, &id).await;
                     record(&store, &id, 1, &[artifact(&format!("a{n}"), "Observation")]).await;
                     n += 1;
-                    written.store(n, Ordering::SeqCst);
+                    written.fetch_add(1, Ordering::SeqCst);
                     tokio::task::yield_now().await;
                 }
             })
