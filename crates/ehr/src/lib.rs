@@ -5,9 +5,11 @@
 //! Invariant: no sync policy here (no retries, no queue); the caller decides what to do with an
 //! [`EhrError`]'s [`FailureClass`].
 
+mod backend;
 mod client;
 mod profile;
 
+pub use backend::{BackendServices, SigningAlg, SigningKey};
 pub use client::{FhirClient, SentRequest, WireTap, Written};
 pub use profile::{Capabilities, EncounterWrite, VendorProfile};
 

@@ -4,6 +4,7 @@
 //! Invariant: used by `telechart sandbox`, `telechart demo`, benches and tests — never by a
 //! production code path.
 
+mod auth;
 mod db;
 mod search;
 mod seed;
@@ -27,6 +28,7 @@ use chrono::{DateTime, NaiveDate, SecondsFormat, Utc};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
+pub use auth::BackendClient;
 pub use seed::CLINICIANS;
 pub use types::{R4_RESOURCE_TYPES, is_r4_type};
 
@@ -53,11 +55,20 @@ pub struct SandboxConfig {
     pub appointments_per_patient: usize,
     /// Added to every FHIR request, to emulate a remote EHR.
     pub latency: Duration,
+    /// SMART Backend Services clients the authorization server knows.
+    pub backend_clients: Vec<BackendClient>,
 }
 
 impl SandboxConfig {
     pub fn new(today: NaiveDate) -> Self {
-        SandboxConfig { seed_dir: None, data_file: None, today, appointments_per_patient: 4, latency: Duration::ZERO }
+        SandboxConfig {
+            seed_dir: None,
+            data_file: None,
+            today,
+            appointments_per_patient: 4,
+            latency: Duration::ZERO,
+            backend_clients: Vec::new(),
+        }
     }
 
     /// `../shared/data/synthea` (or `shared/data/synthea`) from the working directory, if present.
@@ -93,6 +104,7 @@ struct SandboxState {
     base_url: RwLock<String>,
     latency_ms: AtomicU64,
     faults: Mutex<VecDeque<Fault>>,
+    auth: auth::AuthState,
 }
 
 #[derive(Clone)]
@@ -149,6 +161,7 @@ impl Sandbox {
                 base_url: RwLock::new(String::new()),
                 latency_ms: AtomicU64::new(latency_ms),
                 faults: Mutex::new(VecDeque::new()),
+                auth: auth::AuthState::new(config.backend_clients.clone()),
             }),
         })
     }
@@ -159,6 +172,8 @@ impl Sandbox {
             .route("/fhir/{rtype}", get(search_type).post(create))
             .route("/fhir/{rtype}/{id}", get(read).put(update))
             .route("/fhir/{rtype}/{id}/_history/{vid}", get(vread))
+            .route("/fhir/.well-known/smart-configuration", get(smart_configuration))
+            .route("/auth/token", post(token))
             .route("/_sandbox/faults", post(add_fault))
             .route("/_sandbox/latency", put(set_latency))
             .route("/_sandbox/stats", get(stats))
@@ -216,6 +231,16 @@ impl Sandbox {
             .collect();
         ids.sort();
         ids
+    }
+
+    /// Token requests received so far (the cache tests count them).
+    pub fn token_requests(&self) -> u64 {
+        self.state.auth.token_requests.load(Ordering::SeqCst)
+    }
+
+    /// The token endpoint, which client assertions must name as their audience.
+    pub fn token_url(&self) -> String {
+        format!("{}/auth/token", self.base_url().trim_end_matches("/fhir"))
     }
 
     fn base_url(&self) -> String {
@@ -534,6 +559,41 @@ async fn update(
     let body = if wants_minimal(&headers) { Value::Null } else { stored.as_ref().clone() };
     let response = if body.is_null() { StatusCode::OK.into_response() } else { fhir(StatusCode::OK, &body) };
     with_version_headers(response, &sandbox.base_url(), &stored)
+}
+
+async fn smart_configuration(State(sandbox): State<Sandbox>) -> Response {
+    axum::Json(json!({
+        "token_endpoint": sandbox.token_url(),
+        "token_endpoint_auth_methods_supported": ["private_key_jwt"],
+        "token_endpoint_auth_signing_alg_values_supported": ["RS384", "ES384"],
+        "grant_types_supported": ["client_credentials"],
+        "scopes_supported": ["system/*.rs", "system/*.cruds", "system/*.read", "system/*.write"],
+        "capabilities": ["client-confidential-asymmetric"]
+    }))
+    .into_response()
+}
+
+async fn token(State(sandbox): State<Sandbox>, body: Bytes) -> Response {
+    let request: auth::TokenRequest = match serde_urlencoded::from_bytes(&body) {
+        Ok(r) => r,
+        Err(_) => {
+            return (StatusCode::BAD_REQUEST, axum::Json(json!({"error": "invalid_request"}))).into_response();
+        }
+    };
+    #[allow(clippy::disallowed_methods)] // the sandbox's own clock, as for lastUpdated
+    let now = Utc::now().timestamp();
+    match sandbox.state.auth.client_credentials(&request, &sandbox.token_url(), now) {
+        Ok(body) => {
+            let mut response = axum::Json(body).into_response();
+            response.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+            response
+        }
+        Err(refusal) => {
+            let status = StatusCode::from_u16(refusal.status).unwrap_or(StatusCode::BAD_REQUEST);
+            (status, axum::Json(json!({"error": refusal.error, "error_description": refusal.description})))
+                .into_response()
+        }
+    }
 }
 
 async fn add_fault(State(sandbox): State<Sandbox>, body: Bytes) -> Response {
