@@ -227,6 +227,20 @@ pub struct ConnectionConfig {
     /// `https://ehr.hospital.example`. They become CSP frame-ancestors.
     #[serde(default)]
     pub embed_origins: Vec<String>,
+    /// SMART Backend Services: how the workers get access tokens for this EHR.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backend: Option<BackendConfig>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BackendConfig {
+    pub client_id: String,
+    /// Default: discovered from `{base_url}/.well-known/smart-configuration`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_url: Option<String>,
+    /// e.g. `system/Encounter.rus system/Observation.c system/DocumentReference.c`.
+    pub scope: String,
 }
 
 /// Top-level keys of [`Config`], the only ones read from the environment.

@@ -85,6 +85,14 @@ enum KeysCommand {
         #[arg(long)]
         kek_only: bool,
     },
+    /// A new SMART Backend Services signing key (RS384 or ES384); it signs from now on and is
+    /// published at /.well-known/jwks.json beside the keys it succeeds.
+    BackendGenerate {
+        #[arg(long, default_value = "ES384")]
+        alg: String,
+    },
+    /// Stop publishing and using a backend signing key (once EHRs have fetched its successor).
+    BackendRetire { kid: String },
 }
 
 #[derive(Subcommand)]
@@ -222,9 +230,27 @@ async fn keys(config: Config, which: KeysCommand) -> anyhow::Result<()> {
         return Ok(());
     }
     let store = telechart_store::Store::open(&config.database_url, 2, config.keys.load()?).await?;
+    let now = telechart_store::Clock::system().now_ms();
     match which {
         KeysCommand::Generate { .. } => {}
+        KeysCommand::BackendGenerate { alg } => {
+            let alg = match alg.as_str() {
+                "RS384" => telechart_ehr::SigningAlg::Rs384,
+                "ES384" => telechart_ehr::SigningAlg::Es384,
+                other => anyhow::bail!("--alg {other:?}: use RS384 or ES384"),
+            };
+            let key = telechart_ehr::SigningKey::generate(alg)?;
+            store.add_signing_key(&key.kid, alg.as_str(), key.pkcs8(), &key.public_jwk().to_string(), now).await?;
+            println!("backend signing key {} ({}) added; it signs from now on", key.kid, alg.as_str());
+        }
+        KeysCommand::BackendRetire { kid } => {
+            anyhow::ensure!(store.retire_signing_key(&kid, now).await?, "no active backend signing key {kid}");
+            println!("retired backend signing key {kid}");
+        }
         KeysCommand::Status => {
+            for k in store.signing_keys().await? {
+                println!("{}  backend signing key {}", k.kid, k.alg);
+            }
             for k in store.data_key_status().await? {
                 let state = if k.active { "active" } else { "retiring" };
                 println!("{}  tenant {}  wrapped by KEK {}  {state}  {} values", k.id, k.tenant_id, k.kek_id, k.values);

@@ -53,7 +53,7 @@ pub async fn start(config: &Config, keys: KeyConfig, clock: Clock, tap: Option<W
                 name: c.name.clone(),
                 profile: c.profile.clone(),
                 base_url: c.base_url.clone(),
-                settings: "{}".to_owned(),
+                settings: serde_json::json!({ "backend": c.backend }).to_string(),
                 created_at: now,
                 updated_at: now,
             })

@@ -52,13 +52,23 @@ pub struct Versioned {
     pub version: Option<String>,
 }
 
-#[derive(Clone, Debug)]
+/// Where "now" comes from for token expiry (the caller's clock).
+pub type NowFn = Arc<dyn Fn() -> chrono::DateTime<chrono::Utc> + Send + Sync>;
+
+#[derive(Clone)]
 pub struct FhirClient {
     base: String,
     http: reqwest::Client,
     pub profile: VendorProfile,
     tap: Option<WireTap>,
     max_pages: usize,
+    auth: Option<(Arc<crate::BackendServices>, NowFn)>,
+}
+
+impl std::fmt::Debug for FhirClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "FhirClient({}, {})", self.base, self.profile.name)
+    }
 }
 
 impl FhirClient {
@@ -73,7 +83,20 @@ impl FhirClient {
             .pool_max_idle_per_host(64)
             .build()
             .map_err(|e| EhrError::BadBaseUrl(format!("{base_url}: {e}")))?;
-        Ok(FhirClient { base: base_url.trim_end_matches('/').to_owned(), http, profile, tap: None, max_pages: 20 })
+        Ok(FhirClient {
+            base: base_url.trim_end_matches('/').to_owned(),
+            http,
+            profile,
+            tap: None,
+            max_pages: 20,
+            auth: None,
+        })
+    }
+
+    /// Every request carries a Backend Services access token.
+    pub fn with_backend_auth(mut self, backend: Arc<crate::BackendServices>, now: NowFn) -> Self {
+        self.auth = Some((backend, now));
+        self
     }
 
     pub fn with_tap(mut self, tap: WireTap) -> Self {
@@ -161,6 +184,10 @@ impl FhirClient {
         if_match: Option<String>,
     ) -> Result<(StatusCode, HeaderMap, Vec<u8>), EhrError> {
         let mut request = self.http.request(method.clone(), url).header(ACCEPT, FHIR_JSON);
+        if let Some((backend, now)) = &self.auth {
+            let token = backend.access_token(now()).await?;
+            request = request.bearer_auth(token);
+        }
         if let Some(body) = body {
             if let Some(tap) = &self.tap {
                 tap.record(&method, url, &body);

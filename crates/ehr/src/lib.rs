@@ -9,7 +9,7 @@ mod backend;
 mod client;
 mod profile;
 
-pub use backend::{BackendServices, SigningAlg, SigningKey};
+pub use backend::{BackendServices, SigningAlg, SigningKey, discover_token_endpoint};
 pub use client::{FhirClient, SentRequest, WireTap, Written};
 pub use profile::{Capabilities, EncounterWrite, VendorProfile};
 

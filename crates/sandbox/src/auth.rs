@@ -64,6 +64,10 @@ impl AuthState {
         AuthState { clients, ..AuthState::default() }
     }
 
+    pub fn valid_token(&self, token: &str, now: i64) -> bool {
+        self.tokens.lock().map(|t| t.get(token).is_some_and(|(_, exp)| *exp > now)).unwrap_or(false)
+    }
+
     /// Checks a token request; on success returns the token response body.
     pub fn client_credentials(&self, request: &TokenRequest, token_url: &str, now: i64) -> Result<Value, Refusal> {
         self.token_requests.fetch_add(1, std::sync::atomic::Ordering::SeqCst);

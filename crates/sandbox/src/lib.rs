@@ -57,6 +57,8 @@ pub struct SandboxConfig {
     pub latency: Duration,
     /// SMART Backend Services clients the authorization server knows.
     pub backend_clients: Vec<BackendClient>,
+    /// FHIR requests need an access token this sandbox issued (as real EHRs do).
+    pub require_bearer: bool,
 }
 
 impl SandboxConfig {
@@ -68,6 +70,7 @@ impl SandboxConfig {
             appointments_per_patient: 4,
             latency: Duration::ZERO,
             backend_clients: Vec::new(),
+            require_bearer: false,
         }
     }
 
@@ -105,6 +108,7 @@ struct SandboxState {
     latency_ms: AtomicU64,
     faults: Mutex<VecDeque<Fault>>,
     auth: auth::AuthState,
+    require_bearer: bool,
 }
 
 #[derive(Clone)]
@@ -162,16 +166,20 @@ impl Sandbox {
                 latency_ms: AtomicU64::new(latency_ms),
                 faults: Mutex::new(VecDeque::new()),
                 auth: auth::AuthState::new(config.backend_clients.clone()),
+                require_bearer: config.require_bearer,
             }),
         })
     }
 
     pub fn router(&self) -> Router {
-        Router::new()
-            .route("/fhir/metadata", get(metadata))
+        let protected = Router::new()
             .route("/fhir/{rtype}", get(search_type).post(create))
             .route("/fhir/{rtype}/{id}", get(read).put(update))
             .route("/fhir/{rtype}/{id}/_history/{vid}", get(vread))
+            .route_layer(axum::middleware::from_fn_with_state(self.clone(), require_token));
+        Router::new()
+            .route("/fhir/metadata", get(metadata))
+            .merge(protected)
             .route("/fhir/.well-known/smart-configuration", get(smart_configuration))
             .route("/auth/token", post(token))
             .route("/_sandbox/faults", post(add_fault))
@@ -559,6 +567,30 @@ async fn update(
     let body = if wants_minimal(&headers) { Value::Null } else { stored.as_ref().clone() };
     let response = if body.is_null() { StatusCode::OK.into_response() } else { fhir(StatusCode::OK, &body) };
     with_version_headers(response, &sandbox.base_url(), &stored)
+}
+
+/// With `require_bearer`, a FHIR request needs a live access token issued here.
+async fn require_token(
+    State(sandbox): State<Sandbox>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    if !sandbox.state.require_bearer {
+        return next.run(request).await;
+    }
+    #[allow(clippy::disallowed_methods)] // the sandbox's own clock
+    let now = Utc::now().timestamp();
+    let token = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")));
+    if token.is_some_and(|t| sandbox.state.auth.valid_token(t, now)) {
+        return next.run(request).await;
+    }
+    let mut response = outcome(StatusCode::UNAUTHORIZED, "login", None, "a valid bearer access token is required");
+    response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer error=\"invalid_token\""));
+    response
 }
 
 async fn smart_configuration(State(sandbox): State<Sandbox>) -> Response {

@@ -30,12 +30,19 @@ pub fn prometheus_handle() -> Option<PrometheusHandle> {
 }
 
 pub(crate) fn routes() -> Routes {
-    Routes::new().add(Method::GET, "/metrics", Access::Requires(Permission::MetricsRead), render).add(
-        Method::GET,
-        "/healthz",
-        Access::Public,
-        || async { "ok" },
-    )
+    Routes::new()
+        .add(Method::GET, "/metrics", Access::Requires(Permission::MetricsRead), render)
+        .add(Method::GET, "/healthz", Access::Public, || async { "ok" })
+        .add(Method::GET, "/.well-known/jwks.json", Access::Public, jwks)
+}
+
+/// The public keys EHRs verify Telechart's Backend Services client assertions with.
+async fn jwks(State(state): State<AppState>) -> Result<Response, ApiError> {
+    let keys: Vec<serde_json::Value> =
+        state.store.signing_keys().await?.iter().filter_map(|k| serde_json::from_str(&k.public_jwk).ok()).collect();
+    let mut response = axum::Json(serde_json::json!({ "keys": keys })).into_response();
+    response.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("max-age=300"));
+    Ok(response)
 }
 
 async fn render(State(state): State<AppState>, caller: Caller) -> Result<Response, ApiError> {

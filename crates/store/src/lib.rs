@@ -12,6 +12,7 @@ mod keys;
 mod phi;
 mod queue;
 mod retention;
+mod signing_keys;
 mod tokens;
 mod visits;
 
@@ -31,6 +32,7 @@ pub use keys::{Kek, KeyConfig};
 pub use phi::{PHI_COLUMNS, Phi};
 pub use queue::{ClaimedDelivery, DeliveryRow, DeliveryStatus, QueueCounts};
 pub use retention::PURGED_PAYLOAD;
+pub use signing_keys::{SYSTEM_TENANT, SigningKeyRow};
 pub use tokens::{ApiTokenRow, IssuedToken};
 pub use visits::{ArtifactRow, ConnectionRow, NewArtifact, NewVisit, VisitRow, WorkItem};
 

@@ -4,9 +4,9 @@ use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use telechart_ehr::{FhirClient, VendorProfile, WireTap};
+use telechart_ehr::{BackendServices, FhirClient, SigningAlg, SigningKey, VendorProfile, WireTap};
 use telechart_policy::EgressRegistry;
-use telechart_store::Store;
+use telechart_store::{Clock, Store};
 
 use crate::SyncError;
 
@@ -17,11 +17,40 @@ pub struct Connections {
     timeout: Duration,
     tap: Option<WireTap>,
     egress: Arc<EgressRegistry>,
+    clock: Clock,
+    /// One Backend Services token cache per connection, shared by every client of it.
+    backends: Arc<tokio::sync::Mutex<BackendCache>>,
+}
+
+/// (tenant, connection) → its token cache.
+type BackendCache = HashMap<(String, String), Arc<BackendServices>>;
+
+/// A connection's Backend Services settings (`settings.backend`).
+#[derive(Debug, Clone, serde::Deserialize)]
+struct BackendSettings {
+    client_id: String,
+    /// Default: the `token_endpoint` of `{base}/.well-known/smart-configuration`.
+    #[serde(default)]
+    token_url: Option<String>,
+    scope: String,
 }
 
 impl Connections {
     pub fn new(store: Store, timeout: Duration) -> Self {
-        Connections { store, clients: Arc::default(), timeout, tap: None, egress: Arc::default() }
+        Connections {
+            store,
+            clients: Arc::default(),
+            timeout,
+            tap: None,
+            egress: Arc::default(),
+            clock: Clock::system(),
+            backends: Arc::default(),
+        }
+    }
+
+    pub fn with_clock(mut self, clock: Clock) -> Self {
+        self.clock = clock;
+        self
     }
 
     /// The destinations PHI may go to (each with its BAA); loopback aside, nothing else.
@@ -34,6 +63,48 @@ impl Connections {
     pub fn with_tap(mut self, tap: WireTap) -> Self {
         self.tap = Some(tap);
         self
+    }
+
+    async fn backend(
+        &self,
+        tenant_id: &str,
+        connection_id: &str,
+        base_url: &str,
+        settings: BackendSettings,
+    ) -> Result<Arc<BackendServices>, SyncError> {
+        let key = (tenant_id.to_owned(), connection_id.to_owned());
+        let mut backends = self.backends.lock().await;
+        if let Some(b) = backends.get(&key) {
+            return Ok(b.clone());
+        }
+        let token_url = match settings.token_url {
+            Some(url) => url,
+            None => {
+                // Discovery is a request too: the destination must be covered before it is made.
+                self.egress.check(base_url).map_err(|e| SyncError::Egress(e.to_string()))?;
+                telechart_ehr::discover_token_endpoint(base_url, self.timeout).await?
+            }
+        };
+        self.egress.check(&token_url).map_err(|e| SyncError::Egress(e.to_string()))?;
+        let newest = self.store.signing_keys().await?.into_iter().next().ok_or_else(|| {
+            SyncError::UnknownConnection(format!(
+                "{connection_id} uses Backend Services but no signing key exists: run `telechart keys backend-generate`"
+            ))
+        })?;
+        let alg = match newest.alg.as_str() {
+            "RS384" => SigningAlg::Rs384,
+            "ES384" => SigningAlg::Es384,
+            other => {
+                return Err(SyncError::UnknownConnection(format!(
+                    "signing key {} has unknown alg {other}",
+                    newest.kid
+                )));
+            }
+        };
+        let signing = SigningKey::from_pkcs8(&newest.kid, alg, &newest.pkcs8)?;
+        let services = Arc::new(BackendServices::new(&settings.client_id, &token_url, &settings.scope, signing)?);
+        backends.insert(key, services.clone());
+        Ok(services)
     }
 
     pub async fn client(&self, tenant_id: &str, connection_id: &str) -> Result<FhirClient, SyncError> {
@@ -50,6 +121,14 @@ impl Connections {
         self.egress.check(&row.base_url).map_err(|e| SyncError::Egress(e.to_string()))?;
         let profile = VendorProfile::by_name(&row.profile)?;
         let mut client = FhirClient::new(&row.base_url, profile, self.timeout)?;
+        let settings: serde_json::Value = serde_json::from_str(&row.settings).unwrap_or_default();
+        if let Some(backend) = settings.get("backend").filter(|b| !b.is_null()) {
+            let backend: BackendSettings = serde_json::from_value(backend.clone())
+                .map_err(|e| SyncError::UnknownConnection(format!("{connection_id}: settings.backend: {e}")))?;
+            let services = self.backend(tenant_id, connection_id, &row.base_url, backend).await?;
+            let clock = self.clock.clone();
+            client = client.with_backend_auth(services, Arc::new(move || clock.now()));
+        }
         if let Some(tap) = &self.tap {
             client = client.with_tap(tap.clone());
         }

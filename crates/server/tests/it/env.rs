@@ -59,6 +59,12 @@ pub fn engines() -> Vec<Engine> {
 
 impl TestEnv {
     pub async fn start(engine: Engine) -> TestEnv {
+        Self::start_with(engine, false).await
+    }
+
+    /// With `backend_auth`, the sandbox requires SMART Backend Services tokens and knows
+    /// Telechart's public key; the connection is configured to fetch them.
+    pub async fn start_with(engine: Engine, backend_auth: bool) -> TestEnv {
         let dir = tempfile::tempdir().unwrap();
         let clock = Clock::manual("2026-11-26T09:00:00Z".parse().unwrap());
         let db_url = match engine {
@@ -73,6 +79,18 @@ impl TestEnv {
         let mut config = SandboxConfig::new(clock.now().date_naive());
         config.seed_dir = Some(synthea_dir());
         config.appointments_per_patient = 2;
+        let mut settings = "{}".to_owned();
+        if backend_auth {
+            let key = telechart_ehr::SigningKey::generate(telechart_ehr::SigningAlg::Es384).unwrap();
+            store.add_signing_key(&key.kid, "ES384", key.pkcs8(), &key.public_jwk().to_string(), 0).await.unwrap();
+            config.backend_clients = vec![telechart_sandbox::BackendClient {
+                client_id: "telechart".into(),
+                jwks: serde_json::from_value(json!({"keys": [key.public_jwk()]})).unwrap(),
+                scopes: vec!["system/*.cruds".into()],
+            }];
+            config.require_bearer = true;
+            settings = json!({"backend": {"client_id": "telechart", "scope": "system/*.cruds"}}).to_string();
+        }
         let sandbox = Sandbox::new(&config).unwrap().spawn(SocketAddr::from(([127, 0, 0, 1], 0))).await.unwrap();
         store
             .upsert_connection(&ConnectionRow {
@@ -81,7 +99,7 @@ impl TestEnv {
                 name: "Sandbox".into(),
                 profile: "generic".into(),
                 base_url: sandbox.fhir_base.clone(),
-                settings: "{}".into(),
+                settings,
                 created_at: 0,
                 updated_at: 0,
             })

@@ -208,3 +208,20 @@ async fn a_postgresql_dump_never_holds_phi() {
     assert!(text.contains("e1:"), "the dump holds the sealed rows");
     assert_eq!(text.matches(canary).count(), 0);
 }
+
+#[tokio::test]
+async fn signing_keys_are_sealed_newest_first_and_retire() {
+    on_each_engine(|store| async move {
+        store.add_signing_key("k-old", "ES384", b"old-private-key-bytes", "{\"kid\":\"k-old\"}", 1).await.unwrap();
+        store.add_signing_key("k-new", "RS384", b"new-private-key-bytes", "{\"kid\":\"k-new\"}", 2).await.unwrap();
+        let keys = store.signing_keys().await.unwrap();
+        assert_eq!(keys.iter().map(|k| k.kid.as_str()).collect::<Vec<_>>(), ["k-new", "k-old"]);
+        assert_eq!(keys[0].pkcs8, b"new-private-key-bytes");
+        for value in raw_values(&store, "SELECT private_key FROM signing_keys").await {
+            assert!(value.starts_with("e1:") && !value.contains("cHJpdmF0ZS1rZXk"), "sealed: {value}");
+        }
+        assert!(store.retire_signing_key("k-old", 3).await.unwrap());
+        assert_eq!(store.signing_keys().await.unwrap().len(), 1);
+    })
+    .await;
+}
