@@ -17,6 +17,18 @@ use telechart_visit::{Artifact, EncounterStatusChange, VisitState, VitalInput};
 pub enum BenchCommand {
     /// Pipeline throughput versus a raw HTTP client.
     Sync(SyncBenchArgs),
+    /// Backend Services tokens: requests to the token endpoint under concurrent callers.
+    Tokens {
+        /// Callers asking for a token at once, in each round.
+        #[arg(long, default_value_t = 64)]
+        callers: usize,
+        /// Lifetime of the sandbox's tokens, in seconds.
+        #[arg(long, default_value_t = 3)]
+        lifetime_seconds: u64,
+        /// How long to run, in seconds; a round every 100 ms.
+        #[arg(long, default_value_t = 15)]
+        seconds: u64,
+    },
 }
 
 #[derive(clap::Args, Clone)]
@@ -43,7 +55,56 @@ const SYSTEM: &str = "urn:telechart:bench";
 pub async fn run(which: BenchCommand) -> anyhow::Result<()> {
     match which {
         BenchCommand::Sync(args) => sync(args).await,
+        BenchCommand::Tokens { callers, lifetime_seconds, seconds } => tokens(callers, lifetime_seconds, seconds).await,
     }
+}
+
+/// `callers` concurrent token lookups every 100 ms for `seconds`, against a sandbox issuing
+/// tokens that live `lifetime` seconds: how many token requests reached the endpoint.
+async fn tokens(callers: usize, lifetime: u64, seconds: u64) -> anyhow::Result<()> {
+    use telechart_ehr::{BackendServices, SigningAlg, SigningKey};
+    let key = SigningKey::generate(SigningAlg::Es384)?;
+    let mut config = SandboxConfig::new(Clock::system().now().date_naive());
+    config.token_lifetime = Duration::from_secs(lifetime.max(1));
+    config.backend_clients = vec![telechart_sandbox::BackendClient {
+        client_id: "telechart".into(),
+        jwks: serde_json::from_value(serde_json::json!({"keys": [key.public_jwk()]}))?,
+        scopes: vec!["system/*.cruds".into()],
+    }];
+    let sandbox = Sandbox::new(&config)?;
+    let running = sandbox.clone().spawn(SocketAddr::from(([127, 0, 0, 1], 0))).await?;
+    let backend = std::sync::Arc::new(BackendServices::new("telechart", &sandbox.token_url(), "system/*.cruds", key)?);
+    let clock = Clock::system();
+    let started = Instant::now();
+    let mut calls = 0_usize;
+    let mut lookup_time = Duration::ZERO;
+    while started.elapsed() < Duration::from_secs(seconds) {
+        let round = Instant::now();
+        let mut tasks = tokio::task::JoinSet::new();
+        for _ in 0..callers {
+            let (backend, at) = (backend.clone(), clock.now());
+            tasks.spawn(async move { backend.access_token(at).await });
+        }
+        while let Some(joined) = tasks.join_next().await {
+            joined??;
+            calls += 1;
+        }
+        lookup_time += round.elapsed();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    let lifetime_s = lifetime.max(1) as f64;
+    let requests = sandbox.token_requests() as f64;
+    println!(
+        "bench tokens: {calls} lookups by {callers} concurrent callers over {elapsed:.1} s, tokens living {lifetime} s \
+         → {requests} token requests = {:.2} per expiry window ({:.2} per renewal period, renewing at 90 %); \
+         {:.1} µs per lookup round-trip",
+        requests / (elapsed / lifetime_s),
+        requests / (elapsed / (lifetime_s * 0.9)),
+        lookup_time.as_secs_f64() * 1e6 / calls.max(1) as f64
+    );
+    running.shutdown().await;
+    Ok(())
 }
 
 /// CPU seconds this process has used (user + system), from /proc.

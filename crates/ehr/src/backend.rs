@@ -174,7 +174,9 @@ struct TokenResponse {
 #[derive(Clone)]
 struct CachedToken {
     token: String,
-    expires_at: DateTime<Utc>,
+    /// Renewal time: before expiry by a tenth of the lifetime, at most 30 s, so a token never
+    /// dies in flight and a short-lived one is still reused.
+    renew_at: DateTime<Utc>,
 }
 
 /// Access tokens for one EHR connection, fetched with client credentials and reused until shortly
@@ -186,8 +188,6 @@ pub struct BackendServices {
     key: SigningKey,
     http: reqwest::Client,
     cached: Mutex<Option<CachedToken>>,
-    /// Renew this long before expiry, so a token never dies in flight.
-    skew: chrono::Duration,
 }
 
 impl BackendServices {
@@ -204,14 +204,13 @@ impl BackendServices {
             key,
             http,
             cached: Mutex::new(None),
-            skew: chrono::Duration::seconds(30),
         })
     }
 
     /// A valid access token, from the cache or freshly fetched (one fetch however many wait).
     pub async fn access_token(&self, now: DateTime<Utc>) -> Result<String, EhrError> {
         let mut cached = self.cached.lock().await;
-        if let Some(token) = cached.as_ref().filter(|t| t.expires_at - self.skew > now) {
+        if let Some(token) = cached.as_ref().filter(|t| t.renew_at > now) {
             return Ok(token.token.clone());
         }
         let assertion = self.key.client_assertion(&self.client_id, &self.token_url, now)?;
@@ -259,7 +258,8 @@ impl BackendServices {
             reason: format!("not a token response: {e}"),
         })?;
         let lifetime = chrono::Duration::seconds(token.expires_in.unwrap_or(300).clamp(1, 86_400));
-        *cached = Some(CachedToken { token: token.access_token.clone(), expires_at: now + lifetime });
+        let margin = (lifetime / 10).min(chrono::Duration::seconds(30));
+        *cached = Some(CachedToken { token: token.access_token.clone(), renew_at: now + lifetime - margin });
         Ok(token.access_token)
     }
 }

@@ -29,6 +29,7 @@ pub(crate) struct AuthState {
     /// Issued access token → (client, expiry seconds).
     tokens: Mutex<HashMap<String, (String, i64)>>,
     pub token_requests: std::sync::atomic::AtomicU64,
+    token_lifetime_ms: i64,
 }
 
 #[derive(Debug, PartialEq)]
@@ -57,15 +58,18 @@ struct AssertionClaims {
     jti: String,
 }
 
-pub(crate) const TOKEN_LIFETIME: i64 = 300;
-
 impl AuthState {
-    pub fn new(clients: Vec<BackendClient>) -> Self {
-        AuthState { clients, ..AuthState::default() }
+    pub fn new(clients: Vec<BackendClient>, lifetime: std::time::Duration) -> Self {
+        AuthState {
+            clients,
+            token_lifetime_ms: i64::try_from(lifetime.as_millis()).unwrap_or(300_000),
+            ..AuthState::default()
+        }
     }
 
-    pub fn valid_token(&self, token: &str, now: i64) -> bool {
-        self.tokens.lock().map(|t| t.get(token).is_some_and(|(_, exp)| *exp > now)).unwrap_or(false)
+    /// `now_ms`: milliseconds since the epoch.
+    pub fn valid_token(&self, token: &str, now_ms: i64) -> bool {
+        self.tokens.lock().map(|t| t.get(token).is_some_and(|(_, exp)| *exp > now_ms)).unwrap_or(false)
     }
 
     /// Checks a token request; on success returns the token response body.
@@ -132,10 +136,9 @@ impl AuthState {
         }
         let token = URL_SAFE_NO_PAD.encode(bytes);
         if let Ok(mut tokens) = self.tokens.lock() {
-            tokens.insert(token.clone(), (client.client_id.clone(), now + TOKEN_LIFETIME));
+            tokens.insert(token.clone(), (client.client_id.clone(), now * 1000 + self.token_lifetime_ms));
         }
-        Ok(
-            json!({"access_token": token, "token_type": "bearer", "expires_in": TOKEN_LIFETIME, "scope": asked.join(" ")}),
-        )
+        let expires_in = (self.token_lifetime_ms / 1000).max(1);
+        Ok(json!({"access_token": token, "token_type": "bearer", "expires_in": expires_in, "scope": asked.join(" ")}))
     }
 }

@@ -59,6 +59,8 @@ pub struct SandboxConfig {
     pub backend_clients: Vec<BackendClient>,
     /// FHIR requests need an access token this sandbox issued (as real EHRs do).
     pub require_bearer: bool,
+    /// Lifetime of issued access tokens (300 s, as many EHRs; shorter in benches).
+    pub token_lifetime: Duration,
 }
 
 impl SandboxConfig {
@@ -71,6 +73,7 @@ impl SandboxConfig {
             latency: Duration::ZERO,
             backend_clients: Vec::new(),
             require_bearer: false,
+            token_lifetime: Duration::from_secs(300),
         }
     }
 
@@ -165,7 +168,7 @@ impl Sandbox {
                 base_url: RwLock::new(String::new()),
                 latency_ms: AtomicU64::new(latency_ms),
                 faults: Mutex::new(VecDeque::new()),
-                auth: auth::AuthState::new(config.backend_clients.clone()),
+                auth: auth::AuthState::new(config.backend_clients.clone(), config.token_lifetime),
                 require_bearer: config.require_bearer,
             }),
         })
@@ -579,7 +582,7 @@ async fn require_token(
         return next.run(request).await;
     }
     #[allow(clippy::disallowed_methods)] // the sandbox's own clock
-    let now = Utc::now().timestamp();
+    let now = Utc::now().timestamp_millis();
     let token = request
         .headers()
         .get(header::AUTHORIZATION)
