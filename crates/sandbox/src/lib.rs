@@ -28,7 +28,7 @@ use chrono::{DateTime, NaiveDate, SecondsFormat, Utc};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-pub use auth::BackendClient;
+pub use auth::{AppClient, BackendClient, LaunchContext};
 pub use seed::CLINICIANS;
 pub use types::{R4_RESOURCE_TYPES, is_r4_type};
 
@@ -61,6 +61,8 @@ pub struct SandboxConfig {
     pub require_bearer: bool,
     /// Lifetime of issued access tokens (300 s, as many EHRs; shorter in benches).
     pub token_lifetime: Duration,
+    /// SMART apps (public clients with PKCE) that may be launched.
+    pub app_clients: Vec<AppClient>,
 }
 
 impl SandboxConfig {
@@ -74,6 +76,7 @@ impl SandboxConfig {
             backend_clients: Vec::new(),
             require_bearer: false,
             token_lifetime: Duration::from_secs(300),
+            app_clients: Vec::new(),
         }
     }
 
@@ -168,7 +171,11 @@ impl Sandbox {
                 base_url: RwLock::new(String::new()),
                 latency_ms: AtomicU64::new(latency_ms),
                 faults: Mutex::new(VecDeque::new()),
-                auth: auth::AuthState::new(config.backend_clients.clone(), config.token_lifetime),
+                auth: auth::AuthState::new(
+                    config.backend_clients.clone(),
+                    config.app_clients.clone(),
+                    config.token_lifetime,
+                ),
                 require_bearer: config.require_bearer,
             }),
         })
@@ -185,6 +192,7 @@ impl Sandbox {
             .merge(protected)
             .route("/fhir/.well-known/smart-configuration", get(smart_configuration))
             .route("/auth/token", post(token))
+            .route("/auth/authorize", get(authorize))
             .route("/_sandbox/faults", post(add_fault))
             .route("/_sandbox/latency", put(set_latency))
             .route("/_sandbox/stats", get(stats))
@@ -242,6 +250,11 @@ impl Sandbox {
             .collect();
         ids.sort();
         ids
+    }
+
+    /// Registers an EHR launch (what the schedule page's button does) and returns its `launch`.
+    pub fn register_launch(&self, context: LaunchContext) -> String {
+        self.state.auth.register_launch(context)
     }
 
     /// Token requests received so far (the cache tests count them).
@@ -599,16 +612,59 @@ async fn require_token(
 async fn smart_configuration(State(sandbox): State<Sandbox>) -> Response {
     axum::Json(json!({
         "token_endpoint": sandbox.token_url(),
+        "authorization_endpoint": format!("{}/auth/authorize", sandbox.base_url().trim_end_matches("/fhir")),
+        "code_challenge_methods_supported": ["S256"],
         "token_endpoint_auth_methods_supported": ["private_key_jwt"],
         "token_endpoint_auth_signing_alg_values_supported": ["RS384", "ES384"],
-        "grant_types_supported": ["client_credentials"],
+        "grant_types_supported": ["authorization_code", "client_credentials"],
         "scopes_supported": ["system/*.rs", "system/*.cruds", "system/*.read", "system/*.write"],
-        "capabilities": ["client-confidential-asymmetric"]
+        "capabilities": ["launch-ehr", "client-public", "context-ehr-patient", "permission-v2", "client-confidential-asymmetric"]
     }))
     .into_response()
 }
 
+async fn authorize(State(sandbox): State<Sandbox>, RawQuery(query): RawQuery) -> Response {
+    let params: auth::AuthorizeParams = match serde_urlencoded::from_str(&query.unwrap_or_default()) {
+        Ok(p) => p,
+        Err(_) => return (StatusCode::BAD_REQUEST, axum::Json(json!({"error": "invalid_request"}))).into_response(),
+    };
+    #[allow(clippy::disallowed_methods)] // the sandbox's own clock
+    let now = Utc::now().timestamp_millis();
+    match sandbox.state.auth.authorize(&params, &sandbox.base_url(), now) {
+        auth::AuthorizeOutcome::Redirect(to) => axum::response::Redirect::to(&to).into_response(),
+        auth::AuthorizeOutcome::Refused(refusal) => {
+            let status = StatusCode::from_u16(refusal.status).unwrap_or(StatusCode::BAD_REQUEST);
+            (status, axum::Json(json!({"error": refusal.error, "error_description": refusal.description})))
+                .into_response()
+        }
+    }
+}
+
 async fn token(State(sandbox): State<Sandbox>, body: Bytes) -> Response {
+    #[allow(clippy::disallowed_methods)] // the sandbox's own clock
+    let now_ms = Utc::now().timestamp_millis();
+    if serde_urlencoded::from_bytes::<Vec<(String, String)>>(&body)
+        .is_ok_and(|pairs| pairs.iter().any(|(k, v)| k == "grant_type" && v == "authorization_code"))
+    {
+        let request: auth::CodeTokenRequest = match serde_urlencoded::from_bytes(&body) {
+            Ok(r) => r,
+            Err(_) => {
+                return (StatusCode::BAD_REQUEST, axum::Json(json!({"error": "invalid_request"}))).into_response();
+            }
+        };
+        return match sandbox.state.auth.authorization_code(&request, now_ms) {
+            Ok(body) => {
+                let mut response = axum::Json(body).into_response();
+                response.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+                response
+            }
+            Err(refusal) => {
+                let status = StatusCode::from_u16(refusal.status).unwrap_or(StatusCode::BAD_REQUEST);
+                (status, axum::Json(json!({"error": refusal.error, "error_description": refusal.description})))
+                    .into_response()
+            }
+        };
+    }
     let request: auth::TokenRequest = match serde_urlencoded::from_bytes(&body) {
         Ok(r) => r,
         Err(_) => {

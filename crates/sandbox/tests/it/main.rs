@@ -214,3 +214,190 @@ async fn what_the_sandbox_is_sent_survives_a_restart() {
     assert_ne!(another.body["id"], created.body["id"]);
     second.shutdown().await;
 }
+
+/// The App Launch half of the sandbox's authorization server, driven as an app would drive it.
+mod app_launch {
+    use super::*;
+    use base64::Engine;
+    use telechart_sandbox::{AppClient, LaunchContext};
+
+    const REDIRECT: &str = "https://telechart.example/launch/callback";
+
+    fn pkce() -> (String, String) {
+        let verifier = format!("{}{}", uuid_like(), uuid_like());
+        let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, verifier.as_bytes());
+        (verifier, base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(digest))
+    }
+
+    fn uuid_like() -> String {
+        format!("{:032x}", std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos())
+    }
+
+    async fn start_app() -> RunningSandbox {
+        let mut config = config();
+        config.seed_dir = None;
+        config.app_clients = vec![AppClient {
+            client_id: "telechart-app".into(),
+            redirect_uris: vec![REDIRECT.into()],
+            scopes: ["launch", "openid", "fhirUser", "patient/*.rs"].map(String::from).to_vec(),
+        }];
+        start(&config).await
+    }
+
+    /// Calls authorize without following the redirect; returns (status, Location or body).
+    async fn authorize(sandbox: &RunningSandbox, params: &[(&str, &str)]) -> (u16, String) {
+        let root = sandbox.fhir_base.trim_end_matches("/fhir");
+        let http = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
+        let query = serde_urlencoded::to_string(params).unwrap();
+        let response = http.get(format!("{root}/auth/authorize?{query}")).send().await.unwrap();
+        let status = response.status().as_u16();
+        let location = response.headers().get("location").map(|l| l.to_str().unwrap().to_owned());
+        (status, location.unwrap_or(response.text().await.unwrap()))
+    }
+
+    fn code_from(location: &str) -> Option<String> {
+        let query = location.split_once('?')?.1;
+        serde_urlencoded::from_str::<Vec<(String, String)>>(query)
+            .ok()?
+            .into_iter()
+            .find(|(k, _)| k == "code")
+            .map(|(_, v)| v)
+    }
+
+    async fn exchange(sandbox: &RunningSandbox, form: &[(&str, &str)]) -> (u16, Value) {
+        let body = serde_urlencoded::to_string(form).unwrap();
+        let response = reqwest::Client::new()
+            .post(sandbox.sandbox.token_url())
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        (response.status().as_u16(), response.json().await.unwrap())
+    }
+
+    #[tokio::test]
+    async fn an_ehr_launch_yields_a_token_with_its_context_once() {
+        let sandbox = start_app().await;
+        let launch = sandbox.sandbox.register_launch(LaunchContext {
+            practitioner: "Practitioner/sandbox-dr-1".into(),
+            patient: "Patient/p-1".into(),
+            appointment: Some("Appointment/a-2".into()),
+        });
+        let (verifier, challenge) = pkce();
+        let state = "s".repeat(22);
+        let base = sandbox.fhir_base.clone();
+        let good = [
+            ("response_type", "code"),
+            ("client_id", "telechart-app"),
+            ("redirect_uri", REDIRECT),
+            ("scope", "launch openid fhirUser patient/*.rs"),
+            ("state", state.as_str()),
+            ("aud", base.as_str()),
+            ("launch", launch.as_str()),
+            ("code_challenge", challenge.as_str()),
+            ("code_challenge_method", "S256"),
+        ];
+        let (status, location) = authorize(&sandbox, &good).await;
+        assert_eq!(status, 303, "{location}");
+        assert!(location.starts_with(REDIRECT) && location.contains(&format!("state={state}")));
+        let code = code_from(&location).unwrap();
+        let form = [
+            ("grant_type", "authorization_code"),
+            ("code", code.as_str()),
+            ("redirect_uri", REDIRECT),
+            ("code_verifier", verifier.as_str()),
+            ("client_id", "telechart-app"),
+        ];
+        let (status, token) = exchange(&sandbox, &form).await;
+        assert_eq!(status, 200, "{token}");
+        assert_eq!(token["patient"], "p-1");
+        assert_eq!(token["fhirContext"][0]["reference"], "Appointment/a-2");
+        assert_eq!(token["fhirUser"], "Practitioner/sandbox-dr-1");
+        // The same code again: refused, no token.
+        let (status, again) = exchange(&sandbox, &form).await;
+        assert_eq!((status, again["error"].as_str()), (400, Some("invalid_grant")));
+        assert!(again.get("access_token").is_none());
+        sandbox.shutdown().await;
+    }
+
+    #[tokio::test]
+    async fn authorize_and_token_refuse_what_the_spec_forbids() {
+        let sandbox = start_app().await;
+        let launch = sandbox.sandbox.register_launch(LaunchContext {
+            practitioner: "Practitioner/sandbox-dr-1".into(),
+            patient: "Patient/p-1".into(),
+            appointment: None,
+        });
+        let (verifier, challenge) = pkce();
+        let state = "s".repeat(22);
+        let base = sandbox.fhir_base.clone();
+        let params = |overrides: &[(&'static str, &str)]| {
+            let mut p: Vec<(&str, String)> = vec![
+                ("response_type", "code".into()),
+                ("client_id", "telechart-app".into()),
+                ("redirect_uri", REDIRECT.into()),
+                ("scope", "launch patient/*.rs".into()),
+                ("state", state.clone()),
+                ("aud", base.clone()),
+                ("launch", launch.clone()),
+                ("code_challenge", challenge.clone()),
+                ("code_challenge_method", "S256".into()),
+            ];
+            for (k, v) in overrides {
+                p.retain(|(key, _)| key != k);
+                if !v.is_empty() {
+                    p.push((k, (*v).to_owned()));
+                }
+            }
+            p
+        };
+        // A redirect URI that is not registered: refused here, never redirected to.
+        let p = params(&[("redirect_uri", "https://evil.example/cb")]);
+        let (status, body) = authorize(&sandbox, &p.iter().map(|(k, v)| (*k, v.as_str())).collect::<Vec<_>>()).await;
+        assert_eq!(status, 400, "{body}");
+        // Errors after the redirect URI is known good go back to the app, with the state.
+        for (what, overrides) in [
+            ("plain PKCE", vec![("code_challenge_method", "plain")]),
+            ("no PKCE", vec![("code_challenge", ""), ("code_challenge_method", "")]),
+            ("wrong aud", vec![("aud", "https://other-ehr.example/fhir")]),
+            ("unknown launch", vec![("launch", "forged")]),
+            ("short state", vec![("state", "abc")]),
+            ("scope not granted", vec![("scope", "launch system/*.cruds")]),
+        ] {
+            let p = params(&overrides);
+            let (status, location) =
+                authorize(&sandbox, &p.iter().map(|(k, v)| (*k, v.as_str())).collect::<Vec<_>>()).await;
+            assert_eq!(status, 303, "{what}");
+            assert!(location.starts_with(REDIRECT) && location.contains("error="), "{what}: {location}");
+            assert!(code_from(&location).is_none(), "{what} issued a code");
+        }
+        // A good code with the wrong verifier, or for another redirect URI: refused, and spent.
+        let p = params(&[]);
+        for (what, redirect, verifier_used) in [
+            ("wrong verifier", REDIRECT, "x".repeat(43)),
+            ("redirect mismatch", "https://telechart.example/other", verifier.clone()),
+        ] {
+            let (_, location) = authorize(&sandbox, &p.iter().map(|(k, v)| (*k, v.as_str())).collect::<Vec<_>>()).await;
+            let code = code_from(&location).unwrap();
+            let form = [
+                ("grant_type", "authorization_code"),
+                ("code", code.as_str()),
+                ("redirect_uri", redirect),
+                ("code_verifier", verifier_used.as_str()),
+                ("client_id", "telechart-app"),
+            ];
+            let (status, body) = exchange(&sandbox, &form).await;
+            assert_eq!((status, body["error"].as_str()), (400, Some("invalid_grant")), "{what}: {body}");
+            let retry = [
+                ("grant_type", "authorization_code"),
+                ("code", code.as_str()),
+                ("redirect_uri", REDIRECT),
+                ("code_verifier", verifier.as_str()),
+                ("client_id", "telechart-app"),
+            ];
+            assert_eq!(exchange(&sandbox, &retry).await.0, 400, "{what}: a failed code is spent");
+        }
+        sandbox.shutdown().await;
+    }
+}
