@@ -16,6 +16,9 @@ pub struct Config {
     /// `sqlite:PATH` (embedded, the default) or `postgres://…`.
     pub database_url: String,
     pub listen: SocketAddr,
+    /// Telechart's external base URL, e.g. `https://telechart.hospital.example` (SMART redirect URIs).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub public_url: Option<String>,
     pub tenant: String,
     /// System (a URI) of the identifiers Telechart mints on every resource it writes. Keep it
     /// stable for a deployment: reconciliation searches by it.
@@ -230,6 +233,17 @@ pub struct ConnectionConfig {
     /// SMART Backend Services: how the workers get access tokens for this EHR.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub backend: Option<BackendConfig>,
+    /// SMART App Launch: Telechart as a public client registered with this EHR.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub launch: Option<LaunchConfig>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LaunchConfig {
+    pub client_id: String,
+    /// e.g. `launch openid fhirUser patient/*.rs`.
+    pub scope: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -247,6 +261,7 @@ pub struct BackendConfig {
 const CONFIG_KEYS: &[&str] = &[
     "database_url",
     "listen",
+    "public_url",
     "tenant",
     "identifier_system",
     "log",
@@ -264,6 +279,7 @@ impl Default for Config {
         Config {
             database_url: "sqlite:./telechart-data/telechart.db".to_owned(),
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            public_url: None,
             tenant: "default".to_owned(),
             identifier_system: "urn:telechart:artifact".to_owned(),
             log: "info".to_owned(),
@@ -418,6 +434,7 @@ mod tests {
     #[test]
     fn config_keys_match_the_struct() {
         let config = Config {
+            public_url: Some("https://telechart.example".into()),
             oidc: Some(OidcConfig {
                 issuer: "https://idp.example".into(),
                 client_id: "telechart".into(),

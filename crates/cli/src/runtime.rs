@@ -53,7 +53,7 @@ pub async fn start(config: &Config, keys: KeyConfig, clock: Clock, tap: Option<W
                 name: c.name.clone(),
                 profile: c.profile.clone(),
                 base_url: c.base_url.clone(),
-                settings: serde_json::json!({ "backend": c.backend }).to_string(),
+                settings: serde_json::json!({ "backend": c.backend, "launch": c.launch }).to_string(),
                 created_at: now,
                 updated_at: now,
             })
@@ -80,6 +80,7 @@ pub async fn start(config: &Config, keys: KeyConfig, clock: Clock, tap: Option<W
                 .map(|c| (c.id.clone(), c.embed_origins.clone()))
                 .collect(),
         }),
+        public_url: config.public_url.clone(),
         oidc: config
             .oidc_settings()?
             .map(telechart_server::Oidc::new)

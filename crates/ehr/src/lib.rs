@@ -7,10 +7,12 @@
 
 mod backend;
 mod client;
+mod launch;
 mod profile;
 
 pub use backend::{BackendServices, SigningAlg, SigningKey, discover_token_endpoint};
 pub use client::{FhirClient, SentRequest, WireTap, Written};
+pub use launch::{LaunchToken, SmartConfiguration, exchange_code, smart_configuration};
 pub use profile::{Capabilities, EncounterWrite, VendorProfile};
 
 use std::time::Duration;

@@ -7,6 +7,7 @@
 mod api;
 mod auth;
 mod error;
+mod launch;
 mod login;
 mod metrics_export;
 mod tls;
@@ -35,6 +36,8 @@ pub struct AppState {
     pub oidc: Option<Arc<Oidc>>,
     /// Which EHR connections show Telechart inside their own pages, and from which origins.
     pub embedding: Arc<Embedding>,
+    /// Telechart's own external base URL (for SMART redirect URIs), e.g. `https://telechart.example`.
+    pub public_url: Option<String>,
 }
 
 /// EHR connections whose web pages frame Telechart: connection id → the origins allowed to.
@@ -56,7 +59,7 @@ impl Embedding {
 }
 
 fn routes() -> auth::Routes {
-    api::routes().merge(metrics_export::routes()).merge(login::routes())
+    api::routes().merge(metrics_export::routes()).merge(login::routes()).merge(launch::routes())
 }
 
 /// Every route with its method and the permission it requires, taken from the router's own

@@ -350,7 +350,7 @@ fn fhir_user_claim(jwt: &str) -> Option<String> {
     telechart_fhir::parse_reference(value).map(|(t, id)| format!("{t}/{id}"))
 }
 
-fn session_cookie(secret: &str, settings: &OidcSettings, embedded: bool) -> String {
+pub(crate) fn session_cookie(secret: &str, settings: &OidcSettings, embedded: bool) -> String {
     if embedded {
         return format!("{SESSION_COOKIE}={secret}; Path=/; HttpOnly; Secure; SameSite=None; Partitioned");
     }
@@ -358,7 +358,7 @@ fn session_cookie(secret: &str, settings: &OidcSettings, embedded: bool) -> Stri
     format!("{SESSION_COOKIE}={secret}; Path=/; HttpOnly; SameSite=Lax{secure}")
 }
 
-fn set_cookie(response: &mut Response, cookie: &str) {
+pub(crate) fn set_cookie(response: &mut Response, cookie: &str) {
     if let Ok(value) = HeaderValue::from_str(cookie) {
         response.headers_mut().append(header::SET_COOKIE, value);
     }

@@ -142,6 +142,45 @@ impl Store {
         Ok(row)
     }
 
+    /// Remembers a SMART launch's state, bound to its connection and PKCE verifier.
+    pub async fn begin_smart_launch(
+        &self,
+        state: &str,
+        tenant_id: &str,
+        connection_id: &str,
+        code_verifier: &str,
+        now_ms: i64,
+    ) -> Result<()> {
+        on_pool!(self, pool => sqlx::query(
+            "INSERT INTO smart_launches (state, tenant_id, connection_id, code_verifier, created_at) VALUES ($1, $2, $3, $4, $5)")
+            .bind(state).bind(tenant_id).bind(connection_id).bind(code_verifier).bind(now_ms)
+            .execute(pool).await.map(|r| r.rows_affected()))?;
+        Ok(())
+    }
+
+    /// Takes (and deletes) a launch state younger than `max_age_ms`: (tenant, connection, verifier).
+    pub async fn finish_smart_launch(
+        &self,
+        state: &str,
+        max_age_ms: i64,
+        now_ms: i64,
+    ) -> Result<Option<(String, String, String)>> {
+        let row = on_pool!(self, pool => sqlx::query_as::<_, (String, String, String, i64)>(
+            "DELETE FROM smart_launches WHERE state = $1 RETURNING tenant_id, connection_id, code_verifier, created_at")
+            .bind(state).fetch_optional(pool).await)?;
+        Ok(row.filter(|(_, _, _, created)| now_ms - created <= max_age_ms).map(|(t, c, v, _)| (t, c, v)))
+    }
+
+    /// The EHR connection whose FHIR base is `iss` (exactly, trailing slash aside), in any tenant.
+    pub async fn connection_by_base_url(&self, iss: &str) -> Result<Option<crate::ConnectionRow>> {
+        let trimmed = iss.trim_end_matches('/');
+        let rows = on_pool!(self, pool => sqlx::query_as::<_, crate::ConnectionRow>(
+            "SELECT * FROM ehr_connections WHERE base_url = $1 OR base_url = $2")
+            .bind(trimmed).bind(format!("{trimmed}/")).fetch_all(pool).await)?;
+        // The same base in two tenants would make the launch ambiguous: refuse rather than guess.
+        Ok(if rows.len() == 1 { rows.into_iter().next() } else { None })
+    }
+
     /// Marks the session as having proven a second factor.
     pub async fn confirm_session_mfa(&self, secret: &str) -> Result<()> {
         on_pool!(self, pool => sqlx::query("UPDATE sessions SET mfa = 1 WHERE id_hash = $1")

@@ -48,6 +48,15 @@ impl Connections {
         }
     }
 
+    /// May PHI (or a request that leads to it) go to `url`?
+    pub fn check_egress(&self, url: &str) -> Result<(), SyncError> {
+        self.egress.check(url).map(|_| ()).map_err(|e| SyncError::Egress(e.to_string()))
+    }
+
+    pub fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
     pub fn with_clock(mut self, clock: Clock) -> Self {
         self.clock = clock;
         self

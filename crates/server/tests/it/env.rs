@@ -114,6 +114,7 @@ impl TestEnv {
             signal: QueueSignal::default(),
             oidc: None,
             embedding: Default::default(),
+            public_url: None,
         };
         let server = telechart_server::spawn(state, SocketAddr::from(([127, 0, 0, 1], 0)), None).await.unwrap();
         let api = format!("{}/api/v1", server.base_url);
@@ -241,6 +242,7 @@ pub fn bare_state(store: &Store, oidc: Option<std::sync::Arc<telechart_server::O
         signal: QueueSignal::default(),
         oidc,
         embedding: Default::default(),
+        public_url: None,
     }
 }
 

@@ -10,6 +10,7 @@ mod egress;
 mod env;
 mod flow;
 mod forged_tokens;
+mod launch;
 mod logs;
 mod oidc;
 mod rbac;

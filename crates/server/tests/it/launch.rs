@@ -1,0 +1,136 @@
+//! SMART EHR launch against the sandbox's authorization server: the clinician lands in the
+//! workspace of the appointment in context; an unknown `iss` and a replayed state go nowhere.
+
+use std::net::SocketAddr;
+
+use serde_json::json;
+use telechart_policy::Role;
+use telechart_sandbox::{AppClient, LaunchContext, Sandbox, SandboxConfig};
+use telechart_server::{Oidc, OidcSettings};
+use telechart_store::{ConnectionRow, SessionLimits};
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+#[tokio::test]
+async fn an_ehr_launch_opens_the_workspace_of_the_appointment_in_context() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = crate::sqlite_store(dir.path()).await;
+    let port = free_port();
+    let base = format!("http://127.0.0.1:{port}");
+    let mut config = SandboxConfig::new("2026-11-26".parse().unwrap());
+    config.app_clients = vec![AppClient {
+        client_id: "telechart-app".into(),
+        redirect_uris: vec![format!("{base}/launch/callback")],
+        scopes: ["launch", "openid", "fhirUser", "patient/*.rs"].map(String::from).to_vec(),
+    }];
+    let sandbox = Sandbox::new(&config).unwrap().spawn(SocketAddr::from(([127, 0, 0, 1], 0))).await.unwrap();
+    store
+        .upsert_connection(&ConnectionRow {
+            tenant_id: "default".into(),
+            id: "sandbox".into(),
+            name: "Sandbox".into(),
+            profile: "generic".into(),
+            base_url: sandbox.fhir_base.clone(),
+            settings: json!({"launch": {"client_id": "telechart-app", "scope": "launch openid fhirUser patient/*.rs"}})
+                .to_string(),
+            created_at: 0,
+            updated_at: 0,
+        })
+        .await
+        .unwrap();
+    let user = store.add_user("default", "https://idp.example", "dr1", "clinician", 0).await.unwrap();
+    store.link_fhir_user("default", &user.id, "Practitioner/sandbox-dr-1").await.unwrap();
+    let oidc = Oidc::new(OidcSettings {
+        issuer: "https://idp.example".into(),
+        client_id: "telechart".into(),
+        client_secret: "unused".into(),
+        redirect_url: format!("{base}/auth/callback"),
+        scopes: vec![],
+        mfa_roles: vec![Role::ComplianceOfficer],
+        session: SessionLimits { idle_ms: 30 * 60_000, absolute_ms: 12 * 3_600_000 },
+        secure_cookies: false,
+    })
+    .unwrap();
+    let state = telechart_server::AppState { public_url: Some(base.clone()), ..crate::bare_state(&store, Some(oidc)) };
+    let server = telechart_server::spawn(state, SocketAddr::from(([127, 0, 0, 1], port)), None).await.unwrap();
+
+    // The second of today's appointments, as the EHR's schedule would launch it.
+    let appointment = sandbox.sandbox.appointment_ids()[1].clone();
+    let appt: serde_json::Value =
+        reqwest::get(format!("{}/Appointment/{appointment}", sandbox.fhir_base)).await.unwrap().json().await.unwrap();
+    let patient = appt["participant"][0]["actor"]["reference"].as_str().unwrap().to_owned();
+    let launch = sandbox.sandbox.register_launch(LaunchContext {
+        practitioner: "Practitioner/sandbox-dr-1".into(),
+        patient: patient.clone(),
+        appointment: Some(format!("Appointment/{appointment}")),
+    });
+    let iss = sandbox.fhir_base.clone();
+    let browser = reqwest::Client::builder().cookie_store(true).build().unwrap();
+    let page = browser.get(format!("{base}/launch")).query_pairs(&[("iss", iss.as_str()), ("launch", launch.as_str())]);
+    let response = page.send().await.unwrap();
+    assert_eq!(response.status().as_u16(), 200);
+    let landed = response.url().path().to_owned();
+    let html = response.text().await.unwrap();
+    assert!(landed.starts_with("/workspace/visits/"), "{landed}");
+    assert!(html.contains(&patient) && html.contains(&format!("Appointment/{appointment}")), "{html}");
+
+    // Launching the same appointment again lands on the same visit.
+    let again = browser
+        .get(format!("{base}/launch"))
+        .query_pairs(&[("iss", iss.as_str()), ("launch", launch.as_str())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(again.url().path(), landed);
+
+    // An iss that is not a registered EHR: refused before any request leaves.
+    let unknown = reqwest::Client::new()
+        .get(format!("{base}/launch"))
+        .query_pairs(&[("iss", "http://169.254.169.254/latest"), ("launch", "x")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(unknown.status().as_u16(), 422);
+
+    // A callback replayed with its state: refused the second time.
+    let stop_at_callback = reqwest::redirect::Policy::custom(|attempt| {
+        if attempt.url().path() == "/launch/callback" { attempt.stop() } else { attempt.follow() }
+    });
+    let probe = reqwest::Client::builder().redirect(stop_at_callback).build().unwrap();
+    let to_callback = probe
+        .get(format!("{base}/launch"))
+        .query_pairs(&[("iss", iss.as_str()), ("launch", launch.as_str())])
+        .send()
+        .await
+        .unwrap();
+    let callback = to_callback.headers()["location"].to_str().unwrap().to_owned();
+    let first = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
+        .get(&callback)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(first.status().as_u16(), 303);
+    let second = reqwest::Client::new().get(&callback).send().await.unwrap();
+    assert_eq!(second.status().as_u16(), 422);
+    server.shutdown().await;
+    sandbox.shutdown().await;
+}
+
+trait QueryPairs {
+    fn query_pairs(self, pairs: &[(&str, &str)]) -> Self;
+}
+
+impl QueryPairs for reqwest::RequestBuilder {
+    /// reqwest's `query` needs a feature this workspace leaves off; the URL is built by hand.
+    fn query_pairs(self, pairs: &[(&str, &str)]) -> Self {
+        let (client, request) = self.build_split();
+        let mut request = request.unwrap();
+        request.url_mut().query_pairs_mut().extend_pairs(pairs);
+        reqwest::RequestBuilder::from_parts(client, request)
+    }
+}
