@@ -31,6 +31,14 @@ pub struct SandboxArgs {
     latency_ms: u64,
     #[arg(long, default_value_t = 4)]
     appointments_per_patient: usize,
+    /// Telechart's launch URL (e.g. http://127.0.0.1:8080/launch): the schedule page's
+    /// "Start video visit" buttons open it with iss and launch.
+    #[arg(long)]
+    app_launch_url: Option<String>,
+    /// The SMART app's client id and redirect URI, registered with the sandbox's authorization
+    /// server (default: client `telechart`, redirect derived from --app-launch-url).
+    #[arg(long, default_value = "telechart")]
+    app_client_id: String,
 }
 
 fn today() -> chrono::NaiveDate {
@@ -43,10 +51,24 @@ pub async fn sandbox(args: SandboxArgs) -> anyhow::Result<()> {
     config.data_file = args.data;
     config.latency = Duration::from_millis(args.latency_ms);
     config.appointments_per_patient = args.appointments_per_patient;
+    if let Some(launch_url) = &args.app_launch_url {
+        config.app_launch_url = Some(launch_url.clone());
+        config.app_clients = vec![telechart_sandbox::AppClient {
+            client_id: args.app_client_id.clone(),
+            redirect_uris: vec![format!("{launch_url}/callback")],
+            scopes: ["launch", "openid", "fhirUser", "patient/*.rs"].map(String::from).to_vec(),
+        }];
+    }
     let sandbox = Sandbox::new(&config)?;
     let appointments = sandbox.appointment_ids().len();
     let running = sandbox.spawn(SocketAddr::from(([127, 0, 0, 1], args.port))).await?;
     println!("sandbox EHR at {} ({appointments} telehealth appointments today)", running.fhir_base);
+    if args.app_launch_url.is_some() {
+        println!(
+            "schedule with \"Start video visit\" buttons: {}/ehr/schedule",
+            running.fhir_base.trim_end_matches("/fhir")
+        );
+    }
     tokio::signal::ctrl_c().await?;
     running.shutdown().await;
     Ok(())

@@ -63,6 +63,8 @@ pub struct SandboxConfig {
     pub token_lifetime: Duration,
     /// SMART apps (public clients with PKCE) that may be launched.
     pub app_clients: Vec<AppClient>,
+    /// The app's launch URL, which the schedule page's "Start video visit" opens.
+    pub app_launch_url: Option<String>,
 }
 
 impl SandboxConfig {
@@ -77,6 +79,7 @@ impl SandboxConfig {
             require_bearer: false,
             token_lifetime: Duration::from_secs(300),
             app_clients: Vec::new(),
+            app_launch_url: None,
         }
     }
 
@@ -115,6 +118,7 @@ struct SandboxState {
     faults: Mutex<VecDeque<Fault>>,
     auth: auth::AuthState,
     require_bearer: bool,
+    app_launch_url: Option<String>,
 }
 
 #[derive(Clone)]
@@ -177,6 +181,7 @@ impl Sandbox {
                     config.token_lifetime,
                 ),
                 require_bearer: config.require_bearer,
+                app_launch_url: config.app_launch_url.clone(),
             }),
         })
     }
@@ -193,6 +198,8 @@ impl Sandbox {
             .route("/fhir/.well-known/smart-configuration", get(smart_configuration))
             .route("/auth/token", post(token))
             .route("/auth/authorize", get(authorize))
+            .route("/ehr/schedule", get(schedule))
+            .route("/ehr/launch/{appointment}", get(ehr_launch))
             .route("/_sandbox/faults", post(add_fault))
             .route("/_sandbox/latency", put(set_latency))
             .route("/_sandbox/stats", get(stats))
@@ -621,6 +628,71 @@ async fn smart_configuration(State(sandbox): State<Sandbox>) -> Response {
         "capabilities": ["launch-ehr", "client-public", "context-ehr-patient", "permission-v2", "client-confidential-asymmetric"]
     }))
     .into_response()
+}
+
+fn escape(text: &str) -> String {
+    text.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
+}
+
+/// The EHR's schedule for today: every booked telehealth appointment with a button that
+/// launches the app in context, as a clinician would from the EHR.
+async fn schedule(State(sandbox): State<Sandbox>) -> Response {
+    let Ok(db) = sandbox.state.db.read() else {
+        return outcome(StatusCode::INTERNAL_SERVER_ERROR, "exception", None, "sandbox state is poisoned");
+    };
+    let mut appointments: Vec<&Arc<Value>> = db.all("Appointment").filter(|a| a["status"] == "booked").collect();
+    appointments.sort_by(|a, b| a["start"].as_str().cmp(&b["start"].as_str()));
+    let rows: String = appointments
+        .iter()
+        .map(|a| {
+            let id = a["id"].as_str().unwrap_or_default();
+            let patient = a["participant"][0]["actor"]["reference"].as_str().unwrap_or_default();
+            let name = db
+                .latest("Patient", patient.trim_start_matches("Patient/"))
+                .and_then(|p| {
+                    let n = &p["name"][0];
+                    Some(format!("{} {}", n["given"][0].as_str()?, n["family"].as_str()?))
+                })
+                .unwrap_or_else(|| patient.to_owned());
+            format!(
+                "<tr><td>{}</td><td>{}</td><td><a class=\"start\" id=\"start-{}\" href=\"/ehr/launch/{}\">Start video visit</a></td></tr>",
+                escape(a["start"].as_str().unwrap_or_default()),
+                escape(&name),
+                escape(id),
+                escape(id)
+            )
+        })
+        .collect();
+    axum::response::Html(format!(
+        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>Sandbox EHR — today's telehealth schedule</title></head>\
+         <body><h1>Today's telehealth visits</h1><table><thead><tr><th>Start</th><th>Patient</th><th></th></tr></thead>\
+         <tbody>{rows}</tbody></table></body></html>"
+    ))
+    .into_response()
+}
+
+/// "Start video visit": registers the launch context and opens the app's launch URL with
+/// `iss` and `launch`, which is what an EHR launch is.
+async fn ehr_launch(State(sandbox): State<Sandbox>, Path(appointment): Path<String>) -> Response {
+    let Some(app) = sandbox.state.app_launch_url.clone() else {
+        return outcome(StatusCode::NOT_FOUND, "not-supported", None, "no app launch URL is configured");
+    };
+    let found = sandbox.state.db.read().ok().and_then(|db| db.latest("Appointment", &appointment).cloned());
+    let Some(appt) = found else {
+        return outcome(StatusCode::NOT_FOUND, "not-found", None, &format!("Appointment/{appointment} does not exist"));
+    };
+    let actors: Vec<&str> =
+        appt["participant"].as_array().into_iter().flatten().filter_map(|p| p["actor"]["reference"].as_str()).collect();
+    let patient = actors.iter().find(|r| r.starts_with("Patient/")).map(|r| (*r).to_owned()).unwrap_or_default();
+    let practitioner =
+        actors.iter().find(|r| r.starts_with("Practitioner/")).map(|r| (*r).to_owned()).unwrap_or_default();
+    let launch = sandbox.register_launch(LaunchContext {
+        practitioner,
+        patient,
+        appointment: Some(format!("Appointment/{appointment}")),
+    });
+    let query = serde_urlencoded::to_string([("iss", sandbox.base_url()), ("launch", launch)]).unwrap_or_default();
+    axum::response::Redirect::to(&format!("{app}?{query}")).into_response()
 }
 
 async fn authorize(State(sandbox): State<Sandbox>, RawQuery(query): RawQuery) -> Response {

@@ -20,6 +20,7 @@ async fn an_ehr_launch_opens_the_workspace_of_the_appointment_in_context() {
     let port = free_port();
     let base = format!("http://127.0.0.1:{port}");
     let mut config = SandboxConfig::new("2026-11-26".parse().unwrap());
+    config.app_launch_url = Some(format!("{base}/launch"));
     config.app_clients = vec![AppClient {
         client_id: "telechart-app".into(),
         redirect_uris: vec![format!("{base}/launch/callback")],
@@ -41,7 +42,8 @@ async fn an_ehr_launch_opens_the_workspace_of_the_appointment_in_context() {
         .await
         .unwrap();
     let user = store.add_user("default", "https://idp.example", "dr1", "clinician", 0).await.unwrap();
-    store.link_fhir_user("default", &user.id, "Practitioner/sandbox-dr-1").await.unwrap();
+    // The second slot of the day is Dr Okafor's (sandbox-dr-2).
+    store.link_fhir_user("default", &user.id, "Practitioner/sandbox-dr-2").await.unwrap();
     let oidc = Oidc::new(OidcSettings {
         issuer: "https://idp.example".into(),
         client_id: "telechart".into(),
@@ -62,14 +64,19 @@ async fn an_ehr_launch_opens_the_workspace_of_the_appointment_in_context() {
         reqwest::get(format!("{}/Appointment/{appointment}", sandbox.fhir_base)).await.unwrap().json().await.unwrap();
     let patient = appt["participant"][0]["actor"]["reference"].as_str().unwrap().to_owned();
     let launch = sandbox.sandbox.register_launch(LaunchContext {
-        practitioner: "Practitioner/sandbox-dr-1".into(),
+        practitioner: "Practitioner/sandbox-dr-2".into(),
         patient: patient.clone(),
         appointment: Some(format!("Appointment/{appointment}")),
     });
     let iss = sandbox.fhir_base.clone();
     let browser = reqwest::Client::builder().cookie_store(true).build().unwrap();
-    let page = browser.get(format!("{base}/launch")).query_pairs(&[("iss", iss.as_str()), ("launch", launch.as_str())]);
-    let response = page.send().await.unwrap();
+    // The EHR's schedule page: its second "Start video visit" launches that appointment.
+    let ehr = sandbox.fhir_base.trim_end_matches("/fhir").to_owned();
+    let schedule = browser.get(format!("{ehr}/ehr/schedule")).send().await.unwrap().text().await.unwrap();
+    let starts: Vec<&str> = schedule.match_indices("href=\"/ehr/launch/").map(|(i, _)| &schedule[i + 6..]).collect();
+    let second = starts[1].split('"').next().unwrap().to_owned();
+    assert_eq!(second, format!("/ehr/launch/{appointment}"));
+    let response = browser.get(format!("{ehr}{second}")).send().await.unwrap();
     assert_eq!(response.status().as_u16(), 200);
     let landed = response.url().path().to_owned();
     let html = response.text().await.unwrap();
