@@ -228,7 +228,7 @@ async fn get_visit(
 
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
-struct EventResult {
+pub(crate) struct EventResult {
     visit: VisitView,
     artifacts: Vec<ArtifactRef>,
 }
@@ -291,7 +291,7 @@ struct Transition {
     to: String,
 }
 
-async fn transition(
+pub(crate) async fn transition(
     State(state): State<AppState>,
     caller: Caller,
     Path(id): Path<String>,
@@ -319,7 +319,7 @@ struct Vitals {
     vitals: Vec<VitalInput>,
 }
 
-async fn capture_vitals(
+pub(crate) async fn capture_vitals(
     State(state): State<AppState>,
     caller: Caller,
     Path(id): Path<String>,
@@ -335,7 +335,7 @@ async fn capture_vitals(
     Ok((StatusCode::CREATED, Json(result)))
 }
 
-async fn attach_note(
+pub(crate) async fn attach_note(
     State(state): State<AppState>,
     caller: Caller,
     Path(id): Path<String>,

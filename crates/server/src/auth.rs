@@ -137,7 +137,26 @@ async fn authenticate_session(state: AppState, mut request: Request, next: Next)
     };
     let safe = matches!(*request.method(), Method::GET | Method::HEAD | Method::OPTIONS);
     if !safe {
-        let presented = request.headers().get("x-csrf-token").and_then(|v| v.to_str().ok()).unwrap_or_default();
+        let mut presented =
+            request.headers().get("x-csrf-token").and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned();
+        // An HTML form cannot set headers: its token comes as the `csrf_token` field, read from
+        // a bounded copy of the body that is then handed on unchanged.
+        let is_form = request
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.starts_with("application/x-www-form-urlencoded"));
+        if presented.is_empty() && is_form {
+            let (parts, body) = request.into_parts();
+            let Ok(bytes) = axum::body::to_bytes(body, 64 * 1024).await else {
+                return ApiError::invalid("body", "the form is too large").into_response();
+            };
+            presented = serde_urlencoded::from_bytes::<Vec<(String, String)>>(&bytes)
+                .ok()
+                .and_then(|pairs| pairs.into_iter().find(|(k, _)| k == "csrf_token").map(|(_, v)| v))
+                .unwrap_or_default();
+            request = Request::from_parts(parts, axum::body::Body::from(bytes));
+        }
         let matches =
             aws_lc_rs::constant_time::verify_slices_are_equal(presented.as_bytes(), session.csrf_token.as_bytes())
                 .is_ok();
@@ -159,6 +178,14 @@ async fn authenticate_session(state: AppState, mut request: Request, next: Next)
     }
     request.extensions_mut().insert(SessionCaller { session, secret });
     next.run(request).await
+}
+
+impl<S: Send + Sync> axum::extract::OptionalFromRequestParts<S> for SessionCaller {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Option<Self>, Self::Rejection> {
+        Ok(parts.extensions.get::<SessionCaller>().cloned())
+    }
 }
 
 impl<S: Send + Sync> FromRequestParts<S> for SessionCaller {

@@ -22,6 +22,106 @@ pub(crate) fn routes() -> Routes {
         .add(Method::GET, "/launch", Access::SignIn, launch)
         .add(Method::GET, "/launch/callback", Access::SignIn, callback)
         .add(Method::GET, "/workspace/visits/{id}", Access::Requires(Permission::VisitRead), workspace)
+        .add(
+            Method::POST,
+            "/workspace/visits/{id}/transition",
+            Access::Requires(Permission::VisitTransition),
+            form_transition,
+        )
+        .add(Method::POST, "/workspace/visits/{id}/vitals", Access::Requires(Permission::VisitVitals), form_vitals)
+        .add(Method::POST, "/workspace/visits/{id}/note", Access::Requires(Permission::VisitNote), form_note)
+}
+
+fn form(body: &axum::body::Bytes) -> Vec<(String, String)> {
+    serde_urlencoded::from_bytes(body).unwrap_or_default()
+}
+
+fn field<'a>(pairs: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    pairs.iter().find(|(k, v)| k == name && !v.trim().is_empty()).map(|(_, v)| v.trim())
+}
+
+fn back_to(id: &str) -> Response {
+    Redirect::to(&format!("/workspace/visits/{id}")).into_response()
+}
+
+/// The status buttons post here; the rules are the API's.
+async fn form_transition(
+    state: State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    body: axum::body::Bytes,
+) -> Result<Response, ApiError> {
+    let pairs = form(&body);
+    let to = field(&pairs, "to").ok_or_else(|| ApiError::invalid("to", "which state?"))?;
+    let json = serde_json::json!({ "to": to }).to_string();
+    let _event = crate::api::transition(state, caller, Path(id.clone()), json.into()).await?;
+    Ok(back_to(&id))
+}
+
+/// The vitals form: each filled field becomes one measurement, validated as the API validates.
+async fn form_vitals(
+    state: State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    body: axum::body::Bytes,
+) -> Result<Response, ApiError> {
+    let pairs = form(&body);
+    let mut vitals = Vec::new();
+    let number = |name: &str| -> Result<Option<serde_json::Number>, ApiError> {
+        field(&pairs, name)
+            .map(|v| {
+                serde_json::from_str::<serde_json::Number>(v)
+                    .map_err(|_| ApiError::invalid(name, format!("{v:?} is not a number")))
+            })
+            .transpose()
+    };
+    if let (Some(s), Some(d)) = (number("systolic")?, number("diastolic")?) {
+        vitals.push(serde_json::json!({"type": "blood-pressure", "systolic": s, "diastolic": d, "unit": "mm[Hg]"}));
+    }
+    for (name, kind, unit) in [
+        ("heart_rate", "heart-rate", "/min"),
+        ("respiratory_rate", "respiratory-rate", "/min"),
+        ("temperature", "body-temperature", "Cel"),
+        ("spo2", "oxygen-saturation", "%"),
+        ("weight", "body-weight", "kg"),
+        ("height", "body-height", "cm"),
+    ] {
+        if let Some(value) = number(name)? {
+            vitals.push(serde_json::json!({"type": kind, "value": value, "unit": unit}));
+        }
+    }
+    let json = serde_json::json!({ "vitals": vitals }).to_string();
+    let _event = crate::api::capture_vitals(state, caller, Path(id.clone()), json.into()).await?;
+    Ok(back_to(&id))
+}
+
+/// The note editor: signed by the clinician whose session this is, now.
+async fn form_note(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    body: axum::body::Bytes,
+) -> Result<Response, ApiError> {
+    let pairs = form(&body);
+    let user_id = caller
+        .actor
+        .strip_prefix("user:")
+        .ok_or_else(|| ApiError::invalid("author", "workspace notes are signed by a logged-in clinician"))?;
+    let author = state
+        .store
+        .user(&caller.tenant_id, user_id)
+        .await?
+        .and_then(|u| u.fhir_user)
+        .ok_or_else(|| ApiError::invalid("author", "your user is not linked to a Practitioner (fhirUser)"))?;
+    let json = serde_json::json!({
+        "title": field(&pairs, "title").unwrap_or("Telehealth visit note"),
+        "text": field(&pairs, "text").unwrap_or_default(),
+        "author": author,
+        "signedAt": telechart_visit::format_instant(state.clock.now()),
+    })
+    .to_string();
+    let _event = crate::api::attach_note(State(state), caller, Path(id.clone()), json.into()).await?;
+    Ok(back_to(&id))
 }
 
 #[derive(Deserialize)]
@@ -194,6 +294,7 @@ fn escape(text: &str) -> String {
 async fn workspace(
     State(state): State<AppState>,
     caller: Caller,
+    session: Option<crate::auth::SessionCaller>,
     Path(id): Path<String>,
 ) -> Result<Html<String>, ApiError> {
     let visit = state
@@ -225,13 +326,56 @@ async fn workspace(
             )
         })
         .collect();
+    // Forms only for a browser session (they carry its CSRF token).
+    let csrf = session.map(|s| escape(&s.session.csrf_token));
+    let forms = match (&csrf, visit.state.parse::<telechart_visit::VisitState>()) {
+        (Some(csrf), Ok(current)) => workspace_forms(&escape(&id), csrf, current),
+        _ => String::new(),
+    };
     Ok(Html(format!(
         "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>Telechart visit</title></head><body>\
-         <header id=\"patient-banner\"><h1>{patient}</h1><p>Appointment/{appointment} · visit {state_name}</p></header>\
+         <header id=\"patient-banner\"><h1>{patient}</h1><p>Appointment/{appointment} · visit \
+         <span id=\"visit-state\">{state_name}</span></p></header>{forms}\
          <section><h2>Where every artifact is</h2><table><thead><tr><th>#</th><th>Resource</th><th>Status</th>\
          <th>In the EHR</th></tr></thead><tbody>{rows}</tbody></table></section></body></html>",
         patient = escape(visit.patient.expose()),
         appointment = escape(&visit.appointment_id),
         state_name = escape(&visit.state),
     )))
+}
+
+/// Status buttons for the next states, the vitals form and the note editor.
+fn workspace_forms(id: &str, csrf: &str, current: telechart_visit::VisitState) -> String {
+    let hidden = format!("<input type=\"hidden\" name=\"csrf_token\" value=\"{csrf}\">");
+    let buttons: String = current
+        .next_states()
+        .iter()
+        .map(|s| {
+            format!(
+                "<form method=\"post\" action=\"/workspace/visits/{id}/transition\">{hidden}\
+                 <button name=\"to\" value=\"{s}\" id=\"to-{s}\">{s}</button></form>"
+            )
+        })
+        .collect();
+    let fields: String = [
+        ("systolic", "Systolic (mmHg)"),
+        ("diastolic", "Diastolic (mmHg)"),
+        ("heart_rate", "Heart rate (/min)"),
+        ("respiratory_rate", "Respiratory rate (/min)"),
+        ("temperature", "Temperature (°C)"),
+        ("spo2", "SpO2 (%)"),
+        ("weight", "Weight (kg)"),
+        ("height", "Height (cm)"),
+    ]
+    .iter()
+    .map(|(name, label)| format!("<label>{label} <input name=\"{name}\" id=\"{name}\" inputmode=\"decimal\"></label>"))
+    .collect();
+    format!(
+        "<section><h2>Status</h2>{buttons}</section>\
+         <section><h2>Vitals</h2><form method=\"post\" action=\"/workspace/visits/{id}/vitals\">{hidden}{fields}\
+         <button id=\"save-vitals\">Save vitals</button></form></section>\
+         <section><h2>Note</h2><form method=\"post\" action=\"/workspace/visits/{id}/note\">{hidden}\
+         <input name=\"title\" id=\"note-title\"><textarea name=\"text\" id=\"note-text\"></textarea>\
+         <button id=\"sign-note\">Sign note</button></form></section>"
+    )
 }

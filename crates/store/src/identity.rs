@@ -16,6 +16,8 @@ pub struct UserRow {
     pub subject: String,
     pub role: String,
     pub created_at: i64,
+    /// `Practitioner/…` the identity provider or an EHR launch names for this person.
+    pub fhir_user: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, FromRow)]
@@ -122,7 +124,7 @@ impl Store {
 
     pub async fn user(&self, tenant_id: &str, id: &str) -> Result<Option<UserRow>> {
         let row = on_pool!(self, pool => sqlx::query_as::<_, UserRow>(
-            "SELECT tenant_id, id, issuer, subject, role, created_at FROM users WHERE tenant_id = $1 AND id = $2")
+            "SELECT tenant_id, id, issuer, subject, role, created_at, fhir_user FROM users WHERE tenant_id = $1 AND id = $2")
             .bind(tenant_id).bind(id).fetch_optional(pool).await)?;
         Ok(row)
     }
@@ -137,7 +139,7 @@ impl Store {
     /// The user a SMART launch's `fhirUser` names, in `tenant_id`.
     pub async fn user_by_fhir_user(&self, tenant_id: &str, fhir_user: &str) -> Result<Option<UserRow>> {
         let row = on_pool!(self, pool => sqlx::query_as::<_, UserRow>(
-            "SELECT tenant_id, id, issuer, subject, role, created_at FROM users WHERE tenant_id = $1 AND fhir_user = $2")
+            "SELECT tenant_id, id, issuer, subject, role, created_at, fhir_user FROM users WHERE tenant_id = $1 AND fhir_user = $2")
             .bind(tenant_id).bind(fhir_user).fetch_optional(pool).await)?;
         Ok(row)
     }
@@ -203,6 +205,7 @@ impl Store {
             subject: subject.to_owned(),
             role: role.to_owned(),
             created_at: now_ms,
+            fhir_user: None,
         };
         let inserted = on_pool!(self, pool => sqlx::query(
             "INSERT INTO users (tenant_id, id, issuer, subject, role, created_at) VALUES ($1, $2, $3, $4, $5, $6)")
@@ -219,7 +222,7 @@ impl Store {
 
     pub async fn user_by_subject(&self, issuer: &str, subject: &str) -> Result<Option<UserRow>> {
         let row = on_pool!(self, pool => sqlx::query_as::<_, UserRow>(
-            "SELECT tenant_id, id, issuer, subject, role, created_at FROM users WHERE issuer = $1 AND subject = $2")
+            "SELECT tenant_id, id, issuer, subject, role, created_at, fhir_user FROM users WHERE issuer = $1 AND subject = $2")
             .bind(issuer).bind(subject).fetch_optional(pool).await)?;
         Ok(row)
     }

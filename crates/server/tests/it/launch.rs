@@ -83,6 +83,84 @@ async fn an_ehr_launch_opens_the_workspace_of_the_appointment_in_context() {
     assert!(landed.starts_with("/workspace/visits/"), "{landed}");
     assert!(html.contains(&patient) && html.contains(&format!("Appointment/{appointment}")), "{html}");
 
+    // The workspace's own forms: arrive, record vitals, start the call, sign a note, finish.
+    let csrf = html.split("name=\"csrf_token\" value=\"").nth(1).unwrap().split('"').next().unwrap().to_owned();
+    let post = |path: String, fields: Vec<(&'static str, String)>| {
+        let (browser, base, csrf) = (browser.clone(), base.clone(), csrf.clone());
+        async move {
+            let mut form: Vec<(&str, String)> = vec![("csrf_token", csrf)];
+            form.extend(fields);
+            let body = serde_urlencoded::to_string(&form).unwrap();
+            let response = browser
+                .post(format!("{base}{path}"))
+                .header("content-type", "application/x-www-form-urlencoded")
+                .body(body)
+                .send()
+                .await
+                .unwrap();
+            (response.status().as_u16(), response.text().await.unwrap())
+        }
+    };
+    let visit_id = landed.trim_start_matches("/workspace/visits/").to_owned();
+    let at = |what: &str| format!("/workspace/visits/{visit_id}/{what}");
+    for (path, fields) in [
+        (at("transition"), vec![("to", "arrived".to_owned())]),
+        (
+            at("vitals"),
+            vec![
+                ("systolic", "126".into()),
+                ("diastolic", "81".into()),
+                ("heart_rate", "74".into()),
+                ("temperature", "36.9".into()),
+            ],
+        ),
+        (at("transition"), vec![("to", "in-progress".to_owned())]),
+        (at("note"), vec![("title", "Video visit".into()), ("text", "Stable; continue plan.".into())]),
+        (at("transition"), vec![("to", "finished".to_owned())]),
+    ] {
+        let (status, page) = post(path.clone(), fields).await;
+        assert_eq!(status, 200, "{path}: {page}");
+    }
+    // Without the form's CSRF token, nothing happens.
+    let forged = browser
+        .post(format!("{base}{}", at("transition")))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body("to=cancelled")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(forged.status().as_u16(), 403);
+    let worker = telechart_sync::Worker::new(
+        store.clone(),
+        telechart_store::Clock::system(),
+        telechart_sync::SyncConfig::new("default", "w", "urn:telechart:test"),
+        telechart_sync::Connections::new(store.clone(), std::time::Duration::from_secs(5)),
+        telechart_sync::QueueSignal::default(),
+    );
+    while !worker.run_once().await.unwrap().is_empty() {}
+    let final_page = browser.get(format!("{base}{landed}")).send().await.unwrap().text().await.unwrap();
+    assert!(final_page.contains("<span id=\"visit-state\">finished</span>"), "{final_page}");
+    let encounters: serde_json::Value =
+        reqwest::get(format!("{}/Encounter?appointment=Appointment/{appointment}", sandbox.fhir_base))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+    let encounter = &encounters["entry"][0]["resource"];
+    assert_eq!((encounter["status"].as_str(), encounter["class"]["code"].as_str()), (Some("finished"), Some("VR")));
+    let observations: serde_json::Value = reqwest::get(format!(
+        "{}/Observation?encounter=Encounter/{}",
+        sandbox.fhir_base,
+        encounter["id"].as_str().unwrap()
+    ))
+    .await
+    .unwrap()
+    .json()
+    .await
+    .unwrap();
+    assert_eq!(observations["total"], 3, "BP panel, heart rate, temperature");
+
     // Launching the same appointment again lands on the same visit.
     let again = browser
         .get(format!("{base}/launch"))
