@@ -13,8 +13,18 @@ fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
-#[tokio::test]
-async fn an_ehr_launch_opens_the_workspace_of_the_appointment_in_context() {
+pub struct LaunchEnv {
+    pub store: telechart_store::Store,
+    pub sandbox: telechart_sandbox::RunningSandbox,
+    pub server: telechart_server::RunningServer,
+    /// Telechart's base URL.
+    pub base: String,
+    pub _dir: tempfile::TempDir,
+}
+
+/// A sandbox EHR whose schedule launches Telechart, and Telechart registered with it, with one
+/// clinician (Dr Okafor, `sandbox-dr-2`) linked by fhirUser.
+pub async fn launch_env() -> LaunchEnv {
     let dir = tempfile::tempdir().unwrap();
     let store = crate::sqlite_store(dir.path()).await;
     let port = free_port();
@@ -57,7 +67,12 @@ async fn an_ehr_launch_opens_the_workspace_of_the_appointment_in_context() {
     .unwrap();
     let state = telechart_server::AppState { public_url: Some(base.clone()), ..crate::bare_state(&store, Some(oidc)) };
     let server = telechart_server::spawn(state, SocketAddr::from(([127, 0, 0, 1], port)), None).await.unwrap();
+    LaunchEnv { store, sandbox, server, base, _dir: dir }
+}
 
+#[tokio::test]
+async fn an_ehr_launch_opens_the_workspace_of_the_appointment_in_context() {
+    let LaunchEnv { store, sandbox, server, base, _dir } = launch_env().await;
     // The second of today's appointments, as the EHR's schedule would launch it.
     let appointment = sandbox.sandbox.appointment_ids()[1].clone();
     let appt: serde_json::Value =

@@ -5,12 +5,13 @@
 
 mod backend_auth;
 mod bad_input;
+mod browser;
 mod crash;
 mod egress;
 mod env;
 mod flow;
 mod forged_tokens;
-mod launch;
+pub mod launch;
 mod logs;
 mod oidc;
 mod rbac;
