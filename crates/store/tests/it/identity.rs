@@ -53,3 +53,22 @@ async fn a_login_state_is_good_once_and_briefly() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn a_smart_launch_state_is_good_once_and_for_ten_minutes() {
+    on_each_engine(|store| async move {
+        const TEN_MINUTES: i64 = 10 * 60_000;
+        store.begin_smart_launch("state-1", TENANT, "ehr", "verifier-1", 0).await.unwrap();
+        let taken = store.finish_smart_launch("state-1", TEN_MINUTES, 60_000).await.unwrap();
+        assert_eq!(taken, Some((TENANT.to_owned(), "ehr".to_owned(), "verifier-1".to_owned())));
+        assert_eq!(store.finish_smart_launch("state-1", TEN_MINUTES, 60_001).await.unwrap(), None, "replayed state");
+        store.begin_smart_launch("state-2", TENANT, "ehr", "verifier-2", 0).await.unwrap();
+        assert_eq!(
+            store.finish_smart_launch("state-2", TEN_MINUTES, TEN_MINUTES + 1).await.unwrap(),
+            None,
+            "expired state"
+        );
+        assert_eq!(store.finish_smart_launch("never-issued", TEN_MINUTES, 1).await.unwrap(), None);
+    })
+    .await;
+}
