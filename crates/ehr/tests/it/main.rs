@@ -141,3 +141,69 @@ async fn the_authorization_server_refuses_every_bad_assertion() {
     assert_eq!((status, body["error"].as_str()), (400, Some("invalid_scope")), "{body}");
     sandbox.shutdown().await;
 }
+
+/// Client assertions forged by a third-party library (PyJWT, `tests-support/jwt`): each refused
+/// with `invalid_client` and no token; a good one works once and its replay is refused.
+#[tokio::test]
+async fn assertions_forged_by_pyjwt_are_refused() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let python = root.join(".venv-tests/bin/python");
+    if !python.exists() {
+        assert!(std::env::var("TELECHART_REQUIRE_OIDC").as_deref() != Ok("1"), "PyJWT's venv (.venv-tests) is missing");
+        eprintln!("note: .venv-tests missing; PyJWT assertion forgeries skipped");
+        return;
+    }
+    let key = SigningKey::generate(SigningAlg::Es384).unwrap();
+    let sandbox = sandbox_with("telechart-backend", &key).await;
+    let token_url = sandbox.sandbox.token_url();
+    let dir = tempfile::tempdir().unwrap();
+    let pem = dir.path().join("key.pem");
+    {
+        use base64::Engine;
+        let b64 = base64::engine::general_purpose::STANDARD.encode(key.pkcs8());
+        let lines: Vec<String> = b64.as_bytes().chunks(64).map(|c| String::from_utf8(c.to_vec()).unwrap()).collect();
+        std::fs::write(&pem, format!("-----BEGIN PRIVATE KEY-----\n{}\n-----END PRIVATE KEY-----\n", lines.join("\n")))
+            .unwrap();
+    }
+    let forge = |scenario: &str| {
+        let out = std::process::Command::new(&python)
+            .arg(root.join("tests-support/jwt/forge_assertion.py"))
+            .args([scenario, "telechart-backend", token_url.as_str(), key.kid.as_str()])
+            .arg(&pem)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).unwrap().trim().to_owned()
+    };
+    let post = |assertion: String| {
+        let token_url = token_url.clone();
+        async move {
+            let form = serde_urlencoded::to_string([
+                ("grant_type", "client_credentials"),
+                ("scope", "system/Observation.cruds"),
+                ("client_assertion_type", "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"),
+                ("client_assertion", assertion.as_str()),
+            ])
+            .unwrap();
+            let response = reqwest::Client::new()
+                .post(&token_url)
+                .header("content-type", "application/x-www-form-urlencoded")
+                .body(form)
+                .send()
+                .await
+                .unwrap();
+            (response.status().as_u16(), response.json::<Value>().await.unwrap())
+        }
+    };
+    let valid = forge("valid");
+    let (status, body) = post(valid.clone()).await;
+    assert_eq!(status, 200, "PyJWT's well-formed assertion is accepted: {body}");
+    let (status, body) = post(valid).await;
+    assert_eq!((status, body["error"].as_str()), (401, Some("invalid_client")), "replayed jti: {body}");
+    for scenario in ["alg-none", "hs256-public-key", "exp-too-far", "expired", "wrong-aud", "wrong-iss"] {
+        let (status, body) = post(forge(scenario)).await;
+        assert_eq!((status, body["error"].as_str()), (401, Some("invalid_client")), "{scenario}: {body}");
+        assert!(body.get("access_token").is_none(), "{scenario} got a token");
+    }
+    sandbox.shutdown().await;
+}
