@@ -481,23 +481,51 @@ fn wants_minimal(headers: &HeaderMap) -> bool {
     headers.get("prefer").and_then(|v| v.to_str().ok()).is_some_and(|v| v.contains("return=minimal"))
 }
 
+/// What create and update share before the write: latency, the type check, an injected fault
+/// that strikes before anything is kept, and the body. Returns the fault to strike after it.
+async fn before_write(
+    sandbox: &Sandbox,
+    method: &Method,
+    rtype: &str,
+    body: &Bytes,
+) -> Result<(Option<Fault>, Value), Response> {
+    sandbox.delay().await;
+    if let Some(r) = unknown_type(rtype) {
+        return Err(r);
+    }
+    let fault = sandbox.take_fault(method, rtype);
+    if let Some(f) = fault.as_ref().filter(|f| !f.after_commit) {
+        return Err(fault_response(f));
+    }
+    let resource = parse_body(rtype, body).map_err(|r| *r)?;
+    Ok((fault, resource))
+}
+
+/// The reply to a kept write: the after-commit fault if one is due, else the resource (or
+/// nothing, for `Prefer: return=minimal`) with its version headers.
+fn after_write(
+    sandbox: &Sandbox,
+    fault: Option<Fault>,
+    headers: &HeaderMap,
+    status: StatusCode,
+    stored: &Value,
+) -> Response {
+    if let Some(f) = fault {
+        return fault_response(&f);
+    }
+    let response = if wants_minimal(headers) { status.into_response() } else { fhir(status, stored) };
+    with_version_headers(response, &sandbox.base_url(), stored)
+}
+
 async fn create(
     State(sandbox): State<Sandbox>,
     Path(rtype): Path<String>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    sandbox.delay().await;
-    if let Some(r) = unknown_type(&rtype) {
-        return r;
-    }
-    let fault = sandbox.take_fault(&Method::POST, &rtype);
-    if let Some(f) = fault.as_ref().filter(|f| !f.after_commit) {
-        return fault_response(f);
-    }
-    let mut resource = match parse_body(&rtype, &body) {
-        Ok(r) => r,
-        Err(r) => return *r,
+    let (fault, mut resource) = match before_write(&sandbox, &Method::POST, &rtype, &body).await {
+        Ok(ready) => ready,
+        Err(response) => return response,
     };
     let stored = {
         let Ok(mut db) = sandbox.state.db.write() else {
@@ -513,12 +541,7 @@ async fn create(
             Err(e) => return outcome(StatusCode::INTERNAL_SERVER_ERROR, "exception", None, &e.to_string()),
         }
     };
-    if let Some(f) = fault {
-        return fault_response(&f);
-    }
-    let body = if wants_minimal(&headers) { Value::Null } else { stored.as_ref().clone() };
-    let response = if body.is_null() { StatusCode::CREATED.into_response() } else { fhir(StatusCode::CREATED, &body) };
-    with_version_headers(response, &sandbox.base_url(), &stored)
+    after_write(&sandbox, fault, &headers, StatusCode::CREATED, &stored)
 }
 
 fn refused(refusal: &validate::Refusal) -> Response {
@@ -532,17 +555,9 @@ async fn update(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    sandbox.delay().await;
-    if let Some(r) = unknown_type(&rtype) {
-        return r;
-    }
-    let fault = sandbox.take_fault(&Method::PUT, &rtype);
-    if let Some(f) = fault.as_ref().filter(|f| !f.after_commit) {
-        return fault_response(f);
-    }
-    let resource = match parse_body(&rtype, &body) {
-        Ok(r) => r,
-        Err(r) => return *r,
+    let (fault, resource) = match before_write(&sandbox, &Method::PUT, &rtype, &body).await {
+        Ok(ready) => ready,
+        Err(response) => return response,
     };
     if resource.get("id").and_then(Value::as_str) != Some(id.as_str()) {
         return outcome(
@@ -584,12 +599,7 @@ async fn update(
             Err(e) => return outcome(StatusCode::INTERNAL_SERVER_ERROR, "exception", None, &e.to_string()),
         }
     };
-    if let Some(f) = fault {
-        return fault_response(&f);
-    }
-    let body = if wants_minimal(&headers) { Value::Null } else { stored.as_ref().clone() };
-    let response = if body.is_null() { StatusCode::OK.into_response() } else { fhir(StatusCode::OK, &body) };
-    with_version_headers(response, &sandbox.base_url(), &stored)
+    after_write(&sandbox, fault, &headers, StatusCode::OK, &stored)
 }
 
 /// With `require_bearer`, a FHIR request needs a live access token issued here.
@@ -601,8 +611,7 @@ async fn require_token(
     if !sandbox.state.require_bearer {
         return next.run(request).await;
     }
-    #[allow(clippy::disallowed_methods)] // the sandbox's own clock
-    let now = Utc::now().timestamp_millis();
+    let now = now_ms();
     let token = request
         .headers()
         .get(header::AUTHORIZATION)
@@ -695,57 +704,9 @@ async fn ehr_launch(State(sandbox): State<Sandbox>, Path(appointment): Path<Stri
     axum::response::Redirect::to(&format!("{app}?{query}")).into_response()
 }
 
-async fn authorize(State(sandbox): State<Sandbox>, RawQuery(query): RawQuery) -> Response {
-    let params: auth::AuthorizeParams = match serde_urlencoded::from_str(&query.unwrap_or_default()) {
-        Ok(p) => p,
-        Err(_) => return (StatusCode::BAD_REQUEST, axum::Json(json!({"error": "invalid_request"}))).into_response(),
-    };
-    #[allow(clippy::disallowed_methods)] // the sandbox's own clock
-    let now = Utc::now().timestamp_millis();
-    match sandbox.state.auth.authorize(&params, &sandbox.base_url(), now) {
-        auth::AuthorizeOutcome::Redirect(to) => axum::response::Redirect::to(&to).into_response(),
-        auth::AuthorizeOutcome::Refused(refusal) => {
-            let status = StatusCode::from_u16(refusal.status).unwrap_or(StatusCode::BAD_REQUEST);
-            (status, axum::Json(json!({"error": refusal.error, "error_description": refusal.description})))
-                .into_response()
-        }
-    }
-}
-
-async fn token(State(sandbox): State<Sandbox>, body: Bytes) -> Response {
-    #[allow(clippy::disallowed_methods)] // the sandbox's own clock
-    let now_ms = Utc::now().timestamp_millis();
-    if serde_urlencoded::from_bytes::<Vec<(String, String)>>(&body)
-        .is_ok_and(|pairs| pairs.iter().any(|(k, v)| k == "grant_type" && v == "authorization_code"))
-    {
-        let request: auth::CodeTokenRequest = match serde_urlencoded::from_bytes(&body) {
-            Ok(r) => r,
-            Err(_) => {
-                return (StatusCode::BAD_REQUEST, axum::Json(json!({"error": "invalid_request"}))).into_response();
-            }
-        };
-        return match sandbox.state.auth.authorization_code(&request, now_ms) {
-            Ok(body) => {
-                let mut response = axum::Json(body).into_response();
-                response.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-                response
-            }
-            Err(refusal) => {
-                let status = StatusCode::from_u16(refusal.status).unwrap_or(StatusCode::BAD_REQUEST);
-                (status, axum::Json(json!({"error": refusal.error, "error_description": refusal.description})))
-                    .into_response()
-            }
-        };
-    }
-    let request: auth::TokenRequest = match serde_urlencoded::from_bytes(&body) {
-        Ok(r) => r,
-        Err(_) => {
-            return (StatusCode::BAD_REQUEST, axum::Json(json!({"error": "invalid_request"}))).into_response();
-        }
-    };
-    #[allow(clippy::disallowed_methods)] // the sandbox's own clock, as for lastUpdated
-    let now = Utc::now().timestamp();
-    match sandbox.state.auth.client_credentials(&request, &sandbox.token_url(), now) {
+/// An OAuth reply: the token body (never cached), or `{error, error_description}`.
+fn oauth_reply(result: Result<Value, auth::Refusal>) -> Response {
+    match result {
         Ok(body) => {
             let mut response = axum::Json(body).into_response();
             response.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
@@ -757,6 +718,41 @@ async fn token(State(sandbox): State<Sandbox>, body: Bytes) -> Response {
                 .into_response()
         }
     }
+}
+
+fn invalid_request() -> Response {
+    (StatusCode::BAD_REQUEST, axum::Json(json!({"error": "invalid_request"}))).into_response()
+}
+
+/// The sandbox's own clock, as for `lastUpdated`: milliseconds since the epoch.
+fn now_ms() -> i64 {
+    #[allow(clippy::disallowed_methods)]
+    Utc::now().timestamp_millis()
+}
+
+async fn authorize(State(sandbox): State<Sandbox>, RawQuery(query): RawQuery) -> Response {
+    let Ok(params) = serde_urlencoded::from_str::<auth::AuthorizeParams>(&query.unwrap_or_default()) else {
+        return invalid_request();
+    };
+    match sandbox.state.auth.authorize(&params, &sandbox.base_url(), now_ms()) {
+        auth::AuthorizeOutcome::Redirect(to) => axum::response::Redirect::to(&to).into_response(),
+        auth::AuthorizeOutcome::Refused(refusal) => oauth_reply(Err(refusal)),
+    }
+}
+
+async fn token(State(sandbox): State<Sandbox>, body: Bytes) -> Response {
+    let code_grant = serde_urlencoded::from_bytes::<Vec<(String, String)>>(&body)
+        .is_ok_and(|pairs| pairs.iter().any(|(k, v)| k == "grant_type" && v == "authorization_code"));
+    if code_grant {
+        let Ok(request) = serde_urlencoded::from_bytes::<auth::CodeTokenRequest>(&body) else {
+            return invalid_request();
+        };
+        return oauth_reply(sandbox.state.auth.authorization_code(&request, now_ms()));
+    }
+    let Ok(request) = serde_urlencoded::from_bytes::<auth::TokenRequest>(&body) else {
+        return invalid_request();
+    };
+    oauth_reply(sandbox.state.auth.client_credentials(&request, &sandbox.token_url(), now_ms() / 1000))
 }
 
 async fn add_fault(State(sandbox): State<Sandbox>, body: Bytes) -> Response {
