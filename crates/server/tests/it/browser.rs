@@ -119,33 +119,8 @@ async fn a_clinician_starts_the_second_visit_from_the_ehr_schedule_and_charts_it
     assert_eq!(state.text().await.unwrap(), "finished");
     browser.close().await.unwrap();
 
-    let worker = telechart_sync::Worker::new(
-        store.clone(),
-        telechart_store::Clock::system(),
-        telechart_sync::SyncConfig::new("default", "w", "urn:telechart:test"),
-        telechart_sync::Connections::new(store.clone(), Duration::from_secs(5)),
-        telechart_sync::QueueSignal::default(),
-    );
-    while !worker.run_once().await.unwrap().is_empty() {}
-    let encounters: serde_json::Value =
-        reqwest::get(format!("{}/Encounter?appointment=Appointment/{appointment}", sandbox.fhir_base))
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-    let encounter = &encounters["entry"][0]["resource"];
+    let (encounter, observations) = crate::launch::deliver_and_read_back(&store, &sandbox, &appointment).await;
     assert_eq!(encounter["status"], "finished");
-    let observations: serde_json::Value = reqwest::get(format!(
-        "{}/Observation?encounter=Encounter/{}",
-        sandbox.fhir_base,
-        encounter["id"].as_str().unwrap()
-    ))
-    .await
-    .unwrap()
-    .json()
-    .await
-    .unwrap();
     assert_eq!(observations["total"], 3, "BP panel, heart rate, SpO2");
     server.shutdown().await;
     sandbox.shutdown().await;

@@ -70,6 +70,29 @@ pub async fn launch_env() -> LaunchEnv {
     LaunchEnv { store, sandbox, server, base, _dir: dir }
 }
 
+/// Runs a worker until the queue is empty, then reads back the Encounter of `appointment` and
+/// the Observations that reference it from the sandbox.
+pub async fn deliver_and_read_back(
+    store: &telechart_store::Store,
+    sandbox: &telechart_sandbox::RunningSandbox,
+    appointment: &str,
+) -> (serde_json::Value, serde_json::Value) {
+    let worker = telechart_sync::Worker::new(
+        store.clone(),
+        telechart_store::Clock::system(),
+        telechart_sync::SyncConfig::new("default", "w", "urn:telechart:test"),
+        telechart_sync::Connections::new(store.clone(), std::time::Duration::from_secs(5)),
+        telechart_sync::QueueSignal::default(),
+    );
+    while !worker.run_once().await.unwrap().is_empty() {}
+    let get = |url: String| async move { reqwest::get(url).await.unwrap().json::<serde_json::Value>().await.unwrap() };
+    let encounters = get(format!("{}/Encounter?appointment=Appointment/{appointment}", sandbox.fhir_base)).await;
+    let encounter = encounters["entry"][0]["resource"].clone();
+    let id = encounter["id"].as_str().unwrap().to_owned();
+    let observations = get(format!("{}/Observation?encounter=Encounter/{id}", sandbox.fhir_base)).await;
+    (encounter, observations)
+}
+
 #[tokio::test]
 async fn an_ehr_launch_opens_the_workspace_of_the_appointment_in_context() {
     let LaunchEnv { store, sandbox, server, base, _dir } = launch_env().await;
@@ -145,35 +168,10 @@ async fn an_ehr_launch_opens_the_workspace_of_the_appointment_in_context() {
         .await
         .unwrap();
     assert_eq!(forged.status().as_u16(), 403);
-    let worker = telechart_sync::Worker::new(
-        store.clone(),
-        telechart_store::Clock::system(),
-        telechart_sync::SyncConfig::new("default", "w", "urn:telechart:test"),
-        telechart_sync::Connections::new(store.clone(), std::time::Duration::from_secs(5)),
-        telechart_sync::QueueSignal::default(),
-    );
-    while !worker.run_once().await.unwrap().is_empty() {}
+    let (encounter, observations) = deliver_and_read_back(&store, &sandbox, &appointment).await;
     let final_page = browser.get(format!("{base}{landed}")).send().await.unwrap().text().await.unwrap();
     assert!(final_page.contains("<span id=\"visit-state\">finished</span>"), "{final_page}");
-    let encounters: serde_json::Value =
-        reqwest::get(format!("{}/Encounter?appointment=Appointment/{appointment}", sandbox.fhir_base))
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-    let encounter = &encounters["entry"][0]["resource"];
     assert_eq!((encounter["status"].as_str(), encounter["class"]["code"].as_str()), (Some("finished"), Some("VR")));
-    let observations: serde_json::Value = reqwest::get(format!(
-        "{}/Observation?encounter=Encounter/{}",
-        sandbox.fhir_base,
-        encounter["id"].as_str().unwrap()
-    ))
-    .await
-    .unwrap()
-    .json()
-    .await
-    .unwrap();
     assert_eq!(observations["total"], 3, "BP panel, heart rate, temperature");
 
     // Launching the same appointment again lands on the same visit.
