@@ -82,13 +82,8 @@ async fn without_the_key_encryption_key_nothing_decrypts() {
     assert!(matches!(&err, StoreError::Key(m) if m.contains("not configured")), "{err}");
 }
 
-#[tokio::test]
-async fn the_sqlite_file_and_its_wal_never_hold_phi() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("canary.db");
-    let store = Store::open(&format!("sqlite:{}", path.display()), 1, keys()).await.unwrap();
-    seed_connection(&store).await;
-    let canary = "CANARY-NAME-Zyxwvut";
+/// A visit whose patient id is `canary` and whose one artifact's text is `text`.
+async fn store_canary_visit(store: &Store, canary: &str, text: &str) {
     let visit = telechart_store::NewVisit {
         tenant_id: TENANT.into(),
         id: "v1".into(),
@@ -100,8 +95,18 @@ async fn the_sqlite_file_and_its_wal_never_hold_phi() {
     };
     store.create_visit(&visit, &audit("visit.open", "v1"), 1).await.unwrap();
     let mut a = artifact("a1", "DocumentReference");
-    a.payload = Phi::new(format!("{{\"text\":\"{canary} says hello\"}}"));
-    record(&store, "v1", 1, &[a]).await;
+    a.payload = Phi::new(format!("{{\"text\":\"{text}\"}}"));
+    record(store, "v1", 1, &[a]).await;
+}
+
+#[tokio::test]
+async fn the_sqlite_file_and_its_wal_never_hold_phi() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("canary.db");
+    let store = Store::open(&format!("sqlite:{}", path.display()), 1, keys()).await.unwrap();
+    seed_connection(&store).await;
+    let canary = "CANARY-NAME-Zyxwvut";
+    store_canary_visit(&store, canary, &format!("{canary} says hello")).await;
     for file in [path.clone(), dir.path().join("canary.db-wal")] {
         if let Ok(bytes) = std::fs::read(&file) {
             let found = bytes.windows(canary.len()).filter(|w| *w == canary.as_bytes()).count();
@@ -184,19 +189,7 @@ async fn a_postgresql_dump_never_holds_phi() {
     let store = Store::open(&url, 2, keys()).await.unwrap();
     seed_connection(&store).await;
     let canary = "CANARY-DUMP-Qwertz";
-    let visit = telechart_store::NewVisit {
-        tenant_id: TENANT.into(),
-        id: "v1".into(),
-        connection_id: "ehr".into(),
-        appointment_id: "appt".into(),
-        patient: Phi::new(format!("Patient/{canary}")),
-        practitioner: None,
-        state: "booked".into(),
-    };
-    store.create_visit(&visit, &audit("visit.open", "v1"), 1).await.unwrap();
-    let mut a = artifact("a1", "DocumentReference");
-    a.payload = Phi::new(format!("{{\"text\":\"{canary}\"}}"));
-    record(&store, "v1", 1, &[a]).await;
+    store_canary_visit(&store, canary, canary).await;
     store.close().await;
     let dump = std::process::Command::new("pg_dump")
         .arg("--data-only")
