@@ -176,18 +176,18 @@ pub fn run(config: &Config) -> Vec<Finding> {
     let privileged = ["integration-admin", "compliance-officer", "clinician"];
     findings.push(match &config.oidc {
         None => finding("mfa", true, "no interactive logins configured (API tokens only)".to_owned(), ""),
-        Some(oidc) => {
-            let missing: Vec<&str> =
-                privileged.into_iter().filter(|r| !oidc.mfa_roles.iter().any(|m| m == r)).collect();
+        Some(_) => {
+            let mfa_roles = &config.sessions.mfa_roles;
+            let missing: Vec<&str> = privileged.into_iter().filter(|r| !mfa_roles.iter().any(|m| m == r)).collect();
             finding(
                 "mfa",
                 missing.is_empty(),
                 if missing.is_empty() {
-                    format!("a second factor is required of {}", oidc.mfa_roles.join(", "))
+                    format!("a second factor is required of {}", mfa_roles.join(", "))
                 } else {
                     format!("no second factor required of {}", missing.join(", "))
                 },
-                "list integration-admin, compliance-officer and clinician in oidc.mfa_roles",
+                "list integration-admin, compliance-officer and clinician in sessions.mfa_roles",
             )
         }
     });

@@ -30,6 +30,9 @@ pub struct Config {
     pub retention: RetentionConfig,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub oidc: Option<OidcConfig>,
+    /// People's browser sessions, from an OpenID login or a SMART launch.
+    #[serde(default)]
+    pub sessions: SessionsConfig,
     #[serde(default)]
     pub connections: Vec<ConnectionConfig>,
     /// Where PHI may be sent, each origin with the BAA that covers it (loopback needs none).
@@ -69,16 +72,24 @@ pub struct OidcConfig {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub client_secret: Option<String>,
     pub redirect_url: String,
-    /// Roles that must prove a second factor (`amr`) at login.
-    #[serde(default = "default_mfa_roles")]
-    pub mfa_roles: Vec<String>,
     /// Scopes besides `openid`; add SMART's `fhirUser` where the provider knows it.
     #[serde(default = "default_scopes")]
     pub scopes: Vec<String>,
-    #[serde(default = "default_idle_minutes")]
-    pub session_idle_minutes: i64,
-    #[serde(default = "default_absolute_hours")]
-    pub session_absolute_hours: i64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SessionsConfig {
+    /// Roles that must prove a second factor (the id_token's `amr`, or Telechart's TOTP).
+    pub mfa_roles: Vec<String>,
+    pub idle_minutes: i64,
+    pub absolute_hours: i64,
+}
+
+impl Default for SessionsConfig {
+    fn default() -> Self {
+        SessionsConfig { mfa_roles: default_mfa_roles(), idle_minutes: 30, absolute_hours: 12 }
+    }
 }
 
 fn default_mfa_roles() -> Vec<String> {
@@ -87,14 +98,6 @@ fn default_mfa_roles() -> Vec<String> {
 
 fn default_scopes() -> Vec<String> {
     vec!["profile".to_owned()]
-}
-
-fn default_idle_minutes() -> i64 {
-    30
-}
-
-fn default_absolute_hours() -> i64 {
-    12
 }
 
 /// How long PHI is kept.
@@ -236,6 +239,9 @@ pub struct ConnectionConfig {
     /// SMART App Launch: Telechart as a public client registered with this EHR.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub launch: Option<LaunchConfig>,
+    /// Scope syntax (`v1`/`v2`), the `{tenant}` in `base_url`, assumed token lifetime.
+    #[serde(default)]
+    pub auth: telechart_ehr::AuthProfile,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -270,6 +276,7 @@ const CONFIG_KEYS: &[&str] = &[
     "tls",
     "retention",
     "oidc",
+    "sessions",
     "connections",
     "egress",
 ];
@@ -300,6 +307,7 @@ impl Default for Config {
             tls: TlsConfig::default(),
             retention: RetentionConfig { delivered_payload_days: Some(30), audit_log_years: 6 },
             oidc: None,
+            sessions: SessionsConfig::default(),
             connections: Vec::new(),
             egress: Vec::new(),
         }
@@ -371,24 +379,35 @@ impl Config {
                 .to_owned(),
             (None, None) => anyhow::bail!("oidc needs client_secret_file (or TELECHART_OIDC__CLIENT_SECRET)"),
         };
-        let mfa_roles = oidc
-            .mfa_roles
-            .iter()
-            .map(|r| r.parse::<telechart_policy::Role>().with_context(|| "oidc.mfa_roles"))
-            .collect::<anyhow::Result<Vec<_>>>()?;
         Ok(Some(telechart_server::OidcSettings {
             issuer: oidc.issuer.clone(),
             client_id: oidc.client_id.clone(),
             client_secret,
             redirect_url: oidc.redirect_url.clone(),
-            mfa_roles,
             scopes: oidc.scopes.clone(),
-            session: telechart_store::SessionLimits {
-                idle_ms: oidc.session_idle_minutes * 60_000,
-                absolute_ms: oidc.session_absolute_hours * 3_600_000,
+        }))
+    }
+
+    /// How people's sessions behave, whichever way they signed in.
+    pub fn session_policy(&self) -> anyhow::Result<telechart_server::SessionPolicy> {
+        let mfa_roles = self
+            .sessions
+            .mfa_roles
+            .iter()
+            .map(|r| r.parse::<telechart_policy::Role>().with_context(|| "sessions.mfa_roles"))
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        anyhow::ensure!(
+            self.sessions.idle_minutes > 0 && self.sessions.absolute_hours > 0,
+            "sessions.idle_minutes and sessions.absolute_hours must be positive"
+        );
+        Ok(telechart_server::SessionPolicy {
+            limits: telechart_store::SessionLimits {
+                idle_ms: self.sessions.idle_minutes * 60_000,
+                absolute_ms: self.sessions.absolute_hours * 3_600_000,
             },
             secure_cookies: self.tls.enabled() || self.tls.allow_plain_http,
-        }))
+            mfa_roles,
+        })
     }
 
     /// The effective configuration as TOML, with secrets masked.
@@ -441,10 +460,7 @@ mod tests {
                 client_secret_file: None,
                 client_secret: None,
                 redirect_url: "https://telechart.example/auth/callback".into(),
-                mfa_roles: default_mfa_roles(),
                 scopes: default_scopes(),
-                session_idle_minutes: 30,
-                session_absolute_hours: 12,
             }),
             ..Config::default()
         };

@@ -125,6 +125,7 @@ pub async fn run(mut config: Config, args: DemoArgs) -> anyhow::Result<ExitCode>
         embed_origins: Vec::new(),
         backend: None,
         launch: None,
+        auth: Default::default(),
     }];
     let tap = args.export_sent.as_ref().map(|_| WireTap::default());
     // The demo's database is thrown away with its temporary directory; so is its key.

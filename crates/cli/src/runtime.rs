@@ -45,6 +45,7 @@ pub async fn start(config: &Config, keys: KeyConfig, clock: Clock, tap: Option<W
         .with_context(|| format!("opening the database {}", crate::config::mask_url(&config.database_url)))?;
     for c in &config.connections {
         telechart_ehr::VendorProfile::by_name(&c.profile).with_context(|| format!("connection {}", c.id))?;
+        let base_url = c.auth.expand(&c.base_url).with_context(|| format!("connection {}", c.id))?;
         let now = clock.now_ms();
         store
             .upsert_connection(&ConnectionRow {
@@ -52,8 +53,8 @@ pub async fn start(config: &Config, keys: KeyConfig, clock: Clock, tap: Option<W
                 id: c.id.clone(),
                 name: c.name.clone(),
                 profile: c.profile.clone(),
-                base_url: c.base_url.clone(),
-                settings: serde_json::json!({ "backend": c.backend, "launch": c.launch }).to_string(),
+                base_url,
+                settings: serde_json::json!({ "backend": c.backend, "launch": c.launch, "auth": c.auth }).to_string(),
                 created_at: now,
                 updated_at: now,
             })
@@ -81,6 +82,8 @@ pub async fn start(config: &Config, keys: KeyConfig, clock: Clock, tap: Option<W
                 .collect(),
         }),
         public_url: config.public_url.clone(),
+        sessions: std::sync::Arc::new(config.session_policy()?),
+        ehr_tokens: std::sync::Arc::default(),
         oidc: config
             .oidc_settings()?
             .map(telechart_server::Oidc::new)

@@ -62,7 +62,15 @@ pub struct FhirClient {
     pub profile: VendorProfile,
     tap: Option<WireTap>,
     max_pages: usize,
-    auth: Option<(Arc<crate::BackendServices>, NowFn)>,
+    auth: Option<(Bearer, NowFn)>,
+}
+
+/// Where a request's access token comes from: the system's own (Backend Services) or the
+/// clinician's from a launch.
+#[derive(Clone)]
+enum Bearer {
+    Backend(Arc<crate::BackendServices>),
+    User(Arc<crate::UserTokens>),
 }
 
 impl std::fmt::Debug for FhirClient {
@@ -95,7 +103,13 @@ impl FhirClient {
 
     /// Every request carries a Backend Services access token.
     pub fn with_backend_auth(mut self, backend: Arc<crate::BackendServices>, now: NowFn) -> Self {
-        self.auth = Some((backend, now));
+        self.auth = Some((Bearer::Backend(backend), now));
+        self
+    }
+
+    /// Every request carries the launching clinician's access token, refreshed as needed.
+    pub fn with_user_auth(mut self, tokens: Arc<crate::UserTokens>, now: NowFn) -> Self {
+        self.auth = Some((Bearer::User(tokens), now));
         self
     }
 
@@ -184,8 +198,11 @@ impl FhirClient {
         if_match: Option<String>,
     ) -> Result<(StatusCode, HeaderMap, Vec<u8>), EhrError> {
         let mut request = self.http.request(method.clone(), url).header(ACCEPT, FHIR_JSON);
-        if let Some((backend, now)) = &self.auth {
-            let token = backend.access_token(now()).await?;
+        if let Some((bearer, now)) = &self.auth {
+            let token = match bearer {
+                Bearer::Backend(backend) => backend.access_token(now()).await?,
+                Bearer::User(tokens) => tokens.access_token(now()).await?,
+            };
             request = request.bearer_auth(token);
         }
         if let Some(body) = body {

@@ -5,14 +5,19 @@
 //! Invariant: no sync policy here (no retries, no queue); the caller decides what to do with an
 //! [`EhrError`]'s [`FailureClass`].
 
+mod auth_profile;
 mod backend;
 mod client;
 mod launch;
 mod profile;
 
+pub use auth_profile::{AuthProfile, ScopeSyntax};
 pub use backend::{BackendServices, SigningAlg, SigningKey, discover_token_endpoint};
 pub use client::{FhirClient, SentRequest, WireTap, Written};
-pub use launch::{LaunchToken, SmartConfiguration, exchange_code, smart_configuration};
+pub use launch::{
+    IdClaims, IdTokenRefused, LaunchToken, SmartConfiguration, UserTokens, exchange_code, id_token_keys,
+    smart_configuration, verify_id_token,
+};
 pub use profile::{Capabilities, EncounterWrite, VendorProfile};
 
 use std::time::Duration;

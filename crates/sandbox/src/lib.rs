@@ -4,6 +4,7 @@
 //! Invariant: used by `telechart sandbox`, `telechart demo`, benches and tests — never by a
 //! production code path.
 
+mod app_auth;
 mod auth;
 mod db;
 mod search;
@@ -28,7 +29,8 @@ use chrono::{DateTime, NaiveDate, SecondsFormat, Utc};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-pub use auth::{AppClient, BackendClient, LaunchContext};
+pub use app_auth::{AppClient, LaunchContext};
+pub use auth::BackendClient;
 pub use seed::CLINICIANS;
 pub use types::{R4_RESOURCE_TYPES, is_r4_type};
 
@@ -65,6 +67,10 @@ pub struct SandboxConfig {
     pub app_clients: Vec<AppClient>,
     /// The app's launch URL, which the schedule page's "Start video visit" opens.
     pub app_launch_url: Option<String>,
+    /// Show the sign-in/approve page at authorize; off, requests are approved at once (tests).
+    pub approve_page: bool,
+    /// A new refresh token on every refresh (the old one retired); Epic and Oracle keep one.
+    pub rotate_refresh_tokens: bool,
 }
 
 impl SandboxConfig {
@@ -80,6 +86,8 @@ impl SandboxConfig {
             token_lifetime: Duration::from_secs(300),
             app_clients: Vec::new(),
             app_launch_url: None,
+            approve_page: false,
+            rotate_refresh_tokens: false,
         }
     }
 
@@ -119,6 +127,7 @@ struct SandboxState {
     auth: auth::AuthState,
     require_bearer: bool,
     app_launch_url: Option<String>,
+    approve_page: bool,
 }
 
 #[derive(Clone)]
@@ -179,9 +188,11 @@ impl Sandbox {
                     config.backend_clients.clone(),
                     config.app_clients.clone(),
                     config.token_lifetime,
+                    config.rotate_refresh_tokens,
                 ),
                 require_bearer: config.require_bearer,
                 app_launch_url: config.app_launch_url.clone(),
+                approve_page: config.approve_page,
             }),
         })
     }
@@ -196,8 +207,10 @@ impl Sandbox {
             .route("/fhir/metadata", get(metadata))
             .merge(protected)
             .route("/fhir/.well-known/smart-configuration", get(smart_configuration))
+            .route("/fhir/.well-known/openid-configuration", get(openid_configuration))
             .route("/auth/token", post(token))
-            .route("/auth/authorize", get(authorize))
+            .route("/auth/authorize", get(authorize).post(authorize_decision))
+            .route("/auth/jwks", get(jwks))
             .route("/ehr/schedule", get(schedule))
             .route("/ehr/launch/{appointment}", get(ehr_launch))
             .route("/_sandbox/faults", post(add_fault))
@@ -375,6 +388,13 @@ async fn metadata(State(sandbox): State<Sandbox>) -> Response {
                      {"name": "date", "type": "date"}, {"name": "status", "type": "token"}]})
         })
         .collect();
+    let root = sandbox.base_url().trim_end_matches("/fhir").to_owned();
+    let security = json!({
+        "service": [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/restful-security-service", "code": "SMART-on-FHIR"}]}],
+        "extension": [{"url": "http://fhir-registry.smarthealthit.org/StructureDefinition/oauth-uris", "extension": [
+            {"url": "token", "valueUri": format!("{root}/auth/token")},
+            {"url": "authorize", "valueUri": format!("{root}/auth/authorize")}]}]
+    });
     fhir(
         StatusCode::OK,
         &json!({
@@ -383,7 +403,7 @@ async fn metadata(State(sandbox): State<Sandbox>) -> Response {
             "software": {"name": "telechart-sandbox", "version": env!("CARGO_PKG_VERSION")},
             "implementation": {"description": "Telechart sandbox EHR (plain FHIR R4)", "url": sandbox.base_url()},
             "fhirVersion": "4.0.1", "format": ["application/fhir+json"],
-            "rest": [{"mode": "server", "resource": resources}]
+            "rest": [{"mode": "server", "security": security, "resource": resources}]
         }),
     )
 }
@@ -626,17 +646,45 @@ async fn require_token(
 }
 
 async fn smart_configuration(State(sandbox): State<Sandbox>) -> Response {
+    let base = sandbox.base_url();
+    let root = base.trim_end_matches("/fhir");
     axum::Json(json!({
+        "issuer": base,
+        "jwks_uri": format!("{root}/auth/jwks"),
         "token_endpoint": sandbox.token_url(),
-        "authorization_endpoint": format!("{}/auth/authorize", sandbox.base_url().trim_end_matches("/fhir")),
+        "authorization_endpoint": format!("{root}/auth/authorize"),
+        "response_types_supported": ["code"],
         "code_challenge_methods_supported": ["S256"],
-        "token_endpoint_auth_methods_supported": ["private_key_jwt"],
+        "token_endpoint_auth_methods_supported": ["private_key_jwt", "none"],
         "token_endpoint_auth_signing_alg_values_supported": ["RS384", "ES384"],
-        "grant_types_supported": ["authorization_code", "client_credentials"],
-        "scopes_supported": ["system/*.rs", "system/*.cruds", "system/*.read", "system/*.write"],
-        "capabilities": ["launch-ehr", "client-public", "context-ehr-patient", "permission-v2", "client-confidential-asymmetric"]
+        "grant_types_supported": ["authorization_code", "client_credentials", "refresh_token"],
+        "scopes_supported": ["openid", "fhirUser", "launch", "launch/patient", "offline_access", "online_access",
+            "patient/*.rs", "user/*.rs", "user/*.cruds", "system/*.rs", "system/*.cruds", "system/*.read", "system/*.write"],
+        "capabilities": ["launch-ehr", "launch-standalone", "client-public", "client-confidential-asymmetric",
+            "context-ehr-patient", "context-standalone-patient", "sso-openid-connect", "permission-offline",
+            "permission-online", "permission-patient", "permission-user", "permission-v1", "permission-v2"]
     }))
     .into_response()
+}
+
+/// Enough OpenID discovery for a relying party to find the id_token keys.
+async fn openid_configuration(State(sandbox): State<Sandbox>) -> Response {
+    let base = sandbox.base_url();
+    let root = base.trim_end_matches("/fhir");
+    axum::Json(json!({
+        "issuer": base,
+        "authorization_endpoint": format!("{root}/auth/authorize"),
+        "token_endpoint": sandbox.token_url(),
+        "jwks_uri": format!("{root}/auth/jwks"),
+        "response_types_supported": ["code"],
+        "subject_types_supported": ["public"],
+        "id_token_signing_alg_values_supported": ["RS256"]
+    }))
+    .into_response()
+}
+
+async fn jwks(State(sandbox): State<Sandbox>) -> Response {
+    axum::Json(sandbox.state.auth.jwks()).into_response()
 }
 
 fn escape(text: &str) -> String {
@@ -730,24 +778,177 @@ fn now_ms() -> i64 {
     Utc::now().timestamp_millis()
 }
 
+/// Who signs in when nobody is asked: `login_hint`, the EHR launch's user, or the first clinician;
+/// and, for a standalone launch, that clinician's first patient booked today.
+fn auto_choice(
+    sandbox: &Sandbox,
+    params: &app_auth::AuthorizeParams,
+    checked: &app_auth::CheckedRequest,
+) -> (String, Option<String>) {
+    let default = checked
+        .ehr_context
+        .as_ref()
+        .map(|c| c.practitioner.clone())
+        .unwrap_or_else(|| format!("Practitioner/{}", seed::CLINICIANS.first().map(|c| c.0).unwrap_or_default()));
+    let user = app_auth::practitioner_or_default(params.login_hint.as_deref(), &default);
+    let patient =
+        checked.wants_patient.then(|| {
+            let db = sandbox.state.db.read().ok()?;
+            let mut booked: Vec<&Arc<Value>> = db
+                .all("Appointment")
+                .filter(|a| a["status"] == "booked")
+                .filter(|a| {
+                    a["participant"].as_array().into_iter().flatten().any(|p| p["actor"]["reference"] == user.as_str())
+                })
+                .collect();
+            booked.sort_by(|a, b| a["start"].as_str().cmp(&b["start"].as_str()));
+            booked.iter().find_map(|a| {
+                a["participant"].as_array().into_iter().flatten().find_map(|p| {
+                    p["actor"]["reference"].as_str().filter(|r| r.starts_with("Patient/")).map(str::to_owned)
+                })
+            })
+        });
+    (user, patient.flatten())
+}
+
+fn names_of(db: &Db, rtype: &str) -> Vec<(String, String)> {
+    let mut found: Vec<(String, String)> = db
+        .all(rtype)
+        .filter_map(|r| {
+            let id = r["id"].as_str()?;
+            let n = &r["name"][0];
+            let name = match (n["given"][0].as_str(), n["family"].as_str()) {
+                (Some(g), Some(f)) => format!("{g} {f}"),
+                _ => id.to_owned(),
+            };
+            Some((format!("{rtype}/{id}"), name))
+        })
+        .collect();
+    found.sort();
+    found
+}
+
+/// The sign-in/approve page: who you are, (standalone) which patient, and what the app asks for.
+fn approve_page(sandbox: &Sandbox, params: &app_auth::AuthorizeParams, checked: &app_auth::CheckedRequest) -> Response {
+    let Ok(db) = sandbox.state.db.read() else {
+        return outcome(StatusCode::INTERNAL_SERVER_ERROR, "exception", None, "sandbox state is poisoned");
+    };
+    let hidden: String = params
+        .pairs()
+        .iter()
+        .map(|(k, v)| format!("<input type=\"hidden\" name=\"{k}\" value=\"{}\">", escape(v)))
+        .collect();
+    let (default_user, default_patient) = auto_choice(sandbox, params, checked);
+    let options = |items: Vec<(String, String)>, selected: &str| -> String {
+        items
+            .iter()
+            .map(|(r, n)| {
+                let chosen = if r == selected { " selected" } else { "" };
+                format!("<option value=\"{}\"{chosen}>{}</option>", escape(r), escape(n))
+            })
+            .collect()
+    };
+    let user_field = match &checked.ehr_context {
+        Some(c) => format!("<p>Signed in to the EHR as <strong>{}</strong></p>", escape(&c.practitioner)),
+        None => format!(
+            "<label>Sign in as <select name=\"user\" id=\"user\">{}</select></label>",
+            options(names_of(&db, "Practitioner"), &default_user)
+        ),
+    };
+    let patient_field = if checked.wants_patient {
+        format!(
+            "<label>Patient <select name=\"patient\" id=\"patient\">{}</select></label>",
+            options(names_of(&db, "Patient"), default_patient.as_deref().unwrap_or_default())
+        )
+    } else {
+        String::new()
+    };
+    let scopes: String = params
+        .scope
+        .as_deref()
+        .unwrap_or_default()
+        .split_whitespace()
+        .map(|s| format!("<li><code>{}</code></li>", escape(s)))
+        .collect();
+    axum::response::Html(format!(
+        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>Sandbox EHR — authorize {client}</title></head>\
+         <body><h1>Allow {client} to use your EHR session?</h1><form method=\"post\" action=\"/auth/authorize\">{hidden}\
+         {user_field}{patient_field}<p>It asks for:</p><ul>{scopes}</ul>\
+         <button name=\"decision\" value=\"approve\" id=\"approve\">Approve</button> \
+         <button name=\"decision\" value=\"deny\" id=\"deny\">Deny</button></form></body></html>",
+        client = escape(params.client_id.as_deref().unwrap_or_default()),
+    ))
+    .into_response()
+}
+
 async fn authorize(State(sandbox): State<Sandbox>, RawQuery(query): RawQuery) -> Response {
-    let Ok(params) = serde_urlencoded::from_str::<auth::AuthorizeParams>(&query.unwrap_or_default()) else {
+    let Ok(params) = serde_urlencoded::from_str::<app_auth::AuthorizeParams>(&query.unwrap_or_default()) else {
         return invalid_request();
     };
-    match sandbox.state.auth.authorize(&params, &sandbox.base_url(), now_ms()) {
-        auth::AuthorizeOutcome::Redirect(to) => axum::response::Redirect::to(&to).into_response(),
-        auth::AuthorizeOutcome::Refused(refusal) => oauth_reply(Err(refusal)),
+    let checked = match sandbox.state.auth.check_authorize(&params, &sandbox.base_url()) {
+        Ok(checked) => checked,
+        Err(Ok(back)) => return axum::response::Redirect::to(&back).into_response(),
+        Err(Err(refusal)) => return oauth_reply(Err(refusal)),
+    };
+    if sandbox.state.approve_page {
+        return approve_page(&sandbox, &params, &checked);
     }
+    let (user, patient) = auto_choice(&sandbox, &params, &checked);
+    axum::response::Redirect::to(&sandbox.state.auth.approve(checked, user, patient, now_ms())).into_response()
+}
+
+#[derive(Deserialize)]
+struct Decision {
+    #[serde(flatten)]
+    params: app_auth::AuthorizeParams,
+    decision: Option<String>,
+    user: Option<String>,
+    patient: Option<String>,
+}
+
+/// The approve page's answer: every check again (the form is the client's request), then the code.
+async fn authorize_decision(State(sandbox): State<Sandbox>, body: Bytes) -> Response {
+    let Ok(form) = serde_urlencoded::from_bytes::<Decision>(&body) else {
+        return invalid_request();
+    };
+    let checked = match sandbox.state.auth.check_authorize(&form.params, &sandbox.base_url()) {
+        Ok(checked) => checked,
+        Err(Ok(back)) => return axum::response::Redirect::to(&back).into_response(),
+        Err(Err(refusal)) => return oauth_reply(Err(refusal)),
+    };
+    if form.decision.as_deref() != Some("approve") {
+        return axum::response::Redirect::to(&checked.deny()).into_response();
+    }
+    let known = |rtype: &str, reference: &str| {
+        reference
+            .strip_prefix(rtype)
+            .and_then(|r| r.strip_prefix('/'))
+            .is_some_and(|id| sandbox.state.db.read().is_ok_and(|db| db.exists(rtype, id)))
+    };
+    let user = match &checked.ehr_context {
+        Some(c) => c.practitioner.clone(),
+        None => match form.user.filter(|u| known("Practitioner", u)) {
+            Some(u) => u,
+            None => return oauth_reply(Err(auth::refuse(400, "invalid_request", "sign in as a known practitioner"))),
+        },
+    };
+    let patient = match (checked.wants_patient, form.patient) {
+        (true, Some(p)) if known("Patient", &p) => Some(p),
+        (true, _) => return oauth_reply(Err(auth::refuse(400, "invalid_request", "pick a known patient"))),
+        (false, _) => None,
+    };
+    axum::response::Redirect::to(&sandbox.state.auth.approve(checked, user, patient, now_ms())).into_response()
 }
 
 async fn token(State(sandbox): State<Sandbox>, body: Bytes) -> Response {
-    let code_grant = serde_urlencoded::from_bytes::<Vec<(String, String)>>(&body)
-        .is_ok_and(|pairs| pairs.iter().any(|(k, v)| k == "grant_type" && v == "authorization_code"));
-    if code_grant {
-        let Ok(request) = serde_urlencoded::from_bytes::<auth::CodeTokenRequest>(&body) else {
+    let app_grant = serde_urlencoded::from_bytes::<Vec<(String, String)>>(&body).is_ok_and(|pairs| {
+        pairs.iter().any(|(k, v)| k == "grant_type" && (v == "authorization_code" || v == "refresh_token"))
+    });
+    if app_grant {
+        let Ok(request) = serde_urlencoded::from_bytes::<app_auth::AppTokenRequest>(&body) else {
             return invalid_request();
         };
-        return oauth_reply(sandbox.state.auth.authorization_code(&request, now_ms()));
+        return oauth_reply(sandbox.state.auth.app_token(&request, &sandbox.base_url(), now_ms()));
     }
     let Ok(request) = serde_urlencoded::from_bytes::<auth::TokenRequest>(&body) else {
         return invalid_request();

@@ -127,10 +127,10 @@ pub(crate) async fn authenticate(State(state): State<AppState>, mut request: Req
 /// Resolves the session cookie: a [`SessionCaller`] always, a [`Caller`] once any second factor
 /// the role needs is proven. State-changing requests must echo the session's CSRF token.
 async fn authenticate_session(state: AppState, mut request: Request, next: Next) -> Response {
-    let (Some(oidc), Some(secret)) = (state.oidc.clone(), crate::login::cookie_secret(request.headers())) else {
+    let Some(secret) = crate::login::cookie_secret(request.headers()) else {
         return next.run(request).await;
     };
-    let session = match state.store.session(&secret, oidc.settings.session, state.clock.now_ms()).await {
+    let session = match state.store.session(&secret, state.sessions.limits, state.clock.now_ms()).await {
         Ok(Some(s)) => s,
         Ok(None) => return unauthorized(),
         Err(e) => return ApiError::Internal(e.to_string()).into_response(),
@@ -167,7 +167,7 @@ async fn authenticate_session(state: AppState, mut request: Request, next: Next)
     let Ok(role) = session.role.parse::<Role>() else {
         return unauthorized();
     };
-    if oidc.requires_mfa(role) && session.mfa != 1 {
+    if state.sessions.requires_mfa(role) && session.mfa != 1 {
         request.extensions_mut().insert(MfaPending);
     } else {
         request.extensions_mut().insert(Caller {

@@ -5,6 +5,9 @@
 //! 256 random bits, single use, ten minutes, bound server-side to the connection and the PKCE
 //! (S256) verifier; the person is the user the token's `fhirUser` names.
 
+use std::collections::HashMap;
+use std::sync::Arc;
+
 use axum::extract::{Path, Query, State};
 use axum::http::Method;
 use axum::response::{Html, IntoResponse, Redirect, Response};
@@ -30,6 +33,12 @@ pub(crate) fn routes() -> Routes {
         )
         .add(Method::POST, "/workspace/visits/{id}/vitals", Access::Requires(Permission::VisitVitals), form_vitals)
         .add(Method::POST, "/workspace/visits/{id}/note", Access::Requires(Permission::VisitNote), form_note)
+        .add(
+            Method::POST,
+            "/workspace/appointments/{id}/open",
+            Access::Requires(Permission::VisitTransition),
+            open_picked,
+        )
 }
 
 fn form(body: &axum::body::Bytes) -> Vec<(String, String)> {
@@ -130,6 +139,61 @@ struct LaunchSettings {
     scope: String,
 }
 
+/// A connection's launch settings and auth profile, or why it takes no launches.
+fn launch_settings(
+    connection: &telechart_store::ConnectionRow,
+) -> Result<(LaunchSettings, telechart_ehr::AuthProfile), ApiError> {
+    let settings: serde_json::Value = serde_json::from_str(&connection.settings).unwrap_or_default();
+    let launch = settings
+        .get("launch")
+        .filter(|l| !l.is_null())
+        .and_then(|l| serde_json::from_value::<LaunchSettings>(l.clone()).ok())
+        .ok_or_else(|| ApiError::invalid("iss", "this EHR connection does not accept launches"))?;
+    let profile = match settings.get("auth").filter(|a| !a.is_null()) {
+        Some(a) => serde_json::from_value(a.clone())
+            .map_err(|e| ApiError::Internal(format!("connection {} auth profile: {e}", connection.id)))?,
+        None => telechart_ehr::AuthProfile::default(),
+    };
+    Ok((launch, profile))
+}
+
+/// Clinicians' EHR tokens from their launches, by session. Held in memory only: a restart
+/// costs a relaunch, and no refresh token ever rests on disk.
+#[derive(Default)]
+pub struct EhrTokens {
+    by_session: std::sync::Mutex<HashMap<String, EhrAccess>>,
+}
+
+#[derive(Clone)]
+struct EhrAccess {
+    connection_id: String,
+    tokens: Arc<telechart_ehr::UserTokens>,
+    until_ms: i64,
+}
+
+fn session_key(secret: &str) -> String {
+    URL_SAFE_NO_PAD.encode(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, secret.as_bytes()))
+}
+
+impl EhrTokens {
+    fn keep(&self, secret: &str, access: EhrAccess, now_ms: i64) {
+        if let Ok(mut map) = self.by_session.lock() {
+            map.retain(|_, a| a.until_ms > now_ms);
+            map.insert(session_key(secret), access);
+        }
+    }
+
+    pub(crate) fn forget(&self, secret: &str) {
+        if let Ok(mut map) = self.by_session.lock() {
+            map.remove(&session_key(secret));
+        }
+    }
+
+    fn for_session(&self, secret: &str, now_ms: i64) -> Option<EhrAccess> {
+        self.by_session.lock().ok()?.get(&session_key(secret)).filter(|a| a.until_ms > now_ms).cloned()
+    }
+}
+
 fn random(bytes: usize) -> Result<String, ApiError> {
     let mut buffer = vec![0_u8; bytes];
     aws_lc_rs::rand::fill(&mut buffer).map_err(|_| ApiError::Internal("random source".into()))?;
@@ -144,51 +208,68 @@ fn redirect_uri(state: &AppState) -> Result<String, ApiError> {
         .ok_or_else(|| ApiError::Internal("public_url is not configured; SMART launches need it".into()))
 }
 
+/// The scopes to ask for: the connection's, with `launch` for an EHR launch or `launch/patient`
+/// for a standalone one, in the EHR's scope syntax.
+fn launch_scope(configured: &str, standalone: bool, profile: &telechart_ehr::AuthProfile) -> Result<String, ApiError> {
+    let mut scopes: Vec<&str> =
+        configured.split_whitespace().filter(|s| !matches!(*s, "launch" | "launch/patient")).collect();
+    for needed in ["openid", "fhirUser"] {
+        if !scopes.contains(&needed) {
+            return Err(ApiError::Internal(format!("the connection's launch scope must include {needed}")));
+        }
+    }
+    scopes.insert(0, if standalone { "launch/patient" } else { "launch" });
+    Ok(profile.render_scopes(&scopes.join(" ")))
+}
+
 #[derive(Deserialize)]
 struct LaunchParams {
     iss: Option<String>,
     launch: Option<String>,
 }
 
+/// EHR launch (`iss` + `launch`) or standalone launch (`iss` alone: the EHR asks who and which patient).
 async fn launch(State(state): State<AppState>, Query(params): Query<LaunchParams>) -> Result<Response, ApiError> {
-    let iss = params.iss.ok_or_else(|| ApiError::invalid("iss", "the EHR launch needs iss"))?;
-    let launch = params.launch.ok_or_else(|| ApiError::invalid("launch", "the EHR launch needs launch"))?;
+    let iss = params.iss.ok_or_else(|| ApiError::invalid("iss", "a launch needs iss"))?;
     // Nothing leaves before iss is known to be one of ours.
     let connection = state
         .store
         .connection_by_base_url(&iss)
         .await?
         .ok_or_else(|| ApiError::invalid("iss", "iss is not a registered EHR"))?;
-    let settings: serde_json::Value = serde_json::from_str(&connection.settings).unwrap_or_default();
-    let launch_settings: LaunchSettings = settings
-        .get("launch")
-        .filter(|l| !l.is_null())
-        .and_then(|l| serde_json::from_value(l.clone()).ok())
-        .ok_or_else(|| ApiError::invalid("iss", "this EHR connection does not accept launches"))?;
+    let (settings, profile) = launch_settings(&connection)?;
     state.connections.check_egress(&iss).map_err(|e| ApiError::Forbidden(e.to_string()))?;
     let config = telechart_ehr::smart_configuration(&iss, state.connections.timeout())
         .await
         .map_err(|e| ApiError::BadGateway(format!("SMART discovery: {e}")))?;
-    let launch_state = random(32)?;
-    let verifier = random(48)?;
-    let challenge = URL_SAFE_NO_PAD.encode(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, verifier.as_bytes()));
-    state
-        .store
-        .begin_smart_launch(&launch_state, &connection.tenant_id, &connection.id, &verifier, state.clock.now_ms())
-        .await?;
-    let redirect = redirect_uri(&state)?;
-    let query = serde_urlencoded::to_string([
+    let scope = launch_scope(&settings.scope, params.launch.is_none(), &profile)?;
+    let pending = telechart_store::SmartLaunchState {
+        state: random(32)?,
+        tenant_id: connection.tenant_id.clone(),
+        connection_id: connection.id.clone(),
+        code_verifier: random(48)?,
+        nonce: random(32)?,
+        redirect_uri: redirect_uri(&state)?,
+        created_at: state.clock.now_ms(),
+    };
+    let challenge =
+        URL_SAFE_NO_PAD.encode(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, pending.code_verifier.as_bytes()));
+    state.store.begin_smart_launch(&pending).await?;
+    let mut query = vec![
         ("response_type", "code"),
-        ("client_id", launch_settings.client_id.as_str()),
-        ("redirect_uri", redirect.as_str()),
-        ("scope", launch_settings.scope.as_str()),
-        ("state", launch_state.as_str()),
+        ("client_id", settings.client_id.as_str()),
+        ("redirect_uri", pending.redirect_uri.as_str()),
+        ("scope", scope.as_str()),
+        ("state", pending.state.as_str()),
         ("aud", iss.as_str()),
-        ("launch", launch.as_str()),
         ("code_challenge", challenge.as_str()),
         ("code_challenge_method", "S256"),
-    ])
-    .map_err(|e| ApiError::Internal(e.to_string()))?;
+        ("nonce", pending.nonce.as_str()),
+    ];
+    if let Some(launch) = params.launch.as_deref() {
+        query.push(("launch", launch));
+    }
+    let query = serde_urlencoded::to_string(query).map_err(|e| ApiError::Internal(e.to_string()))?;
     Ok(Redirect::to(&format!("{}?{query}", config.authorization_endpoint)).into_response())
 }
 
@@ -199,6 +280,18 @@ struct CallbackParams {
     error: Option<String>,
 }
 
+/// `fhirUser` as the EHR-relative reference users are linked by (`Practitioner/123`).
+fn relative_fhir_user(fhir_user: &str, base_url: &str) -> Option<String> {
+    let base = base_url.trim_end_matches('/');
+    let relative = fhir_user.strip_prefix(base).map(|r| r.trim_start_matches('/')).unwrap_or(fhir_user);
+    match telechart_fhir::parse_reference(relative) {
+        Some((kind @ ("Practitioner" | "PractitionerRole" | "Person" | "Patient" | "RelatedPerson"), id)) => {
+            Some(format!("{kind}/{id}"))
+        }
+        _ => None,
+    }
+}
+
 async fn callback(State(state): State<AppState>, Query(params): Query<CallbackParams>) -> Result<Response, ApiError> {
     if let Some(error) = params.error {
         return Err(ApiError::Forbidden(format!("the EHR refused the launch: {error}")));
@@ -207,82 +300,223 @@ async fn callback(State(state): State<AppState>, Query(params): Query<CallbackPa
         return Err(ApiError::invalid("code", "the callback needs code and state"));
     };
     let now = state.clock.now_ms();
-    let (tenant, connection_id, verifier) = state
+    let pending = state
         .store
         .finish_smart_launch(&launch_state, 10 * 60_000, now)
         .await?
         .ok_or_else(|| ApiError::invalid("state", "unknown, used or expired launch state"))?;
+    let tenant = pending.tenant_id.clone();
     let connection = state
         .store
-        .connection(&tenant, &connection_id)
+        .connection(&tenant, &pending.connection_id)
         .await?
         .ok_or_else(|| ApiError::invalid("state", "the launch's EHR connection is gone"))?;
-    let settings: serde_json::Value = serde_json::from_str(&connection.settings).unwrap_or_default();
-    let launch_settings: LaunchSettings =
-        settings
-            .get("launch")
-            .and_then(|l| serde_json::from_value(l.clone()).ok())
-            .ok_or_else(|| ApiError::invalid("state", "this EHR connection does not accept launches"))?;
-    let config = telechart_ehr::smart_configuration(&connection.base_url, state.connections.timeout())
+    let (settings, profile) = launch_settings(&connection)?;
+    let timeout = state.connections.timeout();
+    let config = telechart_ehr::smart_configuration(&connection.base_url, timeout)
         .await
         .map_err(|e| ApiError::BadGateway(format!("SMART discovery: {e}")))?;
     let token = telechart_ehr::exchange_code(
         &config.token_endpoint,
-        &launch_settings.client_id,
+        &settings.client_id,
         &code,
-        &redirect_uri(&state)?,
-        &verifier,
-        state.connections.timeout(),
+        &pending.redirect_uri,
+        &pending.code_verifier,
+        timeout,
     )
     .await
     .map_err(|_| ApiError::Unauthorized)?;
-    let fhir_user =
-        token.fhir_user.clone().ok_or_else(|| ApiError::Forbidden("the launch named no fhirUser".into()))?;
+    // The person is who the verified id_token says, never a field of the token response.
+    let id_token = token.id_token.as_deref().ok_or(ApiError::Unauthorized)?;
+    let keys = telechart_ehr::id_token_keys(&config, timeout)
+        .await
+        .map_err(|e| ApiError::BadGateway(format!("id_token keys: {e}")))?;
+    let issuer = config.issuer.clone().unwrap_or_else(|| connection.base_url.clone());
+    let claims = telechart_ehr::verify_id_token(id_token, &keys, &issuer, &settings.client_id, &pending.nonce)
+        .map_err(|refused| {
+            tracing::warn!(connection = %connection.id, reason = %refused, "launch id_token refused");
+            ApiError::Unauthorized
+        })?;
+    let fhir_user = claims
+        .fhir_user
+        .as_deref()
+        .and_then(|u| relative_fhir_user(u, &connection.base_url))
+        .ok_or_else(|| ApiError::Forbidden("the id_token names no fhirUser of this EHR".into()))?;
     let user = state
         .store
         .user_by_fhir_user(&tenant, &fhir_user)
         .await?
         .ok_or_else(|| ApiError::Forbidden("no Telechart user is linked to the launching clinician".into()))?;
-    let oidc = state.oidc.clone().ok_or_else(|| ApiError::Internal("sessions need the [oidc] settings".into()))?;
-    let (secret, _) = state.store.create_session(&user, false, oidc.settings.session, now).await?;
-    let appointment = token
-        .appointment_id()
-        .ok_or_else(|| ApiError::invalid("fhirContext", "the launch has no Appointment in context"))?;
-    let visit = match state.store.visit_for_appointment(&tenant, &connection.id, &appointment).await? {
-        Some(v) => v,
-        None => {
+    let (secret, session) = state.store.create_session(&user, false, state.sessions.limits, now).await?;
+    let tokens = Arc::new(telechart_ehr::UserTokens::new(
+        &config.token_endpoint,
+        &settings.client_id,
+        &token,
+        &profile,
+        timeout,
+        state.clock.now(),
+    ));
+    let access = EhrAccess { connection_id: connection.id.clone(), tokens, until_ms: session.expires_at };
+    state.ehr_tokens.keep(&secret, access.clone(), now);
+    let embedded = state.embedding.origins_by_connection.contains_key(&connection.id);
+    let landing = match token.appointment_id() {
+        Some(appointment) => {
             let patient = token
                 .patient
                 .as_deref()
                 .map(|p| if p.contains('/') { p.to_owned() } else { format!("Patient/{p}") })
                 .ok_or_else(|| ApiError::invalid("patient", "the launch has no patient in context"))?;
-            let visit_id = uuid::Uuid::now_v7().to_string();
-            let entry = telechart_store::AuditEntry {
-                tenant_id: tenant.clone(),
-                actor: format!("user:{}", user.id),
-                action: "visit.open".into(),
-                entity_type: "visit".into(),
-                entity_id: visit_id.clone(),
-                visit_id: Some(visit_id.clone()),
-                phi: true,
-                detail: format!("SMART launch from {} for Appointment/{appointment}", connection.id),
-            };
-            let new = NewVisit {
-                tenant_id: tenant.clone(),
-                id: visit_id,
-                connection_id: connection.id.clone(),
-                appointment_id: appointment.clone(),
-                patient: Phi::new(patient),
-                practitioner: Some(fhir_user.clone()),
-                state: "booked".into(),
-            };
-            state.store.create_visit(&new, &entry, now).await?
+            let visit = open_visit(&state, &connection, &user, &fhir_user, &appointment, &patient).await?;
+            Redirect::to(&format!("/workspace/visits/{}", visit.id)).into_response()
+        }
+        None => {
+            // Standalone: the patient was picked at the EHR; today's telehealth appointments
+            // for that patient decide the visit.
+            let patient = token
+                .patient
+                .as_deref()
+                .ok_or_else(|| ApiError::invalid("patient", "the launch has no patient in context"))?;
+            let patient = patient.strip_prefix("Patient/").unwrap_or(patient);
+            let client = ehr_client(&state, &connection, &access)?;
+            let today = state.clock.now().date_naive().to_string();
+            let booked = client
+                .search("Appointment", &[("patient", patient), ("date", today.as_str()), ("status", "booked")])
+                .await
+                .map_err(|e| ApiError::BadGateway(format!("today's appointments: {e}")))?;
+            match booked.as_slice() {
+                [only] => {
+                    let id = only["id"].as_str().unwrap_or_default();
+                    let visit =
+                        open_visit(&state, &connection, &user, &fhir_user, id, &format!("Patient/{patient}")).await?;
+                    Redirect::to(&format!("/workspace/visits/{}", visit.id)).into_response()
+                }
+                _ => Html(appointment_picker(&booked, &escape(&session.csrf_token))).into_response(),
+            }
         }
     };
-    let embedded = state.embedding.origins_by_connection.contains_key(&connection.id);
-    let mut response = Redirect::to(&format!("/workspace/visits/{}", visit.id)).into_response();
-    crate::login::set_cookie(&mut response, &crate::login::session_cookie(&secret, &oidc.settings, embedded));
+    let mut response = landing;
+    crate::login::set_cookie(&mut response, &crate::login::session_cookie(&secret, &state.sessions, embedded));
     Ok(response)
+}
+
+/// A FHIR client that acts as the launching clinician (their token, refreshed as needed).
+fn ehr_client(
+    state: &AppState,
+    connection: &telechart_store::ConnectionRow,
+    access: &EhrAccess,
+) -> Result<telechart_ehr::FhirClient, ApiError> {
+    let profile =
+        telechart_ehr::VendorProfile::by_name(&connection.profile).map_err(|e| ApiError::Internal(e.to_string()))?;
+    let clock = state.clock.clone();
+    Ok(telechart_ehr::FhirClient::new(&connection.base_url, profile, state.connections.timeout())
+        .map_err(|e| ApiError::Internal(e.to_string()))?
+        .with_user_auth(access.tokens.clone(), Arc::new(move || clock.now())))
+}
+
+/// Today's appointments for the patient picked in a standalone launch, to choose one.
+fn appointment_picker(booked: &[serde_json::Value], csrf: &str) -> String {
+    let rows: String = booked
+        .iter()
+        .filter_map(|a| {
+            let id = escape(a["id"].as_str()?);
+            let start = escape(a["start"].as_str().unwrap_or_default());
+            let what = escape(
+                a["description"]
+                    .as_str()
+                    .or_else(|| a["serviceType"][0]["text"].as_str())
+                    .unwrap_or("Telehealth visit"),
+            );
+            Some(format!(
+                "<li><form method=\"post\" action=\"/workspace/appointments/{id}/open\">\
+                 <input type=\"hidden\" name=\"csrf_token\" value=\"{csrf}\">{start} — {what} \
+                 <button id=\"open-{id}\">Open visit</button></form></li>"
+            ))
+        })
+        .collect();
+    let body = if rows.is_empty() {
+        "<p id=\"no-appointments\">This patient has no telehealth appointment booked today.</p>".to_owned()
+    } else {
+        format!("<ul>{rows}</ul>")
+    };
+    format!(
+        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>Telechart — choose the visit</title></head>\
+         <body><h1>Today's telehealth appointments</h1>{body}</body></html>"
+    )
+}
+
+/// Opens the visit for an appointment picked in a standalone launch: read from the EHR with
+/// the clinician's token, so only what the EHR shows them can be opened.
+async fn open_picked(
+    State(state): State<AppState>,
+    caller: Caller,
+    session: Option<crate::auth::SessionCaller>,
+    Path(appointment): Path<String>,
+) -> Result<Response, ApiError> {
+    let session = session
+        .ok_or_else(|| ApiError::invalid("session", "opening an appointment needs a clinician's launched session"))?;
+    let now = state.clock.now_ms();
+    let access = state
+        .ehr_tokens
+        .for_session(&session.secret, now)
+        .ok_or_else(|| ApiError::Forbidden("this session has no EHR access; launch again from the EHR".into()))?;
+    let connection = state
+        .store
+        .connection(&caller.tenant_id, &access.connection_id)
+        .await?
+        .ok_or_else(|| ApiError::Forbidden("the launch's EHR connection is gone".into()))?;
+    let client = ehr_client(&state, &connection, &access)?;
+    let read = client.read("Appointment", &appointment).await.map_err(|e| match e.http_status() {
+        Some(404 | 410) => ApiError::NotFound { field: Some("appointment".into()), message: e.to_string() },
+        _ => ApiError::BadGateway(format!("Appointment/{appointment}: {e}")),
+    })?;
+    let patient = read.resource["participant"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|p| p["actor"]["reference"].as_str())
+        .find(|r| r.starts_with("Patient/"))
+        .map(str::to_owned)
+        .ok_or_else(|| ApiError::invalid("appointment", "the appointment has no patient"))?;
+    let user = state.store.user(&caller.tenant_id, &session.session.user_id).await?.ok_or(ApiError::Unauthorized)?;
+    let fhir_user = user.fhir_user.clone().unwrap_or_default();
+    let visit = open_visit(&state, &connection, &user, &fhir_user, &appointment, &patient).await?;
+    Ok(Redirect::to(&format!("/workspace/visits/{}", visit.id)).into_response())
+}
+
+/// The visit for the appointment: the existing one, or a new one opened now (audited).
+async fn open_visit(
+    state: &AppState,
+    connection: &telechart_store::ConnectionRow,
+    user: &telechart_store::UserRow,
+    fhir_user: &str,
+    appointment: &str,
+    patient: &str,
+) -> Result<telechart_store::VisitRow, ApiError> {
+    let tenant = &connection.tenant_id;
+    if let Some(v) = state.store.visit_for_appointment(tenant, &connection.id, appointment).await? {
+        return Ok(v);
+    }
+    let visit_id = uuid::Uuid::now_v7().to_string();
+    let entry = telechart_store::AuditEntry {
+        tenant_id: tenant.clone(),
+        actor: format!("user:{}", user.id),
+        action: "visit.open".into(),
+        entity_type: "visit".into(),
+        entity_id: visit_id.clone(),
+        visit_id: Some(visit_id.clone()),
+        phi: true,
+        detail: format!("SMART launch from {} for Appointment/{appointment}", connection.id),
+    };
+    let new = NewVisit {
+        tenant_id: tenant.clone(),
+        id: visit_id,
+        connection_id: connection.id.clone(),
+        appointment_id: appointment.to_owned(),
+        patient: Phi::new(patient.to_owned()),
+        practitioner: Some(fhir_user.to_owned()).filter(|f| !f.is_empty()),
+        state: "booked".into(),
+    };
+    Ok(state.store.create_visit(&new, &entry, state.clock.now_ms()).await?)
 }
 
 fn escape(text: &str) -> String {
@@ -326,6 +560,11 @@ async fn workspace(
             )
         })
         .collect();
+    let banner = match &session {
+        Some(s) => ehr_banner(&state, s, &visit).await,
+        None => None,
+    }
+    .unwrap_or_else(|| format!("<h1>{}</h1>", escape(visit.patient.expose())));
     // Forms only for a browser session (they carry its CSRF token).
     let csrf = session.map(|s| escape(&s.session.csrf_token));
     let forms = match (&csrf, visit.state.parse::<telechart_visit::VisitState>()) {
@@ -334,14 +573,50 @@ async fn workspace(
     };
     Ok(Html(format!(
         "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>Telechart visit</title></head><body>\
-         <header id=\"patient-banner\"><h1>{patient}</h1><p>Appointment/{appointment} · visit \
+         <header id=\"patient-banner\">{banner}<p>Appointment/{appointment} · visit \
          <span id=\"visit-state\">{state_name}</span></p></header>{forms}\
          <section><h2>Where every artifact is</h2><table><thead><tr><th>#</th><th>Resource</th><th>Status</th>\
          <th>In the EHR</th></tr></thead><tbody>{rows}</tbody></table></section></body></html>",
-        patient = escape(visit.patient.expose()),
         appointment = escape(&visit.appointment_id),
         state_name = escape(&visit.state),
     )))
+}
+
+/// The patient banner from the EHR itself (name, birth date, sex, MRN), read with the
+/// clinician's launch token; None when this session has no EHR access to that connection.
+async fn ehr_banner(
+    state: &AppState,
+    session: &crate::auth::SessionCaller,
+    visit: &telechart_store::VisitRow,
+) -> Option<String> {
+    let access = state.ehr_tokens.for_session(&session.secret, state.clock.now_ms())?;
+    if access.connection_id != visit.connection_id {
+        return None;
+    }
+    let connection = state.store.connection(&visit.tenant_id, &visit.connection_id).await.ok()??;
+    let client = ehr_client(state, &connection, &access).ok()?;
+    let (_, id) = telechart_fhir::parse_reference(visit.patient.expose())?;
+    let patient = match client.read("Patient", id).await {
+        Ok(read) => read.resource,
+        Err(e) => {
+            tracing::warn!(connection = %connection.id, status = ?e.http_status(), "patient banner unavailable");
+            return None;
+        }
+    };
+    let name = &patient["name"][0];
+    let given: Vec<&str> = name["given"].as_array().into_iter().flatten().filter_map(|g| g.as_str()).collect();
+    let full = name["text"]
+        .as_str()
+        .map(str::to_owned)
+        .unwrap_or_else(|| format!("{} {}", given.join(" "), name["family"].as_str().unwrap_or_default()));
+    let mrn = patient["identifier"][0]["value"].as_str().unwrap_or_default();
+    Some(format!(
+        "<h1 id=\"patient-name\">{}</h1><p>Born {} · {} · MRN {}</p>",
+        escape(full.trim()),
+        escape(patient["birthDate"].as_str().unwrap_or("unknown")),
+        escape(patient["gender"].as_str().unwrap_or("unknown")),
+        escape(mrn)
+    ))
 }
 
 /// Status buttons for the next states, the vitals form and the note editor.

@@ -38,6 +38,40 @@ pub struct AppState {
     pub embedding: Arc<Embedding>,
     /// Telechart's own external base URL (for SMART redirect URIs), e.g. `https://telechart.example`.
     pub public_url: Option<String>,
+    /// How people's browser sessions (from an OpenID login or a SMART launch) behave.
+    pub sessions: Arc<SessionPolicy>,
+    /// Clinicians' EHR tokens from their launches, by session; in memory only, never stored.
+    pub ehr_tokens: Arc<launch::EhrTokens>,
+}
+
+/// Limits and cookie flags of people's sessions, and which roles must prove a second factor.
+#[derive(Debug, Clone)]
+pub struct SessionPolicy {
+    pub limits: telechart_store::SessionLimits,
+    /// Mark cookies `Secure` (whenever the server is reached over HTTPS).
+    pub secure_cookies: bool,
+    /// Roles that must prove a second factor before any request is served.
+    pub mfa_roles: Vec<telechart_policy::Role>,
+}
+
+impl Default for SessionPolicy {
+    fn default() -> Self {
+        SessionPolicy {
+            limits: telechart_store::SessionLimits { idle_ms: 30 * 60_000, absolute_ms: 12 * 3_600_000 },
+            secure_cookies: false,
+            mfa_roles: vec![
+                telechart_policy::Role::Clinician,
+                telechart_policy::Role::ComplianceOfficer,
+                telechart_policy::Role::IntegrationAdmin,
+            ],
+        }
+    }
+}
+
+impl SessionPolicy {
+    pub fn requires_mfa(&self, role: telechart_policy::Role) -> bool {
+        self.mfa_roles.contains(&role)
+    }
 }
 
 /// EHR connections whose web pages frame Telechart: connection id → the origins allowed to.

@@ -18,7 +18,6 @@ use openidconnect::{
 };
 use serde::{Deserialize, Serialize};
 use telechart_policy::Role;
-use telechart_store::SessionLimits;
 use tokio::sync::RwLock;
 
 use crate::auth::{Access, Routes, SessionCaller};
@@ -34,13 +33,8 @@ pub struct OidcSettings {
     pub client_secret: String,
     /// `https://telechart.example/auth/callback`, registered with the provider.
     pub redirect_url: String,
-    /// Roles that must prove a second factor before any request is served.
-    pub mfa_roles: Vec<Role>,
     /// Scopes requested besides `openid`, e.g. `profile` and SMART's `fhirUser`.
     pub scopes: Vec<String>,
-    pub session: SessionLimits,
-    /// Mark cookies `Secure` (whenever the server is reached over HTTPS).
-    pub secure_cookies: bool,
 }
 
 impl std::fmt::Debug for OidcSettings {
@@ -50,7 +44,6 @@ impl std::fmt::Debug for OidcSettings {
             .field("client_id", &self.client_id)
             .field("client_secret", &"<redacted>")
             .field("redirect_url", &self.redirect_url)
-            .field("mfa_roles", &self.mfa_roles)
             .finish()
     }
 }
@@ -118,10 +111,6 @@ impl Oidc {
             .map_err(|e| ApiError::BadGateway(format!("OpenID discovery failed: {e}")))?;
         *self.metadata.write().await = Some(discovered.clone());
         Ok(discovered)
-    }
-
-    pub fn requires_mfa(&self, role: Role) -> bool {
-        self.settings.mfa_roles.contains(&role)
     }
 }
 
@@ -313,7 +302,7 @@ async fn callback(State(state): State<AppState>, Query(params): Query<CallbackPa
     if let Some(fhir_user) = fhir_user_claim(&id_token.to_string()) {
         state.store.link_fhir_user(&user.tenant_id, &user.id, &fhir_user).await?;
     }
-    let (secret, _) = state.store.create_session(&user, second_factor, oidc.settings.session, now).await?;
+    let (secret, _) = state.store.create_session(&user, second_factor, state.sessions.limits, now).await?;
     state
         .store
         .audit(
@@ -331,7 +320,7 @@ async fn callback(State(state): State<AppState>, Query(params): Query<CallbackPa
         )
         .await?;
     let mut response = Redirect::to("/auth/session").into_response();
-    set_cookie(&mut response, &session_cookie(&secret, &oidc.settings, pending.embedded));
+    set_cookie(&mut response, &session_cookie(&secret, &state.sessions, pending.embedded));
     Ok(response)
 }
 
@@ -350,11 +339,11 @@ fn fhir_user_claim(jwt: &str) -> Option<String> {
     telechart_fhir::parse_reference(value).map(|(t, id)| format!("{t}/{id}"))
 }
 
-pub(crate) fn session_cookie(secret: &str, settings: &OidcSettings, embedded: bool) -> String {
+pub(crate) fn session_cookie(secret: &str, sessions: &crate::SessionPolicy, embedded: bool) -> String {
     if embedded {
         return format!("{SESSION_COOKIE}={secret}; Path=/; HttpOnly; Secure; SameSite=None; Partitioned");
     }
-    let secure = if settings.secure_cookies { "; Secure" } else { "" };
+    let secure = if sessions.secure_cookies { "; Secure" } else { "" };
     format!("{SESSION_COOKIE}={secret}; Path=/; HttpOnly; SameSite=Lax{secure}")
 }
 
@@ -389,7 +378,6 @@ struct SessionView {
 }
 
 async fn session(State(state): State<AppState>, caller: SessionCaller) -> Result<Json<SessionView>, ApiError> {
-    let oidc = oidc(&state)?;
     let s = caller.session;
     let role: Role = s.role.parse().map_err(|_| ApiError::Unauthorized)?;
     Ok(Json(SessionView {
@@ -397,16 +385,16 @@ async fn session(State(state): State<AppState>, caller: SessionCaller) -> Result
         tenant: s.tenant_id,
         role: s.role,
         mfa: s.mfa == 1,
-        mfa_required: oidc.requires_mfa(role),
+        mfa_required: state.sessions.requires_mfa(role),
         csrf_token: s.csrf_token,
     }))
 }
 
 async fn logout(State(state): State<AppState>, caller: SessionCaller) -> Result<Response, ApiError> {
-    let oidc = oidc(&state)?;
     state.store.end_session(&caller.secret, state.clock.now_ms()).await?;
+    state.ehr_tokens.forget(&caller.secret);
     let mut response = StatusCode::NO_CONTENT.into_response();
-    let secure = if oidc.settings.secure_cookies { "; Secure" } else { "" };
+    let secure = if state.sessions.secure_cookies { "; Secure" } else { "" };
     set_cookie(&mut response, &format!("{SESSION_COOKIE}=; Path=/; HttpOnly; SameSite=Lax; Max-Age=0{secure}"));
     set_cookie(
         &mut response,

@@ -32,6 +32,19 @@ pub struct SessionRow {
     pub expires_at: i64,
 }
 
+/// A SMART launch between `/launch` and its callback: `state` is bound to the EHR connection
+/// (its `iss`), the PKCE verifier, the OpenID nonce and the redirect URI.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct SmartLaunchState {
+    pub state: String,
+    pub tenant_id: String,
+    pub connection_id: String,
+    pub code_verifier: String,
+    pub nonce: String,
+    pub redirect_uri: String,
+    pub created_at: i64,
+}
+
 /// A login between its authorization request and its callback.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PendingLogin {
@@ -145,32 +158,28 @@ impl Store {
     }
 
     /// Remembers a SMART launch's state, bound to its connection and PKCE verifier.
-    pub async fn begin_smart_launch(
-        &self,
-        state: &str,
-        tenant_id: &str,
-        connection_id: &str,
-        code_verifier: &str,
-        now_ms: i64,
-    ) -> Result<()> {
+    pub async fn begin_smart_launch(&self, launch: &SmartLaunchState) -> Result<()> {
         on_pool!(self, pool => sqlx::query(
-            "INSERT INTO smart_launches (state, tenant_id, connection_id, code_verifier, created_at) VALUES ($1, $2, $3, $4, $5)")
-            .bind(state).bind(tenant_id).bind(connection_id).bind(code_verifier).bind(now_ms)
+            "INSERT INTO smart_launches (state, tenant_id, connection_id, code_verifier, nonce, redirect_uri, created_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7)")
+            .bind(&launch.state).bind(&launch.tenant_id).bind(&launch.connection_id).bind(&launch.code_verifier)
+            .bind(&launch.nonce).bind(&launch.redirect_uri).bind(launch.created_at)
             .execute(pool).await.map(|r| r.rows_affected()))?;
         Ok(())
     }
 
-    /// Takes (and deletes) a launch state younger than `max_age_ms`: (tenant, connection, verifier).
+    /// Takes (and deletes) a launch state younger than `max_age_ms`; used or expired → None.
     pub async fn finish_smart_launch(
         &self,
         state: &str,
         max_age_ms: i64,
         now_ms: i64,
-    ) -> Result<Option<(String, String, String)>> {
-        let row = on_pool!(self, pool => sqlx::query_as::<_, (String, String, String, i64)>(
-            "DELETE FROM smart_launches WHERE state = $1 RETURNING tenant_id, connection_id, code_verifier, created_at")
+    ) -> Result<Option<SmartLaunchState>> {
+        let row = on_pool!(self, pool => sqlx::query_as::<_, SmartLaunchState>(
+            "DELETE FROM smart_launches WHERE state = $1 \
+             RETURNING state, tenant_id, connection_id, code_verifier, nonce, redirect_uri, created_at")
             .bind(state).fetch_optional(pool).await)?;
-        Ok(row.filter(|(_, _, _, created)| now_ms - created <= max_age_ms).map(|(t, c, v, _)| (t, c, v)))
+        Ok(row.filter(|l| now_ms - l.created_at <= max_age_ms))
     }
 
     /// The EHR connection whose FHIR base is `iss` (exactly, trailing slash aside), in any tenant.

@@ -26,7 +26,7 @@ use sqlx::{PgPool, SqlitePool};
 
 pub use audit::{AuditEntry, AuditRow};
 pub use clock::Clock;
-pub use identity::{PendingLogin, SessionLimits, SessionRow, TotpState, UserRow};
+pub use identity::{PendingLogin, SessionLimits, SessionRow, SmartLaunchState, TotpState, UserRow};
 pub use key_admin::DataKeyStatus;
 pub use keys::{Kek, KeyConfig};
 pub use phi::{PHI_COLUMNS, Phi};

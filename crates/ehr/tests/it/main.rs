@@ -207,3 +207,5 @@ async fn assertions_forged_by_pyjwt_are_refused() {
     }
     sandbox.shutdown().await;
 }
+
+mod launch;

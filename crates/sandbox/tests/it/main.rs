@@ -239,9 +239,27 @@ mod app_launch {
         config.app_clients = vec![AppClient {
             client_id: "telechart-app".into(),
             redirect_uris: vec![REDIRECT.into()],
-            scopes: ["launch", "openid", "fhirUser", "patient/*.rs"].map(String::from).to_vec(),
+            scopes: ["launch", "launch/patient", "openid", "fhirUser", "offline_access", "patient/*.rs"]
+                .map(String::from)
+                .to_vec(),
         }];
         start(&config).await
+    }
+
+    /// Checks an id_token with the keys the sandbox publishes; returns its claims.
+    async fn verified_id_token(sandbox: &RunningSandbox, id_token: &str, nonce: &str) -> Value {
+        let root = sandbox.fhir_base.trim_end_matches("/fhir");
+        let jwks: jsonwebtoken::jwk::JwkSet =
+            reqwest::get(format!("{root}/auth/jwks")).await.unwrap().json().await.unwrap();
+        let header = jsonwebtoken::decode_header(id_token).unwrap();
+        assert_eq!(header.alg, jsonwebtoken::Algorithm::RS256);
+        let key = jsonwebtoken::DecodingKey::from_jwk(jwks.find(header.kid.as_deref().unwrap()).unwrap()).unwrap();
+        let mut validation = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::RS256);
+        validation.set_audience(&["telechart-app"]);
+        validation.set_issuer(&[sandbox.fhir_base.as_str()]);
+        let claims = jsonwebtoken::decode::<Value>(id_token, &key, &validation).unwrap().claims;
+        assert_eq!(claims["nonce"], nonce);
+        claims
     }
 
     /// Calls authorize without following the redirect; returns (status, Location or body).
@@ -297,6 +315,7 @@ mod app_launch {
             ("launch", launch.as_str()),
             ("code_challenge", challenge.as_str()),
             ("code_challenge_method", "S256"),
+            ("nonce", "n-0123456789abcdef"),
         ];
         let (status, location) = authorize(&sandbox, &good).await;
         assert_eq!(status, 303, "{location}");
@@ -313,7 +332,9 @@ mod app_launch {
         assert_eq!(status, 200, "{token}");
         assert_eq!(token["patient"], "p-1");
         assert_eq!(token["fhirContext"][0]["reference"], "Appointment/a-2");
-        assert_eq!(token["fhirUser"], "Practitioner/sandbox-dr-1");
+        let claims = verified_id_token(&sandbox, token["id_token"].as_str().unwrap(), "n-0123456789abcdef").await;
+        assert_eq!(claims["fhirUser"], format!("{base}/Practitioner/sandbox-dr-1"));
+        assert!(token.get("refresh_token").is_none(), "no offline_access, no refresh token");
         // The same code again: refused, no token.
         let (status, again) = exchange(&sandbox, &form).await;
         assert_eq!((status, again["error"].as_str()), (400, Some("invalid_grant")));
@@ -399,5 +420,121 @@ mod app_launch {
             assert_eq!(exchange(&sandbox, &retry).await.0, 400, "{what}: a failed code is spent");
         }
         sandbox.shutdown().await;
+    }
+
+    /// A standalone launch through the sign-in/approve page, then refresh tokens: kept as they
+    /// are by default (as Epic and Oracle do), rotated (the old one dead) when the sandbox rotates.
+    #[tokio::test]
+    async fn standalone_launch_through_the_approve_page_then_refresh() {
+        for rotate in [false, true] {
+            let mut config = config();
+            config.seed_dir = None;
+            config.approve_page = true;
+            config.rotate_refresh_tokens = rotate;
+            config.app_clients = vec![AppClient {
+                client_id: "telechart-app".into(),
+                redirect_uris: vec![REDIRECT.into()],
+                scopes: ["launch/patient", "openid", "fhirUser", "offline_access", "user/*.rs"]
+                    .map(String::from)
+                    .to_vec(),
+            }];
+            let sandbox = start(&config).await;
+            let (verifier, challenge) = pkce();
+            let base = sandbox.fhir_base.clone();
+            let params = [
+                ("response_type", "code"),
+                ("client_id", "telechart-app"),
+                ("redirect_uri", REDIRECT),
+                ("scope", "launch/patient openid fhirUser offline_access user/*.rs"),
+                ("state", "standalone-state-0123456789"),
+                ("aud", base.as_str()),
+                ("code_challenge", challenge.as_str()),
+                ("code_challenge_method", "S256"),
+                ("nonce", "nonce-standalone"),
+            ];
+            let (status, page) = authorize(&sandbox, &params).await;
+            assert_eq!(status, 200);
+            assert!(page.contains("id=\"approve\"") && page.contains("name=\"patient\""), "{page}");
+            let root = base.trim_end_matches("/fhir").to_owned();
+            let http = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
+            let post = |extra: Vec<(&'static str, String)>| {
+                let mut form: Vec<(&str, String)> = params.iter().map(|(k, v)| (*k, (*v).to_owned())).collect();
+                form.extend(extra);
+                http.post(format!("{root}/auth/authorize"))
+                    .header("content-type", "application/x-www-form-urlencoded")
+                    .body(serde_urlencoded::to_string(form).unwrap())
+                    .send()
+            };
+            let denied = post(vec![("decision", "deny".into())]).await.unwrap();
+            let location = denied.headers()["location"].to_str().unwrap().to_owned();
+            assert!(location.contains("error=access_denied") && code_from(&location).is_none(), "{location}");
+            let unknown = post(vec![
+                ("decision", "approve".into()),
+                ("user", "Practitioner/sandbox-dr-2".into()),
+                ("patient", "Patient/nobody".into()),
+            ])
+            .await
+            .unwrap();
+            assert_eq!(unknown.status().as_u16(), 400);
+            let approved = post(vec![
+                ("decision", "approve".into()),
+                ("user", "Practitioner/sandbox-dr-2".into()),
+                ("patient", "Patient/sandbox-patient-2".into()),
+            ])
+            .await
+            .unwrap();
+            let location = approved.headers()["location"].to_str().unwrap().to_owned();
+            let code = code_from(&location).unwrap();
+            let (status, token) = exchange(
+                &sandbox,
+                &[
+                    ("grant_type", "authorization_code"),
+                    ("code", code.as_str()),
+                    ("redirect_uri", REDIRECT),
+                    ("code_verifier", verifier.as_str()),
+                    ("client_id", "telechart-app"),
+                ],
+            )
+            .await;
+            assert_eq!(status, 200, "{token}");
+            assert_eq!(token["patient"], "sandbox-patient-2");
+            let claims = verified_id_token(&sandbox, token["id_token"].as_str().unwrap(), "nonce-standalone").await;
+            assert_eq!(claims["fhirUser"], format!("{base}/Practitioner/sandbox-dr-2"));
+            let first = token["refresh_token"].as_str().unwrap().to_owned();
+            let refresh = |presented: String| {
+                let sandbox = &sandbox;
+                async move {
+                    exchange(
+                        sandbox,
+                        &[
+                            ("grant_type", "refresh_token"),
+                            ("refresh_token", &presented),
+                            ("client_id", "telechart-app"),
+                        ],
+                    )
+                    .await
+                }
+            };
+            let (status, refreshed) = refresh(first.clone()).await;
+            assert_eq!(status, 200, "{refreshed}");
+            assert_ne!(refreshed["access_token"], token["access_token"]);
+            assert_eq!(refreshed["patient"], "sandbox-patient-2", "the context survives a refresh");
+            if rotate {
+                let second = refreshed["refresh_token"].as_str().unwrap().to_owned();
+                assert_ne!(second, first);
+                assert_eq!(refresh(first).await.0, 400, "a rotated-out refresh token is dead");
+                assert_eq!(refresh(second).await.0, 200);
+            } else {
+                assert!(refreshed.get("refresh_token").is_none(), "no new refresh token is issued");
+                assert_eq!(refresh(first).await.0, 200, "the one refresh token keeps working");
+            }
+            let (status, wrong_client) = exchange(
+                &sandbox,
+                &[("grant_type", "refresh_token"), ("refresh_token", "nope"), ("client_id", "telechart-app")],
+            )
+            .await;
+            assert_eq!((status, wrong_client["error"].as_str()), (400, Some("invalid_grant")));
+            sandbox.shutdown().await;
+        }
     }
 }

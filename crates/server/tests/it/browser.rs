@@ -84,7 +84,8 @@ async fn a_clinician_starts_the_second_visit_from_the_ehr_schedule_and_charts_it
     let banner =
         browser.wait().at_most(Duration::from_secs(20)).for_element(Locator::Id("patient-banner")).await.unwrap();
     let banner_text = banner.text().await.unwrap();
-    assert!(banner_text.contains(&patient) && banner_text.contains(&appointment), "{banner_text}");
+    let name = crate::launch::patient_name(&sandbox, &patient).await;
+    assert!(banner_text.contains(&name) && banner_text.contains(&appointment), "{banner_text}");
     assert!(browser.current_url().await.unwrap().path().starts_with("/workspace/visits/"));
 
     let click = |id: &'static str| {

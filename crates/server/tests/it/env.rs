@@ -115,6 +115,8 @@ impl TestEnv {
             oidc: None,
             embedding: Default::default(),
             public_url: None,
+            sessions: Default::default(),
+            ehr_tokens: Default::default(),
         };
         let server = telechart_server::spawn(state, SocketAddr::from(([127, 0, 0, 1], 0)), None).await.unwrap();
         let api = format!("{}/api/v1", server.base_url);
@@ -243,6 +245,8 @@ pub fn bare_state(store: &Store, oidc: Option<std::sync::Arc<telechart_server::O
         oidc,
         embedding: Default::default(),
         public_url: None,
+        sessions: Default::default(),
+        ehr_tokens: Default::default(),
     }
 }
 

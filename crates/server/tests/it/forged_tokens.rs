@@ -10,7 +10,6 @@ use std::time::Duration;
 use serde_json::Value;
 use telechart_policy::Role;
 use telechart_server::{Oidc, OidcSettings};
-use telechart_store::SessionLimits;
 
 struct Forger(Child);
 
@@ -76,12 +75,15 @@ async fn forged_id_tokens_get_a_bare_401_and_no_session() {
         client_secret: "telechart-test-secret".into(),
         redirect_url: format!("http://127.0.0.1:{port}/auth/callback"),
         scopes: vec!["profile".into(), "fhirUser".into()],
-        mfa_roles: vec![Role::Clinician],
-        session: SessionLimits { idle_ms: 30 * 60_000, absolute_ms: 12 * 3_600_000 },
-        secure_cookies: false,
     })
     .unwrap();
-    let state = crate::bare_state(&store, Some(oidc));
+    let state = telechart_server::AppState {
+        sessions: std::sync::Arc::new(telechart_server::SessionPolicy {
+            mfa_roles: vec![Role::Clinician],
+            ..Default::default()
+        }),
+        ..crate::bare_state(&store, Some(oidc))
+    };
     let server = telechart_server::spawn(state, SocketAddr::from(([127, 0, 0, 1], port)), None).await.unwrap();
 
     let attempt = |scenario: &'static str| {

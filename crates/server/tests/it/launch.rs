@@ -6,8 +6,7 @@ use std::net::SocketAddr;
 use serde_json::json;
 use telechart_policy::Role;
 use telechart_sandbox::{AppClient, LaunchContext, Sandbox, SandboxConfig};
-use telechart_server::{Oidc, OidcSettings};
-use telechart_store::{ConnectionRow, SessionLimits};
+use telechart_store::ConnectionRow;
 
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
@@ -54,20 +53,24 @@ pub async fn launch_env() -> LaunchEnv {
     let user = store.add_user("default", "https://idp.example", "dr1", "clinician", 0).await.unwrap();
     // The second slot of the day is Dr Okafor's (sandbox-dr-2).
     store.link_fhir_user("default", &user.id, "Practitioner/sandbox-dr-2").await.unwrap();
-    let oidc = Oidc::new(OidcSettings {
-        issuer: "https://idp.example".into(),
-        client_id: "telechart".into(),
-        client_secret: "unused".into(),
-        redirect_url: format!("{base}/auth/callback"),
-        scopes: vec![],
-        mfa_roles: vec![Role::ComplianceOfficer],
-        session: SessionLimits { idle_ms: 30 * 60_000, absolute_ms: 12 * 3_600_000 },
-        secure_cookies: false,
-    })
-    .unwrap();
-    let state = telechart_server::AppState { public_url: Some(base.clone()), ..crate::bare_state(&store, Some(oidc)) };
+    // Sessions come from launches alone here: no OpenID login is configured.
+    let state = telechart_server::AppState {
+        public_url: Some(base.clone()),
+        sessions: std::sync::Arc::new(telechart_server::SessionPolicy {
+            mfa_roles: vec![Role::ComplianceOfficer],
+            ..Default::default()
+        }),
+        ..crate::bare_state(&store, None)
+    };
     let server = telechart_server::spawn(state, SocketAddr::from(([127, 0, 0, 1], port)), None).await.unwrap();
     LaunchEnv { store, sandbox, server, base, _dir: dir }
+}
+
+/// The patient's name as the EHR has it ("Given Family"), which the workspace banner must show.
+pub async fn patient_name(sandbox: &telechart_sandbox::RunningSandbox, patient: &str) -> String {
+    let read: serde_json::Value =
+        reqwest::get(format!("{}/{patient}", sandbox.fhir_base)).await.unwrap().json().await.unwrap();
+    format!("{} {}", read["name"][0]["given"][0].as_str().unwrap(), read["name"][0]["family"].as_str().unwrap())
 }
 
 /// Runs a worker until the queue is empty, then reads back the Encounter of `appointment` and
@@ -119,7 +122,9 @@ async fn an_ehr_launch_opens_the_workspace_of_the_appointment_in_context() {
     let landed = response.url().path().to_owned();
     let html = response.text().await.unwrap();
     assert!(landed.starts_with("/workspace/visits/"), "{landed}");
-    assert!(html.contains(&patient) && html.contains(&format!("Appointment/{appointment}")), "{html}");
+    // The banner's demographics come from the EHR, read with the clinician's launch token.
+    let name = patient_name(&sandbox, &patient).await;
+    assert!(html.contains(&name) && html.contains(&format!("Appointment/{appointment}")), "{html}");
 
     // The workspace's own forms: arrive, record vitals, start the call, sign a note, finish.
     let csrf = html.split("name=\"csrf_token\" value=\"").nth(1).unwrap().split('"').next().unwrap().to_owned();

@@ -11,7 +11,7 @@ use std::time::Duration;
 use serde_json::Value;
 use telechart_policy::Role;
 use telechart_server::{AppState, Oidc, OidcSettings, RunningServer};
-use telechart_store::{SessionLimits, Store};
+use telechart_store::Store;
 
 struct Provider {
     child: Child,
@@ -83,14 +83,15 @@ async fn start() -> Option<Login> {
         client_secret: "telechart-test-secret".into(),
         redirect_url: redirect,
         scopes: vec!["profile".into(), "fhirUser".into()],
-        mfa_roles: vec![Role::Clinician, Role::ComplianceOfficer],
-        session: SessionLimits { idle_ms: 30 * 60_000, absolute_ms: 12 * 3_600_000 },
-        secure_cookies: false,
     })
     .unwrap();
     let state = AppState {
         embedding: Arc::new(telechart_server::Embedding {
             origins_by_connection: [("ehr-frame".to_owned(), vec!["https://ehr.example".to_owned()])].into(),
+        }),
+        sessions: Arc::new(telechart_server::SessionPolicy {
+            mfa_roles: vec![Role::Clinician, Role::ComplianceOfficer],
+            ..Default::default()
         }),
         ..crate::bare_state(&store, Some(oidc))
     };

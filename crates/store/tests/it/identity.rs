@@ -1,4 +1,4 @@
-use telechart_store::{SessionLimits, StoreError};
+use telechart_store::{SessionLimits, SmartLaunchState, StoreError};
 
 use crate::*;
 
@@ -58,11 +58,20 @@ async fn a_login_state_is_good_once_and_briefly() {
 async fn a_smart_launch_state_is_good_once_and_for_ten_minutes() {
     on_each_engine(|store| async move {
         const TEN_MINUTES: i64 = 10 * 60_000;
-        store.begin_smart_launch("state-1", TENANT, "ehr", "verifier-1", 0).await.unwrap();
+        let launch = |state: &str| SmartLaunchState {
+            state: state.into(),
+            tenant_id: TENANT.into(),
+            connection_id: "ehr".into(),
+            code_verifier: format!("verifier-{state}"),
+            nonce: format!("nonce-{state}"),
+            redirect_uri: "https://telechart.example/launch/callback".into(),
+            created_at: 0,
+        };
+        store.begin_smart_launch(&launch("state-1")).await.unwrap();
         let taken = store.finish_smart_launch("state-1", TEN_MINUTES, 60_000).await.unwrap();
-        assert_eq!(taken, Some((TENANT.to_owned(), "ehr".to_owned(), "verifier-1".to_owned())));
+        assert_eq!(taken, Some(launch("state-1")));
         assert_eq!(store.finish_smart_launch("state-1", TEN_MINUTES, 60_001).await.unwrap(), None, "replayed state");
-        store.begin_smart_launch("state-2", TENANT, "ehr", "verifier-2", 0).await.unwrap();
+        store.begin_smart_launch(&launch("state-2")).await.unwrap();
         assert_eq!(
             store.finish_smart_launch("state-2", TEN_MINUTES, TEN_MINUTES + 1).await.unwrap(),
             None,
