@@ -3,6 +3,8 @@
 POST /scenario with the scenario's name picks what the next id_token is: `valid`, or an attack:
 `alg-none`, `hs256-public-key` (HMAC keyed with the RSA public key), `unknown-kid`, `expired`,
 `wrong-aud`, `wrong-iss`, `tampered` (payload changed after signing), `wrong-nonce`.
+It also plays a SMART EHR (`/.well-known/smart-configuration`): a launch's token response then
+carries a patient and an Appointment in `fhirContext`, and its id_token a `fhirUser`.
 Tests only; never a real provider.
 """
 
@@ -41,7 +43,7 @@ def b64(data):
 def forge(scenario, nonce):
     now = int(time.time())
     claims = {"iss": ISSUER, "sub": "alice", "aud": CLIENT_ID, "iat": now, "exp": now + 300, "nonce": nonce,
-              "amr": ["pwd", "otp"]}
+              "amr": ["pwd", "otp"], "fhirUser": f"{ISSUER}/Practitioner/dr-forged"}
     headers = {"kid": "k1"}
     if scenario == "expired":
         claims.update(iat=now - 7200, exp=now - 3600)
@@ -89,12 +91,19 @@ class Handler(BaseHTTPRequestHandler):
                 "jwks_uri": f"{ISSUER}/jwks", "response_types_supported": ["code"],
                 "subject_types_supported": ["public"], "id_token_signing_alg_values_supported": ["RS256"],
             })
+        if url.path == "/.well-known/smart-configuration":
+            return self.send_json({
+                "issuer": ISSUER, "jwks_uri": f"{ISSUER}/jwks", "authorization_endpoint": f"{ISSUER}/authorize",
+                "token_endpoint": f"{ISSUER}/token", "code_challenge_methods_supported": ["S256"],
+                "capabilities": ["launch-ehr", "client-public", "sso-openid-connect"],
+            })
         if url.path == "/jwks":
             jwk = json.loads(RSAAlgorithm.to_jwk(KEY.public_key()))
             jwk.update(kid="k1", alg="RS256", use="sig")
             return self.send_json({"keys": [jwk]})
         if url.path == "/authorize":
             STATE["nonce"] = query.get("nonce")
+            STATE["launch"] = "launch" in query
             target = query["redirect_uri"] + "?" + urllib.parse.urlencode({"code": "code-1", "state": query["state"]})
             self.send_response(302)
             self.send_header("Location", target)
@@ -110,7 +119,10 @@ class Handler(BaseHTTPRequestHandler):
             return self.send_json({"scenario": STATE["scenario"]})
         if self.path == "/token":
             token = forge(STATE["scenario"], STATE["nonce"])
-            return self.send_json({"access_token": "opaque", "token_type": "Bearer", "expires_in": 300, "id_token": token})
+            reply = {"access_token": "opaque", "token_type": "Bearer", "expires_in": 300, "id_token": token}
+            if STATE.get("launch"):
+                reply.update(patient="forged-patient", fhirContext=[{"reference": "Appointment/forged-appt"}])
+            return self.send_json(reply)
         return self.send_json({"error": "not found"}, 404)
 
 

@@ -59,7 +59,7 @@ async fn start_driver() -> Option<(Driver, String)> {
 #[tokio::test]
 async fn a_clinician_starts_the_second_visit_from_the_ehr_schedule_and_charts_it() {
     let Some((_driver, webdriver)) = start_driver().await else { return };
-    let LaunchEnv { store, sandbox, server, base: _, _dir } = launch_env().await;
+    let LaunchEnv { store, sandbox, server, base: _, _dir } = launch_env(true).await;
     let profile = tempfile::tempdir().unwrap();
     let capabilities = json!({
         "goog:chromeOptions": {
@@ -80,6 +80,9 @@ async fn a_clinician_starts_the_second_visit_from_the_ehr_schedule_and_charts_it
         reqwest::get(format!("{}/Appointment/{appointment}", sandbox.fhir_base)).await.unwrap().json().await.unwrap();
     let patient = appt["participant"][0]["actor"]["reference"].as_str().unwrap().to_owned();
     starts[1].click().await.unwrap();
+    // The EHR asks the clinician to approve Telechart's access, as a real authorize step does.
+    let approve = browser.wait().at_most(Duration::from_secs(20)).for_element(Locator::Id("approve")).await.unwrap();
+    approve.click().await.unwrap();
 
     let banner =
         browser.wait().at_most(Duration::from_secs(20)).for_element(Locator::Id("patient-banner")).await.unwrap();

@@ -1,4 +1,5 @@
-//! Forged id_tokens, made by a third-party library (PyJWT, in `tests-support/jwt`), are refused
+//! Forged id_tokens, made by a third-party library (PyJWT, in `tests-support/jwt`), at login and
+//! at a SMART launch callback, are refused
 //! with a bare 401 and no session: `alg: none`, HS256 keyed with the RSA public key, an unknown
 //! `kid`, expired, wrong audience, wrong issuer, a payload changed after signing, a wrong nonce.
 
@@ -37,12 +38,12 @@ fn python() -> Option<PathBuf> {
     None
 }
 
-#[tokio::test]
-async fn forged_id_tokens_get_a_bare_401_and_no_session() {
-    let Some(python) = python() else { return };
+/// The PyJWT forging provider, up and answering; None where the venv is missing outside CI.
+async fn start_forger() -> Option<(Forger, String)> {
+    let python = python()?;
     let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests-support/jwt/forging_provider.py");
     let provider_port = free_port();
-    let _forger = Forger(
+    let forger = Forger(
         Command::new(python)
             .arg(script)
             .env("PORT", provider_port.to_string())
@@ -52,17 +53,19 @@ async fn forged_id_tokens_get_a_bare_401_and_no_session() {
             .unwrap(),
     );
     let issuer = format!("http://127.0.0.1:{provider_port}");
-    let http = reqwest::Client::new();
-    let mut up = false;
     for _ in 0..100 {
-        if http.get(format!("{issuer}/.well-known/openid-configuration")).send().await.is_ok() {
-            up = true;
-            break;
+        if reqwest::get(format!("{issuer}/.well-known/openid-configuration")).await.is_ok() {
+            return Some((forger, issuer));
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    assert!(up, "the forging provider did not start");
+    panic!("the forging provider did not start");
+}
 
+#[tokio::test]
+async fn forged_id_tokens_get_a_bare_401_and_no_session() {
+    let Some((_forger, issuer)) = start_forger().await else { return };
+    let http = reqwest::Client::new();
     let dir = tempfile::tempdir().unwrap();
     let store = crate::sqlite_store(dir.path()).await;
     for (subject, role) in [("alice", "clinician"), ("bob-mfa", "integration-admin")] {
@@ -113,6 +116,73 @@ async fn forged_id_tokens_get_a_bare_401_and_no_session() {
         assert!(!cookie, "{scenario} set a cookie");
         assert_eq!(body["issue"][0]["diagnostics"], "authentication required", "{scenario} leaked detail: {body}");
     }
+    server.shutdown().await;
+    store.close().await;
+}
+
+/// The same forgeries arriving through a SMART launch: the EHR (the forging provider playing one)
+/// answers the code with a launch context and a forged id_token. Each is refused with a bare 401,
+/// no session cookie and no visit opened; the valid control opens the visit.
+#[tokio::test]
+async fn forged_launch_id_tokens_open_nothing() {
+    let Some((_forger, iss)) = start_forger().await else { return };
+    let http = reqwest::Client::new();
+    let dir = tempfile::tempdir().unwrap();
+    let store = crate::sqlite_store(dir.path()).await;
+    store
+        .upsert_connection(&telechart_store::ConnectionRow {
+            tenant_id: "default".into(),
+            id: "forging-ehr".into(),
+            name: "Forging EHR".into(),
+            profile: "generic".into(),
+            base_url: iss.clone(),
+            settings:
+                serde_json::json!({"launch": {"client_id": "telechart", "scope": "launch openid fhirUser user/*.rs"}})
+                    .to_string(),
+            created_at: 0,
+            updated_at: 0,
+        })
+        .await
+        .unwrap();
+    let user = store.add_user("default", "https://idp.example", "dr", "clinician", 0).await.unwrap();
+    store.link_fhir_user("default", &user.id, "Practitioner/dr-forged").await.unwrap();
+    let port = free_port();
+    let base = format!("http://127.0.0.1:{port}");
+    let state = telechart_server::AppState {
+        public_url: Some(base.clone()),
+        sessions: std::sync::Arc::new(telechart_server::SessionPolicy { mfa_roles: vec![], ..Default::default() }),
+        ..crate::bare_state(&store, None)
+    };
+    let server = telechart_server::spawn(state, SocketAddr::from(([127, 0, 0, 1], port)), None).await.unwrap();
+    let attempt = |scenario: &'static str| {
+        let (http, iss, base) = (http.clone(), iss.clone(), base.clone());
+        async move {
+            http.post(format!("{iss}/scenario")).body(scenario).send().await.unwrap();
+            let browser = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
+            let to_ehr = browser.get(format!("{base}/launch?iss={iss}&launch=L1")).send().await.unwrap();
+            let authorize = to_ehr.headers()["location"].to_str().unwrap().to_owned();
+            assert!(authorize.contains("nonce=") && authorize.contains("code_challenge_method=S256"), "{authorize}");
+            let back = browser.get(&authorize).send().await.unwrap();
+            let callback = back.headers()["location"].to_str().unwrap().to_owned();
+            let response = browser.get(&callback).send().await.unwrap();
+            let status = response.status().as_u16();
+            let cookie = response.headers().get("set-cookie").is_some();
+            (status, cookie, response.text().await.unwrap())
+        }
+    };
+    for scenario in
+        ["alg-none", "hs256-public-key", "unknown-kid", "expired", "wrong-aud", "wrong-iss", "tampered", "wrong-nonce"]
+    {
+        let (status, cookie, body) = attempt(scenario).await;
+        assert_eq!(status, 401, "{scenario}: {body}");
+        assert!(!cookie, "{scenario} set a cookie");
+        assert!(body.contains("authentication required"), "{scenario} leaked detail: {body}");
+    }
+    assert!(store.visit_for_appointment("default", "forging-ehr", "forged-appt").await.unwrap().is_none());
+    // The harness can succeed: the well-formed token opens the visit.
+    let (status, cookie, body) = attempt("valid").await;
+    assert_eq!((status, cookie), (303, true), "{body}");
+    assert!(store.visit_for_appointment("default", "forging-ehr", "forged-appt").await.unwrap().is_some());
     server.shutdown().await;
     store.close().await;
 }

@@ -22,18 +22,20 @@ pub struct LaunchEnv {
 }
 
 /// A sandbox EHR whose schedule launches Telechart, and Telechart registered with it, with one
-/// clinician (Dr Okafor, `sandbox-dr-2`) linked by fhirUser.
-pub async fn launch_env() -> LaunchEnv {
+/// clinician (Dr Okafor, `sandbox-dr-2`) linked by fhirUser. With `approve_page`, the EHR's
+/// authorize step shows its sign-in/approve page instead of approving at once.
+pub async fn launch_env(approve_page: bool) -> LaunchEnv {
     let dir = tempfile::tempdir().unwrap();
     let store = crate::sqlite_store(dir.path()).await;
     let port = free_port();
     let base = format!("http://127.0.0.1:{port}");
     let mut config = SandboxConfig::new("2026-11-26".parse().unwrap());
     config.app_launch_url = Some(format!("{base}/launch"));
+    config.approve_page = approve_page;
     config.app_clients = vec![AppClient {
         client_id: "telechart-app".into(),
         redirect_uris: vec![format!("{base}/launch/callback")],
-        scopes: ["launch", "openid", "fhirUser", "patient/*.rs"].map(String::from).to_vec(),
+        scopes: ["launch", "launch/patient", "openid", "fhirUser", "patient/*.rs"].map(String::from).to_vec(),
     }];
     let sandbox = Sandbox::new(&config).unwrap().spawn(SocketAddr::from(([127, 0, 0, 1], 0))).await.unwrap();
     store
@@ -98,7 +100,7 @@ pub async fn deliver_and_read_back(
 
 #[tokio::test]
 async fn an_ehr_launch_opens_the_workspace_of_the_appointment_in_context() {
-    let LaunchEnv { store, sandbox, server, base, _dir } = launch_env().await;
+    let LaunchEnv { store, sandbox, server, base, _dir } = launch_env(false).await;
     // The second of today's appointments, as the EHR's schedule would launch it.
     let appointment = sandbox.sandbox.appointment_ids()[1].clone();
     let appt: serde_json::Value =
@@ -220,6 +222,86 @@ async fn an_ehr_launch_opens_the_workspace_of_the_appointment_in_context() {
     assert_eq!(first.status().as_u16(), 303);
     let second = reqwest::Client::new().get(&callback).send().await.unwrap();
     assert_eq!(second.status().as_u16(), 422);
+    server.shutdown().await;
+    sandbox.shutdown().await;
+}
+
+/// A standalone launch: Telechart starts at the EHR (`iss` alone), the clinician signs in and
+/// picks the patient on the EHR's approve page, and Telechart offers that patient's telehealth
+/// appointments today, read from the EHR with the clinician's token; the one picked opens.
+#[tokio::test]
+async fn a_standalone_launch_picks_the_patient_at_the_ehr_and_the_visit_in_telechart() {
+    let LaunchEnv { store, sandbox, server, base, _dir } = launch_env(true).await;
+    let appointment = sandbox.sandbox.appointment_ids()[1].clone();
+    let appt: serde_json::Value =
+        reqwest::get(format!("{}/Appointment/{appointment}", sandbox.fhir_base)).await.unwrap().json().await.unwrap();
+    let patient = appt["participant"][0]["actor"]["reference"].as_str().unwrap().to_owned();
+    let browser = reqwest::Client::builder().cookie_store(true).build().unwrap();
+    let page =
+        browser.get(format!("{base}/launch")).query_pairs(&[("iss", sandbox.fhir_base.as_str())]).send().await.unwrap();
+    let ehr_root = sandbox.fhir_base.trim_end_matches("/fhir").to_owned();
+    assert_eq!(page.url().path(), "/auth/authorize");
+    let html = page.text().await.unwrap();
+    assert!(html.contains("launch/patient") && html.contains("name=\"patient\""), "{html}");
+    // The approve page's own form, with the clinician and patient chosen.
+    let mut form: Vec<(String, String)> = html
+        .match_indices("<input type=\"hidden\" name=\"")
+        .map(|(i, _)| {
+            let rest = &html[i + 27..];
+            let name = rest.split('"').next().unwrap().to_owned();
+            let value = rest.split("value=\"").nth(1).unwrap().split('"').next().unwrap().replace("&amp;", "&");
+            (name, value)
+        })
+        .collect();
+    form.push(("user".into(), "Practitioner/sandbox-dr-2".into()));
+    form.push(("patient".into(), patient.clone()));
+    form.push(("decision".into(), "approve".into()));
+    let picker = browser
+        .post(format!("{ehr_root}/auth/authorize"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(serde_urlencoded::to_string(&form).unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(picker.url().path(), "/launch/callback");
+    let html = picker.text().await.unwrap();
+    let booked: serde_json::Value = reqwest::get(format!(
+        "{}/Appointment?patient={patient}&status=booked&date={}",
+        sandbox.fhir_base,
+        telechart_store::Clock::system().now().date_naive()
+    ))
+    .await
+    .unwrap()
+    .json()
+    .await
+    .unwrap();
+    let offered = html.matches("Open visit").count();
+    assert_eq!(offered, booked["entry"].as_array().unwrap().len(), "{html}");
+    assert!(offered > 1, "the sandbox books several visits a day for each patient");
+    assert!(html.contains(&format!("/workspace/appointments/{appointment}/open")), "{html}");
+    let csrf = html.split("name=\"csrf_token\" value=\"").nth(1).unwrap().split('"').next().unwrap().to_owned();
+    let opened = browser
+        .post(format!("{base}/workspace/appointments/{appointment}/open"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(format!("csrf_token={csrf}"))
+        .send()
+        .await
+        .unwrap();
+    assert!(opened.url().path().starts_with("/workspace/visits/"), "{}", opened.url());
+    let workspace = opened.text().await.unwrap();
+    let name = patient_name(&sandbox, &patient).await;
+    assert!(workspace.contains(&name) && workspace.contains(&format!("Appointment/{appointment}")), "{workspace}");
+    let visit = store.visit_for_appointment("default", "sandbox", &appointment).await.unwrap().unwrap();
+    assert_eq!(visit.patient.expose(), &patient);
+    // An appointment the EHR does not have cannot be opened.
+    let missing = browser
+        .post(format!("{base}/workspace/appointments/no-such-appointment/open"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(format!("csrf_token={csrf}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(missing.status().as_u16(), 404);
     server.shutdown().await;
     sandbox.shutdown().await;
 }
