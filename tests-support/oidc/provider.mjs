@@ -1,10 +1,15 @@
-// A real OpenID Connect provider for Telechart's tests: panva/oidc-provider with one client and
-// interactions that log in whoever `login_hint` names, without forms. Accounts ending in "-mfa"
-// log in with a second factor (amr ["pwd", "otp"]); others with a password only (amr ["pwd"]).
+// A real OpenID Connect provider for Telechart's tests: panva/oidc-provider with interactions
+// that log in whoever `login_hint` names, without forms. Accounts ending in "-mfa" log in with a
+// second factor (amr ["pwd", "otp"]); others with a password only (amr ["pwd"]).
+//
+// Two clients: `telechart` (confidential; people's login) and `telechart-smart` (public, PKCE,
+// refresh tokens; the SMART client). A small shim serves `/.well-known/smart-configuration` from
+// the provider's own discovery, as a SMART authorization server publishes it.
 import Provider from 'oidc-provider';
 
 const port = Number(process.env.PORT);
 const redirectUri = process.env.REDIRECT_URI;
+const smartRedirectUri = process.env.SMART_REDIRECT_URI || 'http://127.0.0.1:9/launch/callback';
 const issuer = `http://127.0.0.1:${port}`;
 
 const provider = new Provider(issuer, {
@@ -16,11 +21,22 @@ const provider = new Provider(issuer, {
     response_types: ['code'],
     token_endpoint_auth_method: 'client_secret_basic',
     id_token_signed_response_alg: 'RS256',
+  }, {
+    client_id: 'telechart-smart',
+    redirect_uris: [smartRedirectUri],
+    grant_types: ['authorization_code', 'refresh_token'],
+    response_types: ['code'],
+    token_endpoint_auth_method: 'none',
+    id_token_signed_response_alg: 'RS256',
   }],
+  // Refresh tokens for the SMART client whenever it may refresh (SMART's offline_access needs no
+  // prompt=consent); oidc-provider rotates them on use for public clients.
+  issueRefreshToken: async (_ctx, client) => client.grantTypeAllowed('refresh_token'),
+  ttl: { AccessToken: 300, IdToken: 300, RefreshToken: 86400 },
   pkce: { required: () => true },
   // amr rides on the openid scope so every id_token says how the person authenticated.
   claims: { acr: null, sid: null, iss: null, openid: ['sub', 'amr', 'auth_time'], profile: ['name'], fhirUser: ['fhirUser'] },
-  scopes: ['openid', 'profile', 'fhirUser'],
+  scopes: ['openid', 'profile', 'fhirUser', 'offline_access', 'launch/patient', 'user/*.rs'],
   findAccount: async (_ctx, id) => ({
     accountId: id,
     claims: async () => ({ sub: id, name: `Dr ${id}`, fhirUser: `Practitioner/${id}` }),
@@ -30,6 +46,23 @@ const provider = new Provider(issuer, {
   features: { devInteractions: { enabled: false } },
   interactions: { url: (_ctx, interaction) => `/interaction/${interaction.uid}` },
   cookies: { keys: ['telechart-test-cookie-key'] },
+});
+
+provider.use(async (ctx, next) => {
+  if (ctx.path !== '/.well-known/smart-configuration') return next();
+  const openid = await (await fetch(`${issuer}/.well-known/openid-configuration`)).json();
+  ctx.type = 'application/json';
+  ctx.body = {
+    issuer: openid.issuer,
+    jwks_uri: openid.jwks_uri,
+    authorization_endpoint: openid.authorization_endpoint,
+    token_endpoint: openid.token_endpoint,
+    grant_types_supported: ['authorization_code', 'refresh_token'],
+    code_challenge_methods_supported: ['S256'],
+    token_endpoint_auth_methods_supported: ['none'],
+    scopes_supported: openid.scopes_supported,
+    capabilities: ['launch-standalone', 'client-public', 'sso-openid-connect', 'permission-offline'],
+  };
 });
 
 provider.use(async (ctx, next) => {

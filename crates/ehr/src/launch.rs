@@ -188,6 +188,65 @@ async fn token_request(
     })
 }
 
+/// One authorization request's secrets: `state` (256 random bits), the PKCE verifier (384 bits,
+/// sent only as its S256 challenge) and the OpenID `nonce` (256 bits). The caller keeps them
+/// server-side, bound to the EHR, until the callback.
+#[derive(Debug, Clone)]
+pub struct AuthorizationRequest {
+    pub state: String,
+    pub code_verifier: String,
+    pub nonce: String,
+}
+
+fn random(bytes: usize) -> Result<String, EhrError> {
+    use base64::Engine;
+    let mut buffer = vec![0_u8; bytes];
+    aws_lc_rs::rand::fill(&mut buffer).map_err(|_| EhrError::NotSupported("no random source".into()))?;
+    Ok(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(buffer))
+}
+
+impl AuthorizationRequest {
+    pub fn new() -> Result<Self, EhrError> {
+        Ok(AuthorizationRequest { state: random(32)?, code_verifier: random(48)?, nonce: random(32)? })
+    }
+
+    pub fn code_challenge(&self) -> String {
+        use base64::Engine;
+        let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, self.code_verifier.as_bytes());
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(digest)
+    }
+
+    /// The authorize URL: code flow, PKCE S256, `aud` = the FHIR base, `launch` for an EHR launch.
+    pub fn url(
+        &self,
+        config: &SmartConfiguration,
+        client_id: &str,
+        redirect_uri: &str,
+        scope: &str,
+        aud: &str,
+        launch: Option<&str>,
+    ) -> Result<String, EhrError> {
+        let challenge = self.code_challenge();
+        let mut query = vec![
+            ("response_type", "code"),
+            ("client_id", client_id),
+            ("redirect_uri", redirect_uri),
+            ("scope", scope),
+            ("state", self.state.as_str()),
+            ("aud", aud),
+            ("code_challenge", challenge.as_str()),
+            ("code_challenge_method", "S256"),
+            ("nonce", self.nonce.as_str()),
+        ];
+        if let Some(launch) = launch {
+            query.push(("launch", launch));
+        }
+        let query = serde_urlencoded::to_string(query).map_err(|e| EhrError::NotSupported(e.to_string()))?;
+        let separator = if config.authorization_endpoint.contains('?') { '&' } else { '?' };
+        Ok(format!("{}{separator}{query}", config.authorization_endpoint))
+    }
+}
+
 /// Exchanges the code (public client: `client_id` in the body, PKCE verifier).
 pub async fn exchange_code(
     token_endpoint: &str,

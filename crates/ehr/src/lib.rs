@@ -15,8 +15,8 @@ pub use auth_profile::{AuthProfile, ScopeSyntax};
 pub use backend::{BackendServices, SigningAlg, SigningKey, discover_token_endpoint};
 pub use client::{FhirClient, SentRequest, WireTap, Written};
 pub use launch::{
-    IdClaims, IdTokenRefused, LaunchToken, SmartConfiguration, UserTokens, exchange_code, id_token_keys,
-    smart_configuration, verify_id_token,
+    AuthorizationRequest, IdClaims, IdTokenRefused, LaunchToken, SmartConfiguration, UserTokens, exchange_code,
+    id_token_keys, smart_configuration, verify_id_token,
 };
 pub use profile::{Capabilities, EncounterWrite, VendorProfile};
 

@@ -194,12 +194,6 @@ impl EhrTokens {
     }
 }
 
-fn random(bytes: usize) -> Result<String, ApiError> {
-    let mut buffer = vec![0_u8; bytes];
-    aws_lc_rs::rand::fill(&mut buffer).map_err(|_| ApiError::Internal("random source".into()))?;
-    Ok(URL_SAFE_NO_PAD.encode(buffer))
-}
-
 fn redirect_uri(state: &AppState) -> Result<String, ApiError> {
     state
         .public_url
@@ -243,34 +237,24 @@ async fn launch(State(state): State<AppState>, Query(params): Query<LaunchParams
         .await
         .map_err(|e| ApiError::BadGateway(format!("SMART discovery: {e}")))?;
     let scope = launch_scope(&settings.scope, params.launch.is_none(), &profile)?;
-    let pending = telechart_store::SmartLaunchState {
-        state: random(32)?,
-        tenant_id: connection.tenant_id.clone(),
-        connection_id: connection.id.clone(),
-        code_verifier: random(48)?,
-        nonce: random(32)?,
-        redirect_uri: redirect_uri(&state)?,
-        created_at: state.clock.now_ms(),
-    };
-    let challenge =
-        URL_SAFE_NO_PAD.encode(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, pending.code_verifier.as_bytes()));
-    state.store.begin_smart_launch(&pending).await?;
-    let mut query = vec![
-        ("response_type", "code"),
-        ("client_id", settings.client_id.as_str()),
-        ("redirect_uri", pending.redirect_uri.as_str()),
-        ("scope", scope.as_str()),
-        ("state", pending.state.as_str()),
-        ("aud", iss.as_str()),
-        ("code_challenge", challenge.as_str()),
-        ("code_challenge_method", "S256"),
-        ("nonce", pending.nonce.as_str()),
-    ];
-    if let Some(launch) = params.launch.as_deref() {
-        query.push(("launch", launch));
-    }
-    let query = serde_urlencoded::to_string(query).map_err(|e| ApiError::Internal(e.to_string()))?;
-    Ok(Redirect::to(&format!("{}?{query}", config.authorization_endpoint)).into_response())
+    let request = telechart_ehr::AuthorizationRequest::new().map_err(|e| ApiError::Internal(e.to_string()))?;
+    let redirect = redirect_uri(&state)?;
+    let url = request
+        .url(&config, &settings.client_id, &redirect, &scope, &iss, params.launch.as_deref())
+        .map_err(|e| ApiError::Internal(e.to_string()))?;
+    state
+        .store
+        .begin_smart_launch(&telechart_store::SmartLaunchState {
+            state: request.state,
+            tenant_id: connection.tenant_id.clone(),
+            connection_id: connection.id.clone(),
+            code_verifier: request.code_verifier,
+            nonce: request.nonce,
+            redirect_uri: redirect,
+            created_at: state.clock.now_ms(),
+        })
+        .await?;
+    Ok(Redirect::to(&url).into_response())
 }
 
 #[derive(Deserialize)]

@@ -32,6 +32,10 @@ fn free_port() -> u16 {
 /// Starts the provider, or None (with a notice) where Node or its packages are missing — unless
 /// `TELECHART_REQUIRE_OIDC=1` (CI), where that is a failure.
 async fn start_provider(redirect_uri: &str) -> Option<Provider> {
+    start_provider_with(redirect_uri, "http://127.0.0.1:9/launch/callback").await
+}
+
+async fn start_provider_with(redirect_uri: &str, smart_redirect_uri: &str) -> Option<Provider> {
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests-support/oidc");
     let installed = dir.join("node_modules/oidc-provider").is_dir();
     let node = Command::new("node").arg("--version").output().is_ok_and(|o| o.status.success());
@@ -49,6 +53,7 @@ async fn start_provider(redirect_uri: &str) -> Option<Provider> {
         .current_dir(&dir)
         .env("PORT", port.to_string())
         .env("REDIRECT_URI", redirect_uri)
+        .env("SMART_REDIRECT_URI", smart_redirect_uri)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -262,4 +267,108 @@ async fn people_log_in_with_openid_and_sessions_follow_the_rules() {
     assert_eq!(replay.status().as_u16(), 422);
     env.store.close().await;
     env.server.shutdown().await;
+}
+
+/// Telechart's SMART client against oidc-provider behind a `.well-known/smart-configuration`
+/// shim: discovery, code + PKCE S256, a verified id_token with `fhirUser`, and refresh — one
+/// refresh for 16 concurrent callers, and the rotated refresh token (oidc-provider rotates them
+/// for public clients, and revokes the grant if an old one is replayed) replacing the old one.
+#[tokio::test]
+async fn the_smart_client_works_against_oidc_provider() {
+    let redirect = format!("http://127.0.0.1:{}/launch/callback", free_port());
+    let Some(provider) = start_provider_with("http://127.0.0.1:9/auth/callback", &redirect).await else { return };
+    let timeout = Duration::from_secs(10);
+    let config = telechart_ehr::smart_configuration(&provider.issuer, timeout).await.unwrap();
+    assert_eq!(config.issuer.as_deref(), Some(provider.issuer.as_str()));
+    let request = telechart_ehr::AuthorizationRequest::new().unwrap();
+    let url = request
+        .url(&config, "telechart-smart", &redirect, "openid fhirUser offline_access user/*.rs", &provider.issuer, None)
+        .unwrap();
+    let callback = redirect.clone();
+    let stop_at_callback = reqwest::redirect::Policy::custom(move |attempt| {
+        if attempt.url().as_str().starts_with(&callback) { attempt.stop() } else { attempt.follow() }
+    });
+    let browser = reqwest::Client::builder().cookie_store(true).redirect(stop_at_callback).build().unwrap();
+    let response = browser.get(&url).send().await.unwrap();
+    let location = response.headers()["location"].to_str().unwrap().to_owned();
+    assert!(location.starts_with(&redirect), "{location}");
+    let query: Vec<(String, String)> = serde_urlencoded::from_str(location.split_once('?').unwrap().1).unwrap();
+    let param = |name: &str| query.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone());
+    assert_eq!(param("state").as_deref(), Some(request.state.as_str()));
+    let code = param("code").unwrap();
+    // The code without its PKCE verifier is refused; with it, exchanged once.
+    let wrong = telechart_ehr::exchange_code(
+        &config.token_endpoint,
+        "telechart-smart",
+        &code,
+        &redirect,
+        &"x".repeat(64),
+        timeout,
+    )
+    .await;
+    assert!(wrong.is_err(), "a wrong verifier must not get a token");
+    let response = browser.get(&url).send().await.unwrap();
+    let location = response.headers()["location"].to_str().unwrap().to_owned();
+    let query: Vec<(String, String)> = serde_urlencoded::from_str(location.split_once('?').unwrap().1).unwrap();
+    let code = query.iter().find(|(k, _)| k == "code").unwrap().1.clone();
+    let token = telechart_ehr::exchange_code(
+        &config.token_endpoint,
+        "telechart-smart",
+        &code,
+        &redirect,
+        &request.code_verifier,
+        timeout,
+    )
+    .await
+    .unwrap();
+    let keys = telechart_ehr::id_token_keys(&config, timeout).await.unwrap();
+    let id_token = token.id_token.clone().unwrap();
+    let issuer = config.issuer.clone().unwrap();
+    let claims = telechart_ehr::verify_id_token(&id_token, &keys, &issuer, "telechart-smart", &request.nonce).unwrap();
+    assert_eq!((claims.sub.as_str(), claims.fhir_user.as_deref()), ("alice", Some("Practitioner/alice")));
+    assert!(telechart_ehr::verify_id_token(&id_token, &keys, &issuer, "telechart-smart", "other-nonce").is_err());
+    assert!(telechart_ehr::verify_id_token(&id_token, &keys, &issuer, "telechart", &request.nonce).is_err());
+
+    let first_refresh_token = token.refresh_token.clone().expect("a refresh token");
+    let issued = telechart_store::Clock::system().now();
+    let tokens = Arc::new(telechart_ehr::UserTokens::new(
+        &config.token_endpoint,
+        "telechart-smart",
+        &token,
+        &telechart_ehr::AuthProfile::default(),
+        timeout,
+        issued,
+    ));
+    for round in 1..=2_u64 {
+        let at = issued + chrono::Duration::seconds(290 * i64::try_from(round).unwrap());
+        let mut tasks = tokio::task::JoinSet::new();
+        for _ in 0..16 {
+            let tokens = tokens.clone();
+            tasks.spawn(async move { tokens.access_token(at).await.unwrap() });
+        }
+        let mut seen = Vec::new();
+        while let Some(t) = tasks.join_next().await {
+            seen.push(t.unwrap());
+        }
+        seen.dedup();
+        assert_eq!(seen.len(), 1, "round {round}: one token for everyone");
+        assert_ne!(seen[0], token.access_token);
+        assert_eq!(tokens.refreshes(), round, "round {round}: one refresh for 16 callers");
+    }
+    // The first refresh token was rotated out: replaying it is refused.
+    let replay = reqwest::Client::new()
+        .post(&config.token_endpoint)
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(
+            serde_urlencoded::to_string([
+                ("grant_type", "refresh_token"),
+                ("refresh_token", first_refresh_token.as_str()),
+                ("client_id", "telechart-smart"),
+            ])
+            .unwrap(),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(replay.status().as_u16(), 400);
 }
