@@ -473,6 +473,34 @@ mod tests {
     }
 
     #[test]
+    fn a_connection_takes_an_auth_profile() {
+        let text = r#"
+            [[connections]]
+            id = "oracle"
+            name = "Oracle Health"
+            profile = "generic"
+            base_url = "https://fhir.ehr.example/r4/{tenant}"
+            launch = { client_id = "telechart-app", scope = "launch openid fhirUser offline_access user/*.rs" }
+            auth = { scope_syntax = "v1", tenant = "ec2458f2", assumed_token_lifetime = 600 }
+        "#;
+        let config: Config = figment::Figment::from(figment::providers::Serialized::defaults(Config::default()))
+            .merge(figment::providers::Toml::string(text))
+            .extract()
+            .unwrap();
+        let c = &config.connections[0];
+        assert_eq!(c.auth.scope_syntax, telechart_ehr::ScopeSyntax::V1);
+        assert_eq!(c.auth.assumed_token_lifetime, std::time::Duration::from_secs(600));
+        assert_eq!(c.auth.expand(&c.base_url).unwrap(), "https://fhir.ehr.example/r4/ec2458f2");
+        let bad = text.replace("scope_syntax = \"v1\"", "scope_syntax = \"v3\"");
+        assert!(
+            figment::Figment::from(figment::providers::Serialized::defaults(Config::default()))
+                .merge(figment::providers::Toml::string(&bad))
+                .extract::<Config>()
+                .is_err()
+        );
+    }
+
+    #[test]
     fn defaults_render_as_toml() {
         let text = Config::default().masked_toml().unwrap();
         assert!(text.contains("database_url = \"sqlite:./telechart-data/telechart.db\""), "{text}");

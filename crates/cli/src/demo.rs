@@ -53,10 +53,13 @@ pub async fn sandbox(args: SandboxArgs) -> anyhow::Result<()> {
     config.appointments_per_patient = args.appointments_per_patient;
     if let Some(launch_url) = &args.app_launch_url {
         config.app_launch_url = Some(launch_url.clone());
+        config.approve_page = true;
         config.app_clients = vec![telechart_sandbox::AppClient {
             client_id: args.app_client_id.clone(),
             redirect_uris: vec![format!("{launch_url}/callback")],
-            scopes: ["launch", "openid", "fhirUser", "patient/*.rs"].map(String::from).to_vec(),
+            scopes: ["launch", "launch/patient", "openid", "fhirUser", "offline_access", "patient/*.rs", "user/*.rs"]
+                .map(String::from)
+                .to_vec(),
         }];
     }
     let sandbox = Sandbox::new(&config)?;
@@ -94,16 +97,40 @@ pub struct DemoArgs {
     /// Database URL; default: a fresh SQLite file in a temporary directory.
     #[arg(long)]
     database_url: Option<String>,
+    /// Keep the sandbox EHR and Telechart running after the visits (until Ctrl-C), to launch
+    /// visits from the EHR's schedule page in a browser.
+    #[arg(long)]
+    serve: bool,
+    /// Telechart's port on 127.0.0.1 (default: any free port).
+    #[arg(long, default_value_t = 0)]
+    port: u16,
 }
+
+/// The SMART app registration the demo's sandbox EHR knows Telechart by.
+const DEMO_CLIENT_ID: &str = "telechart";
 
 pub async fn run(mut config: Config, args: DemoArgs) -> anyhow::Result<ExitCode> {
     if args.visits == 0 {
         bail!("--visits must be at least 1");
     }
     let started = Instant::now();
+    // Telechart's address is fixed first: the sandbox EHR must know where to launch it.
+    let listen = std::net::TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], args.port)))
+        .and_then(|l| l.local_addr())
+        .with_context(|| format!("port {} on 127.0.0.1", args.port))?;
+    let public_url = format!("http://{listen}");
     let mut sandbox_config = SandboxConfig::new(today());
     sandbox_config.seed_dir = SandboxConfig::find_synthea();
     sandbox_config.appointments_per_patient = args.visits.div_ceil(4).max(4);
+    sandbox_config.app_launch_url = Some(format!("{public_url}/launch"));
+    sandbox_config.approve_page = true;
+    sandbox_config.app_clients = vec![telechart_sandbox::AppClient {
+        client_id: DEMO_CLIENT_ID.into(),
+        redirect_uris: vec![format!("{public_url}/launch/callback")],
+        scopes: ["launch", "launch/patient", "openid", "fhirUser", "offline_access", "user/*.rs"]
+            .map(String::from)
+            .to_vec(),
+    }];
     let sandbox = Sandbox::new(&sandbox_config)?;
     let appointments = sandbox.appointment_ids();
     if appointments.len() < args.visits {
@@ -114,7 +141,11 @@ pub async fn run(mut config: Config, args: DemoArgs) -> anyhow::Result<ExitCode>
     let data_dir = tempfile::tempdir().context("creating a temporary directory for the demo database")?;
     config.database_url =
         args.database_url.clone().unwrap_or_else(|| format!("sqlite:{}", data_dir.path().join("demo.db").display()));
-    config.listen = SocketAddr::from(([127, 0, 0, 1], 0));
+    config.listen = listen;
+    config.public_url = Some(public_url.clone());
+    // The sandbox's clinicians sign in through the EHR launch; the demo asks them for no
+    // second factor of Telechart's own (a deployment keeps clinician in sessions.mfa_roles).
+    config.sessions.mfa_roles.retain(|r| r != "clinician");
     config.worker.backoff_base_ms = 200;
     config.worker.backoff_max_seconds = 5;
     config.connections = vec![ConnectionConfig {
@@ -124,7 +155,10 @@ pub async fn run(mut config: Config, args: DemoArgs) -> anyhow::Result<ExitCode>
         base_url: sandbox.fhir_base.clone(),
         embed_origins: Vec::new(),
         backend: None,
-        launch: None,
+        launch: Some(crate::config::LaunchConfig {
+            client_id: DEMO_CLIENT_ID.into(),
+            scope: "launch openid fhirUser offline_access user/*.rs".into(),
+        }),
         auth: Default::default(),
     }];
     let tap = args.export_sent.as_ref().map(|_| WireTap::default());
@@ -139,6 +173,15 @@ pub async fn run(mut config: Config, args: DemoArgs) -> anyhow::Result<ExitCode>
         args.visits,
         telechart.store.engine()
     );
+
+    // The sandbox's clinicians are Telechart users, linked by fhirUser, so an EHR launch knows them.
+    for (id, _, _) in telechart_sandbox::CLINICIANS {
+        let user = telechart
+            .store
+            .add_user(&config.tenant, "urn:telechart:demo", id, "clinician", Clock::system().now_ms())
+            .await?;
+        telechart.store.link_fhir_user(&config.tenant, &user.id, &format!("Practitioner/{id}")).await?;
+    }
 
     // The demo plays the telehealth platform: it calls the API with a platform token.
     let (_, token) =
@@ -218,6 +261,15 @@ pub async fn run(mut config: Config, args: DemoArgs) -> anyhow::Result<ExitCode>
         let lines: Vec<String> = sent.iter().map(|r| String::from_utf8_lossy(&r.body).into_owned()).collect();
         write_ndjson(path, lines.iter().cloned())?;
         println!("exported {} request bodies as sent to {}", lines.len(), path.display());
+    }
+    let schedule = format!("{}/ehr/schedule", sandbox.fhir_base.trim_end_matches("/fhir"));
+    println!("\nThe EHR's schedule, to launch a visit as a clinician would (SMART EHR launch):");
+    println!("  {schedule}");
+    if args.serve {
+        println!("  open it in a browser and click \"Start video visit\"; Ctrl-C stops the demo");
+        tokio::signal::ctrl_c().await?;
+    } else {
+        println!("  (run `telechart demo --serve` to keep the EHR and Telechart up and open it in a browser)");
     }
     telechart.stop().await;
     sandbox.shutdown().await;

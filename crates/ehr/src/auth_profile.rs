@@ -71,8 +71,8 @@ impl AuthProfile {
         let mut out: Vec<String> = Vec::new();
         for scope in scopes.split_whitespace() {
             let rendered = match parse_resource_scope(scope) {
-                Some((context, resource, perms)) => match self.scope_syntax {
-                    ScopeSyntax::V2 => vec![format!("{context}/{resource}.{}", v2_perms(&perms))],
+                Some((context, resource, perms, query)) => match self.scope_syntax {
+                    ScopeSyntax::V2 => vec![format!("{context}/{resource}.{}{query}", v2_perms(&perms))],
                     ScopeSyntax::V1 => {
                         let read = perms.contains('r') || perms.contains('s');
                         let write = perms.contains('c') || perms.contains('u') || perms.contains('d');
@@ -96,15 +96,18 @@ impl AuthProfile {
     }
 }
 
-/// `patient/Observation.rs?category=…` → ("patient", "Observation", "rs"), v1 forms mapped to
-/// v2 letters; not a resource scope (`openid`, `launch/patient`) → None.
-fn parse_resource_scope(scope: &str) -> Option<(&str, &str, String)> {
+/// `patient/Observation.rs?category=…` → ("patient", "Observation", "rs", "?category=…"), v1
+/// forms mapped to v2 letters; not a resource scope (`openid`, `launch/patient`) → None.
+fn parse_resource_scope(scope: &str) -> Option<(&str, &str, String, &str)> {
     let (context, rest) = scope.split_once('/')?;
     if !matches!(context, "patient" | "user" | "system") {
         return None;
     }
     let (resource, perms) = rest.split_once('.')?;
-    let perms = perms.split_once('?').map_or(perms, |(p, _)| p);
+    let (perms, query) = match perms.find('?') {
+        Some(at) => perms.split_at(at),
+        None => (perms, ""),
+    };
     let letters = match perms {
         "read" => "rs".to_owned(),
         "write" => "cud".to_owned(),
@@ -112,7 +115,7 @@ fn parse_resource_scope(scope: &str) -> Option<(&str, &str, String)> {
         other if !other.is_empty() && other.chars().all(|c| "cruds".contains(c)) => other.to_owned(),
         _ => return None,
     };
-    Some((context, resource, letters))
+    Some((context, resource, letters, query))
 }
 
 /// v2 permissions in their required order (c r u d s).
@@ -140,6 +143,11 @@ mod tests {
         );
         assert_eq!(v2.render_scopes("user/Observation.sr"), "user/Observation.rs", "v2 letters come in cruds order");
         assert_eq!(v1.render_scopes("patient/Observation.rs?category=vital-signs"), "patient/Observation.read");
+        assert_eq!(
+            v2.render_scopes("patient/Observation.rs?category=vital-signs"),
+            "patient/Observation.rs?category=vital-signs",
+            "v2 keeps the narrowing"
+        );
         assert_eq!(v1.render_scopes("user/Observation.rs user/Observation.read"), "user/Observation.read");
     }
 

@@ -593,7 +593,14 @@ async fn ehr_banner(
         .as_str()
         .map(str::to_owned)
         .unwrap_or_else(|| format!("{} {}", given.join(" "), name["family"].as_str().unwrap_or_default()));
-    let mrn = patient["identifier"][0]["value"].as_str().unwrap_or_default();
+    // The medical record number is the identifier typed MR (v2-0203); else the first one.
+    let identifiers = patient["identifier"].as_array().cloned().unwrap_or_default();
+    let mrn = identifiers
+        .iter()
+        .find(|i| i["type"]["coding"].as_array().into_iter().flatten().any(|c| c["code"] == "MR"))
+        .or_else(|| identifiers.first())
+        .and_then(|i| i["value"].as_str())
+        .unwrap_or_default();
     Some(format!(
         "<h1 id=\"patient-name\">{}</h1><p>Born {} · {} · MRN {}</p>",
         escape(full.trim()),

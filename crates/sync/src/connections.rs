@@ -80,7 +80,10 @@ impl Connections {
         connection_id: &str,
         base_url: &str,
         settings: BackendSettings,
+        auth: &telechart_ehr::AuthProfile,
     ) -> Result<Arc<BackendServices>, SyncError> {
+        // Scopes are configured in either SMART syntax and sent in the EHR's.
+        let scope = auth.render_scopes(&settings.scope);
         let key = (tenant_id.to_owned(), connection_id.to_owned());
         let mut backends = self.backends.lock().await;
         if let Some(b) = backends.get(&key) {
@@ -111,7 +114,7 @@ impl Connections {
             }
         };
         let signing = SigningKey::from_pkcs8(&newest.kid, alg, &newest.pkcs8)?;
-        let services = Arc::new(BackendServices::new(&settings.client_id, &token_url, &settings.scope, signing)?);
+        let services = Arc::new(BackendServices::new(&settings.client_id, &token_url, &scope, signing)?);
         backends.insert(key, services.clone());
         Ok(services)
     }
@@ -134,7 +137,12 @@ impl Connections {
         if let Some(backend) = settings.get("backend").filter(|b| !b.is_null()) {
             let backend: BackendSettings = serde_json::from_value(backend.clone())
                 .map_err(|e| SyncError::UnknownConnection(format!("{connection_id}: settings.backend: {e}")))?;
-            let services = self.backend(tenant_id, connection_id, &row.base_url, backend).await?;
+            let auth: telechart_ehr::AuthProfile = match settings.get("auth").filter(|a| !a.is_null()) {
+                Some(a) => serde_json::from_value(a.clone())
+                    .map_err(|e| SyncError::UnknownConnection(format!("{connection_id}: settings.auth: {e}")))?,
+                None => telechart_ehr::AuthProfile::default(),
+            };
+            let services = self.backend(tenant_id, connection_id, &row.base_url, backend, &auth).await?;
             let clock = self.clock.clone();
             client = client.with_backend_auth(services, Arc::new(move || clock.now()));
         }

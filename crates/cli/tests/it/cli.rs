@@ -161,3 +161,42 @@ fn check_fails_a_development_setup_and_passes_the_production_example() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stdout).contains("FAIL  key-file-permissions"));
 }
+
+/// `telechart demo --serve` prints the EHR schedule and keeps it up: its second "Start video
+/// visit" performs a real EHR launch of Telechart, which lands on the EHR's approve page.
+#[test]
+fn the_demo_serves_the_ehr_schedule_to_launch_from() {
+    use std::io::BufRead;
+    let mut child = telechart(&workspace())
+        .args(["demo", "--visits", "1", "--serve"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let mut schedule = None;
+    for line in std::io::BufReader::new(stdout).lines() {
+        let line = line.unwrap();
+        if line.trim().ends_with("/ehr/schedule") {
+            schedule = Some(line.trim().to_owned());
+            break;
+        }
+    }
+    let schedule = schedule.expect("the demo printed the schedule URL");
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let landed = runtime.block_on(async {
+        let browser = reqwest::Client::new();
+        let page = browser.get(&schedule).send().await.unwrap().text().await.unwrap();
+        let starts: Vec<&str> = page.match_indices("href=\"/ehr/launch/").map(|(i, _)| &page[i + 6..]).collect();
+        assert!(starts.len() >= 3, "{page}");
+        let second = starts[1].split('"').next().unwrap();
+        let root = schedule.trim_end_matches("/ehr/schedule");
+        let response = browser.get(format!("{root}{second}")).send().await.unwrap();
+        (response.status().as_u16(), response.url().path().to_owned(), response.text().await.unwrap())
+    });
+    let _ = child.kill();
+    let _ = child.wait();
+    let (status, path, html) = landed;
+    assert_eq!((status, path.as_str()), (200, "/auth/authorize"), "{html}");
+    assert!(html.contains("id=\"approve\"") && html.contains("launch"), "{html}");
+}
