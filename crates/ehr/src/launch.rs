@@ -296,6 +296,9 @@ pub struct IdClaims {
     pub sub: String,
     #[serde(default, rename = "fhirUser")]
     pub fhir_user: Option<String>,
+    /// How the person authenticated at the EHR (RFC 8176), e.g. `["pwd", "otp"]`.
+    #[serde(default)]
+    pub amr: Vec<String>,
     #[serde(default)]
     nonce: Option<String>,
     #[serde(default)]

@@ -132,7 +132,9 @@ async fn authenticate_session(state: AppState, mut request: Request, next: Next)
     };
     let session = match state.store.session(&secret, state.sessions.limits, state.clock.now_ms()).await {
         Ok(Some(s)) => s,
-        Ok(None) => return unauthorized(),
+        // An ended or expired session is no session: the request goes on anonymous, so sign-in
+        // routes (a new launch, a new login) work and every protected route still answers 401.
+        Ok(None) => return next.run(request).await,
         Err(e) => return ApiError::Internal(e.to_string()).into_response(),
     };
     let safe = matches!(*request.method(), Method::GET | Method::HEAD | Method::OPTIONS);

@@ -276,7 +276,11 @@ fn relative_fhir_user(fhir_user: &str, base_url: &str) -> Option<String> {
     }
 }
 
-async fn callback(State(state): State<AppState>, Query(params): Query<CallbackParams>) -> Result<Response, ApiError> {
+async fn callback(
+    State(state): State<AppState>,
+    existing: Option<crate::auth::SessionCaller>,
+    Query(params): Query<CallbackParams>,
+) -> Result<Response, ApiError> {
     if let Some(error) = params.error {
         return Err(ApiError::Forbidden(format!("the EHR refused the launch: {error}")));
     }
@@ -331,7 +335,34 @@ async fn callback(State(state): State<AppState>, Query(params): Query<CallbackPa
         .user_by_fhir_user(&tenant, &fhir_user)
         .await?
         .ok_or_else(|| ApiError::Forbidden("no Telechart user is linked to the launching clinician".into()))?;
-    let (secret, session) = state.store.create_session(&user, false, state.sessions.limits, now).await?;
+    // A second factor proven at the EHR (its id_token's amr) counts; a Telechart session the
+    // same person already has is kept, so they are not asked again.
+    let second_factor = crate::login::proves_second_factor(&claims.amr);
+    let (secret, session) = match existing.filter(|e| e.session.user_id == user.id && e.session.tenant_id == tenant) {
+        Some(e) => {
+            if second_factor && e.session.mfa != 1 {
+                state.store.confirm_session_mfa(&e.secret).await?;
+            }
+            (e.secret, e.session)
+        }
+        None => state.store.create_session(&user, second_factor, state.sessions.limits, now).await?,
+    };
+    state
+        .store
+        .audit(
+            &telechart_store::AuditEntry {
+                tenant_id: tenant.clone(),
+                actor: format!("user:{}", user.id),
+                action: "session.launch".to_owned(),
+                entity_type: "user".to_owned(),
+                entity_id: user.id.clone(),
+                visit_id: None,
+                phi: false,
+                detail: format!("SMART launch from {}; amr {}", connection.id, claims.amr.join(" ")),
+            },
+            now,
+        )
+        .await?;
     let tokens = Arc::new(telechart_ehr::UserTokens::new(
         &config.token_endpoint,
         &settings.client_id,

@@ -294,8 +294,7 @@ async fn callback(State(state): State<AppState>, Query(params): Query<CallbackPa
     let issuer = claims.issuer().as_str().to_owned();
     let subject = claims.subject().as_str().to_owned();
     let amr: Vec<String> = claims.auth_method_refs().into_iter().flatten().map(|a| a.as_str().to_owned()).collect();
-    let second_factor =
-        amr.iter().any(|m| matches!(m.as_str(), "otp" | "mfa" | "hwk" | "swk" | "sms" | "fpt" | "face" | "pop"));
+    let second_factor = proves_second_factor(&amr);
     let Some(user) = state.store.user_by_subject(&issuer, &subject).await? else {
         return Err(ApiError::Forbidden("no Telechart user is provisioned for this login".to_owned()));
     };
@@ -322,6 +321,11 @@ async fn callback(State(state): State<AppState>, Query(params): Query<CallbackPa
     let mut response = Redirect::to("/auth/session").into_response();
     set_cookie(&mut response, &session_cookie(&secret, &state.sessions, pending.embedded));
     Ok(response)
+}
+
+/// Whether an id_token's `amr` (RFC 8176) says the person proved a second factor.
+pub(crate) fn proves_second_factor(amr: &[String]) -> bool {
+    amr.iter().any(|m| matches!(m.as_str(), "otp" | "mfa" | "hwk" | "swk" | "sms" | "fpt" | "face" | "pop"))
 }
 
 /// A top-level session keeps `SameSite=Lax`. A session living in an EHR's cross-site frame needs

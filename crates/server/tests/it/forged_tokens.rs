@@ -150,7 +150,11 @@ async fn forged_launch_id_tokens_open_nothing() {
     let base = format!("http://127.0.0.1:{port}");
     let state = telechart_server::AppState {
         public_url: Some(base.clone()),
-        sessions: std::sync::Arc::new(telechart_server::SessionPolicy { mfa_roles: vec![], ..Default::default() }),
+        // Clinicians must prove a second factor: the EHR's id_token says `amr: ["pwd", "otp"]`.
+        sessions: std::sync::Arc::new(telechart_server::SessionPolicy {
+            mfa_roles: vec![Role::Clinician],
+            ..Default::default()
+        }),
         ..crate::bare_state(&store, None)
     };
     let server = telechart_server::spawn(state, SocketAddr::from(([127, 0, 0, 1], port)), None).await.unwrap();
@@ -166,23 +170,28 @@ async fn forged_launch_id_tokens_open_nothing() {
             let callback = back.headers()["location"].to_str().unwrap().to_owned();
             let response = browser.get(&callback).send().await.unwrap();
             let status = response.status().as_u16();
-            let cookie = response.headers().get("set-cookie").is_some();
-            (status, cookie, response.text().await.unwrap())
+            let cookie = response.headers().get("set-cookie").map(|c| c.to_str().unwrap().to_owned());
+            let landing = response.headers().get("location").map(|l| l.to_str().unwrap().to_owned());
+            (status, cookie, landing, response.text().await.unwrap())
         }
     };
     for scenario in
         ["alg-none", "hs256-public-key", "unknown-kid", "expired", "wrong-aud", "wrong-iss", "tampered", "wrong-nonce"]
     {
-        let (status, cookie, body) = attempt(scenario).await;
+        let (status, cookie, _, body) = attempt(scenario).await;
         assert_eq!(status, 401, "{scenario}: {body}");
-        assert!(!cookie, "{scenario} set a cookie");
+        assert!(cookie.is_none(), "{scenario} set a cookie");
         assert!(body.contains("authentication required"), "{scenario} leaked detail: {body}");
     }
     assert!(store.visit_for_appointment("default", "forging-ehr", "forged-appt").await.unwrap().is_none());
-    // The harness can succeed: the well-formed token opens the visit.
-    let (status, cookie, body) = attempt("valid").await;
-    assert_eq!((status, cookie), (303, true), "{body}");
+    // The harness can succeed: the well-formed token opens the visit, and the EHR's `amr`
+    // counts as the clinician's second factor, so the workspace opens without another prompt.
+    let (status, cookie, landing, body) = attempt("valid").await;
+    assert_eq!(status, 303, "{body}");
     assert!(store.visit_for_appointment("default", "forging-ehr", "forged-appt").await.unwrap().is_some());
+    let cookie = cookie.unwrap().split(';').next().unwrap().to_owned();
+    let workspace = http.get(format!("{base}{}", landing.unwrap())).header("cookie", &cookie).send().await.unwrap();
+    assert_eq!(workspace.status().as_u16(), 200);
     server.shutdown().await;
     store.close().await;
 }

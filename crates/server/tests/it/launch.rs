@@ -190,6 +190,27 @@ async fn an_ehr_launch_opens_the_workspace_of_the_appointment_in_context() {
         .unwrap();
     assert_eq!(again.url().path(), landed);
 
+    // A browser still holding an ended session's cookie launches as if it had none.
+    let stop_at_workspace = reqwest::redirect::Policy::custom(|attempt| {
+        if attempt.url().path().starts_with("/workspace/") { attempt.stop() } else { attempt.follow() }
+    });
+    let stale = reqwest::Client::builder().redirect(stop_at_workspace).build().unwrap();
+    let relaunch = sandbox.sandbox.register_launch(LaunchContext {
+        practitioner: "Practitioner/sandbox-dr-2".into(),
+        patient: patient.clone(),
+        appointment: Some(format!("Appointment/{appointment}")),
+    });
+    let landed_stale = stale
+        .get(format!("{base}/launch"))
+        .query_pairs(&[("iss", iss.as_str()), ("launch", relaunch.as_str())])
+        .header("cookie", "telechart_session=ended-long-ago")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(landed_stale.url().path(), "/launch/callback", "stops where the new cookie is set");
+    assert_eq!(landed_stale.status().as_u16(), 303);
+    assert!(landed_stale.headers()["set-cookie"].to_str().unwrap().starts_with("telechart_session="));
+
     // An iss that is not a registered EHR: refused before any request leaves.
     let unknown = reqwest::Client::new()
         .get(format!("{base}/launch"))
