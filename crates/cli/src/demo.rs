@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
+use base64::Engine;
 use serde_json::{Value, json};
 use telechart_ehr::{FhirClient, VendorProfile, WireTap};
 use telechart_sandbox::{Sandbox, SandboxConfig};
@@ -325,7 +326,13 @@ async fn run_visit(http: &reqwest::Client, api: &str, appointment: &str, i: usiz
     let url = format!("{api}/visits/{visit}");
     let mut artifacts = 0;
     let mut count = |v: &Value| artifacts += v["artifacts"].as_array().map_or(0, Vec::len);
+    let patient = opened["patient"].as_str().unwrap_or_default().to_owned();
     count(&post(http, &format!("{url}/transitions"), json!({"to": "arrived"})).await?);
+    // In the virtual waiting room the patient signs the telehealth consent form.
+    let consent = json!({"kind": "consent-form", "title": "Telehealth informed consent", "contentType": "application/pdf",
+        "data": base64::engine::general_purpose::STANDARD.encode(demo_pdf("I consent to receive care by video.")),
+        "author": patient});
+    count(&post(http, &format!("{url}/documents"), consent).await?);
     let weight = 58.0 + (i % 40) as f64 + 0.5;
     let height = 158.0 + (i % 30) as f64;
     let bmi = (weight / (height / 100.0).powi(2) * 10.0).round() / 10.0;
@@ -341,6 +348,12 @@ async fn run_visit(http: &reqwest::Client, api: &str, appointment: &str, i: usiz
     ]});
     count(&post(http, &format!("{url}/vitals"), vitals).await?);
     count(&post(http, &format!("{url}/transitions"), json!({"to": "in-progress"})).await?);
+    let chat = json!({"kind": "chat-transcript", "title": "Visit chat", "contentType": "text/plain",
+        "text": "[10:02] Patient: Hi doctor, the cuff reading is on screen.\n[10:03] Clinician: Thanks, I see it."});
+    count(&post(http, &format!("{url}/documents"), chat).await?);
+    let photo = json!({"kind": "attachment", "title": "Photo shared in the call", "contentType": "image/png",
+        "data": base64::engine::general_purpose::STANDARD.encode(DEMO_PNG), "author": patient});
+    count(&post(http, &format!("{url}/documents"), photo).await?);
     let note = json!({
         "title": "Telehealth follow-up visit note",
         "text": "Subjective: Follow-up by video. Patient reports feeling well; no new symptoms.\n\
@@ -350,8 +363,48 @@ async fn run_visit(http: &reqwest::Client, api: &str, appointment: &str, i: usiz
         "signedAt": Clock::system().now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
     });
     count(&post(http, &format!("{url}/notes"), note).await?);
+    let transcript = json!({"kind": "video-transcript", "title": "Video visit transcript", "contentType": "text/vtt",
+        "text": "WEBVTT\n\n00:00:01.000 --> 00:00:04.000\nClinician: How have you been feeling?\n\n\
+                 00:00:04.500 --> 00:00:08.000\nPatient: Much better since the last visit."});
+    count(&post(http, &format!("{url}/documents"), transcript).await?);
     count(&post(http, &format!("{url}/transitions"), json!({"to": "finished"})).await?);
     Ok((visit, artifacts))
+}
+
+/// A 1×1 PNG: what a photo shared in the call looks like to the checks.
+const DEMO_PNG: &[u8] = &[
+    0x89, 0x50, 0x4E, 0x47, 0x0D, 0x0A, 0x1A, 0x0A, 0x00, 0x00, 0x00, 0x0D, 0x49, 0x48, 0x44, 0x52, 0x00, 0x00, 0x00,
+    0x01, 0x00, 0x00, 0x00, 0x01, 0x08, 0x06, 0x00, 0x00, 0x00, 0x1F, 0x15, 0xC4, 0x89, 0x00, 0x00, 0x00, 0x0D, 0x49,
+    0x44, 0x41, 0x54, 0x78, 0x9C, 0x63, 0xF8, 0xCF, 0xC0, 0xF0, 0x1F, 0x00, 0x05, 0x00, 0x01, 0xFF, 0x89, 0x99, 0x3D,
+    0x1D, 0x00, 0x00, 0x00, 0x00, 0x49, 0x45, 0x4E, 0x44, 0xAE, 0x42, 0x60, 0x82,
+];
+
+/// A one-page PDF showing `text`, with a correct cross-reference table.
+fn demo_pdf(text: &str) -> Vec<u8> {
+    let stream = format!("BT /F1 14 Tf 72 720 Td ({}) Tj ET", text.replace(['(', ')', '\\'], ""));
+    let objects = [
+        "<< /Type /Catalog /Pages 2 0 R >>".to_owned(),
+        "<< /Type /Pages /Kids [3 0 R] /Count 1 >>".to_owned(),
+        "<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Contents 4 0 R /Resources << /Font << /F1 5 0 R >> >> >>"
+            .to_owned(),
+        format!("<< /Length {} >>\nstream\n{stream}\nendstream", stream.len()),
+        "<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica >>".to_owned(),
+    ];
+    let mut pdf = b"%PDF-1.4\n".to_vec();
+    let mut offsets = Vec::new();
+    for (i, object) in objects.iter().enumerate() {
+        offsets.push(pdf.len());
+        pdf.extend_from_slice(format!("{} 0 obj\n{object}\nendobj\n", i + 1).as_bytes());
+    }
+    let xref = pdf.len();
+    pdf.extend_from_slice(format!("xref\n0 {}\n0000000000 65535 f \n", objects.len() + 1).as_bytes());
+    for offset in offsets {
+        pdf.extend_from_slice(format!("{offset:010} 00000 n \n").as_bytes());
+    }
+    pdf.extend_from_slice(
+        format!("trailer\n<< /Size {} /Root 1 0 R >>\nstartxref\n{xref}\n%%EOF\n", objects.len() + 1).as_bytes(),
+    );
+    pdf
 }
 
 async fn post(http: &reqwest::Client, url: &str, body: Value) -> anyhow::Result<Value> {

@@ -14,6 +14,12 @@ pub const ENCOUNTER_CLASS_VIRTUAL: (&str, &str) = ("VR", "virtual");
 
 /// LOINC document type of a signed visit note ("Progress note").
 pub const NOTE_PROGRESS: (&str, &str) = ("11506-3", "Progress note");
+/// LOINC document type of a note of no more specific kind (chat and video transcripts, PDFs).
+pub const NOTE_GENERIC: (&str, &str) = ("34109-9", "Note");
+/// LOINC document type of a signed consent form.
+pub const CONSENT_DOCUMENT: (&str, &str) = ("59284-0", "Consent Document");
+/// LOINC document type of a photograph (a rash, a wound, a device reading).
+pub const PHOTOGRAPHIC_IMAGE: (&str, &str) = ("72170-4", "Photographic image");
 
 /// A UCUM unit a vital sign accepts, with the range a living patient can show in it.
 #[derive(Debug, Clone, Copy, PartialEq)]

@@ -21,6 +21,8 @@ pub enum Permission {
     VisitVitals,
     /// Attach a signed clinical note.
     VisitNote,
+    /// Attach a transcript, an attachment or a signed consent form.
+    VisitDocument,
     /// See where each artifact of a visit is (no PHI).
     VisitTrace,
     /// Read queue depth and dead letters.
@@ -32,12 +34,13 @@ pub enum Permission {
 }
 
 impl Permission {
-    pub const ALL: [Permission; 9] = [
+    pub const ALL: [Permission; 10] = [
         Permission::VisitOpen,
         Permission::VisitRead,
         Permission::VisitTransition,
         Permission::VisitVitals,
         Permission::VisitNote,
+        Permission::VisitDocument,
         Permission::VisitTrace,
         Permission::QueueRead,
         Permission::QueueReplay,
@@ -51,6 +54,7 @@ impl Permission {
             Permission::VisitTransition => "visit:transition",
             Permission::VisitVitals => "visit:vitals",
             Permission::VisitNote => "visit:note",
+            Permission::VisitDocument => "visit:document",
             Permission::VisitTrace => "visit:trace",
             Permission::QueueRead => "queue:read",
             Permission::QueueReplay => "queue:replay",
@@ -116,13 +120,17 @@ impl Role {
     pub fn permissions(self) -> &'static [Permission] {
         use Permission::*;
         match self {
-            Role::Clinician => &[VisitOpen, VisitRead, VisitTransition, VisitVitals, VisitNote, VisitTrace],
-            Role::Nurse => &[VisitRead, VisitTransition, VisitVitals, VisitTrace],
+            Role::Clinician => {
+                &[VisitOpen, VisitRead, VisitTransition, VisitVitals, VisitNote, VisitDocument, VisitTrace]
+            }
+            Role::Nurse => &[VisitRead, VisitTransition, VisitVitals, VisitDocument, VisitTrace],
             Role::Scheduler => &[VisitOpen, VisitRead, VisitTransition],
             Role::Billing => &[VisitRead, VisitTrace],
             Role::ComplianceOfficer => &[VisitRead, VisitTrace, QueueRead],
             Role::IntegrationAdmin => &[VisitTrace, QueueRead, QueueReplay, MetricsRead],
-            Role::Platform => &[VisitOpen, VisitRead, VisitTransition, VisitVitals, VisitNote, VisitTrace],
+            Role::Platform => {
+                &[VisitOpen, VisitRead, VisitTransition, VisitVitals, VisitNote, VisitDocument, VisitTrace]
+            }
             Role::Monitor => &[MetricsRead, QueueRead],
         }
     }

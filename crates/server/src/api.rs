@@ -26,6 +26,14 @@ pub(crate) fn routes() -> Routes {
         .add(Method::POST, "/api/v1/visits/{id}/transitions", Access::Requires(VisitTransition), transition)
         .add(Method::POST, "/api/v1/visits/{id}/vitals", Access::Requires(VisitVitals), capture_vitals)
         .add(Method::POST, "/api/v1/visits/{id}/notes", Access::Requires(VisitNote), attach_note)
+        // Base64 and JSON around the largest document.
+        .add_large(
+            Method::POST,
+            "/api/v1/visits/{id}/documents",
+            Access::Requires(VisitDocument),
+            telechart_visit::DOCUMENT_MAX_BYTES / 3 * 4 + 64 * 1024,
+            attach_document,
+        )
         .add(Method::GET, "/api/v1/visits/{id}/trace", Access::Requires(VisitTrace), trace)
         .add(Method::POST, "/api/v1/visits/{id}/replay", Access::Requires(QueueReplay), replay)
         .add(Method::GET, "/api/v1/queue", Access::Requires(QueueRead), queue)
@@ -347,6 +355,23 @@ pub(crate) async fn attach_note(
         visit.state.parse().map_err(|_| ApiError::Internal(format!("visit {id} has unknown state")))?;
     let note = current.sign_note(request, state.clock.now())?;
     let result = record(&state, &caller, &visit, current, vec![Artifact::Note(note)], "visit.note").await?;
+    Ok((StatusCode::CREATED, Json(result)))
+}
+
+/// A transcript, attachment or consent form: checked (size, content type against the bytes,
+/// SHA-256), kept encrypted, delivered as a DocumentReference.
+pub(crate) async fn attach_document(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Result<(StatusCode, Json<EventResult>), ApiError> {
+    let request: telechart_visit::DocumentInput = parse(&body)?;
+    let visit = load(&state, &caller, &id).await?;
+    let current: VisitState =
+        visit.state.parse().map_err(|_| ApiError::Internal(format!("visit {id} has unknown state")))?;
+    let document = current.attach_document(request, state.clock.now())?;
+    let result = record(&state, &caller, &visit, current, vec![Artifact::Document(document)], "visit.document").await?;
     Ok((StatusCode::CREATED, Json(result)))
 }
 

@@ -72,6 +72,28 @@ impl Routes {
         self
     }
 
+    /// As [`Routes::add`], for a route whose bodies may be larger than the 2 MiB default.
+    pub fn add_large<H, T>(
+        mut self,
+        method: Method,
+        path: &'static str,
+        access: Access,
+        max_body_bytes: usize,
+        handler: H,
+    ) -> Self
+    where
+        H: Handler<T, AppState>,
+        T: 'static,
+    {
+        let filter = MethodFilter::try_from(method.clone()).unwrap_or(MethodFilter::GET);
+        let route = on(filter, handler)
+            .layer(axum::extract::DefaultBodyLimit::max(max_body_bytes))
+            .route_layer(from_fn_with_state(access, guard));
+        self.router = self.router.route(path, route);
+        self.specs.push(RouteSpec { method, path, access });
+        self
+    }
+
     pub fn merge(mut self, other: Routes) -> Self {
         self.router = self.router.merge(other.router);
         self.specs.extend(other.specs);

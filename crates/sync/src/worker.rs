@@ -382,17 +382,29 @@ impl Worker {
                 self.create_once(&client, claimed, "Observation", &token, to_json(&observation, row)?).await
             }
             Artifact::Note(note) => {
-                let encounter_id = encounter_id(&item)?;
-                let document = telechart_visit::note_document(&ctx, &row.artifact_id, &note, &encounter_id);
-                if !client.profile.capabilities.document_reference_create {
-                    return Err(EhrError::NotSupported(
-                        "this EHR does not accept DocumentReference create over FHIR".into(),
-                    )
-                    .into());
-                }
-                self.create_once(&client, claimed, "DocumentReference", &token, to_json(&document, row)?).await
+                let document = telechart_visit::note_document(&ctx, &row.artifact_id, &note, &encounter_id(&item)?);
+                self.create_document(&client, claimed, &token, to_json(&document, row)?).await
+            }
+            Artifact::Document(doc) => {
+                let document = telechart_visit::visit_document(&ctx, &row.artifact_id, &doc, &encounter_id(&item)?);
+                self.create_document(&client, claimed, &token, to_json(&document, row)?).await
             }
         }
+    }
+
+    async fn create_document(
+        &self,
+        client: &FhirClient,
+        claimed: &ClaimedDelivery,
+        token: &str,
+        document: Value,
+    ) -> Result<(Written, bool), SyncError> {
+        if !client.profile.capabilities.document_reference_create {
+            return Err(
+                EhrError::NotSupported("this EHR does not accept DocumentReference create over FHIR".into()).into()
+            );
+        }
+        self.create_once(client, claimed, "DocumentReference", token, document).await
     }
 
     /// Creates a resource unless an earlier attempt already did: when the claim says an attempt

@@ -1,4 +1,4 @@
-//! What a visit produces: validated vitals, signed notes and encounter status changes.
+//! What a visit produces: validated vitals, signed notes, documents and encounter status changes.
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -14,6 +14,7 @@ pub enum Artifact {
     EncounterStatus(EncounterStatusChange),
     Vital(VitalMeasurement),
     Note(SignedNote),
+    Document(crate::VisitDocument),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -22,6 +23,7 @@ pub enum ArtifactKind {
     EncounterStatus,
     Vital,
     Note,
+    Document,
 }
 
 impl ArtifactKind {
@@ -30,6 +32,7 @@ impl ArtifactKind {
             ArtifactKind::EncounterStatus => "encounter-status",
             ArtifactKind::Vital => "vital",
             ArtifactKind::Note => "note",
+            ArtifactKind::Document => "document",
         }
     }
 
@@ -38,7 +41,7 @@ impl ArtifactKind {
         match self {
             ArtifactKind::EncounterStatus => "Encounter",
             ArtifactKind::Vital => "Observation",
-            ArtifactKind::Note => "DocumentReference",
+            ArtifactKind::Note | ArtifactKind::Document => "DocumentReference",
         }
     }
 }
@@ -49,6 +52,7 @@ impl Artifact {
             Artifact::EncounterStatus(_) => ArtifactKind::EncounterStatus,
             Artifact::Vital(_) => ArtifactKind::Vital,
             Artifact::Note(_) => ArtifactKind::Note,
+            Artifact::Document(_) => ArtifactKind::Document,
         }
     }
 }

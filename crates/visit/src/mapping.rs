@@ -10,7 +10,7 @@ use telechart_fhir::{
     Encounter, EncounterParticipant, Identifier, Meta, Observation, ObservationComponent, Period, Quantity, Reference,
 };
 
-use crate::{EncounterStatusChange, SignedNote, VisitError, VitalMeasurement, VitalValue};
+use crate::{DocumentKind, EncounterStatusChange, SignedNote, VisitDocument, VisitError, VitalMeasurement, VitalValue};
 
 /// What every resource of one visit refers to.
 #[derive(Debug, Clone, PartialEq)]
@@ -186,16 +186,23 @@ pub fn vital_observation(
     })
 }
 
-/// The signed note as a DocumentReference (LOINC 11506-3 progress note, base64 attachment).
-pub fn note_document(
+/// What differs between the DocumentReferences of a visit.
+struct DocumentParts {
+    type_: (&'static str, &'static str),
+    description: String,
+    author: Option<String>,
+    authenticator: Option<String>,
+    date: DateTime<Utc>,
+    attachment: Attachment,
+}
+
+fn document_reference(
     ctx: &VisitContext,
     artifact_id: &str,
-    note: &SignedNote,
     encounter_id: &str,
+    parts: DocumentParts,
 ) -> DocumentReference {
-    let data = base64::engine::general_purpose::STANDARD.encode(note.text.as_bytes());
-    let (code, display) = terminology::NOTE_PROGRESS;
-    let signed_at = format_instant(note.signed_at);
+    let (code, display) = parts.type_;
     DocumentReference {
         resource_type: Default::default(),
         id: None,
@@ -206,11 +213,37 @@ pub fn note_document(
         type_: CodeableConcept::coded(terminology::LOINC, code, display),
         category: vec![CodeableConcept::coded(terminology::DOCUMENT_CLASS_US_CORE, "clinical-note", "Clinical Note")],
         subject: Reference::to(ctx.patient.clone()),
-        date: signed_at.clone(),
-        author: vec![Reference::to(note.author.clone())],
-        authenticator: Some(Reference::to(note.author.clone())),
-        description: Some(note.title.clone()),
-        content: vec![DocumentReferenceContent {
+        date: format_instant(parts.date),
+        author: parts.author.into_iter().map(Reference::to).collect(),
+        authenticator: parts.authenticator.map(Reference::to),
+        description: Some(parts.description),
+        content: vec![DocumentReferenceContent { attachment: parts.attachment }],
+        context: Some(DocumentReferenceContext {
+            encounter: vec![Reference::to(telechart_fhir::reference_string("Encounter", encounter_id))],
+            period: None,
+        }),
+    }
+}
+
+/// The signed note as a DocumentReference (LOINC 11506-3 progress note, base64 attachment).
+pub fn note_document(
+    ctx: &VisitContext,
+    artifact_id: &str,
+    note: &SignedNote,
+    encounter_id: &str,
+) -> DocumentReference {
+    let data = base64::engine::general_purpose::STANDARD.encode(note.text.as_bytes());
+    let signed_at = format_instant(note.signed_at);
+    document_reference(
+        ctx,
+        artifact_id,
+        encounter_id,
+        DocumentParts {
+            type_: terminology::NOTE_PROGRESS,
+            description: note.title.clone(),
+            author: Some(note.author.clone()),
+            authenticator: Some(note.author.clone()),
+            date: note.signed_at,
             attachment: Attachment {
                 content_type: Some(format!("{}; charset=utf-8", note.content_type)),
                 language: None,
@@ -220,12 +253,51 @@ pub fn note_document(
                 title: Some(note.title.clone()),
                 creation: Some(signed_at),
             },
-        }],
-        context: Some(DocumentReferenceContext {
-            encounter: vec![Reference::to(telechart_fhir::reference_string("Encounter", encounter_id))],
-            period: None,
-        }),
-    }
+        },
+    )
+}
+
+/// A transcript, attachment or consent form as a DocumentReference: LOINC type by kind, the
+/// bytes base64 with their size and (as R4 defines it) SHA-1 hash.
+pub fn visit_document(
+    ctx: &VisitContext,
+    artifact_id: &str,
+    document: &VisitDocument,
+    encounter_id: &str,
+) -> DocumentReference {
+    let type_ = match document.kind {
+        DocumentKind::ConsentForm => terminology::CONSENT_DOCUMENT,
+        DocumentKind::Attachment if document.content_type.starts_with("image/") => terminology::PHOTOGRAPHIC_IMAGE,
+        DocumentKind::ChatTranscript | DocumentKind::VideoTranscript | DocumentKind::Attachment => {
+            terminology::NOTE_GENERIC
+        }
+    };
+    let content_type = if document.content_type.starts_with("text/") {
+        format!("{}; charset=utf-8", document.content_type)
+    } else {
+        document.content_type.clone()
+    };
+    document_reference(
+        ctx,
+        artifact_id,
+        encounter_id,
+        DocumentParts {
+            type_,
+            description: document.title.clone(),
+            author: document.author.clone(),
+            authenticator: None,
+            date: document.created_at,
+            attachment: Attachment {
+                content_type: Some(content_type),
+                language: None,
+                data: Some(document.data.clone()),
+                size: Some(document.size),
+                hash: Some(document.sha1_base64.clone()),
+                title: Some(document.title.clone()),
+                creation: Some(format_instant(document.created_at)),
+            },
+        },
+    )
 }
 
 #[cfg(test)]

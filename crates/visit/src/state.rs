@@ -121,6 +121,19 @@ impl VisitState {
         }
         crate::validate_note(input, now)
     }
+
+    /// Documents (the consent form in the waiting room, transcripts and attachments during or
+    /// after the call) belong to a visit whose Encounter exists: arrived, in the call, finished.
+    pub fn attach_document(
+        self,
+        input: crate::DocumentInput,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> Result<crate::VisitDocument, VisitError> {
+        if !matches!(self, VisitState::Arrived | VisitState::InProgress | VisitState::Finished) {
+            return Err(VisitError::WrongState { event: "attaching a document", state: self });
+        }
+        crate::validate_document(input, now)
+    }
 }
 
 impl fmt::Display for VisitState {

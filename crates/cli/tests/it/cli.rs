@@ -81,7 +81,7 @@ fn the_demo_charts_every_visit_and_exports_what_it_wrote() {
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
-    assert!(stdout.contains("delivered   36 / 36 (100.0 %)"), "{stdout}");
+    assert!(stdout.contains("delivered   48 / 48 (100.0 %)"), "{stdout}");
     assert!(stdout.contains("dead        0"), "{stdout}");
     let lines = |p: &Path| {
         std::fs::read_to_string(p)
@@ -91,11 +91,19 @@ fn the_demo_charts_every_visit_and_exports_what_it_wrote() {
             .collect::<Vec<_>>()
     };
     let written = lines(&written);
-    // Per visit: one Encounter (three versions of it), eight Observations, one DocumentReference.
-    assert_eq!(written.len(), 30);
+    // Per visit: one Encounter (three versions of it), eight Observations, five DocumentReferences
+    // (consent form, chat transcript, photo, note, video transcript).
+    assert_eq!(written.len(), 42);
     assert_eq!(written.iter().filter(|r| r["resourceType"] == "Observation").count(), 24);
+    let documents: Vec<&serde_json::Value> =
+        written.iter().filter(|r| r["resourceType"] == "DocumentReference").collect();
+    let mut types: Vec<&str> = documents.iter().map(|d| d["type"]["coding"][0]["code"].as_str().unwrap()).collect();
+    types.sort_unstable();
+    types.dedup();
+    assert_eq!(types, ["11506-3", "34109-9", "59284-0", "72170-4"], "progress note, note, consent, photo");
+    assert!(documents.iter().all(|d| d["context"]["encounter"][0]["reference"].is_string()));
     let sent = lines(&sent);
-    assert_eq!(sent.len(), 36, "every delivery sent exactly once");
+    assert_eq!(sent.len(), 48, "every delivery sent exactly once");
 }
 
 #[test]

@@ -85,6 +85,44 @@ async fn bad_input_is_refused_precisely_and_writes_nothing() {
         )
         .await;
     assert_outcome(status, &reply, 409, None);
+    // Documents: the bytes must be what the content type says, within the size limit.
+    let b64 = |bytes: &[u8]| base64::Engine::encode(&base64::engine::general_purpose::STANDARD, bytes);
+    let documents: Vec<(Value, u16, &str)> = vec![
+        (
+            json!({"kind": "attachment", "title": "x", "contentType": "application/pdf", "data": b64(b"\x89PNG\r\n\x1a\n")}),
+            422,
+            "contentType",
+        ),
+        (
+            json!({"kind": "attachment", "title": "x", "contentType": "text/html", "text": "<script>"}),
+            422,
+            "contentType",
+        ),
+        (json!({"kind": "consent-form", "title": "x", "contentType": "application/pdf", "data": "%%%"}), 422, "data"),
+        (json!({"kind": "chat-transcript", "title": "", "contentType": "text/plain", "text": "hi"}), 422, "title"),
+        (json!({"kind": "x-ray", "title": "x", "contentType": "text/plain", "text": "hi"}), 422, "kind"),
+        (
+            json!({"kind": "chat-transcript", "title": "x", "contentType": "text/plain", "text": "a".repeat(telechart_visit::DOCUMENT_MAX_BYTES + 1)}),
+            422,
+            "data",
+        ),
+    ];
+    for (body, want, field) in documents {
+        let (status, reply) = env.post(&format!("/visits/{id}/documents"), body).await;
+        assert_outcome(status, &reply, want, None);
+        let named = reply["issue"][0]["expression"][0].as_str().unwrap_or_default().to_owned()
+            + reply["issue"][0]["diagnostics"].as_str().unwrap_or_default();
+        assert!(named.contains(field), "{field} not named in {reply}");
+        assert_eq!(snapshot(&env, &id).await, before);
+    }
+    // Past the route's body limit: refused before it is read.
+    let huge = format!(
+        "{{\"kind\":\"attachment\",\"title\":\"x\",\"contentType\":\"application/pdf\",\"data\":\"{}\"}}",
+        "A".repeat(15 << 20)
+    );
+    let (status, _) = env.post_raw(&format!("/visits/{id}/documents"), huge).await;
+    assert_eq!(status, 413);
+    assert_eq!(snapshot(&env, &id).await, before);
     let (status, reply) = env.get(&format!("{}/visits/00000000-0000-0000-0000-000000000000", env.api)).await;
     assert_outcome(status, &reply, 404, None);
     let (status, reply) = env.get(&format!("{}/nowhere", env.api)).await;

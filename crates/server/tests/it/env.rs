@@ -163,7 +163,7 @@ impl TestEnv {
         (status, response.json().await.unwrap_or(Value::Null))
     }
 
-    pub async fn post_raw(&self, path: &str, body: &'static str) -> (u16, Value) {
+    pub async fn post_raw(&self, path: &str, body: impl Into<reqwest::Body>) -> (u16, Value) {
         let response = self
             .http
             .post(format!("{}{path}", self.api))
