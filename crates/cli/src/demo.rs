@@ -363,6 +363,8 @@ async fn run_visit(http: &reqwest::Client, api: &str, appointment: &str, i: usiz
         "signedAt": Clock::system().now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
     });
     count(&post(http, &format!("{url}/notes"), note).await?);
+    let diagnoses = json!({"recorder": practitioner, "diagnoses": [{"code": "I10"}, {"code": "E11.9"}]});
+    count(&post(http, &format!("{url}/diagnoses"), diagnoses).await?);
     let transcript = json!({"kind": "video-transcript", "title": "Video visit transcript", "contentType": "text/vtt",
         "text": "WEBVTT\n\n00:00:01.000 --> 00:00:04.000\nClinician: How have you been feeling?\n\n\
                  00:00:04.500 --> 00:00:08.000\nPatient: Much better since the last visit."});

@@ -19,6 +19,7 @@ pub struct Capabilities {
     pub encounter_update: bool,
     pub observation_create: bool,
     pub document_reference_create: bool,
+    pub condition_create: bool,
     /// Whether searching by `identifier` finds what we wrote (needed to reconcile unknown outcomes).
     pub identifier_search: bool,
 }
@@ -41,6 +42,7 @@ impl VendorProfile {
                 encounter_update: true,
                 observation_create: true,
                 document_reference_create: true,
+                condition_create: true,
                 identifier_search: true,
             },
             max_page_size: 100,

@@ -4,6 +4,7 @@
 //! and modify are handled as `serde_json::Value` so that every element the EHR sent is preserved.
 
 mod datatypes;
+pub mod icd10cm;
 mod outcome;
 mod resources;
 pub mod terminology;

@@ -189,6 +189,29 @@ pub struct BundleEntrySearch {
     pub mode: Option<String>,
 }
 
+/// A diagnosis made in the visit (R4 Condition, category `encounter-diagnosis`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Condition {
+    pub resource_type: ResourceTypeTag<ConditionTag>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub identifier: Vec<Identifier>,
+    pub clinical_status: CodeableConcept,
+    pub verification_status: CodeableConcept,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub category: Vec<CodeableConcept>,
+    pub code: CodeableConcept,
+    pub subject: Reference,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub encounter: Option<Reference>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub recorded_date: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub recorder: Option<Reference>,
+}
+
 /// A zero-sized `resourceType` field that serializes as the resource's name and refuses any other.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct ResourceTypeTag<T>(std::marker::PhantomData<T>);
@@ -211,6 +234,7 @@ resource_tags! {
     EncounterTag => "Encounter",
     ObservationTag => "Observation",
     DocumentReferenceTag => "DocumentReference",
+    ConditionTag => "Condition",
 }
 
 impl<T: ResourceName> Serialize for ResourceTypeTag<T> {

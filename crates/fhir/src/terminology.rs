@@ -7,6 +7,10 @@ pub const ACT_CODE: &str = "http://terminology.hl7.org/CodeSystem/v3-ActCode";
 pub const PARTICIPATION_TYPE: &str = "http://terminology.hl7.org/CodeSystem/v3-ParticipationType";
 pub const DOCUMENT_CLASS_US_CORE: &str = "http://hl7.org/fhir/us/core/CodeSystem/us-core-documentreference-category";
 pub const VITAL_SIGNS_PROFILE: &str = "http://hl7.org/fhir/StructureDefinition/vitalsigns";
+pub const CONDITION_CLINICAL: &str = "http://terminology.hl7.org/CodeSystem/condition-clinical";
+pub const CONDITION_VERIFICATION: &str = "http://terminology.hl7.org/CodeSystem/condition-ver-status";
+pub const CONDITION_CATEGORY: &str = "http://terminology.hl7.org/CodeSystem/condition-category";
+pub const DIAGNOSIS_ROLE: &str = "http://terminology.hl7.org/CodeSystem/diagnosis-role";
 pub const BP_PROFILE: &str = "http://hl7.org/fhir/StructureDefinition/bp";
 
 /// The encounter class of every telehealth visit: v3 ActCode `VR` (virtual).

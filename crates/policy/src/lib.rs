@@ -23,6 +23,8 @@ pub enum Permission {
     VisitNote,
     /// Attach a transcript, an attachment or a signed consent form.
     VisitDocument,
+    /// Record the visit's diagnoses (ICD-10-CM).
+    VisitDiagnosis,
     /// See where each artifact of a visit is (no PHI).
     VisitTrace,
     /// Read queue depth and dead letters.
@@ -34,13 +36,14 @@ pub enum Permission {
 }
 
 impl Permission {
-    pub const ALL: [Permission; 10] = [
+    pub const ALL: [Permission; 11] = [
         Permission::VisitOpen,
         Permission::VisitRead,
         Permission::VisitTransition,
         Permission::VisitVitals,
         Permission::VisitNote,
         Permission::VisitDocument,
+        Permission::VisitDiagnosis,
         Permission::VisitTrace,
         Permission::QueueRead,
         Permission::QueueReplay,
@@ -55,6 +58,7 @@ impl Permission {
             Permission::VisitVitals => "visit:vitals",
             Permission::VisitNote => "visit:note",
             Permission::VisitDocument => "visit:document",
+            Permission::VisitDiagnosis => "visit:diagnosis",
             Permission::VisitTrace => "visit:trace",
             Permission::QueueRead => "queue:read",
             Permission::QueueReplay => "queue:replay",
@@ -120,17 +124,31 @@ impl Role {
     pub fn permissions(self) -> &'static [Permission] {
         use Permission::*;
         match self {
-            Role::Clinician => {
-                &[VisitOpen, VisitRead, VisitTransition, VisitVitals, VisitNote, VisitDocument, VisitTrace]
-            }
+            Role::Clinician => &[
+                VisitOpen,
+                VisitRead,
+                VisitTransition,
+                VisitVitals,
+                VisitNote,
+                VisitDocument,
+                VisitDiagnosis,
+                VisitTrace,
+            ],
             Role::Nurse => &[VisitRead, VisitTransition, VisitVitals, VisitDocument, VisitTrace],
             Role::Scheduler => &[VisitOpen, VisitRead, VisitTransition],
             Role::Billing => &[VisitRead, VisitTrace],
             Role::ComplianceOfficer => &[VisitRead, VisitTrace, QueueRead],
             Role::IntegrationAdmin => &[VisitTrace, QueueRead, QueueReplay, MetricsRead],
-            Role::Platform => {
-                &[VisitOpen, VisitRead, VisitTransition, VisitVitals, VisitNote, VisitDocument, VisitTrace]
-            }
+            Role::Platform => &[
+                VisitOpen,
+                VisitRead,
+                VisitTransition,
+                VisitVitals,
+                VisitNote,
+                VisitDocument,
+                VisitDiagnosis,
+                VisitTrace,
+            ],
             Role::Monitor => &[MetricsRead, QueueRead],
         }
     }

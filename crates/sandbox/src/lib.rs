@@ -369,7 +369,7 @@ fn with_version_headers(mut response: Response, base: &str, resource: &Value) ->
 
 async fn metadata(State(sandbox): State<Sandbox>) -> Response {
     sandbox.delay().await;
-    let writable = ["Encounter", "Observation", "DocumentReference", "Appointment", "Patient"];
+    let writable = ["Encounter", "Observation", "DocumentReference", "Condition", "Appointment", "Patient"];
     let resources: Vec<Value> = R4_RESOURCE_TYPES
         .iter()
         .filter(|t| !matches!(**t, "Bundle" | "OperationOutcome" | "Parameters"))

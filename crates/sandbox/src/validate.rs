@@ -43,6 +43,7 @@ fn rules(rtype: &str) -> (&'static [&'static str], &'static [&'static str]) {
             ],
         ),
         "DocumentReference" => (&["status", "content"], &["current", "superseded", "entered-in-error"]),
+        "Condition" => (&["subject"], &[]),
         "Appointment" => (
             &["status", "participant"],
             &[

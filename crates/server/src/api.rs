@@ -26,6 +26,7 @@ pub(crate) fn routes() -> Routes {
         .add(Method::POST, "/api/v1/visits/{id}/transitions", Access::Requires(VisitTransition), transition)
         .add(Method::POST, "/api/v1/visits/{id}/vitals", Access::Requires(VisitVitals), capture_vitals)
         .add(Method::POST, "/api/v1/visits/{id}/notes", Access::Requires(VisitNote), attach_note)
+        .add(Method::POST, "/api/v1/visits/{id}/diagnoses", Access::Requires(VisitDiagnosis), diagnose)
         // Base64 and JSON around the largest document.
         .add_large(
             Method::POST,
@@ -258,13 +259,26 @@ async fn record(
     artifacts: Vec<Artifact>,
     action: &str,
 ) -> Result<EventResult, ApiError> {
+    let with_ids = artifacts.into_iter().map(|a| (uuid::Uuid::now_v7().to_string(), a)).collect();
+    record_with_ids(state, caller, visit, new_state, with_ids, action).await
+}
+
+/// As [`record`], for artifacts that refer to each other by id (made by the caller).
+async fn record_with_ids(
+    state: &AppState,
+    caller: &Caller,
+    visit: &VisitRow,
+    new_state: VisitState,
+    artifacts: Vec<(String, Artifact)>,
+    action: &str,
+) -> Result<EventResult, ApiError> {
     let mut rows = Vec::with_capacity(artifacts.len());
     let mut refs = Vec::with_capacity(artifacts.len());
-    for artifact in &artifacts {
-        let id = uuid::Uuid::now_v7().to_string();
+    for (id, artifact) in &artifacts {
+        let id = id.clone();
         let kind = artifact.kind();
-        // The Encounter's identifier is the visit's, so every status change finds the same one.
-        let identifier = if matches!(artifact, Artifact::EncounterStatus(_)) { visit.id.clone() } else { id.clone() };
+        // The Encounter's identifier is the visit's, so every change to it finds the same one.
+        let identifier = if kind.resource_type() == "Encounter" { visit.id.clone() } else { id.clone() };
         let payload = serde_json::to_string(artifact).map_err(|e| ApiError::Internal(e.to_string()))?;
         rows.push(NewArtifact {
             id: id.clone(),
@@ -355,6 +369,34 @@ pub(crate) async fn attach_note(
         visit.state.parse().map_err(|_| ApiError::Internal(format!("visit {id} has unknown state")))?;
     let note = current.sign_note(request, state.clock.now())?;
     let result = record(&state, &caller, &visit, current, vec![Artifact::Note(note)], "visit.note").await?;
+    Ok((StatusCode::CREATED, Json(result)))
+}
+
+/// Diagnoses: a Condition each, then one update of the Encounter's `diagnosis` list.
+async fn diagnose(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Result<(StatusCode, Json<EventResult>), ApiError> {
+    let request: telechart_visit::DiagnosesInput = parse(&body)?;
+    let visit = load(&state, &caller, &id).await?;
+    let current: VisitState =
+        visit.state.parse().map_err(|_| ApiError::Internal(format!("visit {id} has unknown state")))?;
+    let diagnoses = current.diagnose(request, state.clock.now())?;
+    let mut artifacts: Vec<(String, Artifact)> = Vec::with_capacity(diagnoses.len() + 1);
+    let mut entries = Vec::with_capacity(diagnoses.len());
+    for diagnosis in diagnoses {
+        let artifact_id = uuid::Uuid::now_v7().to_string();
+        entries.push(telechart_visit::EncounterDiagnosisEntry {
+            condition_artifact: artifact_id.clone(),
+            rank: diagnosis.rank,
+        });
+        artifacts.push((artifact_id, Artifact::Diagnosis(diagnosis)));
+    }
+    let link = Artifact::EncounterDiagnoses(telechart_visit::EncounterDiagnoses { entries });
+    artifacts.push((uuid::Uuid::now_v7().to_string(), link));
+    let result = record_with_ids(&state, &caller, &visit, current, artifacts, "visit.diagnosis").await?;
     Ok((StatusCode::CREATED, Json(result)))
 }
 

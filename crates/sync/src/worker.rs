@@ -385,6 +385,16 @@ impl Worker {
                 let document = telechart_visit::note_document(&ctx, &row.artifact_id, &note, &encounter_id(&item)?);
                 self.create_document(&client, claimed, &token, to_json(&document, row)?).await
             }
+            Artifact::Diagnosis(diagnosis) => {
+                let condition = telechart_visit::condition(&ctx, &row.artifact_id, &diagnosis, &encounter_id(&item)?);
+                if !client.profile.capabilities.condition_create {
+                    return Err(
+                        EhrError::NotSupported("this EHR does not accept Condition create over FHIR".into()).into()
+                    );
+                }
+                self.create_once(&client, claimed, "Condition", &token, to_json(&condition, row)?).await
+            }
+            Artifact::EncounterDiagnoses(link) => self.write_encounter_diagnoses(&client, &item, &link).await,
             Artifact::Document(doc) => {
                 let document = telechart_visit::visit_document(&ctx, &row.artifact_id, &doc, &encounter_id(&item)?);
                 self.create_document(&client, claimed, &token, to_json(&document, row)?).await
@@ -405,6 +415,47 @@ impl Worker {
             );
         }
         self.create_once(client, claimed, "DocumentReference", token, document).await
+    }
+
+    /// Lists the visit's Conditions on its Encounter (`diagnosis`, use billing, ranked), once
+    /// the Conditions are in the EHR. Re-reading and skipping entries already there makes a
+    /// replay harmless.
+    async fn write_encounter_diagnoses(
+        &self,
+        client: &FhirClient,
+        item: &WorkItem,
+        link: &telechart_visit::EncounterDiagnoses,
+    ) -> Result<(Written, bool), SyncError> {
+        let encounter = encounter_id(item)?;
+        let deliveries = self.store.deliveries_for_visit(&item.visit.tenant_id, &item.visit.id).await?;
+        let mut conditions = Vec::with_capacity(link.entries.len());
+        for entry in &link.entries {
+            let written = deliveries
+                .iter()
+                .find(|d| d.artifact_id == entry.condition_artifact && d.status == "done")
+                .and_then(|d| d.ehr_resource_id.clone())
+                .ok_or_else(|| {
+                    SyncError::NotReady(format!("the Condition of artifact {}", entry.condition_artifact))
+                })?;
+            conditions.push((telechart_fhir::reference_string("Condition", &written), entry.rank));
+        }
+        let mut current = client.read("Encounter", &encounter).await?;
+        let changed = telechart_visit::apply_encounter_diagnoses(&mut current.resource, &conditions)
+            .map_err(|e| SyncError::Mapping { artifact_id: item.artifact.id.clone(), reason: e.to_string() })?;
+        if !changed {
+            return Ok((Written { id: encounter, version: current.version, resource: None }, true));
+        }
+        if !client.profile.capabilities.encounter_update {
+            return Err(EhrError::NotSupported(
+                "this EHR does not accept Encounter updates; the diagnoses stand as Conditions of the encounter".into(),
+            )
+            .into());
+        }
+        if self.faults.fires(FaultPoint::BeforeSend) {
+            return Err(SyncError::Crashed(FaultPoint::BeforeSend));
+        }
+        let written = client.update("Encounter", &encounter, &current.resource, current.version.as_deref()).await?;
+        Ok((written, false))
     }
 
     /// Creates a resource unless an earlier attempt already did: when the claim says an attempt

@@ -15,6 +15,8 @@ pub enum Artifact {
     Vital(VitalMeasurement),
     Note(SignedNote),
     Document(crate::VisitDocument),
+    Diagnosis(crate::Diagnosis),
+    EncounterDiagnoses(crate::EncounterDiagnoses),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -24,6 +26,8 @@ pub enum ArtifactKind {
     Vital,
     Note,
     Document,
+    Diagnosis,
+    EncounterDiagnoses,
 }
 
 impl ArtifactKind {
@@ -33,13 +37,16 @@ impl ArtifactKind {
             ArtifactKind::Vital => "vital",
             ArtifactKind::Note => "note",
             ArtifactKind::Document => "document",
+            ArtifactKind::Diagnosis => "diagnosis",
+            ArtifactKind::EncounterDiagnoses => "encounter-diagnoses",
         }
     }
 
     /// The FHIR resource type this artifact becomes.
     pub fn resource_type(self) -> &'static str {
         match self {
-            ArtifactKind::EncounterStatus => "Encounter",
+            ArtifactKind::EncounterStatus | ArtifactKind::EncounterDiagnoses => "Encounter",
+            ArtifactKind::Diagnosis => "Condition",
             ArtifactKind::Vital => "Observation",
             ArtifactKind::Note | ArtifactKind::Document => "DocumentReference",
         }
@@ -53,6 +60,8 @@ impl Artifact {
             Artifact::Vital(_) => ArtifactKind::Vital,
             Artifact::Note(_) => ArtifactKind::Note,
             Artifact::Document(_) => ArtifactKind::Document,
+            Artifact::Diagnosis(_) => ArtifactKind::Diagnosis,
+            Artifact::EncounterDiagnoses(_) => ArtifactKind::EncounterDiagnoses,
         }
     }
 }

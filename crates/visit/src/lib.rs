@@ -4,6 +4,7 @@
 //! Invariant: no I/O. Callers hand in the clock's reading and the EHR's resource ids.
 
 mod artifact;
+mod diagnosis;
 mod document;
 mod mapping;
 mod state;
@@ -12,10 +13,13 @@ pub use artifact::{
     Artifact, ArtifactKind, EncounterStatusChange, NoteInput, SignedNote, VitalInput, VitalMeasurement, VitalValue,
     validate_note, validate_vitals,
 };
+pub use diagnosis::{
+    DiagnosesInput, Diagnosis, DiagnosisInput, EncounterDiagnoses, EncounterDiagnosisEntry, validate_diagnoses,
+};
 pub use document::{DOCUMENT_MAX_BYTES, DocumentInput, DocumentKind, VisitDocument, validate_document};
 pub use mapping::{
-    VisitContext, apply_encounter_status, encounter_for_create, format_instant, note_document, visit_document,
-    vital_observation,
+    VisitContext, apply_encounter_diagnoses, apply_encounter_status, condition, encounter_for_create, format_instant,
+    note_document, visit_document, vital_observation,
 };
 pub use state::VisitState;
 

@@ -6,11 +6,14 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use serde_json::{Value, json};
 use telechart_fhir::terminology::{self, VitalSpec};
 use telechart_fhir::{
-    Attachment, CodeableConcept, Coding, DocumentReference, DocumentReferenceContent, DocumentReferenceContext,
-    Encounter, EncounterParticipant, Identifier, Meta, Observation, ObservationComponent, Period, Quantity, Reference,
+    Attachment, CodeableConcept, Coding, Condition, DocumentReference, DocumentReferenceContent,
+    DocumentReferenceContext, Encounter, EncounterParticipant, Identifier, Meta, Observation, ObservationComponent,
+    Period, Quantity, Reference,
 };
 
-use crate::{DocumentKind, EncounterStatusChange, SignedNote, VisitDocument, VisitError, VitalMeasurement, VitalValue};
+use crate::{
+    Diagnosis, DocumentKind, EncounterStatusChange, SignedNote, VisitDocument, VisitError, VitalMeasurement, VitalValue,
+};
 
 /// What every resource of one visit refers to.
 #[derive(Debug, Clone, PartialEq)]
@@ -298,6 +301,53 @@ pub fn visit_document(
             },
         },
     )
+}
+
+/// A diagnosis as an R4 Condition: ICD-10-CM code, category `encounter-diagnosis`, active and
+/// confirmed, recorded by the clinician in this Encounter.
+pub fn condition(ctx: &VisitContext, artifact_id: &str, diagnosis: &Diagnosis, encounter_id: &str) -> Condition {
+    Condition {
+        resource_type: Default::default(),
+        id: None,
+        identifier: vec![ctx.identifier(artifact_id)],
+        clinical_status: CodeableConcept::coded(terminology::CONDITION_CLINICAL, "active", "Active"),
+        verification_status: CodeableConcept::coded(terminology::CONDITION_VERIFICATION, "confirmed", "Confirmed"),
+        category: vec![CodeableConcept::coded(
+            terminology::CONDITION_CATEGORY,
+            "encounter-diagnosis",
+            "Encounter Diagnosis",
+        )],
+        code: CodeableConcept::coded(telechart_fhir::icd10cm::SYSTEM, &diagnosis.code, &diagnosis.display),
+        subject: Reference::to(ctx.patient.clone()),
+        encounter: Some(Reference::to(telechart_fhir::reference_string("Encounter", encounter_id))),
+        recorded_date: Some(format_instant(diagnosis.recorded_at)),
+        recorder: Some(Reference::to(diagnosis.recorder.clone())),
+    }
+}
+
+/// Adds `Encounter.diagnosis` entries (`use` billing, with rank) for Conditions the EHR holds,
+/// keeping every other element. Returns false when every entry is there already (a replay).
+pub fn apply_encounter_diagnoses(encounter: &mut Value, conditions: &[(String, u32)]) -> Result<bool, VisitError> {
+    let Some(object) = encounter.as_object_mut() else {
+        return Err(VisitError::invalid("Encounter", "the EHR returned a non-object Encounter"));
+    };
+    let list = object.entry("diagnosis").or_insert_with(|| json!([]));
+    let Some(list) = list.as_array_mut() else {
+        return Err(VisitError::invalid("Encounter.diagnosis", "is not a list"));
+    };
+    let mut changed = false;
+    for (reference, rank) in conditions {
+        if list.iter().any(|d| d.pointer("/condition/reference").and_then(Value::as_str) == Some(reference.as_str())) {
+            continue;
+        }
+        list.push(json!({
+            "condition": {"reference": reference},
+            "use": {"coding": [{"system": terminology::DIAGNOSIS_ROLE, "code": "billing", "display": "Billing"}]},
+            "rank": rank,
+        }));
+        changed = true;
+    }
+    Ok(changed)
 }
 
 #[cfg(test)]

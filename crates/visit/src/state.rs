@@ -122,6 +122,18 @@ impl VisitState {
         crate::validate_note(input, now)
     }
 
+    /// Diagnoses are made in the call or after it.
+    pub fn diagnose(
+        self,
+        input: crate::DiagnosesInput,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> Result<Vec<crate::Diagnosis>, VisitError> {
+        if !matches!(self, VisitState::InProgress | VisitState::Finished) {
+            return Err(VisitError::WrongState { event: "recording diagnoses", state: self });
+        }
+        crate::validate_diagnoses(input, now)
+    }
+
     /// Documents (the consent form in the waiting room, transcripts and attachments during or
     /// after the call) belong to a visit whose Encounter exists: arrived, in the call, finished.
     pub fn attach_document(

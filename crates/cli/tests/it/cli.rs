@@ -81,7 +81,7 @@ fn the_demo_charts_every_visit_and_exports_what_it_wrote() {
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
-    assert!(stdout.contains("delivered   48 / 48 (100.0 %)"), "{stdout}");
+    assert!(stdout.contains("delivered   57 / 57 (100.0 %)"), "{stdout}");
     assert!(stdout.contains("dead        0"), "{stdout}");
     let lines = |p: &Path| {
         std::fs::read_to_string(p)
@@ -91,9 +91,26 @@ fn the_demo_charts_every_visit_and_exports_what_it_wrote() {
             .collect::<Vec<_>>()
     };
     let written = lines(&written);
-    // Per visit: one Encounter (three versions of it), eight Observations, five DocumentReferences
-    // (consent form, chat transcript, photo, note, video transcript).
-    assert_eq!(written.len(), 42);
+    // Per visit: one Encounter (four versions of it), eight Observations, five DocumentReferences
+    // (consent form, chat transcript, photo, note, video transcript), two Conditions.
+    assert_eq!(written.len(), 48);
+    let conditions: Vec<&serde_json::Value> = written.iter().filter(|r| r["resourceType"] == "Condition").collect();
+    assert_eq!(conditions.len(), 6);
+    assert!(conditions.iter().all(|c| c["code"]["coding"][0]["system"] == "http://hl7.org/fhir/sid/icd-10-cm"));
+    for encounter in written.iter().filter(|r| r["resourceType"] == "Encounter") {
+        let listed: Vec<&str> = encounter["diagnosis"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|d| d["condition"]["reference"].as_str().unwrap())
+            .collect();
+        assert_eq!(listed.len(), 2, "{encounter}");
+        for reference in listed {
+            let id = reference.trim_start_matches("Condition/");
+            let condition = conditions.iter().find(|c| c["id"] == id).expect("the Encounter lists a Condition written");
+            assert_eq!(condition["encounter"]["reference"], format!("Encounter/{}", encounter["id"].as_str().unwrap()));
+        }
+    }
     assert_eq!(written.iter().filter(|r| r["resourceType"] == "Observation").count(), 24);
     let documents: Vec<&serde_json::Value> =
         written.iter().filter(|r| r["resourceType"] == "DocumentReference").collect();
@@ -103,7 +120,7 @@ fn the_demo_charts_every_visit_and_exports_what_it_wrote() {
     assert_eq!(types, ["11506-3", "34109-9", "59284-0", "72170-4"], "progress note, note, consent, photo");
     assert!(documents.iter().all(|d| d["context"]["encounter"][0]["reference"].is_string()));
     let sent = lines(&sent);
-    assert_eq!(sent.len(), 48, "every delivery sent exactly once");
+    assert_eq!(sent.len(), 57, "every delivery sent exactly once");
 }
 
 #[test]

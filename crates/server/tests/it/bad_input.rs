@@ -85,6 +85,12 @@ async fn bad_input_is_refused_precisely_and_writes_nothing() {
         )
         .await;
     assert_outcome(status, &reply, 409, None);
+    // Diagnoses wait for the call.
+    let (status, reply) = env
+        .post(&format!("/visits/{id}/diagnoses"), json!({"recorder": "Practitioner/x", "diagnoses": [{"code": "I10"}]}))
+        .await;
+    assert_outcome(status, &reply, 409, None);
+    assert_eq!(snapshot(&env, &id).await, before);
     // Documents: the bytes must be what the content type says, within the size limit.
     let b64 = |bytes: &[u8]| base64::Engine::encode(&base64::engine::general_purpose::STANDARD, bytes);
     let documents: Vec<(Value, u16, &str)> = vec![
