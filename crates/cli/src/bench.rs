@@ -238,7 +238,7 @@ async fn prepare(
         });
         let encounter_artifact = artifact(&change, &visit_id)?;
         store
-            .record_event(TENANT, &visit_id, 1, "arrived", &[encounter_artifact], &targets, &audit(&visit_id), now)
+            .record_event(TENANT, &visit_id, 1, "arrived", &[encounter_artifact], &targets, &[], &audit(&visit_id), now)
             .await?;
         let claimed = store.claim_due(TENANT, "bench-setup", now + 60_000, now, 1).await?;
         let ctx = telechart_visit::VisitContext {
@@ -287,7 +287,7 @@ async fn prepare(
             bodies.push(serde_json::to_value(obs)?);
             artifacts.push(row);
         }
-        store.record_event(TENANT, &visit_id, 2, "arrived", &artifacts, &targets, &audit(&visit_id), now).await?;
+        store.record_event(TENANT, &visit_id, 2, "arrived", &artifacts, &targets, &[], &audit(&visit_id), now).await?;
     }
     Ok(bodies)
 }

@@ -129,12 +129,14 @@ pub fn run(config: &Config) -> Vec<Finding> {
         "give every connection an https:// base_url",
     ));
 
-    // BAA-gated egress: every EHR connection's origin is covered by a registered BAA.
+    // BAA-gated egress: every EHR connection's and platform webhook's origin is covered by a BAA.
     let registry = config.egress_registry();
     let uncovered: Vec<String> = config
         .connections
         .iter()
-        .filter_map(|c| registry.check(&c.base_url).err().map(|e| format!("{} ({e})", c.id)))
+        .map(|c| (c.id.as_str(), c.base_url.as_str()))
+        .chain(config.platforms.iter().filter_map(|p| p.webhook_url.as_deref().map(|u| (p.id.as_str(), u))))
+        .filter_map(|(id, url)| registry.check(url).err().map(|e| format!("{id} ({e})")))
         .collect();
     findings.push(finding(
         "egress-baa",
@@ -142,9 +144,9 @@ pub fn run(config: &Config) -> Vec<Finding> {
         if uncovered.is_empty() {
             format!("{} registered destination(s); every connection covered", config.egress.len())
         } else {
-            format!("connections without a BAA: {}", uncovered.join("; "))
+            format!("destinations without a BAA: {}", uncovered.join("; "))
         },
-        "add an [[egress]] entry (origin and BAA reference) for each EHR connection",
+        "add an [[egress]] entry (origin and BAA reference) for each EHR connection and platform webhook",
     ));
 
     // Retention: PHI purged once delivered, audit kept six years.

@@ -38,6 +38,26 @@ pub struct Config {
     /// Where PHI may be sent, each origin with the BAA that covers it (loopback needs none).
     #[serde(default)]
     pub egress: Vec<EgressConfig>,
+    /// Telehealth platforms: signed webhooks to them, signed events from them.
+    #[serde(default)]
+    pub platforms: Vec<PlatformConfig>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PlatformConfig {
+    pub id: String,
+    /// Where events are POSTed (its origin needs an `[[egress]]` BAA unless loopback).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub webhook_url: Option<String>,
+    /// A file holding the shared HMAC secret (at least 32 bytes).
+    pub secret_file: PathBuf,
+    /// Event types sent: `appointment.booked`, `appointment.cancelled`, `visit.state-changed`; empty = all.
+    #[serde(default)]
+    pub events: Vec<String>,
+    /// `finish-when-signed` (default) or `finish`: what the platform's `call.ended` does.
+    #[serde(default)]
+    pub on_call_ended: telechart_sync::webhooks::OnCallEnded,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -279,6 +299,7 @@ const CONFIG_KEYS: &[&str] = &[
     "sessions",
     "connections",
     "egress",
+    "platforms",
 ];
 
 impl Default for Config {
@@ -310,6 +331,7 @@ impl Default for Config {
             sessions: SessionsConfig::default(),
             connections: Vec::new(),
             egress: Vec::new(),
+            platforms: Vec::new(),
         }
     }
 }
@@ -386,6 +408,34 @@ impl Config {
             redirect_url: oidc.redirect_url.clone(),
             scopes: oidc.scopes.clone(),
         }))
+    }
+
+    /// The platforms with their secrets read from their files.
+    pub fn platforms(&self) -> anyhow::Result<telechart_sync::Platforms> {
+        let mut platforms = Vec::with_capacity(self.platforms.len());
+        for p in &self.platforms {
+            let secret = std::fs::read(&p.secret_file)
+                .with_context(|| format!("platform {}: reading secret_file {}", p.id, p.secret_file.display()))?;
+            let secret = secret.trim_ascii().to_vec();
+            anyhow::ensure!(secret.len() >= 32, "platform {}: the secret must be at least 32 bytes", p.id);
+            if let Some(url) = &p.webhook_url {
+                let parsed = url::Url::parse(url).with_context(|| format!("platform {}: webhook_url", p.id))?;
+                anyhow::ensure!(
+                    matches!(parsed.scheme(), "https" | "http"),
+                    "platform {}: webhook_url must be http(s)",
+                    p.id
+                );
+            }
+            platforms.push(telechart_sync::Platform {
+                id: p.id.clone(),
+                tenant_id: self.tenant.clone(),
+                webhook_url: p.webhook_url.clone(),
+                secret,
+                events: p.events.clone(),
+                on_call_ended: p.on_call_ended,
+            });
+        }
+        Ok(telechart_sync::Platforms(std::sync::Arc::new(platforms)))
     }
 
     /// How people's sessions behave, whichever way they signed in.

@@ -66,6 +66,7 @@ pub async fn start(config: &Config, keys: KeyConfig, clock: Clock, tap: Option<W
         connections = connections.with_tap(tap);
     }
     let signal = QueueSignal::default();
+    let platforms = config.platforms()?;
     telechart_server::prometheus_handle();
     let state = AppState {
         store: store.clone(),
@@ -83,6 +84,7 @@ pub async fn start(config: &Config, keys: KeyConfig, clock: Clock, tap: Option<W
         }),
         public_url: config.public_url.clone(),
         sessions: std::sync::Arc::new(config.session_policy()?),
+        platforms: platforms.clone(),
         ehr_tokens: std::sync::Arc::default(),
         oidc: config
             .oidc_settings()?
@@ -114,6 +116,18 @@ pub async fn start(config: &Config, keys: KeyConfig, clock: Clock, tap: Option<W
         }));
         workers.push((tx, handle));
     }
+    // The webhook sender: one per process; the outbox's leases keep two from sending one event.
+    let sender = telechart_sync::WebhookSender::new(store.clone(), clock.clone(), platforms, config.egress_registry())?;
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let handle = tokio::spawn(async move {
+        sender
+            .run(Duration::from_millis(500), async {
+                let _ = rx.await;
+            })
+            .await;
+        Ok(())
+    });
+    workers.push((tx, handle));
     Ok(Telechart { store, server, workers })
 }
 

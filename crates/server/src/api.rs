@@ -217,7 +217,7 @@ fn is_fhir_id(s: &str) -> bool {
     !s.is_empty() && s.len() <= 64 && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.')
 }
 
-async fn load(state: &AppState, caller: &Caller, id: &str) -> Result<VisitRow, ApiError> {
+pub(crate) async fn load(state: &AppState, caller: &Caller, id: &str) -> Result<VisitRow, ApiError> {
     state
         .store
         .visit(&caller.tenant_id, id)
@@ -272,6 +272,19 @@ async fn record_with_ids(
     artifacts: Vec<(String, Artifact)>,
     action: &str,
 ) -> Result<EventResult, ApiError> {
+    // The platforms hear of every state change, in the same commit as the change.
+    let webhooks = if new_state.as_str() == visit.state {
+        Vec::new()
+    } else {
+        let body = serde_json::json!({
+            "id": uuid::Uuid::now_v7().to_string(),
+            "type": "visit.state-changed",
+            "occurredAt": telechart_visit::format_instant(state.clock.now()),
+            "data": {"visitId": visit.id, "appointment": format!("Appointment/{}", visit.appointment_id),
+                     "connection": visit.connection_id, "from": visit.state, "to": new_state.as_str()},
+        });
+        state.platforms.webhooks_for(&caller.tenant_id, "visit.state-changed", &body)
+    };
     let mut rows = Vec::with_capacity(artifacts.len());
     let mut refs = Vec::with_capacity(artifacts.len());
     for (id, artifact) in &artifacts {
@@ -299,6 +312,7 @@ async fn record_with_ids(
             new_state.as_str(),
             &rows,
             std::slice::from_ref(&visit.connection_id),
+            &webhooks,
             &entry,
             state.clock.now_ms(),
         )
@@ -322,8 +336,20 @@ pub(crate) async fn transition(
     let request: Transition = parse(&body)?;
     let to: VisitState = request.to.parse()?;
     let visit = load(&state, &caller, &id).await?;
+    let result = move_visit(&state, &caller, &visit, to, "visit.transition").await?;
+    Ok((StatusCode::CREATED, Json(result)))
+}
+
+/// Moves the visit to `to` by the state machine's rules, with the Encounter status change.
+pub(crate) async fn move_visit(
+    state: &AppState,
+    caller: &Caller,
+    visit: &VisitRow,
+    to: VisitState,
+    action: &str,
+) -> Result<EventResult, ApiError> {
     let from: VisitState =
-        visit.state.parse().map_err(|_| ApiError::Internal(format!("visit {id} has unknown state")))?;
+        visit.state.parse().map_err(|_| ApiError::Internal(format!("visit {} has unknown state", visit.id)))?;
     from.transition(to)?;
     // A visit cancelled or missed before arrival never opened an Encounter.
     let artifacts = if from == VisitState::Booked && matches!(to, VisitState::Cancelled | VisitState::NoShow) {
@@ -331,8 +357,7 @@ pub(crate) async fn transition(
     } else {
         vec![Artifact::EncounterStatus(EncounterStatusChange { from, to, at: state.clock.now() })]
     };
-    let result = record(&state, &caller, &visit, to, artifacts, "visit.transition").await?;
-    Ok((StatusCode::CREATED, Json(result)))
+    record(state, caller, visit, to, artifacts, action).await
 }
 
 #[derive(Deserialize)]
@@ -368,7 +393,18 @@ pub(crate) async fn attach_note(
     let current: VisitState =
         visit.state.parse().map_err(|_| ApiError::Internal(format!("visit {id} has unknown state")))?;
     let note = current.sign_note(request, state.clock.now())?;
-    let result = record(&state, &caller, &visit, current, vec![Artifact::Note(note)], "visit.note").await?;
+    let mut artifacts = vec![Artifact::Note(note)];
+    let mut next = current;
+    // The platform said the call ended and the tenant's rule waited for this signature.
+    if current == VisitState::InProgress && visit.call_ended_at.is_some() {
+        next = VisitState::Finished;
+        artifacts.push(Artifact::EncounterStatus(EncounterStatusChange {
+            from: current,
+            to: next,
+            at: state.clock.now(),
+        }));
+    }
+    let result = record(&state, &caller, &visit, next, artifacts, "visit.note").await?;
     Ok((StatusCode::CREATED, Json(result)))
 }
 

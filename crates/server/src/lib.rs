@@ -10,6 +10,7 @@ mod error;
 mod launch;
 mod login;
 mod metrics_export;
+mod platform_events;
 mod tls;
 
 use std::net::SocketAddr;
@@ -42,6 +43,8 @@ pub struct AppState {
     pub sessions: Arc<SessionPolicy>,
     /// Clinicians' EHR tokens from their launches, by session; in memory only, never stored.
     pub ehr_tokens: Arc<launch::EhrTokens>,
+    /// Telehealth platforms: where events go, and whose signed events are accepted.
+    pub platforms: telechart_sync::Platforms,
 }
 
 /// Limits and cookie flags of people's sessions, and which roles must prove a second factor.
@@ -93,7 +96,11 @@ impl Embedding {
 }
 
 fn routes() -> auth::Routes {
-    api::routes().merge(metrics_export::routes()).merge(login::routes()).merge(launch::routes())
+    api::routes()
+        .merge(metrics_export::routes())
+        .merge(login::routes())
+        .merge(launch::routes())
+        .merge(platform_events::routes())
 }
 
 /// Every route with its method and the permission it requires, taken from the router's own

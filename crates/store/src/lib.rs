@@ -15,6 +15,7 @@ mod retention;
 mod signing_keys;
 mod tokens;
 mod visits;
+mod webhooks;
 
 use std::str::FromStr;
 use std::sync::Arc;
@@ -35,6 +36,7 @@ pub use retention::PURGED_PAYLOAD;
 pub use signing_keys::{SYSTEM_TENANT, SigningKeyRow};
 pub use tokens::{ApiTokenRow, IssuedToken};
 pub use visits::{ArtifactRow, ConnectionRow, NewArtifact, NewVisit, VisitRow, WorkItem};
+pub use webhooks::{NewWebhook, WebhookOutcome, WebhookRow};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {

@@ -32,8 +32,13 @@ impl fmt::Debug for Phi {
 /// Every sealed column — PHI, and secrets kept the same way: (table, column). Re-encryption, key
 /// retirement and the canary tests walk this list, so a new one is added here or it is not
 /// protected.
-pub const PHI_COLUMNS: &[(&str, &str)] =
-    &[("visits", "patient"), ("artifacts", "payload"), ("users", "totp_secret"), ("signing_keys", "private_key")];
+pub const PHI_COLUMNS: &[(&str, &str)] = &[
+    ("visits", "patient"),
+    ("artifacts", "payload"),
+    ("users", "totp_secret"),
+    ("signing_keys", "private_key"),
+    ("webhook_deliveries", "payload"),
+];
 
 impl Store {
     /// Encrypts `phi` for its slot under the tenant's active data key. Call it before opening a

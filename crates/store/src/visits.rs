@@ -35,6 +35,7 @@ struct VisitRecord {
     ehr_encounter_id: Option<String>,
     created_at: i64,
     updated_at: i64,
+    call_ended_at: Option<i64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -52,6 +53,8 @@ pub struct VisitRow {
     pub ehr_encounter_id: Option<String>,
     pub created_at: i64,
     pub updated_at: i64,
+    /// When the telehealth platform reported the call ended.
+    pub call_ended_at: Option<i64>,
 }
 
 impl Store {
@@ -71,6 +74,7 @@ impl Store {
             ehr_encounter_id: r.ehr_encounter_id,
             created_at: r.created_at,
             updated_at: r.updated_at,
+            call_ended_at: r.call_ended_at,
         })
     }
 
@@ -228,10 +232,12 @@ impl Store {
         new_state: &str,
         artifacts: &[NewArtifact],
         targets: &[String],
+        webhooks: &[crate::NewWebhook],
         audit: &AuditEntry,
         now_ms: i64,
     ) -> Result<VisitRow> {
         let count = i64::try_from(artifacts.len()).unwrap_or(i64::MAX);
+        let sealed_webhooks = self.seal_webhooks(tenant_id, webhooks).await?;
         // Sealed before the transaction opens: sealing may create the tenant's first data key.
         let mut payloads = Vec::with_capacity(artifacts.len());
         for artifact in artifacts {
@@ -267,6 +273,7 @@ impl Store {
                                 .execute(&mut *tx).await?;
                         }
                     }
+                    crate::webhooks::insert_webhooks!(tx, tenant_id, webhooks, sealed_webhooks, now_ms)?;
                     append_audit!(&mut *tx, audit, now_ms)?;
                     tx.commit().await?;
                     Ok(true)
@@ -284,6 +291,14 @@ impl Store {
             )));
         }
         Ok(visit)
+    }
+
+    /// Whether the visit has an artifact of `kind` (no PHI is opened to answer).
+    pub async fn has_artifact_kind(&self, tenant_id: &str, visit_id: &str, kind: &str) -> Result<bool> {
+        let found = on_pool!(self, pool => sqlx::query_as::<_, (i64,)>(
+            "SELECT COUNT(*) FROM artifacts WHERE tenant_id = $1 AND visit_id = $2 AND kind = $3")
+            .bind(tenant_id).bind(visit_id).bind(kind).fetch_one(pool).await)?;
+        Ok(found.0 > 0)
     }
 
     pub async fn artifacts(&self, tenant_id: &str, visit_id: &str) -> Result<Vec<ArtifactRow>> {

@@ -7,11 +7,13 @@
 mod backoff;
 mod connections;
 mod faults;
+pub mod webhooks;
 mod worker;
 
 pub use backoff::Backoff;
 pub use connections::Connections;
 pub use faults::{FaultPlan, FaultPoint};
+pub use webhooks::{Platform, Platforms, WebhookSender};
 pub use worker::{DeliveryOutcome, QueueSignal, SyncConfig, Worker};
 
 #[derive(Debug, thiserror::Error)]

@@ -67,7 +67,7 @@ async fn phi_never_goes_where_no_baa_covers_it() {
         payload: Phi::new(serde_json::to_string(&change).unwrap()),
     };
     env.store
-        .record_event(TENANT, "v-offsite", 1, "arrived", &[artifact], &["offsite".to_owned()], &entry, 0)
+        .record_event(TENANT, "v-offsite", 1, "arrived", &[artifact], &["offsite".to_owned()], &[], &entry, 0)
         .await
         .unwrap();
     let outcomes = env.drain(&env.worker("w", FaultPlan::default())).await;

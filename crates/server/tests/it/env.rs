@@ -65,6 +65,15 @@ impl TestEnv {
     /// With `backend_auth`, the sandbox requires SMART Backend Services tokens and knows
     /// Telechart's public key; the connection is configured to fetch them.
     pub async fn start_with(engine: Engine, backend_auth: bool) -> TestEnv {
+        Self::build(engine, backend_auth, telechart_sync::Platforms::default()).await
+    }
+
+    /// With telehealth platforms that send and receive signed events.
+    pub async fn start_with_platforms(engine: Engine, platforms: telechart_sync::Platforms) -> TestEnv {
+        Self::build(engine, false, platforms).await
+    }
+
+    async fn build(engine: Engine, backend_auth: bool, platforms: telechart_sync::Platforms) -> TestEnv {
         let dir = tempfile::tempdir().unwrap();
         let clock = Clock::manual("2026-11-26T09:00:00Z".parse().unwrap());
         let db_url = match engine {
@@ -117,6 +126,7 @@ impl TestEnv {
             public_url: None,
             sessions: Default::default(),
             ehr_tokens: Default::default(),
+            platforms,
         };
         let server = telechart_server::spawn(state, SocketAddr::from(([127, 0, 0, 1], 0)), None).await.unwrap();
         let api = format!("{}/api/v1", server.base_url);
@@ -247,6 +257,7 @@ pub fn bare_state(store: &Store, oidc: Option<std::sync::Arc<telechart_server::O
         public_url: None,
         sessions: Default::default(),
         ehr_tokens: Default::default(),
+        platforms: Default::default(),
     }
 }
 

@@ -17,5 +17,6 @@ mod oidc;
 mod rbac;
 mod tls;
 mod validator;
+mod webhooks;
 
 pub use env::*;

@@ -130,6 +130,7 @@ pub async fn record(store: &Store, visit: &str, version: i64, artifacts: &[NewAr
             "arrived",
             artifacts,
             &["ehr".to_owned()],
+            &[],
             &audit("visit.event", visit),
             2_000,
         )

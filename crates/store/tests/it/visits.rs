@@ -52,6 +52,7 @@ async fn an_event_writes_artifacts_deliveries_and_audit_in_one_transaction() {
                 "finished",
                 &[artifact("a3", "Observation")],
                 &["ehr".to_owned()],
+                &[],
                 &audit("visit.event", "v1"),
                 3,
             )
@@ -72,6 +73,7 @@ async fn an_event_writes_artifacts_deliveries_and_audit_in_one_transaction() {
                 "finished",
                 &[artifact("a4", "Observation"), artifact("a1", "Observation")],
                 &["ehr".to_owned()],
+                &[],
                 &audit("visit.event", "v1"),
                 3,
             )
