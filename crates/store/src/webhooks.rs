@@ -117,7 +117,7 @@ impl Store {
             "UPDATE webhook_deliveries SET status = 'in_flight', attempts = attempts + 1, lease_until = $1 \
              WHERE (tenant_id, id) IN (SELECT tenant_id, id FROM webhook_deliveries \
                WHERE (status = 'pending' AND next_attempt_at <= $2) OR (status = 'in_flight' AND lease_until < $2) \
-               ORDER BY created_at LIMIT $3) \
+               ORDER BY created_at, id LIMIT $3) \
              RETURNING tenant_id, id, platform_id, event_type, payload, status, attempts, last_status, last_error, \
                created_at, completed_at")
             .bind(now_ms + lease_ms).bind(now_ms).bind(limit).fetch_all(pool).await)?;
@@ -125,7 +125,7 @@ impl Store {
         for r in records {
             rows.push(self.webhook_row(r).await?);
         }
-        rows.sort_by_key(|r| r.created_at);
+        rows.sort_by(|a, b| (a.created_at, &a.id).cmp(&(b.created_at, &b.id)));
         Ok(rows)
     }
 

@@ -11,6 +11,7 @@ mod queue;
 mod retention;
 mod tokens;
 mod visits;
+mod webhooks;
 
 use std::future::Future;
 
