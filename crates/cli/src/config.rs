@@ -262,6 +262,13 @@ pub struct ConnectionConfig {
     /// Scope syntax (`v1`/`v2`), the `{tenant}` in `base_url`, assumed token lifetime.
     #[serde(default)]
     pub auth: telechart_ehr::AuthProfile,
+    /// Poll the EHR's appointments this often (seconds); unset: no polling.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub poll_seconds: Option<u64>,
+    /// A file with the shared secret the EHR's Subscription notifications are signed with
+    /// (or sent as a Bearer token); unset: `/ehr-notifications/{id}` is closed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub notification_secret_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -436,6 +443,26 @@ impl Config {
             });
         }
         Ok(telechart_sync::Platforms(std::sync::Arc::new(platforms)))
+    }
+
+    /// The connections' notification secrets, read from their files.
+    pub fn notification_secrets(&self) -> anyhow::Result<telechart_server::NotificationSecrets> {
+        let mut secrets = std::collections::HashMap::new();
+        for c in &self.connections {
+            if let Some(path) = &c.notification_secret_file {
+                let secret = std::fs::read(path).with_context(|| {
+                    format!("connection {}: reading notification_secret_file {}", c.id, path.display())
+                })?;
+                let secret = secret.trim_ascii().to_vec();
+                anyhow::ensure!(
+                    secret.len() >= 32,
+                    "connection {}: the notification secret must be at least 32 bytes",
+                    c.id
+                );
+                secrets.insert(c.id.clone(), (self.tenant.clone(), secret));
+            }
+        }
+        Ok(telechart_server::NotificationSecrets(secrets))
     }
 
     /// How people's sessions behave, whichever way they signed in.

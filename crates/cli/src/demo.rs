@@ -161,6 +161,8 @@ pub async fn run(mut config: Config, args: DemoArgs) -> anyhow::Result<ExitCode>
             scope: "launch openid fhirUser offline_access user/*.rs".into(),
         }),
         auth: Default::default(),
+        poll_seconds: None,
+        notification_secret_file: None,
     }];
     let tap = args.export_sent.as_ref().map(|_| WireTap::default());
     // The demo's database is thrown away with its temporary directory; so is its key.

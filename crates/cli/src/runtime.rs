@@ -85,6 +85,7 @@ pub async fn start(config: &Config, keys: KeyConfig, clock: Clock, tap: Option<W
         public_url: config.public_url.clone(),
         sessions: std::sync::Arc::new(config.session_policy()?),
         platforms: platforms.clone(),
+        notification_secrets: std::sync::Arc::new(config.notification_secrets()?),
         ehr_tokens: std::sync::Arc::default(),
         oidc: config
             .oidc_settings()?
@@ -114,6 +115,34 @@ pub async fn start(config: &Config, keys: KeyConfig, clock: Clock, tap: Option<W
         let handle = tokio::spawn(worker.run(async {
             let _ = rx.await;
         }));
+        workers.push((tx, handle));
+    }
+    // Appointment polls, one loop per connection that asks for them.
+    for c in config.connections.iter().filter(|c| c.poll_seconds.is_some()) {
+        let inbox = telechart_sync::AppointmentInbox::new(
+            store.clone(),
+            clock.clone(),
+            connections.clone(),
+            platforms.clone(),
+            &config.tenant,
+        );
+        let (id, every) = (c.id.clone(), Duration::from_secs(c.poll_seconds.unwrap_or(60).max(1)));
+        let (tx, mut rx) = tokio::sync::oneshot::channel::<()>();
+        let handle = tokio::spawn(async move {
+            loop {
+                match inbox.poll(&id).await {
+                    Ok(report) if report.changed > 0 => {
+                        tracing::info!(connection = %id, changed = report.changed, "appointments polled")
+                    }
+                    Ok(_) => {}
+                    Err(e) => tracing::warn!(connection = %id, error = %e, "appointment poll failed; will retry"),
+                }
+                tokio::select! {
+                    _ = &mut rx => return Ok(()),
+                    () = tokio::time::sleep(every) => {}
+                }
+            }
+        });
         workers.push((tx, handle));
     }
     // The webhook sender: one per process; the outbox's leases keep two from sending one event.

@@ -10,6 +10,7 @@ mod error;
 mod launch;
 mod login;
 mod metrics_export;
+mod notifications;
 mod platform_events;
 mod tls;
 
@@ -24,6 +25,7 @@ pub use auth::{Access, Caller, RouteSpec, SessionCaller};
 pub use error::ApiError;
 pub use login::{Oidc, OidcSettings, SESSION_COOKIE};
 pub use metrics_export::prometheus_handle;
+pub use notifications::NotificationSecrets;
 pub use tls::TlsSettings;
 
 #[derive(Clone)]
@@ -45,6 +47,8 @@ pub struct AppState {
     pub ehr_tokens: Arc<launch::EhrTokens>,
     /// Telehealth platforms: where events go, and whose signed events are accepted.
     pub platforms: telechart_sync::Platforms,
+    /// EHR connections that send Subscription notifications, with their shared secrets.
+    pub notification_secrets: Arc<NotificationSecrets>,
 }
 
 /// Limits and cookie flags of people's sessions, and which roles must prove a second factor.
@@ -101,6 +105,7 @@ fn routes() -> auth::Routes {
         .merge(login::routes())
         .merge(launch::routes())
         .merge(platform_events::routes())
+        .merge(notifications::routes())
 }
 
 /// Every route with its method and the permission it requires, taken from the router's own

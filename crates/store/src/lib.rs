@@ -4,6 +4,7 @@
 //! is written once and runs on both engines (text ids, BIGINT Unix-millisecond times, `$n` binds).
 //! Every PHI column goes through [`Phi`]; every PHI read or write appends an [`AuditEntry`].
 
+mod appointments;
 mod audit;
 mod clock;
 mod identity;
@@ -25,6 +26,7 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{PgPool, SqlitePool};
 
+pub use appointments::{AppointmentSnapshot, KnownAppointment};
 pub use audit::{AuditEntry, AuditRow};
 pub use clock::Clock;
 pub use identity::{PendingLogin, SessionLimits, SessionRow, SmartLaunchState, TotpState, UserRow};

@@ -38,6 +38,7 @@ pub const PHI_COLUMNS: &[(&str, &str)] = &[
     ("users", "totp_secret"),
     ("signing_keys", "private_key"),
     ("webhook_deliveries", "payload"),
+    ("ehr_appointments", "patient"),
 ];
 
 impl Store {

@@ -7,12 +7,14 @@
 mod backoff;
 mod connections;
 mod faults;
+pub mod inbound;
 pub mod webhooks;
 mod worker;
 
 pub use backoff::Backoff;
 pub use connections::Connections;
 pub use faults::{FaultPlan, FaultPoint};
+pub use inbound::{Applied, AppointmentInbox, PollReport};
 pub use webhooks::{Platform, Platforms, WebhookSender};
 pub use worker::{DeliveryOutcome, QueueSignal, SyncConfig, Worker};
 

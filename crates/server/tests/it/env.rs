@@ -12,6 +12,8 @@ use telechart_sync::{Backoff, Connections, DeliveryOutcome, FaultPlan, QueueSign
 pub const TENANT: &str = "default";
 pub const SYSTEM: &str = "urn:telechart:test";
 pub const LEASE: Duration = Duration::from_secs(60);
+/// The sandbox connection's shared secret for Subscription notifications.
+pub const NOTIFY_SECRET: &[u8] = b"notify-0123456789abcdef0123456789abcdef";
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Engine {
@@ -127,6 +129,9 @@ impl TestEnv {
             sessions: Default::default(),
             ehr_tokens: Default::default(),
             platforms,
+            notification_secrets: std::sync::Arc::new(telechart_server::NotificationSecrets(
+                [("sandbox".to_owned(), (TENANT.to_owned(), NOTIFY_SECRET.to_vec()))].into(),
+            )),
         };
         let server = telechart_server::spawn(state, SocketAddr::from(([127, 0, 0, 1], 0)), None).await.unwrap();
         let api = format!("{}/api/v1", server.base_url);
@@ -137,6 +142,10 @@ impl TestEnv {
         let http = reqwest::Client::builder().default_headers(headers).build().unwrap();
         let monitor_token = monitor.expose().to_owned();
         TestEnv { engine, store, clock, sandbox, server, api, http, monitor_token, connections, dir, db_url }
+    }
+
+    pub fn connections(&self) -> &Connections {
+        &self.connections
     }
 
     pub fn worker(&self, name: &str, faults: FaultPlan) -> Worker {
@@ -258,6 +267,7 @@ pub fn bare_state(store: &Store, oidc: Option<std::sync::Arc<telechart_server::O
         sessions: Default::default(),
         ehr_tokens: Default::default(),
         platforms: Default::default(),
+        notification_secrets: Default::default(),
     }
 }
 

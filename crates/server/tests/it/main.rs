@@ -11,6 +11,7 @@ mod egress;
 mod env;
 mod flow;
 mod forged_tokens;
+mod inbound;
 pub mod launch;
 mod logs;
 mod oidc;

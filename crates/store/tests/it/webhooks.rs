@@ -52,3 +52,37 @@ async fn the_outbox_is_claimed_leased_retried_and_logged() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn appointments_are_kept_when_newer_and_watermarks_only_advance() {
+    use telechart_store::AppointmentSnapshot;
+    on_each_engine(|store| async move {
+        let snap = |status: &str, at: i64| AppointmentSnapshot {
+            connection_id: "ehr".into(),
+            appointment_id: "a1".into(),
+            status: status.into(),
+            start: Some("2026-11-26T10:00:00Z".into()),
+            patient: Phi::new("Patient/p1"),
+            practitioner: None,
+            last_updated_ms: at,
+        };
+        assert!(store.apply_appointment(TENANT, &snap("booked", 10), None, &[webhook("b1")], 1).await.unwrap());
+        // A second writer that read "nothing stored" loses, and writes no event.
+        assert!(!store.apply_appointment(TENANT, &snap("booked", 10), None, &[webhook("b2")], 1).await.unwrap());
+        let known = store.known_appointment(TENANT, "ehr", "a1").await.unwrap().unwrap();
+        assert_eq!((known.status.as_str(), known.last_updated_ms), ("booked", 10));
+        assert!(
+            store.apply_appointment(TENANT, &snap("cancelled", 20), Some(&known), &[webhook("c1")], 2).await.unwrap()
+        );
+        // Expected state no longer current: refused.
+        assert!(!store.apply_appointment(TENANT, &snap("booked", 30), Some(&known), &[], 3).await.unwrap());
+        let ids: Vec<String> = store.webhook_log(TENANT, 10).await.unwrap().into_iter().map(|w| w.id).collect();
+        assert_eq!(ids.len(), 2, "{ids:?}");
+        store.advance_poll_watermark(TENANT, "ehr", 500, 1).await.unwrap();
+        store.advance_poll_watermark(TENANT, "ehr", 400, 2).await.unwrap();
+        assert_eq!(store.poll_watermark(TENANT, "ehr").await.unwrap(), Some(500));
+        store.advance_poll_watermark(TENANT, "ehr", 600, 3).await.unwrap();
+        assert_eq!(store.poll_watermark(TENANT, "ehr").await.unwrap(), Some(600));
+    })
+    .await;
+}
