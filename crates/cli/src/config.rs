@@ -239,6 +239,13 @@ pub struct WorkerConfig {
     pub backoff_max_seconds: u64,
     pub ehr_timeout_seconds: u64,
     pub database_connections: u32,
+    /// How often open orders are read back from the EHR (status and results).
+    #[serde(default = "default_order_poll_seconds")]
+    pub order_poll_seconds: u64,
+}
+
+fn default_order_poll_seconds() -> u64 {
+    60
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -327,6 +334,7 @@ impl Default for Config {
                 backoff_max_seconds: 300,
                 ehr_timeout_seconds: 30,
                 database_connections: 16,
+                order_poll_seconds: default_order_poll_seconds(),
             },
             keys: KeysConfig {
                 development_kek_file: PathBuf::from("telechart-data/development.kek"),

@@ -1,6 +1,6 @@
 //! `telechart demo` and `telechart sandbox`.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -149,6 +149,19 @@ pub async fn run(mut config: Config, args: DemoArgs) -> anyhow::Result<ExitCode>
     config.sessions.mfa_roles.retain(|r| r != "clinician");
     config.worker.backoff_base_ms = 200;
     config.worker.backoff_max_seconds = 5;
+    config.worker.order_poll_seconds = 1;
+    // The demo plays the telehealth platform too: a receiver of signed webhooks, and a sender of
+    // signed call events, sharing one secret with Telechart.
+    let platform = DemoPlatform::start().await?;
+    let secret_file = data_dir.path().join("platform.secret");
+    std::fs::write(&secret_file, DEMO_PLATFORM_SECRET).context("writing the demo platform's secret")?;
+    config.platforms = vec![crate::config::PlatformConfig {
+        id: "demo-video".into(),
+        webhook_url: Some(platform.url.clone()),
+        secret_file,
+        events: vec![],
+        on_call_ended: telechart_sync::webhooks::OnCallEnded::FinishWhenSigned,
+    }];
     config.connections = vec![ConnectionConfig {
         id: "sandbox".into(),
         name: "Sandbox EHR".into(),
@@ -161,7 +174,7 @@ pub async fn run(mut config: Config, args: DemoArgs) -> anyhow::Result<ExitCode>
             scope: "launch openid fhirUser offline_access user/*.rs".into(),
         }),
         auth: Default::default(),
-        poll_seconds: None,
+        poll_seconds: Some(1),
         notification_secret_file: None,
     }];
     let tap = args.export_sent.as_ref().map(|_| WireTap::default());
@@ -186,6 +199,12 @@ pub async fn run(mut config: Config, args: DemoArgs) -> anyhow::Result<ExitCode>
         telechart.store.link_fhir_user(&config.tenant, &user.id, &format!("Practitioner/{id}")).await?;
     }
 
+    // The EHR's schedule reaches the platform as signed appointment.booked webhooks (first poll).
+    let booked_deadline = Instant::now() + Duration::from_secs(30);
+    while platform.count("appointment.booked") < appointments.len() && Instant::now() < booked_deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
     // The demo plays the telehealth platform: it calls the API with a platform token.
     let (_, token) =
         telechart.store.create_api_token(&config.tenant, "demo platform", "platform", Clock::system().now_ms()).await?;
@@ -195,10 +214,10 @@ pub async fn run(mut config: Config, args: DemoArgs) -> anyhow::Result<ExitCode>
     let semaphore = Arc::new(tokio::sync::Semaphore::new(args.parallel.max(1)));
     let mut tasks = tokio::task::JoinSet::new();
     for (index, appointment) in appointments.into_iter().take(args.visits).enumerate() {
-        let (http, api, semaphore) = (http.clone(), api.clone(), semaphore.clone());
+        let (http, api, semaphore, events) = (http.clone(), api.clone(), semaphore.clone(), platform.sender(&api));
         tasks.spawn(async move {
             let _permit = semaphore.acquire_owned().await?;
-            run_visit(&http, &api, &appointment, index).await
+            run_visit(&http, &api, &events, &appointment, index).await
         });
     }
     let mut visit_ids = Vec::new();
@@ -253,6 +272,68 @@ pub async fn run(mut config: Config, args: DemoArgs) -> anyhow::Result<ExitCode>
             );
         }
     }
+
+    // The lab completes each order in the EHR; Telechart reads status and results back.
+    let root = sandbox.fhir_base.trim_end_matches("/fhir").to_owned();
+    let mut lab_orders = 0;
+    for visit in &visit_ids {
+        let orders: Vec<Value> = http.get(format!("{api}/visits/{visit}/orders")).send().await?.json().await?;
+        for order in
+            orders.iter().filter_map(|o| o["ehrResource"].as_str()).filter(|r| r.starts_with("ServiceRequest/"))
+        {
+            let fulfilment = json!({"value": 6.1, "unit": "%", "conclusion": "HbA1c 6.1 %"});
+            reqwest::Client::new().post(format!("{root}/_sandbox/fulfil/{order}")).json(&fulfilment).send().await?;
+            lab_orders += 1;
+        }
+    }
+    let orders_deadline = Instant::now() + Duration::from_secs(30);
+    let mut completed = 0;
+    let mut first_orders: Vec<Value> = Vec::new();
+    while Instant::now() < orders_deadline {
+        completed = 0;
+        for (n, visit) in visit_ids.iter().enumerate() {
+            let orders: Vec<Value> = http.get(format!("{api}/visits/{visit}/orders")).send().await?.json().await?;
+            completed += orders.iter().filter(|o| o["status"] == "completed").count();
+            if n == 0 {
+                first_orders = orders;
+            }
+        }
+        if completed >= lab_orders {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    println!("\nOrders: {completed} / {lab_orders} lab orders completed in the EHR, results read back");
+    for order in &first_orders {
+        let results: Vec<String> = order["results"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|r| {
+                format!("{} {}", r["resource"].as_str().unwrap_or_default(), r["value"].as_str().unwrap_or_default())
+            })
+            .collect();
+        println!(
+            "  {:<28} {:<10} {}",
+            order["ehrResource"].as_str().unwrap_or("—"),
+            order["status"].as_str().unwrap_or_default(),
+            results.join(", ")
+        );
+    }
+    // Every webhook reached the platform, signed.
+    let webhook_deadline = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < webhook_deadline
+        && telechart
+            .store
+            .webhook_log(&config.tenant, 10_000)
+            .await?
+            .iter()
+            .any(|w| w.status != "done" && w.status != "dead")
+    {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let tally: Vec<String> = platform.tally().iter().map(|(k, n)| format!("{k} {n}")).collect();
+    println!("\nSigned webhooks the platform received: {}", tally.join(", "));
 
     if let Some(path) = &args.export {
         let written = export_written(&telechart, &config.tenant, &visit_ids, &sandbox.fhir_base).await?;
@@ -320,7 +401,13 @@ async fn export_written(
 
 /// Drives one visit through the API as a telehealth platform would. Returns the visit id and
 /// the number of artifacts it produced.
-async fn run_visit(http: &reqwest::Client, api: &str, appointment: &str, i: usize) -> anyhow::Result<(String, usize)> {
+async fn run_visit(
+    http: &reqwest::Client,
+    api: &str,
+    events: &PlatformEvents,
+    appointment: &str,
+    i: usize,
+) -> anyhow::Result<(String, usize)> {
     let opened =
         post(http, &format!("{api}/visits"), json!({"appointment": format!("Appointment/{appointment}")})).await?;
     let visit = opened["id"].as_str().context("the API returned a visit without an id")?.to_owned();
@@ -328,6 +415,8 @@ async fn run_visit(http: &reqwest::Client, api: &str, appointment: &str, i: usiz
     let url = format!("{api}/visits/{visit}");
     let mut artifacts = 0;
     let mut count = |v: &Value| artifacts += v["artifacts"].as_array().map_or(0, Vec::len);
+    // A platform event's effect is one Encounter status change.
+    let one_change = json!({"artifacts": [{}]});
     let patient = opened["patient"].as_str().unwrap_or_default().to_owned();
     count(&post(http, &format!("{url}/transitions"), json!({"to": "arrived"})).await?);
     // In the virtual waiting room the patient signs the telehealth consent form.
@@ -349,7 +438,9 @@ async fn run_visit(http: &reqwest::Client, api: &str, appointment: &str, i: usiz
         {"type": "bmi", "value": bmi, "unit": "kg/m2"}
     ]});
     count(&post(http, &format!("{url}/vitals"), vitals).await?);
-    count(&post(http, &format!("{url}/transitions"), json!({"to": "in-progress"})).await?);
+    // The platform reports the call started (signed): the visit moves into the call by itself.
+    events.send("call.started", &visit).await?;
+    count(&one_change);
     let chat = json!({"kind": "chat-transcript", "title": "Visit chat", "contentType": "text/plain",
         "text": "[10:02] Patient: Hi doctor, the cuff reading is on screen.\n[10:03] Clinician: Thanks, I see it."});
     count(&post(http, &format!("{url}/documents"), chat).await?);
@@ -364,15 +455,109 @@ async fn run_visit(http: &reqwest::Client, api: &str, appointment: &str, i: usiz
         "author": practitioner,
         "signedAt": Clock::system().now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
     });
-    count(&post(http, &format!("{url}/notes"), note).await?);
     let diagnoses = json!({"recorder": practitioner, "diagnoses": [{"code": "I10"}, {"code": "E11.9"}]});
     count(&post(http, &format!("{url}/diagnoses"), diagnoses).await?);
+    let orders = json!({"requester": practitioner, "orders": [
+        {"kind": "lab", "code": "4548-4", "display": "Hemoglobin A1c/Hemoglobin.total in Blood"}]});
+    count(&post(http, &format!("{url}/orders"), orders).await?);
     let transcript = json!({"kind": "video-transcript", "title": "Video visit transcript", "contentType": "text/vtt",
         "text": "WEBVTT\n\n00:00:01.000 --> 00:00:04.000\nClinician: How have you been feeling?\n\n\
                  00:00:04.500 --> 00:00:08.000\nPatient: Much better since the last visit."});
     count(&post(http, &format!("{url}/documents"), transcript).await?);
-    count(&post(http, &format!("{url}/transitions"), json!({"to": "finished"})).await?);
+    // The call ends; by the tenant's rule the visit finishes when the clinician signs the note.
+    events.send("call.ended", &visit).await?;
+    // Signing after the call ended finishes the visit: the note and the status change.
+    count(&post(http, &format!("{url}/notes"), note).await?);
     Ok((visit, artifacts))
+}
+
+const DEMO_PLATFORM_SECRET: &str = "demo-platform-secret-0123456789abcdef";
+
+/// The telehealth platform the demo plays: it receives Telechart's webhooks (checking each
+/// signature) and sends its own signed call events.
+struct DemoPlatform {
+    url: String,
+    received: Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+impl DemoPlatform {
+    async fn start() -> anyhow::Result<DemoPlatform> {
+        let received: Arc<std::sync::Mutex<Vec<String>>> = Arc::default();
+        let store = received.clone();
+        let app = axum::Router::new().route(
+            "/webhooks",
+            axum::routing::post(move |headers: axum::http::HeaderMap, body: axum::body::Bytes| {
+                let store = store.clone();
+                async move {
+                    let signature =
+                        headers.get("telechart-signature").and_then(|v| v.to_str().ok()).unwrap_or_default();
+                    let now = Clock::system().now().timestamp();
+                    if telechart_sync::webhooks::verify(DEMO_PLATFORM_SECRET.as_bytes(), signature, &body, now).is_err()
+                    {
+                        return axum::http::StatusCode::UNAUTHORIZED;
+                    }
+                    let kind = headers.get("telechart-event-type").and_then(|v| v.to_str().ok()).unwrap_or_default();
+                    if let Ok(mut list) = store.lock() {
+                        list.push(kind.to_owned());
+                    }
+                    axum::http::StatusCode::NO_CONTENT
+                }
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], 0))).await?;
+        let url = format!("http://{}/webhooks", listener.local_addr()?);
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        Ok(DemoPlatform { url, received })
+    }
+
+    fn count(&self, kind: &str) -> usize {
+        self.received.lock().map(|l| l.iter().filter(|k| *k == kind).count()).unwrap_or(0)
+    }
+
+    fn tally(&self) -> BTreeMap<String, usize> {
+        let mut tally = BTreeMap::new();
+        for kind in self.received.lock().map(|l| l.clone()).unwrap_or_default() {
+            *tally.entry(kind).or_default() += 1;
+        }
+        tally
+    }
+
+    fn sender(&self, api: &str) -> PlatformEvents {
+        PlatformEvents { url: format!("{api}/platform-events"), http: reqwest::Client::new() }
+    }
+}
+
+struct PlatformEvents {
+    url: String,
+    http: reqwest::Client,
+}
+
+impl PlatformEvents {
+    async fn send(&self, kind: &str, visit: &str) -> anyhow::Result<()> {
+        let body =
+            json!({"id": uuid::Uuid::now_v7().to_string(), "type": kind, "data": {"visitId": visit}}).to_string();
+        let signature = telechart_sync::webhooks::sign(
+            DEMO_PLATFORM_SECRET.as_bytes(),
+            Clock::system().now().timestamp(),
+            body.as_bytes(),
+        );
+        let response = self
+            .http
+            .post(&self.url)
+            .header("content-type", "application/json")
+            .header("telechart-platform", "demo-video")
+            .header("telechart-signature", signature)
+            .body(body)
+            .send()
+            .await
+            .with_context(|| format!("{kind} event"))?;
+        if !response.status().is_success() {
+            bail!("the {kind} event was refused: HTTP {}", response.status());
+        }
+        Ok(())
+    }
 }
 
 /// A 1×1 PNG: what a photo shared in the call looks like to the checks.

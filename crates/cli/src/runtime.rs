@@ -145,6 +145,22 @@ pub async fn start(config: &Config, keys: KeyConfig, clock: Clock, tap: Option<W
         });
         workers.push((tx, handle));
     }
+    // Orders followed to completion.
+    let tracker = telechart_sync::OrderTracker::new(store.clone(), clock.clone(), connections.clone(), &config.tenant);
+    let every = Duration::from_secs(config.worker.order_poll_seconds.max(1));
+    let (tx, mut rx) = tokio::sync::oneshot::channel::<()>();
+    let handle = tokio::spawn(async move {
+        loop {
+            if let Err(e) = tracker.run_once().await {
+                tracing::warn!(error = %e, "order tracking pass failed; will retry");
+            }
+            tokio::select! {
+                _ = &mut rx => return Ok(()),
+                () = tokio::time::sleep(every) => {}
+            }
+        }
+    });
+    workers.push((tx, handle));
     // The webhook sender: one per process; the outbox's leases keep two from sending one event.
     let sender = telechart_sync::WebhookSender::new(store.clone(), clock.clone(), platforms, config.egress_registry())?;
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();

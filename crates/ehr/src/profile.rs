@@ -20,6 +20,8 @@ pub struct Capabilities {
     pub observation_create: bool,
     pub document_reference_create: bool,
     pub condition_create: bool,
+    pub service_request_create: bool,
+    pub medication_request_create: bool,
     /// Whether searches accept `_lastUpdated` (else inbound polls use a date window).
     pub last_updated_search: bool,
     /// Whether searching by `identifier` finds what we wrote (needed to reconcile unknown outcomes).
@@ -45,6 +47,8 @@ impl VendorProfile {
                 observation_create: true,
                 document_reference_create: true,
                 condition_create: true,
+                service_request_create: true,
+                medication_request_create: true,
                 last_updated_search: true,
                 identifier_search: true,
             },

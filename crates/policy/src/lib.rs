@@ -25,6 +25,8 @@ pub enum Permission {
     VisitDocument,
     /// Record the visit's diagnoses (ICD-10-CM).
     VisitDiagnosis,
+    /// Place lab, imaging, referral and medication orders.
+    VisitOrder,
     /// See where each artifact of a visit is (no PHI).
     VisitTrace,
     /// Read queue depth and dead letters.
@@ -36,7 +38,7 @@ pub enum Permission {
 }
 
 impl Permission {
-    pub const ALL: [Permission; 11] = [
+    pub const ALL: [Permission; 12] = [
         Permission::VisitOpen,
         Permission::VisitRead,
         Permission::VisitTransition,
@@ -44,6 +46,7 @@ impl Permission {
         Permission::VisitNote,
         Permission::VisitDocument,
         Permission::VisitDiagnosis,
+        Permission::VisitOrder,
         Permission::VisitTrace,
         Permission::QueueRead,
         Permission::QueueReplay,
@@ -59,6 +62,7 @@ impl Permission {
             Permission::VisitNote => "visit:note",
             Permission::VisitDocument => "visit:document",
             Permission::VisitDiagnosis => "visit:diagnosis",
+            Permission::VisitOrder => "visit:order",
             Permission::VisitTrace => "visit:trace",
             Permission::QueueRead => "queue:read",
             Permission::QueueReplay => "queue:replay",
@@ -132,6 +136,7 @@ impl Role {
                 VisitNote,
                 VisitDocument,
                 VisitDiagnosis,
+                VisitOrder,
                 VisitTrace,
             ],
             Role::Nurse => &[VisitRead, VisitTransition, VisitVitals, VisitDocument, VisitTrace],
@@ -147,6 +152,7 @@ impl Role {
                 VisitNote,
                 VisitDocument,
                 VisitDiagnosis,
+                VisitOrder,
                 VisitTrace,
             ],
             Role::Monitor => &[MetricsRead, QueueRead],

@@ -216,6 +216,7 @@ impl Sandbox {
             .route("/_sandbox/faults", post(add_fault))
             .route("/_sandbox/latency", put(set_latency))
             .route("/_sandbox/stats", get(stats))
+            .route("/_sandbox/fulfil/ServiceRequest/{id}", post(fulfil))
             .fallback(|| async {
                 outcome(StatusCode::NOT_FOUND, "not-found", None, "no such FHIR endpoint on this server")
             })
@@ -980,6 +981,68 @@ async fn set_latency(State(sandbox): State<Sandbox>, body: Bytes) -> Response {
         }
         Err(e) => outcome(StatusCode::BAD_REQUEST, "invalid", None, &format!("expected {{\"ms\": N}}: {e}")),
     }
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct Fulfilment {
+    /// The result's value and UCUM unit (e.g. 6.1 and `%` for HbA1c).
+    value: Option<serde_json::Number>,
+    unit: Option<String>,
+    conclusion: Option<String>,
+}
+
+/// What the lab does with an order: a final Observation and DiagnosticReport `basedOn` it, and
+/// the ServiceRequest marked completed — each a new version the EHR's API then serves.
+async fn fulfil(State(sandbox): State<Sandbox>, Path(id): Path<String>, body: Bytes) -> Response {
+    let fulfilment: Fulfilment = if body.is_empty() {
+        Fulfilment::default()
+    } else {
+        match serde_json::from_slice(&body) {
+            Ok(f) => f,
+            Err(e) => return outcome(StatusCode::BAD_REQUEST, "invalid", None, &format!("bad fulfilment: {e}")),
+        }
+    };
+    let Ok(mut db) = sandbox.state.db.write() else {
+        return outcome(StatusCode::INTERNAL_SERVER_ERROR, "exception", None, "sandbox state is poisoned");
+    };
+    let Some(order) = db.latest("ServiceRequest", &id).cloned() else {
+        return outcome(StatusCode::NOT_FOUND, "not-found", None, &format!("ServiceRequest/{id} does not exist"));
+    };
+    let stamp = wall_clock();
+    let version = order["meta"]["versionId"].as_str().and_then(|v| v.parse::<usize>().ok()).unwrap_or(1);
+    let observation_id = db.mint_id();
+    let mut observation = json!({
+        "resourceType": "Observation", "id": observation_id, "status": "final",
+        "category": [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/observation-category", "code": "laboratory", "display": "Laboratory"}]}],
+        "code": order["code"], "subject": order["subject"], "basedOn": [{"reference": format!("ServiceRequest/{id}")}],
+        "effectiveDateTime": stamp, "issued": stamp,
+    });
+    if let Some(value) = &fulfilment.value {
+        observation["valueQuantity"] = json!({"value": value, "unit": fulfilment.unit.clone().unwrap_or_default(),
+            "system": "http://unitsofmeasure.org", "code": fulfilment.unit.clone().unwrap_or_default()});
+    }
+    if order.get("encounter").is_some() {
+        observation["encounter"] = order["encounter"].clone();
+    }
+    let report_id = db.mint_id();
+    let mut report = json!({
+        "resourceType": "DiagnosticReport", "id": report_id, "status": "final",
+        "code": order["code"], "subject": order["subject"], "basedOn": [{"reference": format!("ServiceRequest/{id}")}],
+        "effectiveDateTime": stamp, "issued": stamp, "result": [{"reference": format!("Observation/{observation_id}")}],
+    });
+    if let Some(conclusion) = &fulfilment.conclusion {
+        report["conclusion"] = json!(conclusion);
+    }
+    let mut completed = order.as_ref().clone();
+    completed["status"] = json!("completed");
+    for (resource, v) in [(observation, 1), (report, 1), (completed, version + 1)] {
+        if let Err(e) = db.write(resource, v, &stamp) {
+            return outcome(StatusCode::INTERNAL_SERVER_ERROR, "exception", None, &e.to_string());
+        }
+    }
+    axum::Json(json!({"observation": format!("Observation/{observation_id}"), "report": format!("DiagnosticReport/{report_id}")}))
+        .into_response()
 }
 
 async fn stats(State(sandbox): State<Sandbox>) -> Response {

@@ -121,6 +121,10 @@ fn matcher(rtype: &str, name: &str, value: &str) -> Result<Matcher, SearchError>
             let wanted = alternatives.iter().map(|a| normalize_ref(a, "Encounter")).collect();
             reference_matcher(&["/encounter", "/context/encounter/*"], wanted)
         }
+        "based-on" => {
+            let wanted = alternatives.iter().map(|a| normalize_ref(a, "ServiceRequest")).collect();
+            reference_matcher(&["/basedOn/*"], wanted)
+        }
         "code" | "category" => {
             let field = if base == "code" { "code" } else { "category" };
             Box::new(move |r| {

@@ -27,6 +27,8 @@ pub(crate) fn routes() -> Routes {
         .add(Method::POST, "/api/v1/visits/{id}/vitals", Access::Requires(VisitVitals), capture_vitals)
         .add(Method::POST, "/api/v1/visits/{id}/notes", Access::Requires(VisitNote), attach_note)
         .add(Method::POST, "/api/v1/visits/{id}/diagnoses", Access::Requires(VisitDiagnosis), diagnose)
+        .add(Method::POST, "/api/v1/visits/{id}/orders", Access::Requires(VisitOrder), place_orders)
+        .add(Method::GET, "/api/v1/visits/{id}/orders", Access::Requires(VisitRead), orders)
         // Base64 and JSON around the largest document.
         .add_large(
             Method::POST,
@@ -434,6 +436,71 @@ async fn diagnose(
     artifacts.push((uuid::Uuid::now_v7().to_string(), link));
     let result = record_with_ids(&state, &caller, &visit, current, artifacts, "visit.diagnosis").await?;
     Ok((StatusCode::CREATED, Json(result)))
+}
+
+/// Orders: a ServiceRequest or MedicationRequest each, then followed to completion.
+async fn place_orders(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Result<(StatusCode, Json<EventResult>), ApiError> {
+    let request: telechart_visit::OrdersInput = parse(&body)?;
+    let visit = load(&state, &caller, &id).await?;
+    let current: VisitState =
+        visit.state.parse().map_err(|_| ApiError::Internal(format!("visit {id} has unknown state")))?;
+    let placed = current.place_orders(request, state.clock.now())?;
+    let artifacts = placed.into_iter().map(Artifact::Order).collect();
+    let result = record(&state, &caller, &visit, current, artifacts, "visit.order").await?;
+    Ok((StatusCode::CREATED, Json(result)))
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct OrderView {
+    artifact: String,
+    resource_type: String,
+    /// Where it is in the EHR, once written.
+    ehr_resource: Option<String>,
+    /// The EHR's status as last read (`written`: not read back yet; `pending`: not written yet).
+    status: String,
+    results: serde_json::Value,
+    checked_at: Option<DateTime<Utc>>,
+    completed_at: Option<DateTime<Utc>>,
+}
+
+/// The visit's orders and how far each has come, as last read from the EHR.
+async fn orders(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Json<Vec<OrderView>>, ApiError> {
+    load(&state, &caller, &id).await?;
+    let tracked = state.store.tracked_orders(&caller.tenant_id, &id).await?;
+    let deliveries = state.store.deliveries_for_visit(&caller.tenant_id, &id).await?;
+    let views = deliveries
+        .into_iter()
+        .filter(|d| matches!(d.resource_type.as_str(), "ServiceRequest" | "MedicationRequest"))
+        .map(|d| {
+            let seen = tracked.iter().find(|t| t.artifact_id == d.artifact_id);
+            OrderView {
+                ehr_resource: d.ehr_resource_id.as_ref().map(|e| format!("{}/{e}", d.resource_type)),
+                status: match (seen, d.status.as_str()) {
+                    (Some(t), _) => t.status.clone(),
+                    (None, "done") => "written".to_owned(),
+                    (None, other) => other.to_owned(),
+                },
+                results: seen
+                    .and_then(|t| serde_json::from_str(t.results.expose()).ok())
+                    .unwrap_or(serde_json::Value::Array(vec![])),
+                checked_at: seen.and_then(|t| DateTime::from_timestamp_millis(t.checked_at)),
+                completed_at: seen.and_then(|t| t.completed_at).and_then(DateTime::from_timestamp_millis),
+                artifact: d.artifact_id,
+                resource_type: d.resource_type,
+            }
+        })
+        .collect();
+    Ok(Json(views))
 }
 
 /// A transcript, attachment or consent form: checked (size, content type against the bytes,

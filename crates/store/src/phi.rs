@@ -39,6 +39,7 @@ pub const PHI_COLUMNS: &[(&str, &str)] = &[
     ("signing_keys", "private_key"),
     ("webhook_deliveries", "payload"),
     ("ehr_appointments", "patient"),
+    ("order_tracking", "results"),
 ];
 
 impl Store {

@@ -8,6 +8,7 @@ mod backoff;
 mod connections;
 mod faults;
 pub mod inbound;
+mod orders;
 pub mod webhooks;
 mod worker;
 
@@ -15,6 +16,7 @@ pub use backoff::Backoff;
 pub use connections::Connections;
 pub use faults::{FaultPlan, FaultPoint};
 pub use inbound::{Applied, AppointmentInbox, PollReport};
+pub use orders::OrderTracker;
 pub use webhooks::{Platform, Platforms, WebhookSender};
 pub use worker::{DeliveryOutcome, QueueSignal, SyncConfig, Worker};
 

@@ -394,6 +394,29 @@ impl Worker {
                 }
                 self.create_once(&client, claimed, "Condition", &token, to_json(&condition, row)?).await
             }
+            Artifact::Order(order) => {
+                let encounter = encounter_id(&item)?;
+                let caps = &client.profile.capabilities;
+                let (resource_type, body, accepted) = match order.kind {
+                    telechart_visit::OrderKind::Medication => (
+                        "MedicationRequest",
+                        telechart_visit::medication_request(&ctx, &row.artifact_id, &order, &encounter),
+                        caps.medication_request_create,
+                    ),
+                    _ => (
+                        "ServiceRequest",
+                        telechart_visit::service_request(&ctx, &row.artifact_id, &order, &encounter),
+                        caps.service_request_create,
+                    ),
+                };
+                if !accepted {
+                    return Err(EhrError::NotSupported(format!(
+                        "this EHR does not accept {resource_type} create over FHIR"
+                    ))
+                    .into());
+                }
+                self.create_once(&client, claimed, resource_type, &token, body).await
+            }
             Artifact::EncounterDiagnoses(link) => self.write_encounter_diagnoses(&client, &item, &link).await,
             Artifact::Document(doc) => {
                 let document = telechart_visit::visit_document(&ctx, &row.artifact_id, &doc, &encounter_id(&item)?);

@@ -17,6 +17,7 @@ pub enum Artifact {
     Document(crate::VisitDocument),
     Diagnosis(crate::Diagnosis),
     EncounterDiagnoses(crate::EncounterDiagnoses),
+    Order(crate::Order),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -28,6 +29,8 @@ pub enum ArtifactKind {
     Document,
     Diagnosis,
     EncounterDiagnoses,
+    ServiceOrder,
+    MedicationOrder,
 }
 
 impl ArtifactKind {
@@ -39,6 +42,8 @@ impl ArtifactKind {
             ArtifactKind::Document => "document",
             ArtifactKind::Diagnosis => "diagnosis",
             ArtifactKind::EncounterDiagnoses => "encounter-diagnoses",
+            ArtifactKind::ServiceOrder => "service-order",
+            ArtifactKind::MedicationOrder => "medication-order",
         }
     }
 
@@ -47,6 +52,8 @@ impl ArtifactKind {
         match self {
             ArtifactKind::EncounterStatus | ArtifactKind::EncounterDiagnoses => "Encounter",
             ArtifactKind::Diagnosis => "Condition",
+            ArtifactKind::ServiceOrder => "ServiceRequest",
+            ArtifactKind::MedicationOrder => "MedicationRequest",
             ArtifactKind::Vital => "Observation",
             ArtifactKind::Note | ArtifactKind::Document => "DocumentReference",
         }
@@ -62,6 +69,8 @@ impl Artifact {
             Artifact::Document(_) => ArtifactKind::Document,
             Artifact::Diagnosis(_) => ArtifactKind::Diagnosis,
             Artifact::EncounterDiagnoses(_) => ArtifactKind::EncounterDiagnoses,
+            Artifact::Order(o) if o.kind == crate::OrderKind::Medication => ArtifactKind::MedicationOrder,
+            Artifact::Order(_) => ArtifactKind::ServiceOrder,
         }
     }
 }

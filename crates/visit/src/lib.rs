@@ -7,6 +7,7 @@ mod artifact;
 mod diagnosis;
 mod document;
 mod mapping;
+mod order;
 mod state;
 
 pub use artifact::{
@@ -19,8 +20,9 @@ pub use diagnosis::{
 pub use document::{DOCUMENT_MAX_BYTES, DocumentInput, DocumentKind, VisitDocument, validate_document};
 pub use mapping::{
     VisitContext, apply_encounter_diagnoses, apply_encounter_status, condition, encounter_for_create, format_instant,
-    note_document, visit_document, vital_observation,
+    medication_request, note_document, service_request, visit_document, vital_observation,
 };
+pub use order::{Order, OrderInput, OrderKind, OrdersInput, validate_orders};
 pub use state::VisitState;
 
 /// A precise, field-level refusal of a visit event. Carries ids and field paths, never PHI.

@@ -12,7 +12,8 @@ use telechart_fhir::{
 };
 
 use crate::{
-    Diagnosis, DocumentKind, EncounterStatusChange, SignedNote, VisitDocument, VisitError, VitalMeasurement, VitalValue,
+    Diagnosis, DocumentKind, EncounterStatusChange, Order, OrderKind, SignedNote, VisitDocument, VisitError,
+    VitalMeasurement, VitalValue,
 };
 
 /// What every resource of one visit refers to.
@@ -348,6 +349,51 @@ pub fn apply_encounter_diagnoses(encounter: &mut Value, conditions: &[(String, u
         changed = true;
     }
     Ok(changed)
+}
+
+/// A lab, imaging or referral order as an R4 ServiceRequest (active, intent order).
+pub fn service_request(ctx: &VisitContext, artifact_id: &str, order: &Order, encounter_id: &str) -> Value {
+    let (category, category_display) = match order.kind {
+        OrderKind::Imaging => ("363679005", "Imaging"),
+        OrderKind::Referral => ("3457005", "Patient referral"),
+        OrderKind::Lab | OrderKind::Medication => ("108252007", "Laboratory procedure"),
+    };
+    let mut request = json!({
+        "resourceType": "ServiceRequest",
+        "identifier": [ctx.identifier(artifact_id)],
+        "status": "active",
+        "intent": "order",
+        "category": [{"coding": [{"system": terminology::SNOMED, "code": category, "display": category_display}]}],
+        "code": {"coding": [{"system": order.system, "code": order.code, "display": order.display}], "text": order.display},
+        "subject": {"reference": ctx.patient},
+        "encounter": {"reference": telechart_fhir::reference_string("Encounter", encounter_id)},
+        "authoredOn": format_instant(order.authored_at),
+        "requester": {"reference": order.requester},
+    });
+    if let Some(note) = &order.note {
+        request["note"] = json!([{"text": note}]);
+    }
+    request
+}
+
+/// A prescription as an R4 MedicationRequest (active, intent order, RxNorm, the sig as text).
+pub fn medication_request(ctx: &VisitContext, artifact_id: &str, order: &Order, encounter_id: &str) -> Value {
+    let mut request = json!({
+        "resourceType": "MedicationRequest",
+        "identifier": [ctx.identifier(artifact_id)],
+        "status": "active",
+        "intent": "order",
+        "medicationCodeableConcept": {"coding": [{"system": order.system, "code": order.code, "display": order.display}], "text": order.display},
+        "subject": {"reference": ctx.patient},
+        "encounter": {"reference": telechart_fhir::reference_string("Encounter", encounter_id)},
+        "authoredOn": format_instant(order.authored_at),
+        "requester": {"reference": order.requester},
+        "dosageInstruction": [{"text": order.dosage.clone().unwrap_or_default()}],
+    });
+    if let Some(note) = &order.note {
+        request["note"] = json!([{"text": note}]);
+    }
+    request
 }
 
 #[cfg(test)]

@@ -122,6 +122,18 @@ impl VisitState {
         crate::validate_note(input, now)
     }
 
+    /// Orders are placed in the call or after it.
+    pub fn place_orders(
+        self,
+        input: crate::OrdersInput,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> Result<Vec<crate::Order>, VisitError> {
+        if !matches!(self, VisitState::InProgress | VisitState::Finished) {
+            return Err(VisitError::WrongState { event: "placing orders", state: self });
+        }
+        crate::validate_orders(input, now)
+    }
+
     /// Diagnoses are made in the call or after it.
     pub fn diagnose(
         self,

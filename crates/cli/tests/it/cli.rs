@@ -81,7 +81,7 @@ fn the_demo_charts_every_visit_and_exports_what_it_wrote() {
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
-    assert!(stdout.contains("delivered   57 / 57 (100.0 %)"), "{stdout}");
+    assert!(stdout.contains("delivered   60 / 60 (100.0 %)"), "{stdout}");
     assert!(stdout.contains("dead        0"), "{stdout}");
     let lines = |p: &Path| {
         std::fs::read_to_string(p)
@@ -91,9 +91,14 @@ fn the_demo_charts_every_visit_and_exports_what_it_wrote() {
             .collect::<Vec<_>>()
     };
     let written = lines(&written);
-    // Per visit: one Encounter (four versions of it), eight Observations, five DocumentReferences
-    // (consent form, chat transcript, photo, note, video transcript), two Conditions.
-    assert_eq!(written.len(), 48);
+    // Per visit: one Encounter (five versions of it), eight Observations, five DocumentReferences
+    // (consent form, chat transcript, photo, note, video transcript), two Conditions, one lab
+    // ServiceRequest (completed by the sandbox's lab and read back).
+    assert_eq!(written.len(), 51);
+    assert!(stdout.contains("Orders: 3 / 3 lab orders completed in the EHR"), "{stdout}");
+    assert!(stdout.contains("appointment.booked"), "{stdout}");
+    let orders: Vec<&serde_json::Value> = written.iter().filter(|r| r["resourceType"] == "ServiceRequest").collect();
+    assert!(orders.len() == 3 && orders.iter().all(|o| o["status"] == "completed"));
     let conditions: Vec<&serde_json::Value> = written.iter().filter(|r| r["resourceType"] == "Condition").collect();
     assert_eq!(conditions.len(), 6);
     assert!(conditions.iter().all(|c| c["code"]["coding"][0]["system"] == "http://hl7.org/fhir/sid/icd-10-cm"));
@@ -120,7 +125,7 @@ fn the_demo_charts_every_visit_and_exports_what_it_wrote() {
     assert_eq!(types, ["11506-3", "34109-9", "59284-0", "72170-4"], "progress note, note, consent, photo");
     assert!(documents.iter().all(|d| d["context"]["encounter"][0]["reference"].is_string()));
     let sent = lines(&sent);
-    assert_eq!(sent.len(), 57, "every delivery sent exactly once");
+    assert_eq!(sent.len(), 60, "every delivery sent exactly once");
 }
 
 #[test]

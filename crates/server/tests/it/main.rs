@@ -15,6 +15,7 @@ mod inbound;
 pub mod launch;
 mod logs;
 mod oidc;
+mod orders;
 mod rbac;
 mod tls;
 mod validator;
