@@ -217,6 +217,7 @@ impl Sandbox {
             .route("/_sandbox/latency", put(set_latency))
             .route("/_sandbox/stats", get(stats))
             .route("/_sandbox/fulfil/ServiceRequest/{id}", post(fulfil))
+            .route("/_sandbox/merge", post(merge))
             .fallback(|| async {
                 outcome(StatusCode::NOT_FOUND, "not-found", None, "no such FHIR endpoint on this server")
             })
@@ -980,6 +981,95 @@ async fn set_latency(State(sandbox): State<Sandbox>, body: Bytes) -> Response {
             StatusCode::NO_CONTENT.into_response()
         }
         Err(e) => outcome(StatusCode::BAD_REQUEST, "invalid", None, &format!("expected {{\"ms\": N}}: {e}")),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Merge {
+    /// `Patient/{id}` merged away.
+    source: String,
+    /// `Patient/{id}` that survives.
+    target: String,
+}
+
+/// A patient merge as an EHR's HIM team performs it: the source becomes inactive with a
+/// `replaced-by` link, the target gains a `replaces` link; writes to the source are refused.
+async fn merge(State(sandbox): State<Sandbox>, body: Bytes) -> Response {
+    let merge: Merge = match serde_json::from_slice(&body) {
+        Ok(m) => m,
+        Err(e) => {
+            return outcome(StatusCode::BAD_REQUEST, "invalid", None, &format!("expected {{source, target}}: {e}"));
+        }
+    };
+    let Ok(mut db) = sandbox.state.db.write() else {
+        return outcome(StatusCode::INTERNAL_SERVER_ERROR, "exception", None, "sandbox state is poisoned");
+    };
+    let id = |r: &str| r.strip_prefix("Patient/").map(str::to_owned);
+    let (Some(source_id), Some(target_id)) = (id(&merge.source), id(&merge.target)) else {
+        return outcome(StatusCode::BAD_REQUEST, "invalid", None, "source and target must be Patient/{id}");
+    };
+    let (Some(source), Some(target)) =
+        (db.latest("Patient", &source_id).cloned(), db.latest("Patient", &target_id).cloned())
+    else {
+        return outcome(StatusCode::NOT_FOUND, "not-found", None, "both patients must exist");
+    };
+    let stamp = wall_clock();
+    let version = |r: &Value| r["meta"]["versionId"].as_str().and_then(|v| v.parse::<usize>().ok()).unwrap_or(1) + 1;
+    let mut merged = source.as_ref().clone();
+    merged["active"] = json!(false);
+    merged["link"] = json!([{"other": {"reference": merge.target}, "type": "replaced-by"}]);
+    let mut survivor = target.as_ref().clone();
+    let links = survivor.as_object_mut().map(|o| o.entry("link").or_insert_with(|| json!([])));
+    if let Some(Value::Array(list)) = links {
+        list.push(json!({"other": {"reference": merge.source}, "type": "replaces"}));
+    }
+    // The merge moves the source's clinical data to the survivor, as an EHR's merge does.
+    let mut moved = Vec::new();
+    let types: Vec<String> = db.types().cloned().collect();
+    for rtype in types.iter().filter(|t| *t != "Patient") {
+        for resource in db.all(rtype) {
+            let mut copy = resource.as_ref().clone();
+            if repoint(&mut copy, &merge.source, &merge.target) {
+                let v = version(resource);
+                moved.push((copy, v));
+            }
+        }
+    }
+    moved.push((merged, version(&source)));
+    moved.push((survivor, version(&target)));
+    for (resource, v) in moved {
+        if let Err(e) = db.write(resource, v, &stamp) {
+            return outcome(StatusCode::INTERNAL_SERVER_ERROR, "exception", None, &e.to_string());
+        }
+    }
+    StatusCode::NO_CONTENT.into_response()
+}
+
+/// Rewrites every `reference` equal to `from` as `to`; true if any was.
+fn repoint(node: &mut Value, from: &str, to: &str) -> bool {
+    match node {
+        Value::Object(map) => {
+            let mut changed = false;
+            for (key, value) in map.iter_mut() {
+                if key == "reference" && value.as_str() == Some(from) {
+                    *value = Value::String(to.to_owned());
+                    changed = true;
+                } else {
+                    changed |= repoint(value, from, to);
+                }
+            }
+            changed
+        }
+        Value::Array(items) => {
+            // Every item, not just up to the first change.
+            let mut changed = false;
+            for item in items.iter_mut() {
+                changed |= repoint(item, from, to);
+            }
+            changed
+        }
+        _ => false,
     }
 }
 

@@ -163,5 +163,26 @@ fn check_reference(db: &Db, reference: &str, path: &str) -> Result<(), Refusal> 
             format!("{path} refers to {target}/{id}, which does not exist on this server"),
         ));
     }
+    // A merged-away patient takes no new data: it lives on in the survivor.
+    if target == "Patient"
+        && let Some(survivor) = db.latest("Patient", id).and_then(|p| replaced_by(p))
+    {
+        return Err(refuse(
+            422,
+            "business-rule",
+            path,
+            format!("Patient/{id} was merged into {survivor}; write to that patient instead"),
+        ));
+    }
     Ok(())
+}
+
+/// The patient a merged-away Patient was replaced by (`link` of type `replaced-by`).
+pub fn replaced_by(patient: &Value) -> Option<String> {
+    patient["link"]
+        .as_array()?
+        .iter()
+        .find(|l| l["type"] == "replaced-by")
+        .and_then(|l| l["other"]["reference"].as_str())
+        .map(str::to_owned)
 }

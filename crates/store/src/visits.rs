@@ -294,6 +294,27 @@ impl Store {
     }
 
     /// Whether the visit has an artifact of `kind` (no PHI is opened to answer).
+    /// Points the visit at the patient the EHR merged its patient into (audited, with both).
+    pub async fn repoint_visit_patient(
+        &self,
+        tenant_id: &str,
+        visit_id: &str,
+        survivor: &Phi,
+        audit: &AuditEntry,
+        now_ms: i64,
+    ) -> Result<()> {
+        let slot = PhiSlot { tenant_id, table: "visits", column: "patient", row_id: visit_id };
+        let sealed = self.seal(slot, survivor).await?;
+        on_pool!(self, pool => {
+            let mut tx = pool.begin().await?;
+            sqlx::query("UPDATE visits SET patient = $1, updated_at = $2 WHERE tenant_id = $3 AND id = $4")
+                .bind(&sealed).bind(now_ms).bind(tenant_id).bind(visit_id).execute(&mut *tx).await?;
+            append_audit!(&mut *tx, audit, now_ms)?;
+            tx.commit().await
+        })?;
+        Ok(())
+    }
+
     pub async fn has_artifact_kind(&self, tenant_id: &str, visit_id: &str, kind: &str) -> Result<bool> {
         let found = on_pool!(self, pool => sqlx::query_as::<_, (i64,)>(
             "SELECT COUNT(*) FROM artifacts WHERE tenant_id = $1 AND visit_id = $2 AND kind = $3")

@@ -286,7 +286,7 @@ impl Worker {
     async fn fail(&self, row: &DeliveryRow, err: &SyncError) -> Result<DeliveryOutcome, SyncError> {
         let now = self.clock.now();
         let message = err.to_string();
-        let class = match err {
+        let mut class = match err {
             SyncError::Ehr(e) => e.class(),
             SyncError::NotReady(_) => FailureClass::Transient { retry_after: None },
             SyncError::UnknownConnection(_) | SyncError::Mapping { .. } | SyncError::Egress(_) => {
@@ -294,6 +294,13 @@ impl Worker {
             }
             SyncError::Store(_) | SyncError::Crashed(_) => FailureClass::Transient { retry_after: None },
         };
+        // A refusal may mean the patient was merged away: follow the merge and try again at once.
+        if class == FailureClass::Permanent
+            && let SyncError::Ehr(EhrError::Refused { status: 400..=499, .. }) = err
+            && self.follow_merges(&row.tenant_id, &row.visit_id, &row.connection_id).await?
+        {
+            class = FailureClass::Transient { retry_after: Some(telechart_ehr::RetryAfter::Delay(Duration::ZERO)) };
+        }
         let attempts = u32::try_from(row.attempts).unwrap_or(u32::MAX);
         let (retry_after, unknown) = match class {
             FailureClass::Permanent => {
@@ -344,9 +351,69 @@ impl Worker {
         }
     }
 
+    /// Follows the EHR's merges of the visit's patient (`Patient.link` replaced-by, five hops at
+    /// most) and points the visit at the survivor. True when the patient changed.
+    async fn follow_merges(&self, tenant_id: &str, visit_id: &str, connection_id: &str) -> Result<bool, SyncError> {
+        let Some(visit) = self.store.visit(tenant_id, visit_id).await? else { return Ok(false) };
+        let client = self.connections.client(tenant_id, connection_id).await?;
+        let recorded = visit.patient.expose().to_owned();
+        let mut current = recorded.clone();
+        for _ in 0..5 {
+            let Some(("Patient", id)) = telechart_fhir::parse_reference(&current) else { break };
+            let patient = match client.read("Patient", id).await {
+                Ok(read) => read.resource,
+                // Not allowed to read patients here (scopes), or gone: nothing to follow.
+                Err(EhrError::Refused { status, .. }) => {
+                    tracing::warn!(visit = visit_id, status, "the visit's Patient cannot be read; merges not checked");
+                    break;
+                }
+                Err(e) => return Err(e.into()),
+            };
+            let next = patient["link"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .find(|l| l["type"] == "replaced-by")
+                .and_then(|l| l["other"]["reference"].as_str())
+                .map(str::to_owned);
+            match next {
+                Some(next) if next != current && next != recorded => current = next,
+                _ => break,
+            }
+        }
+        if current == recorded {
+            return Ok(false);
+        }
+        let audit = AuditEntry {
+            tenant_id: tenant_id.to_owned(),
+            actor: format!("worker:{}", self.config.worker_id),
+            action: "visit.patient-merged".to_owned(),
+            entity_type: "visit".to_owned(),
+            entity_id: visit_id.to_owned(),
+            visit_id: Some(visit_id.to_owned()),
+            phi: true,
+            detail: format!("the EHR merged the visit's patient; now {current} (was {recorded})"),
+        };
+        self.store
+            .repoint_visit_patient(
+                tenant_id,
+                visit_id,
+                &telechart_store::Phi::new(current),
+                &audit,
+                self.clock.now_ms(),
+            )
+            .await?;
+        tracing::info!(visit = visit_id, "followed a patient merge in the EHR");
+        Ok(true)
+    }
+
     /// Maps and writes; returns what the EHR kept and whether we adopted an earlier write.
     async fn write(&self, claimed: &ClaimedDelivery) -> Result<(Written, bool), SyncError> {
         let row = &claimed.row;
+        // The Encounter binds the visit to a patient: check first that the EHR has not merged it.
+        if row.resource_type == "Encounter" {
+            self.follow_merges(&row.tenant_id, &row.visit_id, &row.connection_id).await?;
+        }
         let item = self.store.work_item(&row.tenant_id, &row.artifact_id).await?;
         let artifact: Artifact = serde_json::from_str(item.artifact.payload.expose()).map_err(|e| {
             SyncError::Mapping { artifact_id: row.artifact_id.clone(), reason: format!("stored payload: {e}") }

@@ -14,6 +14,7 @@ mod forged_tokens;
 mod inbound;
 pub mod launch;
 mod logs;
+mod merge;
 mod oidc;
 mod orders;
 mod rbac;
