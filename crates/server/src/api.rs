@@ -40,6 +40,7 @@ pub(crate) fn routes() -> Routes {
         .add(Method::GET, "/api/v1/visits/{id}/trace", Access::Requires(VisitTrace), trace)
         .add(Method::POST, "/api/v1/visits/{id}/replay", Access::Requires(QueueReplay), replay)
         .add(Method::GET, "/api/v1/queue", Access::Requires(QueueRead), queue)
+        .add(Method::GET, "/api/v1/openapi.json", Access::Public, openapi)
 }
 
 /// Parses a JSON body, naming the exact field at fault.
@@ -591,6 +592,11 @@ async fn replay(
         .await?;
     state.signal.notify();
     Ok(Json(Replayed { replayed }))
+}
+
+/// The API's OpenAPI 3 document (checked against the running server by schemathesis in CI).
+async fn openapi() -> impl axum::response::IntoResponse {
+    ([(axum::http::header::CONTENT_TYPE, "application/json")], include_str!("openapi.json"))
 }
 
 #[derive(Serialize)]

@@ -16,6 +16,7 @@ pub mod launch;
 mod logs;
 mod merge;
 mod oidc;
+mod openapi;
 mod orders;
 mod rbac;
 mod tls;
