@@ -276,6 +276,7 @@ async fn prepare(
                 diastolic: None,
                 unit: "/min".into(),
                 effective: None,
+                device: None,
             })
             .collect();
         let vitals = VisitState::Arrived.capture_vitals(&inputs, clock.now())?;

@@ -428,11 +428,13 @@ async fn run_visit(
     let height = 158.0 + (i % 30) as f64;
     let bmi = (weight / (height / 100.0).powi(2) * 10.0).round() / 10.0;
     let vitals = json!({"vitals": [
-        {"type": "blood-pressure", "systolic": 112 + i % 20, "diastolic": 70 + i % 12, "unit": "mm[Hg]"},
+        {"type": "blood-pressure", "systolic": 112 + i % 20, "diastolic": 70 + i % 12, "unit": "mm[Hg]",
+         "device": {"type": "blood-pressure-cuff", "manufacturer": "Omron", "model": "BP7250"}},
         {"type": "heart-rate", "value": 62 + i % 25, "unit": "/min"},
         {"type": "respiratory-rate", "value": 14 + i % 5, "unit": "/min"},
         {"type": "body-temperature", "value": 36.5 + (i % 8) as f64 / 10.0, "unit": "Cel"},
-        {"type": "oxygen-saturation", "value": 96 + i % 4, "unit": "%"},
+        {"type": "oxygen-saturation", "value": 96 + i % 4, "unit": "%",
+         "device": {"type": "pulse-oximeter", "manufacturer": "Masimo", "model": "MightySat"}},
         {"type": "body-weight", "value": weight, "unit": "kg"},
         {"type": "body-height", "value": height, "unit": "cm"},
         {"type": "bmi", "value": bmi, "unit": "kg/m2"}

@@ -57,6 +57,9 @@ pub struct Observation {
     pub id: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub meta: Option<Meta>,
+    /// The home device that measured it, when the patient's own (a contained Device).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub contained: Vec<serde_json::Value>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub identifier: Vec<Identifier>,
     pub status: String,
@@ -72,6 +75,8 @@ pub struct Observation {
     pub performer: Vec<Reference>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub value_quantity: Option<Quantity>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub device: Option<Reference>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub component: Vec<ObservationComponent>,
 }

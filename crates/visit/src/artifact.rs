@@ -99,6 +99,44 @@ pub struct VitalInput {
     pub unit: String,
     #[serde(default)]
     pub effective: Option<DateTime<Utc>>,
+    /// The patient's home device that took it.
+    #[serde(default)]
+    pub device: Option<HomeDevice>,
+}
+
+/// A home measuring device (a cuff, a pulse oximeter, …) as the platform reports it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct HomeDevice {
+    #[serde(rename = "type")]
+    pub kind: HomeDeviceKind,
+    #[serde(default)]
+    pub manufacturer: Option<String>,
+    #[serde(default)]
+    pub model: Option<String>,
+    #[serde(default)]
+    pub serial_number: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum HomeDeviceKind {
+    BloodPressureCuff,
+    PulseOximeter,
+    Thermometer,
+    Scale,
+}
+
+impl HomeDeviceKind {
+    /// SNOMED CT where there is a well-known code, and the text always.
+    pub fn coding(self) -> (Option<&'static str>, &'static str) {
+        match self {
+            HomeDeviceKind::BloodPressureCuff => (Some("70665002"), "Blood pressure cuff"),
+            HomeDeviceKind::PulseOximeter => (Some("448703006"), "Pulse oximeter"),
+            HomeDeviceKind::Thermometer => (None, "Thermometer"),
+            HomeDeviceKind::Scale => (None, "Weighing scale"),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -116,6 +154,8 @@ pub struct VitalMeasurement {
     pub value: VitalValue,
     pub unit: String,
     pub effective: DateTime<Utc>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub device: Option<HomeDevice>,
 }
 
 impl VitalMeasurement {
@@ -179,7 +219,13 @@ fn validate_vital(path: &str, input: &VitalInput, now: DateTime<Utc>) -> Result<
         in_range(path, "value", spec, &input.unit, value)?;
         VitalValue::Single(value.clone())
     };
-    Ok(VitalMeasurement { name: input.kind.clone(), value, unit: input.unit.clone(), effective })
+    Ok(VitalMeasurement {
+        name: input.kind.clone(),
+        value,
+        unit: input.unit.clone(),
+        effective,
+        device: input.device.clone(),
+    })
 }
 
 fn required<'a>(path: &str, field: &str, value: &'a Option<Decimal>) -> Result<&'a Decimal, VisitError> {

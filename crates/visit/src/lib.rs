@@ -11,8 +11,8 @@ mod order;
 mod state;
 
 pub use artifact::{
-    Artifact, ArtifactKind, EncounterStatusChange, NoteInput, SignedNote, VitalInput, VitalMeasurement, VitalValue,
-    validate_note, validate_vitals,
+    Artifact, ArtifactKind, EncounterStatusChange, HomeDevice, HomeDeviceKind, NoteInput, SignedNote, VitalInput,
+    VitalMeasurement, VitalValue, validate_note, validate_vitals,
 };
 pub use diagnosis::{
     DiagnosesInput, Diagnosis, DiagnosisInput, EncounterDiagnoses, EncounterDiagnosisEntry, validate_diagnoses,

@@ -169,9 +169,34 @@ pub fn vital_observation(
             ],
         ),
     };
+    // The patient's own device, contained: it exists only as the source of this measurement.
+    let contained: Vec<Value> = vital
+        .device
+        .iter()
+        .map(|d| {
+            let (code, text) = d.kind.coding();
+            let mut device = json!({"resourceType": "Device", "id": "home-device",
+                "type": {"text": text}, "patient": {"reference": ctx.patient}});
+            if let Some(code) = code {
+                device["type"]["coding"] = json!([{"system": terminology::SNOMED, "code": code, "display": text}]);
+            }
+            if let Some(m) = &d.manufacturer {
+                device["manufacturer"] = json!(m);
+            }
+            if let Some(m) = &d.model {
+                device["modelNumber"] = json!(m);
+            }
+            if let Some(s) = &d.serial_number {
+                device["serialNumber"] = json!(s);
+            }
+            device
+        })
+        .collect();
     Ok(Observation {
         resource_type: Default::default(),
         id: None,
+        device: vital.device.as_ref().map(|_| Reference::to("#home-device".to_owned())),
+        contained,
         meta: Some(Meta {
             profile: vec![terminology::VITAL_SIGNS_PROFILE.to_owned(), spec.profile.to_owned()],
             ..Meta::default()
@@ -422,6 +447,12 @@ mod tests {
             value: VitalValue::BloodPressure { systolic: 120.into(), diastolic: 80.into() },
             unit: "mm[Hg]".into(),
             effective: at("2026-11-26T10:00:00Z"),
+            device: Some(crate::HomeDevice {
+                kind: crate::HomeDeviceKind::BloodPressureCuff,
+                manufacturer: Some("Omron".into()),
+                model: Some("BP7250".into()),
+                serial_number: None,
+            }),
         };
         let obs = vital_observation(&ctx(), "art-1", &vital, "e9", at("2026-11-26T10:01:00Z")).unwrap();
         let json = serde_json::to_value(&obs).unwrap();
@@ -431,6 +462,9 @@ mod tests {
         assert_eq!(json["component"][1]["valueQuantity"]["code"], "mm[Hg]");
         assert_eq!(json["encounter"]["reference"], "Encounter/e9");
         assert!(json.get("valueQuantity").is_none());
+        assert_eq!(json["device"]["reference"], "#home-device");
+        assert_eq!(json["contained"][0]["type"]["coding"][0]["code"], "70665002");
+        assert_eq!(json["contained"][0]["patient"]["reference"], "Patient/p1");
         assert_eq!(json["identifier"][0]["value"], "art-1");
     }
 
