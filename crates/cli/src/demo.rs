@@ -462,6 +462,13 @@ async fn run_visit(
     let orders = json!({"requester": practitioner, "orders": [
         {"kind": "lab", "code": "4548-4", "display": "Hemoglobin A1c/Hemoglobin.total in Blood"}]});
     count(&post(http, &format!("{url}/orders"), orders).await?);
+    let plan = json!({"title": "Hypertension and type 2 diabetes follow-up", "author": practitioner,
+        "activities": [{"description": "Check HbA1c", "scheduled": "before the next visit"},
+                       {"description": "Home blood pressure twice a week", "scheduled": "ongoing"},
+                       {"description": "Telehealth follow-up", "scheduled": "in 3 months"}],
+        "afterVisitSummary": "Thank you for your visit today. Your blood pressure is well controlled. Please get your \
+            HbA1c blood test before your next visit and keep taking your readings at home twice a week."});
+    count(&post(http, &format!("{url}/care-plan"), plan).await?);
     let transcript = json!({"kind": "video-transcript", "title": "Video visit transcript", "contentType": "text/vtt",
         "text": "WEBVTT\n\n00:00:01.000 --> 00:00:04.000\nClinician: How have you been feeling?\n\n\
                  00:00:04.500 --> 00:00:08.000\nPatient: Much better since the last visit."});

@@ -22,6 +22,8 @@ pub struct Capabilities {
     pub condition_create: bool,
     pub service_request_create: bool,
     pub medication_request_create: bool,
+    pub care_plan_create: bool,
+    pub consent_create: bool,
     /// Whether searches accept `_lastUpdated` (else inbound polls use a date window).
     pub last_updated_search: bool,
     /// Whether searching by `identifier` finds what we wrote (needed to reconcile unknown outcomes).
@@ -49,6 +51,8 @@ impl VendorProfile {
                 condition_create: true,
                 service_request_create: true,
                 medication_request_create: true,
+                care_plan_create: true,
+                consent_create: true,
                 last_updated_search: true,
                 identifier_search: true,
             },

@@ -22,6 +22,8 @@ pub const ENCOUNTER_CLASS_VIRTUAL: (&str, &str) = ("VR", "virtual");
 pub const NOTE_PROGRESS: (&str, &str) = ("11506-3", "Progress note");
 /// LOINC document type of a note of no more specific kind (chat and video transcripts, PDFs).
 pub const NOTE_GENERIC: (&str, &str) = ("34109-9", "Note");
+/// LOINC document type of the after-visit summary ("Summary of episode note").
+pub const EPISODE_SUMMARY: (&str, &str) = ("34133-9", "Summary of episode note");
 /// LOINC document type of a signed consent form.
 pub const CONSENT_DOCUMENT: (&str, &str) = ("59284-0", "Consent Document");
 /// LOINC document type of a photograph (a rash, a wound, a device reading).

@@ -28,6 +28,7 @@ pub(crate) fn routes() -> Routes {
         .add(Method::POST, "/api/v1/visits/{id}/notes", Access::Requires(VisitNote), attach_note)
         .add(Method::POST, "/api/v1/visits/{id}/diagnoses", Access::Requires(VisitDiagnosis), diagnose)
         .add(Method::POST, "/api/v1/visits/{id}/orders", Access::Requires(VisitOrder), place_orders)
+        .add(Method::POST, "/api/v1/visits/{id}/care-plan", Access::Requires(VisitNote), plan_care)
         .add(Method::GET, "/api/v1/visits/{id}/orders", Access::Requires(VisitRead), orders)
         // Base64 and JSON around the largest document.
         .add_large(
@@ -439,6 +440,42 @@ async fn diagnose(
     Ok((StatusCode::CREATED, Json(result)))
 }
 
+/// The plan and the after-visit summary: a CarePlan, and a DocumentReference for the patient.
+async fn plan_care(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Result<(StatusCode, Json<EventResult>), ApiError> {
+    let request: telechart_visit::CarePlanInput = parse(&body)?;
+    let visit = load(&state, &caller, &id).await?;
+    let current: VisitState =
+        visit.state.parse().map_err(|_| ApiError::Internal(format!("visit {id} has unknown state")))?;
+    if !matches!(current, VisitState::InProgress | VisitState::Finished) {
+        return Err(telechart_visit::VisitError::WrongState { event: "recording the care plan", state: current }.into());
+    }
+    let now = state.clock.now();
+    let plan = telechart_visit::validate_care_plan(&request, now)?;
+    let mut artifacts = vec![Artifact::CarePlan(plan)];
+    if let Some(summary) = &request.after_visit_summary {
+        let document = current.attach_document(
+            telechart_visit::DocumentInput {
+                kind: telechart_visit::DocumentKind::AfterVisitSummary,
+                title: format!("After-visit summary: {}", request.title.trim()),
+                content_type: "text/plain".into(),
+                text: Some(summary.clone()),
+                data: None,
+                author: Some(request.author.clone()),
+                created_at: Some(now),
+            },
+            now,
+        )?;
+        artifacts.push(Artifact::Document(document));
+    }
+    let result = record(&state, &caller, &visit, current, artifacts, "visit.care-plan").await?;
+    Ok((StatusCode::CREATED, Json(result)))
+}
+
 /// Orders: a ServiceRequest or MedicationRequest each, then followed to completion.
 async fn place_orders(
     State(state): State<AppState>,
@@ -517,7 +554,18 @@ pub(crate) async fn attach_document(
     let current: VisitState =
         visit.state.parse().map_err(|_| ApiError::Internal(format!("visit {id} has unknown state")))?;
     let document = current.attach_document(request, state.clock.now())?;
-    let result = record(&state, &caller, &visit, current, vec![Artifact::Document(document)], "visit.document").await?;
+    let document_id = uuid::Uuid::now_v7().to_string();
+    let mut artifacts = Vec::with_capacity(2);
+    // A signed consent form is also the patient's Consent, with the form as its source.
+    if document.kind == telechart_visit::DocumentKind::ConsentForm {
+        let consent =
+            telechart_visit::ConsentRecord { form_artifact: document_id.clone(), signed_at: document.created_at };
+        artifacts.push((document_id.clone(), Artifact::Document(document)));
+        artifacts.push((uuid::Uuid::now_v7().to_string(), Artifact::Consent(consent)));
+    } else {
+        artifacts.push((document_id, Artifact::Document(document)));
+    }
+    let result = record_with_ids(&state, &caller, &visit, current, artifacts, "visit.document").await?;
     Ok((StatusCode::CREATED, Json(result)))
 }
 

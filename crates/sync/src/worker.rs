@@ -484,6 +484,33 @@ impl Worker {
                 }
                 self.create_once(&client, claimed, resource_type, &token, body).await
             }
+            Artifact::CarePlan(plan) => {
+                let body = telechart_visit::care_plan(&ctx, &row.artifact_id, &plan, &encounter_id(&item)?);
+                if !client.profile.capabilities.care_plan_create {
+                    return Err(
+                        EhrError::NotSupported("this EHR does not accept CarePlan create over FHIR".into()).into()
+                    );
+                }
+                self.create_once(&client, claimed, "CarePlan", &token, body).await
+            }
+            Artifact::Consent(record) => {
+                // Its source is the signed form: that DocumentReference must be in the EHR first.
+                let deliveries = self.store.deliveries_for_visit(&row.tenant_id, &row.visit_id).await?;
+                let form = deliveries
+                    .iter()
+                    .find(|d| d.artifact_id == record.form_artifact && d.status == "done")
+                    .and_then(|d| d.ehr_resource_id.clone())
+                    .ok_or_else(|| {
+                        SyncError::NotReady(format!("the signed form of artifact {}", record.form_artifact))
+                    })?;
+                let body = telechart_visit::consent(&ctx, &row.artifact_id, &record, &form);
+                if !client.profile.capabilities.consent_create {
+                    return Err(
+                        EhrError::NotSupported("this EHR does not accept Consent create over FHIR".into()).into()
+                    );
+                }
+                self.create_once(&client, claimed, "Consent", &token, body).await
+            }
             Artifact::EncounterDiagnoses(link) => self.write_encounter_diagnoses(&client, &item, &link).await,
             Artifact::Document(doc) => {
                 let document = telechart_visit::visit_document(&ctx, &row.artifact_id, &doc, &encounter_id(&item)?);

@@ -18,6 +18,8 @@ pub enum Artifact {
     Diagnosis(crate::Diagnosis),
     EncounterDiagnoses(crate::EncounterDiagnoses),
     Order(crate::Order),
+    CarePlan(crate::CarePlanRecord),
+    Consent(crate::ConsentRecord),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -31,6 +33,8 @@ pub enum ArtifactKind {
     EncounterDiagnoses,
     ServiceOrder,
     MedicationOrder,
+    CarePlan,
+    Consent,
 }
 
 impl ArtifactKind {
@@ -44,6 +48,8 @@ impl ArtifactKind {
             ArtifactKind::EncounterDiagnoses => "encounter-diagnoses",
             ArtifactKind::ServiceOrder => "service-order",
             ArtifactKind::MedicationOrder => "medication-order",
+            ArtifactKind::CarePlan => "care-plan",
+            ArtifactKind::Consent => "consent",
         }
     }
 
@@ -54,6 +60,8 @@ impl ArtifactKind {
             ArtifactKind::Diagnosis => "Condition",
             ArtifactKind::ServiceOrder => "ServiceRequest",
             ArtifactKind::MedicationOrder => "MedicationRequest",
+            ArtifactKind::CarePlan => "CarePlan",
+            ArtifactKind::Consent => "Consent",
             ArtifactKind::Vital => "Observation",
             ArtifactKind::Note | ArtifactKind::Document => "DocumentReference",
         }
@@ -71,6 +79,8 @@ impl Artifact {
             Artifact::EncounterDiagnoses(_) => ArtifactKind::EncounterDiagnoses,
             Artifact::Order(o) if o.kind == crate::OrderKind::Medication => ArtifactKind::MedicationOrder,
             Artifact::Order(_) => ArtifactKind::ServiceOrder,
+            Artifact::CarePlan(_) => ArtifactKind::CarePlan,
+            Artifact::Consent(_) => ArtifactKind::Consent,
         }
     }
 }

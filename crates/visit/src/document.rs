@@ -21,6 +21,7 @@ pub enum DocumentKind {
     VideoTranscript,
     Attachment,
     ConsentForm,
+    AfterVisitSummary,
 }
 
 impl DocumentKind {
@@ -30,6 +31,7 @@ impl DocumentKind {
             DocumentKind::VideoTranscript => "video-transcript",
             DocumentKind::Attachment => "attachment",
             DocumentKind::ConsentForm => "consent-form",
+            DocumentKind::AfterVisitSummary => "after-visit-summary",
         }
     }
 
@@ -39,6 +41,7 @@ impl DocumentKind {
             DocumentKind::ChatTranscript | DocumentKind::VideoTranscript => &["text/plain", "text/vtt"],
             DocumentKind::Attachment => &["application/pdf", "image/png", "image/jpeg"],
             DocumentKind::ConsentForm => &["application/pdf", "text/plain"],
+            DocumentKind::AfterVisitSummary => &["text/plain", "text/html", "application/pdf"],
         }
     }
 }
@@ -134,7 +137,9 @@ pub fn validate_document(input: DocumentInput, now: DateTime<Utc>) -> Result<Vis
     }
     let actual = sniff(&bytes);
     // A WebVTT file is also plain text; plain text declared as VTT is not.
-    let matches = actual == declared || (declared == "text/plain" && actual == "text/vtt");
+    let matches = actual == declared
+        || (declared == "text/plain" && actual == "text/vtt")
+        || (declared == "text/html" && actual == "text/plain");
     if !matches {
         return Err(VisitError::invalid("contentType", format!("declared {declared:?} but the content is {actual}")));
     }

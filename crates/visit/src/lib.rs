@@ -4,6 +4,7 @@
 //! Invariant: no I/O. Callers hand in the clock's reading and the EHR's resource ids.
 
 mod artifact;
+mod careplan;
 mod diagnosis;
 mod document;
 mod mapping;
@@ -14,13 +15,15 @@ pub use artifact::{
     Artifact, ArtifactKind, EncounterStatusChange, HomeDevice, HomeDeviceKind, NoteInput, SignedNote, VitalInput,
     VitalMeasurement, VitalValue, validate_note, validate_vitals,
 };
+pub use careplan::{ActivityInput, CarePlanInput, CarePlanRecord, ConsentRecord, validate_care_plan};
 pub use diagnosis::{
     DiagnosesInput, Diagnosis, DiagnosisInput, EncounterDiagnoses, EncounterDiagnosisEntry, validate_diagnoses,
 };
 pub use document::{DOCUMENT_MAX_BYTES, DocumentInput, DocumentKind, VisitDocument, validate_document};
 pub use mapping::{
-    VisitContext, apply_encounter_diagnoses, apply_encounter_status, condition, encounter_for_create, format_instant,
-    medication_request, note_document, service_request, visit_document, vital_observation,
+    VisitContext, apply_encounter_diagnoses, apply_encounter_status, care_plan, condition, consent,
+    encounter_for_create, format_instant, medication_request, note_document, service_request, visit_document,
+    vital_observation,
 };
 pub use order::{Order, OrderInput, OrderKind, OrdersInput, validate_orders};
 pub use state::VisitState;

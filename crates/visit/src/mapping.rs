@@ -12,8 +12,8 @@ use telechart_fhir::{
 };
 
 use crate::{
-    Diagnosis, DocumentKind, EncounterStatusChange, Order, OrderKind, SignedNote, VisitDocument, VisitError,
-    VitalMeasurement, VitalValue,
+    CarePlanRecord, ConsentRecord, Diagnosis, DocumentKind, EncounterStatusChange, Order, OrderKind, SignedNote,
+    VisitDocument, VisitError, VitalMeasurement, VitalValue,
 };
 
 /// What every resource of one visit refers to.
@@ -296,6 +296,7 @@ pub fn visit_document(
 ) -> DocumentReference {
     let type_ = match document.kind {
         DocumentKind::ConsentForm => terminology::CONSENT_DOCUMENT,
+        DocumentKind::AfterVisitSummary => terminology::EPISODE_SUMMARY,
         DocumentKind::Attachment if document.content_type.starts_with("image/") => terminology::PHOTOGRAPHIC_IMAGE,
         DocumentKind::ChatTranscript | DocumentKind::VideoTranscript | DocumentKind::Attachment => {
             terminology::NOTE_GENERIC
@@ -419,6 +420,57 @@ pub fn medication_request(ctx: &VisitContext, artifact_id: &str, order: &Order, 
         request["note"] = json!([{"text": note}]);
     }
     request
+}
+
+/// The plan as an R4 CarePlan (active, intent plan), each activity not started yet.
+pub fn care_plan(ctx: &VisitContext, artifact_id: &str, plan: &CarePlanRecord, encounter_id: &str) -> Value {
+    let activities: Vec<Value> = plan
+        .activities
+        .iter()
+        .map(|a| {
+            let mut detail = json!({"status": "not-started", "description": a.description});
+            if let Some(when) = &a.scheduled {
+                detail["scheduledString"] = json!(when);
+            }
+            json!({"detail": detail})
+        })
+        .collect();
+    let mut resource = json!({
+        "resourceType": "CarePlan",
+        "identifier": [ctx.identifier(artifact_id)],
+        "status": "active",
+        "intent": "plan",
+        "category": [{"coding": [{"system": "http://hl7.org/fhir/us/core/CodeSystem/careplan-category", "code": "assess-plan", "display": "Assessment and Plan of Treatment"}]}],
+        "title": plan.title,
+        "subject": {"reference": ctx.patient},
+        "encounter": {"reference": telechart_fhir::reference_string("Encounter", encounter_id)},
+        "created": format_instant(plan.created_at),
+        "author": {"reference": plan.author},
+        "activity": activities,
+    });
+    if let Some(description) = &plan.description {
+        resource["description"] = json!(description);
+    }
+    resource
+}
+
+/// The patient's consent to telehealth care as an R4 Consent (scope treatment, opt-in, permit
+/// from the signature on), its source the signed form the EHR already holds.
+pub fn consent(ctx: &VisitContext, artifact_id: &str, record: &ConsentRecord, form_document_id: &str) -> Value {
+    let signed = format_instant(record.signed_at);
+    json!({
+        "resourceType": "Consent",
+        "identifier": [ctx.identifier(artifact_id)],
+        "status": "active",
+        "scope": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/consentscope", "code": "treatment", "display": "Treatment"}]},
+        "category": [{"coding": [{"system": terminology::LOINC, "code": terminology::CONSENT_DOCUMENT.0, "display": terminology::CONSENT_DOCUMENT.1}]}],
+        "patient": {"reference": ctx.patient},
+        "dateTime": signed,
+        "performer": [{"reference": ctx.patient}],
+        "sourceReference": {"reference": telechart_fhir::reference_string("DocumentReference", form_document_id)},
+        "policyRule": {"coding": [{"system": terminology::ACT_CODE, "code": "OPTIN", "display": "opt-in"}]},
+        "provision": {"type": "permit", "period": {"start": signed}},
+    })
 }
 
 #[cfg(test)]

@@ -81,7 +81,7 @@ fn the_demo_charts_every_visit_and_exports_what_it_wrote() {
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
-    assert!(stdout.contains("delivered   60 / 60 (100.0 %)"), "{stdout}");
+    assert!(stdout.contains("delivered   69 / 69 (100.0 %)"), "{stdout}");
     assert!(stdout.contains("dead        0"), "{stdout}");
     let lines = |p: &Path| {
         std::fs::read_to_string(p)
@@ -91,10 +91,20 @@ fn the_demo_charts_every_visit_and_exports_what_it_wrote() {
             .collect::<Vec<_>>()
     };
     let written = lines(&written);
-    // Per visit: one Encounter (five versions of it), eight Observations, five DocumentReferences
-    // (consent form, chat transcript, photo, note, video transcript), two Conditions, one lab
-    // ServiceRequest (completed by the sandbox's lab and read back).
-    assert_eq!(written.len(), 51);
+    // Per visit: one Encounter (five versions of it), eight Observations, six DocumentReferences
+    // (consent form, chat transcript, photo, note, video transcript, after-visit summary), a
+    // Consent, two Conditions, a CarePlan, one lab ServiceRequest (completed by the sandbox's lab
+    // and read back).
+    assert_eq!(written.len(), 60);
+    for rtype in ["Consent", "CarePlan"] {
+        assert_eq!(written.iter().filter(|r| r["resourceType"] == rtype).count(), 3, "{rtype}");
+    }
+    assert!(
+        written
+            .iter()
+            .filter(|r| r["resourceType"] == "Consent")
+            .all(|c| c["sourceReference"]["reference"].as_str().unwrap().starts_with("DocumentReference/"))
+    );
     assert!(stdout.contains("Orders: 3 / 3 lab orders completed in the EHR"), "{stdout}");
     assert!(stdout.contains("appointment.booked"), "{stdout}");
     let orders: Vec<&serde_json::Value> = written.iter().filter(|r| r["resourceType"] == "ServiceRequest").collect();
@@ -122,10 +132,14 @@ fn the_demo_charts_every_visit_and_exports_what_it_wrote() {
     let mut types: Vec<&str> = documents.iter().map(|d| d["type"]["coding"][0]["code"].as_str().unwrap()).collect();
     types.sort_unstable();
     types.dedup();
-    assert_eq!(types, ["11506-3", "34109-9", "59284-0", "72170-4"], "progress note, note, consent, photo");
+    assert_eq!(
+        types,
+        ["11506-3", "34109-9", "34133-9", "59284-0", "72170-4"],
+        "progress note, note, summary, consent, photo"
+    );
     assert!(documents.iter().all(|d| d["context"]["encounter"][0]["reference"].is_string()));
     let sent = lines(&sent);
-    assert_eq!(sent.len(), 60, "every delivery sent exactly once");
+    assert_eq!(sent.len(), 69, "every delivery sent exactly once");
 }
 
 #[test]

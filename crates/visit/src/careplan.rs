@@ -1,0 +1,78 @@
+//! The plan made in the visit — a CarePlan with its activities — and the after-visit summary for
+//! the patient (a DocumentReference); and the patient's consent to telehealth care, recorded as
+//! a Consent whose source is the signed form. (Drafting them is a later step; here they are
+//! checked, mapped and delivered.)
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use telechart_fhir::parse_reference;
+
+use crate::VisitError;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct ActivityInput {
+    pub description: String,
+    /// When, as the clinician says it ("in 3 months", "2027-02-26").
+    #[serde(default)]
+    pub scheduled: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct CarePlanInput {
+    pub title: String,
+    #[serde(default)]
+    pub description: Option<String>,
+    pub activities: Vec<ActivityInput>,
+    /// The after-visit summary for the patient, plain text.
+    #[serde(default)]
+    pub after_visit_summary: Option<String>,
+    /// `Practitioner/{id}`.
+    pub author: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CarePlanRecord {
+    pub title: String,
+    pub description: Option<String>,
+    pub activities: Vec<ActivityInput>,
+    pub author: String,
+    pub created_at: DateTime<Utc>,
+}
+
+/// The patient's consent to telehealth care, evidenced by the signed form (a document artifact).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ConsentRecord {
+    pub form_artifact: String,
+    pub signed_at: DateTime<Utc>,
+}
+
+pub fn validate_care_plan(input: &CarePlanInput, now: DateTime<Utc>) -> Result<CarePlanRecord, VisitError> {
+    if input.title.trim().is_empty() {
+        return Err(VisitError::invalid("title", "must not be empty"));
+    }
+    if input.activities.is_empty() {
+        return Err(VisitError::invalid("activities", "a plan needs at least one activity"));
+    }
+    for (i, a) in input.activities.iter().enumerate() {
+        if a.description.trim().is_empty() {
+            return Err(VisitError::invalid(format!("activities[{i}].description"), "must not be empty"));
+        }
+    }
+    if !matches!(parse_reference(&input.author), Some(("Practitioner", _))) {
+        return Err(VisitError::invalid("author", "must be a reference Practitioner/{id}"));
+    }
+    if input.after_visit_summary.as_deref().is_some_and(|s| s.trim().is_empty()) {
+        return Err(VisitError::invalid("afterVisitSummary", "must not be empty when given"));
+    }
+    Ok(CarePlanRecord {
+        title: input.title.trim().to_owned(),
+        description: input.description.clone(),
+        activities: input.activities.clone(),
+        author: input.author.clone(),
+        created_at: now,
+    })
+}
