@@ -320,6 +320,17 @@ pub async fn run(mut config: Config, args: DemoArgs) -> anyhow::Result<ExitCode>
             results.join(", ")
         );
     }
+    let mut claim_ready = 0;
+    for visit in &visit_ids {
+        let readiness: Value = http.get(format!("{api}/visits/{visit}/claim-readiness")).send().await?.json().await?;
+        if readiness["ready"] == true {
+            claim_ready += 1;
+        }
+    }
+    println!(
+        "Claim-ready visits: {claim_ready} / {} (codes, POS, modifier, provider, signed note, all in the EHR)",
+        visit_ids.len()
+    );
     // Every webhook reached the platform, signed.
     let webhook_deadline = Instant::now() + Duration::from_secs(30);
     while Instant::now() < webhook_deadline
@@ -477,6 +488,12 @@ async fn run_visit(
     events.send("call.ended", &visit).await?;
     // Signing after the call ended finishes the visit: the note and the status change.
     count(&post(http, &format!("{url}/notes"), note).await?);
+    let billing = json!({"procedureCodes": ["99214"], "placeOfService": "10", "modifier": "95", "modality": "video",
+        "renderingProvider": practitioner});
+    let response = http.put(format!("{url}/billing")).json(&billing).send().await?;
+    if !response.status().is_success() {
+        bail!("PUT {url}/billing: HTTP {}", response.status());
+    }
     Ok((visit, artifacts))
 }
 

@@ -27,6 +27,8 @@ pub enum Permission {
     VisitDiagnosis,
     /// Place lab, imaging, referral and medication orders.
     VisitOrder,
+    /// Record the visit's billing facts (procedure codes, place of service, modifier).
+    VisitBilling,
     /// See where each artifact of a visit is (no PHI).
     VisitTrace,
     /// Read queue depth and dead letters.
@@ -38,7 +40,7 @@ pub enum Permission {
 }
 
 impl Permission {
-    pub const ALL: [Permission; 12] = [
+    pub const ALL: [Permission; 13] = [
         Permission::VisitOpen,
         Permission::VisitRead,
         Permission::VisitTransition,
@@ -47,6 +49,7 @@ impl Permission {
         Permission::VisitDocument,
         Permission::VisitDiagnosis,
         Permission::VisitOrder,
+        Permission::VisitBilling,
         Permission::VisitTrace,
         Permission::QueueRead,
         Permission::QueueReplay,
@@ -63,6 +66,7 @@ impl Permission {
             Permission::VisitDocument => "visit:document",
             Permission::VisitDiagnosis => "visit:diagnosis",
             Permission::VisitOrder => "visit:order",
+            Permission::VisitBilling => "visit:billing",
             Permission::VisitTrace => "visit:trace",
             Permission::QueueRead => "queue:read",
             Permission::QueueReplay => "queue:replay",
@@ -137,11 +141,12 @@ impl Role {
                 VisitDocument,
                 VisitDiagnosis,
                 VisitOrder,
+                VisitBilling,
                 VisitTrace,
             ],
             Role::Nurse => &[VisitRead, VisitTransition, VisitVitals, VisitDocument, VisitTrace],
             Role::Scheduler => &[VisitOpen, VisitRead, VisitTransition],
-            Role::Billing => &[VisitRead, VisitTrace],
+            Role::Billing => &[VisitRead, VisitBilling, VisitTrace],
             Role::ComplianceOfficer => &[VisitRead, VisitTrace, QueueRead],
             Role::IntegrationAdmin => &[VisitTrace, QueueRead, QueueReplay, MetricsRead],
             Role::Platform => &[
@@ -153,6 +158,7 @@ impl Role {
                 VisitDocument,
                 VisitDiagnosis,
                 VisitOrder,
+                VisitBilling,
                 VisitTrace,
             ],
             Role::Monitor => &[MetricsRead, QueueRead],

@@ -29,6 +29,8 @@ pub(crate) fn routes() -> Routes {
         .add(Method::POST, "/api/v1/visits/{id}/diagnoses", Access::Requires(VisitDiagnosis), diagnose)
         .add(Method::POST, "/api/v1/visits/{id}/orders", Access::Requires(VisitOrder), place_orders)
         .add(Method::POST, "/api/v1/visits/{id}/care-plan", Access::Requires(VisitNote), plan_care)
+        .add(Method::PUT, "/api/v1/visits/{id}/billing", Access::Requires(VisitBilling), set_billing)
+        .add(Method::GET, "/api/v1/visits/{id}/claim-readiness", Access::Requires(VisitRead), claim_readiness)
         .add(Method::GET, "/api/v1/visits/{id}/orders", Access::Requires(VisitRead), orders)
         // Base64 and JSON around the largest document.
         .add_large(
@@ -438,6 +440,59 @@ async fn diagnose(
     artifacts.push((uuid::Uuid::now_v7().to_string(), link));
     let result = record_with_ids(&state, &caller, &visit, current, artifacts, "visit.diagnosis").await?;
     Ok((StatusCode::CREATED, Json(result)))
+}
+
+/// The visit's billing facts; procedure codes are checked by form only (no CPT table).
+async fn set_billing(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Result<Json<telechart_visit::BillingFacts>, ApiError> {
+    let facts: telechart_visit::BillingFacts = parse(&body)?;
+    telechart_visit::validate_billing(&facts)?;
+    let visit = load(&state, &caller, &id).await?;
+    let json = serde_json::to_string(&facts).map_err(|e| ApiError::Internal(e.to_string()))?;
+    let entry = audit(
+        &caller,
+        "visit.billing",
+        &visit.id,
+        format!(
+            "{} procedure code(s), POS {}, modifier {}",
+            facts.procedure_codes.len(),
+            facts.place_of_service,
+            facts.modifier
+        ),
+    );
+    state.store.set_visit_billing(&caller.tenant_id, &visit.id, &json, &entry, state.clock.now_ms()).await?;
+    Ok(Json(facts))
+}
+
+#[derive(Serialize)]
+struct ClaimReadiness {
+    ready: bool,
+    checks: Vec<telechart_visit::ClaimCheck>,
+}
+
+/// Whether the visit has what a clean claim needs, check by check.
+async fn claim_readiness(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Json<ClaimReadiness>, ApiError> {
+    let visit = load(&state, &caller, &id).await?;
+    let billing: Option<telechart_visit::BillingFacts> =
+        visit.billing.as_deref().and_then(|b| serde_json::from_str(b).ok());
+    let deliveries = state.store.deliveries_for_visit(&caller.tenant_id, &id).await?;
+    let facts = telechart_visit::ClaimFacts {
+        billing: billing.as_ref(),
+        diagnoses: deliveries.iter().filter(|d| d.resource_type == "Condition").count(),
+        signed_note: state.store.has_artifact_kind(&caller.tenant_id, &id, "note").await?,
+        finished: visit.state == "finished",
+        undelivered: deliveries.iter().filter(|d| d.status != "done").count(),
+    };
+    let checks = telechart_visit::claim_readiness(&facts);
+    Ok(Json(ClaimReadiness { ready: checks.iter().all(|c| c.ok), checks }))
 }
 
 /// The plan and the after-visit summary: a CarePlan, and a DocumentReference for the patient.

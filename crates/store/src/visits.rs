@@ -36,6 +36,7 @@ struct VisitRecord {
     created_at: i64,
     updated_at: i64,
     call_ended_at: Option<i64>,
+    billing: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -55,6 +56,8 @@ pub struct VisitRow {
     pub updated_at: i64,
     /// When the telehealth platform reported the call ended.
     pub call_ended_at: Option<i64>,
+    /// Billing facts as JSON, once recorded.
+    pub billing: Option<String>,
 }
 
 impl Store {
@@ -75,6 +78,7 @@ impl Store {
             created_at: r.created_at,
             updated_at: r.updated_at,
             call_ended_at: r.call_ended_at,
+            billing: r.billing,
         })
     }
 
@@ -309,6 +313,25 @@ impl Store {
             let mut tx = pool.begin().await?;
             sqlx::query("UPDATE visits SET patient = $1, updated_at = $2 WHERE tenant_id = $3 AND id = $4")
                 .bind(&sealed).bind(now_ms).bind(tenant_id).bind(visit_id).execute(&mut *tx).await?;
+            append_audit!(&mut *tx, audit, now_ms)?;
+            tx.commit().await
+        })?;
+        Ok(())
+    }
+
+    /// Records the visit's billing facts (replacing earlier ones), audited.
+    pub async fn set_visit_billing(
+        &self,
+        tenant_id: &str,
+        visit_id: &str,
+        billing: &str,
+        audit: &AuditEntry,
+        now_ms: i64,
+    ) -> Result<()> {
+        on_pool!(self, pool => {
+            let mut tx = pool.begin().await?;
+            sqlx::query("UPDATE visits SET billing = $1, updated_at = $2 WHERE tenant_id = $3 AND id = $4")
+                .bind(billing).bind(now_ms).bind(tenant_id).bind(visit_id).execute(&mut *tx).await?;
             append_audit!(&mut *tx, audit, now_ms)?;
             tx.commit().await
         })?;

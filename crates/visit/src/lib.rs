@@ -4,6 +4,7 @@
 //! Invariant: no I/O. Callers hand in the clock's reading and the EHR's resource ids.
 
 mod artifact;
+mod billing;
 mod careplan;
 mod diagnosis;
 mod document;
@@ -15,6 +16,7 @@ pub use artifact::{
     Artifact, ArtifactKind, EncounterStatusChange, HomeDevice, HomeDeviceKind, NoteInput, SignedNote, VitalInput,
     VitalMeasurement, VitalValue, validate_note, validate_vitals,
 };
+pub use billing::{BillingFacts, ClaimCheck, ClaimFacts, Modality, claim_readiness, validate_billing};
 pub use careplan::{ActivityInput, CarePlanInput, CarePlanRecord, ConsentRecord, validate_care_plan};
 pub use diagnosis::{
     DiagnosesInput, Diagnosis, DiagnosisInput, EncounterDiagnoses, EncounterDiagnosisEntry, validate_diagnoses,

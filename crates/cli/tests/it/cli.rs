@@ -106,6 +106,7 @@ fn the_demo_charts_every_visit_and_exports_what_it_wrote() {
             .all(|c| c["sourceReference"]["reference"].as_str().unwrap().starts_with("DocumentReference/"))
     );
     assert!(stdout.contains("Orders: 3 / 3 lab orders completed in the EHR"), "{stdout}");
+    assert!(stdout.contains("Claim-ready visits: 3 / 3"), "{stdout}");
     assert!(stdout.contains("appointment.booked"), "{stdout}");
     let orders: Vec<&serde_json::Value> = written.iter().filter(|r| r["resourceType"] == "ServiceRequest").collect();
     assert!(orders.len() == 3 && orders.iter().all(|o| o["status"] == "completed"));

@@ -85,6 +85,18 @@ async fn bad_input_is_refused_precisely_and_writes_nothing() {
         )
         .await;
     assert_outcome(status, &reply, 409, None);
+    // Billing facts are checked by form: a place of service that is not telehealth is refused.
+    let response = env
+        .http
+        .put(format!("{}/visits/{id}/billing", env.api))
+        .json(&json!({"procedureCodes": ["99213"], "placeOfService": "11", "modifier": "95", "modality": "video",
+                      "renderingProvider": "Practitioner/x"}))
+        .send()
+        .await
+        .unwrap();
+    let status = response.status().as_u16();
+    let reply: Value = response.json().await.unwrap();
+    assert_outcome(status, &reply, 422, Some("placeOfService"));
     // Diagnoses wait for the call.
     let (status, reply) = env
         .post(&format!("/visits/{id}/diagnoses"), json!({"recorder": "Practitioner/x", "diagnoses": [{"code": "I10"}]}))
