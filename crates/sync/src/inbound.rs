@@ -11,6 +11,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use serde_json::{Value, json};
 use telechart_store::{AppointmentSnapshot, Clock, Phi, Store};
+use telechart_visit::{Artifact, EncounterStatusChange, VisitState};
 
 use crate::{Connections, Platforms, SyncError};
 
@@ -126,10 +127,79 @@ impl AppointmentInbox {
                 self.platforms.webhooks_for(&self.tenant_id, event, &body)
             };
             if self.store.apply_appointment(&self.tenant_id, &snap, known.as_ref(), &webhooks, now).await? {
+                if matches!(snap.status.as_str(), "cancelled" | "noshow") {
+                    self.follow_ehr_status(connection_id, &snap.appointment_id, &snap.status).await?;
+                }
                 return Ok(applied);
             }
         }
         Err(SyncError::NotReady(format!("a quiet moment to record {reference}")))
+    }
+
+    /// The EHR cancelled the appointment, or marked it a no-show: a Telechart visit for it that
+    /// has not begun follows (its Encounter, if one was opened, is cancelled). A visit already in
+    /// the call is left as it is: R4 cannot cancel an encounter that began.
+    async fn follow_ehr_status(
+        &self,
+        connection_id: &str,
+        appointment_id: &str,
+        status: &str,
+    ) -> Result<(), SyncError> {
+        let Some(visit) = self.store.visit_for_appointment(&self.tenant_id, connection_id, appointment_id).await?
+        else {
+            return Ok(());
+        };
+        let from: VisitState = visit.state.parse().map_err(|_| SyncError::NotReady("a known visit state".into()))?;
+        let to = if status == "noshow" { VisitState::NoShow } else { VisitState::Cancelled };
+        if from.transition(to).is_err() {
+            tracing::info!(visit = %visit.id, from = %from, "the EHR ended the appointment; the visit is past following it");
+            return Ok(());
+        }
+        let mut artifacts = Vec::new();
+        if from != VisitState::Booked {
+            let change = Artifact::EncounterStatus(EncounterStatusChange { from, to, at: self.clock.now() });
+            let payload = serde_json::to_string(&change)
+                .map_err(|e| SyncError::Mapping { artifact_id: visit.id.clone(), reason: e.to_string() })?;
+            artifacts.push(telechart_store::NewArtifact {
+                id: uuid::Uuid::now_v7().to_string(),
+                kind: change.kind().as_str().to_owned(),
+                resource_type: change.kind().resource_type().to_owned(),
+                identifier: visit.id.clone(),
+                payload: Phi::new(payload),
+            });
+        }
+        let body = json!({
+            "id": uuid::Uuid::now_v7().to_string(),
+            "type": "visit.state-changed",
+            "occurredAt": telechart_visit::format_instant(self.clock.now()),
+            "data": {"visitId": visit.id, "appointment": format!("Appointment/{appointment_id}"),
+                     "connection": connection_id, "from": from.as_str(), "to": to.as_str()},
+        });
+        let webhooks = self.platforms.webhooks_for(&self.tenant_id, "visit.state-changed", &body);
+        let audit = telechart_store::AuditEntry {
+            tenant_id: self.tenant_id.clone(),
+            actor: format!("ehr:{connection_id}"),
+            action: "visit.transition".to_owned(),
+            entity_type: "visit".to_owned(),
+            entity_id: visit.id.clone(),
+            visit_id: Some(visit.id.clone()),
+            phi: true,
+            detail: format!("the EHR set Appointment/{appointment_id} {status}; visit {from} → {to}"),
+        };
+        self.store
+            .record_event(
+                &self.tenant_id,
+                &visit.id,
+                visit.version,
+                to.as_str(),
+                &artifacts,
+                std::slice::from_ref(&visit.connection_id),
+                &webhooks,
+                &audit,
+                self.clock.now_ms(),
+            )
+            .await?;
+        Ok(())
     }
 
     /// One poll of the connection's appointments; moves the watermark on.

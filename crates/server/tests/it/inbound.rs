@@ -103,6 +103,12 @@ async fn appointments_arrive_by_poll_and_by_notification_once_each() {
     assert_eq!(polled.changed, 1, "{polled:?}");
     assert!(announced(&env).await.contains(&("appointment.booked".into(), format!("Appointment/{new_id}"))));
 
+    // A Telechart visit is open on it (the patient is in the waiting room).
+    let (status, visit) = env.post("/visits", json!({"appointment": format!("Appointment/{new_id}")})).await;
+    assert_eq!(status, 201, "{visit}");
+    let visit_id = visit["id"].as_str().unwrap().to_owned();
+    env.post(&format!("/visits/{visit_id}/transitions"), json!({"to": "arrived"})).await;
+
     // Cancelled in the EHR: an id-only notification carries it at once.
     let mut cancelled = created.clone();
     cancelled["status"] = json!("cancelled");
@@ -119,6 +125,11 @@ async fn appointments_arrive_by_poll_and_by_notification_once_each() {
     assert_eq!(reply["applied"][0], format!("{:?}", Applied::Cancelled(format!("Appointment/{new_id}"))));
     let cancellations = |list: Vec<(String, String)>| list.iter().filter(|(t, _)| t == "appointment.cancelled").count();
     assert_eq!(cancellations(announced(&env).await), 1);
+    // Both ways: the visit follows the EHR, and its Encounter is to be cancelled too.
+    let (_, view) = env.get(&format!("{}/visits/{visit_id}", env.api)).await;
+    assert_eq!(view["state"], "cancelled", "{view}");
+    let trace = env.store.deliveries_for_visit(TENANT, &visit_id).await.unwrap();
+    assert_eq!(trace.iter().filter(|d| d.resource_type == "Encounter").count(), 2, "arrived, then cancelled");
 
     // The same notification again, the old booked version as a full-resource notification (out of
     // order), and the next poll: none of them changes anything or announces anything.
