@@ -121,7 +121,8 @@ class Handler(BaseHTTPRequestHandler):
             token = forge(STATE["scenario"], STATE["nonce"])
             reply = {"access_token": "opaque", "token_type": "Bearer", "expires_in": 300, "id_token": token}
             if STATE.get("launch"):
-                reply.update(patient="forged-patient", fhirContext=[{"reference": "Appointment/forged-appt"}])
+                reply.update(patient="forged-patient", encounter="forged-encounter",
+                             fhirContext=[{"reference": "Appointment/forged-appt"}])
             return self.send_json(reply)
         return self.send_json({"error": "not found"}, 404)
 

@@ -382,6 +382,11 @@ async fn callback(
                 .map(|p| if p.contains('/') { p.to_owned() } else { format!("Patient/{p}") })
                 .ok_or_else(|| ApiError::invalid("patient", "the launch has no patient in context"))?;
             let visit = open_visit(&state, &connection, &user, &fhir_user, &appointment, &patient).await?;
+            // The EHR opened its own Encounter for the visit: Telechart writes to that one.
+            if let Some(encounter) = token.encounter.as_deref() {
+                let id = encounter.strip_prefix("Encounter/").unwrap_or(encounter);
+                state.store.bind_ehr_encounter(&tenant, &visit.id, id).await?;
+            }
             Redirect::to(&format!("/workspace/visits/{}", visit.id)).into_response()
         }
         None => {

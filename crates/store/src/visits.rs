@@ -319,6 +319,14 @@ impl Store {
         Ok(())
     }
 
+    /// Binds the visit to the EHR's own Encounter (from a launch's context) unless it has one.
+    pub async fn bind_ehr_encounter(&self, tenant_id: &str, visit_id: &str, encounter_id: &str) -> Result<bool> {
+        let bound = on_pool!(self, pool => sqlx::query(
+            "UPDATE visits SET ehr_encounter_id = $1 WHERE tenant_id = $2 AND id = $3 AND ehr_encounter_id IS NULL")
+            .bind(encounter_id).bind(tenant_id).bind(visit_id).execute(pool).await.map(|r| r.rows_affected()))?;
+        Ok(bound == 1)
+    }
+
     /// Records the visit's billing facts (replacing earlier ones), audited.
     pub async fn set_visit_billing(
         &self,

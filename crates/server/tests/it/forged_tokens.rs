@@ -188,7 +188,8 @@ async fn forged_launch_id_tokens_open_nothing() {
     // counts as the clinician's second factor, so the workspace opens without another prompt.
     let (status, cookie, landing, body) = attempt("valid").await;
     assert_eq!(status, 303, "{body}");
-    assert!(store.visit_for_appointment("default", "forging-ehr", "forged-appt").await.unwrap().is_some());
+    let visit = store.visit_for_appointment("default", "forging-ehr", "forged-appt").await.unwrap().unwrap();
+    assert_eq!(visit.ehr_encounter_id.as_deref(), Some("forged-encounter"), "bound to the EHR's Encounter in context");
     let cookie = cookie.unwrap().split(';').next().unwrap().to_owned();
     let workspace = http.get(format!("{base}{}", landing.unwrap())).header("cookie", &cookie).send().await.unwrap();
     assert_eq!(workspace.status().as_u16(), 200);
