@@ -44,6 +44,7 @@ pub(crate) fn routes() -> Routes {
         .add(Method::POST, "/api/v1/visits/{id}/replay", Access::Requires(QueueReplay), replay)
         .add(Method::GET, "/api/v1/queue", Access::Requires(QueueRead), queue)
         .add(Method::GET, "/api/v1/openapi.json", Access::Public, openapi)
+        .add(Method::GET, "/api/v1/webhooks/deliveries", Access::Requires(QueueRead), webhook_deliveries)
 }
 
 /// Parses a JSON body, naming the exact field at fault.
@@ -695,6 +696,44 @@ async fn replay(
         .await?;
     state.signal.notify();
     Ok(Json(Replayed { replayed }))
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct WebhookDeliveryView {
+    id: String,
+    platform: String,
+    event_type: String,
+    status: String,
+    attempts: i64,
+    last_status: Option<i64>,
+    last_error: Option<String>,
+    created_at: Option<DateTime<Utc>>,
+    completed_at: Option<DateTime<Utc>>,
+}
+
+/// The webhook delivery log, newest first: what went to which platform and how it ended (the
+/// bodies, which name patients, are not shown).
+async fn webhook_deliveries(
+    State(state): State<AppState>,
+    caller: Caller,
+) -> Result<Json<Vec<WebhookDeliveryView>>, ApiError> {
+    let log = state.store.webhook_log(&caller.tenant_id, 200).await?;
+    Ok(Json(
+        log.into_iter()
+            .map(|w| WebhookDeliveryView {
+                id: w.id,
+                platform: w.platform_id,
+                event_type: w.event_type,
+                status: w.status,
+                attempts: w.attempts,
+                last_status: w.last_status,
+                last_error: w.last_error,
+                created_at: DateTime::from_timestamp_millis(w.created_at),
+                completed_at: w.completed_at.and_then(DateTime::from_timestamp_millis),
+            })
+            .collect(),
+    ))
 }
 
 /// The API's OpenAPI 3 document (checked against the running server by schemathesis in CI).

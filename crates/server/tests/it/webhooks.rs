@@ -160,5 +160,17 @@ async fn webhooks_are_signed_both_ways_and_act_once() {
     assert_eq!(log.len(), 3);
     assert!(log.iter().all(|w| w.status == "done"));
     assert_eq!(log.iter().map(|w| w.attempts).sum::<i64>(), 4);
+    // The log over the API: outcomes and attempts, never the bodies.
+    let response = reqwest::Client::new()
+        .get(format!("{}/webhooks/deliveries", env.api))
+        .bearer_auth(&env.monitor_token)
+        .send()
+        .await
+        .unwrap();
+    let text = response.text().await.unwrap();
+    let listed: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(listed.as_array().unwrap().len(), 3);
+    assert!(listed.as_array().unwrap().iter().any(|w| w["attempts"] == 2 && w["lastStatus"] == 204), "{listed}");
+    assert!(!text.contains(&id), "no body content in the log");
     env.stop().await;
 }
