@@ -253,7 +253,7 @@ fn default_order_poll_seconds() -> u64 {
 pub struct ConnectionConfig {
     pub id: String,
     pub name: String,
-    /// Vendor profile: `generic` (more arrive with their issues).
+    /// Vendor profile: `generic`, `epic`, `oracle` or `athena` (what the EHR accepts and how).
     pub profile: String,
     pub base_url: String,
     /// Web origins of this EHR that show Telechart inside their pages (iframes), e.g.

@@ -40,6 +40,9 @@ pub struct SandboxArgs {
     /// server (default: client `telechart`, redirect derived from --app-launch-url).
     #[arg(long, default_value = "telechart")]
     app_client_id: String,
+    /// Answer as an EHR of this kind (shared/VENDORS.md §8): epic, oracle, athena or generic.
+    #[arg(long, default_value = "generic")]
+    vendor: telechart_sandbox::Personality,
 }
 
 fn today() -> chrono::NaiveDate {
@@ -52,6 +55,7 @@ pub async fn sandbox(args: SandboxArgs) -> anyhow::Result<()> {
     config.data_file = args.data;
     config.latency = Duration::from_millis(args.latency_ms);
     config.appointments_per_patient = args.appointments_per_patient;
+    config.personality = args.vendor;
     if let Some(launch_url) = &args.app_launch_url {
         config.app_launch_url = Some(launch_url.clone());
         config.approve_page = true;

@@ -18,7 +18,7 @@ pub use launch::{
     AuthorizationRequest, IdClaims, IdTokenRefused, LaunchToken, SmartConfiguration, UserTokens, exchange_code,
     id_token_keys, smart_configuration, verify_id_token,
 };
-pub use profile::{Capabilities, EncounterWrite, VendorProfile};
+pub use profile::{Capabilities, EncounterWrite, Paging, VendorProfile};
 
 use std::time::Duration;
 
@@ -82,7 +82,7 @@ pub enum EhrError {
     Protocol { method: &'static str, resource_type: String, reason: String },
     #[error("invalid EHR base URL {0:?}")]
     BadBaseUrl(String),
-    #[error("unknown vendor profile {0:?}; known: generic")]
+    #[error("unknown vendor profile {0:?}; known: generic, epic, oracle, athena")]
     UnknownProfile(String),
 }
 

@@ -7,6 +7,7 @@
 mod app_auth;
 mod auth;
 mod db;
+mod personality;
 mod search;
 mod seed;
 mod types;
@@ -31,6 +32,7 @@ use serde_json::{Value, json};
 
 pub use app_auth::{AppClient, LaunchContext};
 pub use auth::BackendClient;
+pub use personality::Personality;
 pub use seed::CLINICIANS;
 pub use types::{R4_RESOURCE_TYPES, is_r4_type};
 
@@ -71,6 +73,8 @@ pub struct SandboxConfig {
     pub approve_page: bool,
     /// A new refresh token on every refresh (the old one retired); Epic and Oracle keep one.
     pub rotate_refresh_tokens: bool,
+    /// Answer as an Epic-, Oracle Health- or athenahealth-like server (shared/VENDORS.md §8).
+    pub personality: Personality,
 }
 
 impl SandboxConfig {
@@ -88,6 +92,7 @@ impl SandboxConfig {
             app_launch_url: None,
             approve_page: false,
             rotate_refresh_tokens: false,
+            personality: Personality::Generic,
         }
     }
 
@@ -128,6 +133,7 @@ struct SandboxState {
     require_bearer: bool,
     app_launch_url: Option<String>,
     approve_page: bool,
+    personality: Personality,
 }
 
 #[derive(Clone)]
@@ -176,6 +182,10 @@ impl Sandbox {
                 None => seed::generate_patients(&mut db, 4, &stamp)?,
             }
             seed::generate_appointments(&mut db, config.today, config.appointments_per_patient, &stamp)?;
+            // An Epic-like EHR opens the encounter itself; apps adopt it (§8.5).
+            if config.personality == Personality::Epic {
+                seed::generate_encounters(&mut db, &stamp)?;
+            }
         }
         let latency_ms = u64::try_from(config.latency.as_millis()).unwrap_or(u64::MAX);
         Ok(Sandbox {
@@ -193,6 +203,7 @@ impl Sandbox {
                 require_bearer: config.require_bearer,
                 app_launch_url: config.app_launch_url.clone(),
                 approve_page: config.approve_page,
+                personality: config.personality,
             }),
         })
     }
@@ -519,7 +530,11 @@ async fn before_write(
     if let Some(f) = fault.as_ref().filter(|f| !f.after_commit) {
         return Err(fault_response(f));
     }
-    let resource = parse_body(rtype, body).map_err(|r| *r)?;
+    let mut resource = parse_body(rtype, body).map_err(|r| *r)?;
+    if let Some(r) = sandbox.state.personality.refuse_write(method, rtype, &resource) {
+        return Err(outcome(r.status, r.code, r.expression, &r.message));
+    }
+    sandbox.state.personality.keep(rtype, &mut resource);
     Ok((fault, resource))
 }
 
@@ -563,7 +578,30 @@ async fn create(
             Err(e) => return outcome(StatusCode::INTERNAL_SERVER_ERROR, "exception", None, &e.to_string()),
         }
     };
-    after_write(&sandbox, fault, &headers, StatusCode::CREATED, &stored)
+    if let Some(f) = fault {
+        return fault_response(&f);
+    }
+    let shape = sandbox.state.personality.create_reply();
+    let asked =
+        headers.get("prefer").and_then(|v| v.to_str().ok()).is_some_and(|v| v.contains("return=representation"));
+    let body = !shape.never_body && !wants_minimal(&headers) && (asked || !shape.body_only_when_asked);
+    let response = if body { fhir(StatusCode::CREATED, &stored) } else { StatusCode::CREATED.into_response() };
+    let mut response = with_version_headers(response, &sandbox.base_url(), &stored);
+    if !shape.etag {
+        response.headers_mut().remove(header::ETAG);
+    }
+    if !shape.absolute_location {
+        let relative = format!(
+            "{}/{}/_history/{}",
+            stored["resourceType"].as_str().unwrap_or_default(),
+            stored["id"].as_str().unwrap_or_default(),
+            stored.pointer("/meta/versionId").and_then(Value::as_str).unwrap_or("1")
+        );
+        if let Ok(location) = HeaderValue::from_str(&relative) {
+            response.headers_mut().insert(header::LOCATION, location);
+        }
+    }
+    response
 }
 
 fn refused(refusal: &validate::Refusal) -> Response {
@@ -602,11 +640,15 @@ async fn update(
                 &format!("{rtype}/{id} does not exist; this server assigns ids on create"),
             );
         }
-        if let Some(expected) = headers.get(header::IF_MATCH).and_then(|v| v.to_str().ok()) {
+        let if_match = headers.get(header::IF_MATCH).and_then(|v| v.to_str().ok());
+        if if_match.is_none() && sandbox.state.personality.update_needs_if_match() {
+            return outcome(StatusCode::PRECONDITION_FAILED, "conflict", None, "an update needs If-Match");
+        }
+        if let Some(expected) = if_match {
             let expected = expected.trim().trim_start_matches("W/").trim_matches('"');
             if expected != current.to_string() {
                 return outcome(
-                    StatusCode::PRECONDITION_FAILED,
+                    sandbox.state.personality.stale_status(),
                     "conflict",
                     None,
                     &format!("If-Match names version {expected} but {rtype}/{id} is at version {current}"),

@@ -153,3 +153,36 @@ pub fn generate_appointments(
     }
     Ok(made)
 }
+
+/// An Encounter (planned) for every booked appointment that has none: what an EHR that opens its
+/// own encounters (Epic-like) holds before any app arrives.
+pub fn generate_encounters(db: &mut Db, stamp: &str) -> Result<usize, SandboxError> {
+    let appointments: Vec<Value> =
+        db.all("Appointment").filter(|a| a["status"] == "booked").map(|a| a.as_ref().clone()).collect();
+    let mut made = 0;
+    for appointment in appointments {
+        let id = appointment["id"].as_str().unwrap_or_default().to_owned();
+        let encounter_id = format!("enc-{id}");
+        if db.exists("Encounter", &encounter_id) {
+            continue;
+        }
+        let actors: Vec<&str> = appointment["participant"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|p| p["actor"]["reference"].as_str())
+            .collect();
+        let patient = actors.iter().find(|r| r.starts_with("Patient/")).copied().unwrap_or_default();
+        let practitioner = actors.iter().find(|r| r.starts_with("Practitioner/")).copied().unwrap_or_default();
+        let encounter = json!({
+            "resourceType": "Encounter", "id": encounter_id, "status": "planned",
+            "class": {"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode", "code": "VR", "display": "virtual"},
+            "subject": {"reference": patient},
+            "participant": [{"individual": {"reference": practitioner}}],
+            "appointment": [{"reference": format!("Appointment/{id}")}]
+        });
+        db.write(encounter, 1, stamp)?;
+        made += 1;
+    }
+    Ok(made)
+}

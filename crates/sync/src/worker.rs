@@ -450,7 +450,13 @@ impl Worker {
             }
             Artifact::Note(note) => {
                 let document = telechart_visit::note_document(&ctx, &row.artifact_id, &note, &encounter_id(&item)?);
-                self.create_document(&client, claimed, &token, to_json(&document, row)?).await
+                let mut body = to_json(&document, row)?;
+                // A plain-text note goes in the content type this EHR takes plain text in.
+                let plain = client.profile.note_content_type;
+                if note.content_type == "text/plain" && plain.starts_with("text/plain") {
+                    body["content"][0]["attachment"]["contentType"] = Value::String(plain.to_owned());
+                }
+                self.create_document(&client, claimed, &token, body).await
             }
             Artifact::Diagnosis(diagnosis) => {
                 let condition = telechart_visit::condition(&ctx, &row.artifact_id, &diagnosis, &encounter_id(&item)?);

@@ -12,6 +12,18 @@ use telechart_sync::{Backoff, Connections, DeliveryOutcome, FaultPlan, QueueSign
 pub const TENANT: &str = "default";
 pub const SYSTEM: &str = "urn:telechart:test";
 pub const LEASE: Duration = Duration::from_secs(60);
+
+/// Which EHR the environment plays, and how Telechart's connection sees it.
+pub struct Vendor {
+    pub personality: telechart_sandbox::Personality,
+    pub profile: String,
+}
+
+impl Default for Vendor {
+    fn default() -> Self {
+        Vendor { personality: telechart_sandbox::Personality::Generic, profile: "generic".into() }
+    }
+}
 /// The sandbox connection's shared secret for Subscription notifications.
 pub const NOTIFY_SECRET: &[u8] = b"notify-0123456789abcdef0123456789abcdef";
 
@@ -67,15 +79,26 @@ impl TestEnv {
     /// With `backend_auth`, the sandbox requires SMART Backend Services tokens and knows
     /// Telechart's public key; the connection is configured to fetch them.
     pub async fn start_with(engine: Engine, backend_auth: bool) -> TestEnv {
-        Self::build(engine, backend_auth, telechart_sync::Platforms::default()).await
+        Self::build(engine, backend_auth, telechart_sync::Platforms::default(), Vendor::default()).await
     }
 
     /// With telehealth platforms that send and receive signed events.
     pub async fn start_with_platforms(engine: Engine, platforms: telechart_sync::Platforms) -> TestEnv {
-        Self::build(engine, false, platforms).await
+        Self::build(engine, false, platforms, Vendor::default()).await
     }
 
-    async fn build(engine: Engine, backend_auth: bool, platforms: telechart_sync::Platforms) -> TestEnv {
+    /// Against a sandbox personality, through a connection with the given vendor profile.
+    pub async fn start_vendor(engine: Engine, personality: telechart_sandbox::Personality, profile: &str) -> TestEnv {
+        let vendor = Vendor { personality, profile: profile.to_owned() };
+        Self::build(engine, false, telechart_sync::Platforms::default(), vendor).await
+    }
+
+    async fn build(
+        engine: Engine,
+        backend_auth: bool,
+        platforms: telechart_sync::Platforms,
+        vendor: Vendor,
+    ) -> TestEnv {
         let dir = tempfile::tempdir().unwrap();
         let clock = Clock::manual("2026-11-26T09:00:00Z".parse().unwrap());
         let db_url = match engine {
@@ -88,6 +111,7 @@ impl TestEnv {
         };
         let store = Store::open(&db_url, 8, keys()).await.unwrap();
         let mut config = SandboxConfig::new(clock.now().date_naive());
+        config.personality = vendor.personality;
         config.seed_dir = Some(synthea_dir());
         config.appointments_per_patient = 2;
         let mut settings = "{}".to_owned();
@@ -108,7 +132,7 @@ impl TestEnv {
                 tenant_id: TENANT.into(),
                 id: "sandbox".into(),
                 name: "Sandbox".into(),
-                profile: "generic".into(),
+                profile: vendor.profile.clone(),
                 base_url: sandbox.fhir_base.clone(),
                 settings,
                 created_at: 0,

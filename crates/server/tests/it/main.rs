@@ -21,6 +21,7 @@ mod orders;
 mod rbac;
 mod tls;
 mod validator;
+mod vendors;
 mod webhooks;
 
 pub use env::*;

@@ -1,0 +1,148 @@
+//! Vendor personalities: the sandbox answers as an Epic-like, Oracle Health-like or
+//! athenahealth-like server would, per the numbered checklist of `shared/VENDORS.md` §8 (the item
+//! numbers are cited where each behaviour is implemented). `Generic` is plain FHIR R4.
+
+use std::str::FromStr;
+
+use axum::http::{Method, StatusCode};
+use serde_json::Value;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Personality {
+    #[default]
+    Generic,
+    Epic,
+    Oracle,
+    Athena,
+}
+
+impl FromStr for Personality {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "generic" => Ok(Personality::Generic),
+            "epic" => Ok(Personality::Epic),
+            "oracle" => Ok(Personality::Oracle),
+            "athena" => Ok(Personality::Athena),
+            other => Err(format!("unknown vendor {other:?}; expected epic, oracle, athena or generic")),
+        }
+    }
+}
+
+/// A write the personality refuses before looking further: HTTP status, OperationOutcome code,
+/// the element at fault, and why.
+pub(crate) struct WriteRefusal {
+    pub status: StatusCode,
+    pub code: &'static str,
+    pub expression: Option<&'static str>,
+    pub message: String,
+}
+
+fn refusal(
+    status: StatusCode,
+    code: &'static str,
+    expression: Option<&'static str>,
+    message: &str,
+) -> Option<WriteRefusal> {
+    Some(WriteRefusal { status, code, expression, message: message.to_owned() })
+}
+
+/// How a create is answered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct CreateReply {
+    /// Body only when `Prefer: return=representation` asks (`false`: always a body unless minimal).
+    pub body_only_when_asked: bool,
+    /// Never a body.
+    pub never_body: bool,
+    pub etag: bool,
+    pub absolute_location: bool,
+}
+
+impl Personality {
+    pub(crate) fn refuse_write(self, method: &Method, rtype: &str, resource: &Value) -> Option<WriteRefusal> {
+        match self {
+            Personality::Generic => None,
+            // §8.22: athena's FHIR API takes no writes but QuestionnaireResponse.
+            Personality::Athena if rtype != "QuestionnaireResponse" => refusal(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "not-supported",
+                None,
+                &format!("{method} {rtype} is not supported: this FHIR API is read-only; use the practice API"),
+            ),
+            Personality::Athena => None,
+            Personality::Epic => match (method.as_str(), rtype) {
+                // §8.5: Encounter create/update and Appointment create are not offered.
+                ("POST" | "PUT", "Encounter") | ("POST", "Appointment") => refusal(
+                    StatusCode::METHOD_NOT_ALLOWED,
+                    "not-supported",
+                    None,
+                    &format!("{method} {rtype} is not supported by this server"),
+                ),
+                // §8.7: notes are plain text only, on an encounter.
+                ("POST", "DocumentReference") => {
+                    let types: Vec<&str> = resource["content"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .filter_map(|c| c["attachment"]["contentType"].as_str())
+                        .collect();
+                    if types.first() != Some(&"text/plain") {
+                        return refusal(
+                            StatusCode::UNPROCESSABLE_ENTITY,
+                            "value",
+                            Some("DocumentReference.content.attachment.contentType"),
+                            "only text/plain notes are accepted",
+                        );
+                    }
+                    if resource.pointer("/context/encounter/0/reference").is_none() {
+                        return refusal(
+                            StatusCode::UNPROCESSABLE_ENTITY,
+                            "required",
+                            Some("DocumentReference.context.encounter"),
+                            "a note must belong to an encounter",
+                        );
+                    }
+                    None
+                }
+                _ => None,
+            },
+            Personality::Oracle => None,
+        }
+    }
+
+    /// §8.7: Epic keeps the first attachment only.
+    pub(crate) fn keep(self, rtype: &str, resource: &mut Value) {
+        if self == Personality::Epic
+            && rtype == "DocumentReference"
+            && let Some(content) = resource.get_mut("content").and_then(Value::as_array_mut)
+        {
+            content.truncate(1);
+        }
+    }
+
+    /// §8.17: Oracle refuses an update without `If-Match` (412); a stale one is a conflict (409).
+    pub(crate) fn update_needs_if_match(self) -> bool {
+        self == Personality::Oracle
+    }
+
+    pub(crate) fn stale_status(self) -> StatusCode {
+        if self == Personality::Oracle { StatusCode::CONFLICT } else { StatusCode::PRECONDITION_FAILED }
+    }
+
+    pub(crate) fn create_reply(self) -> CreateReply {
+        match self {
+            // §8.9: 201, empty unless asked, relative Location, no ETag.
+            Personality::Epic => {
+                CreateReply { body_only_when_asked: true, never_body: false, etag: false, absolute_location: false }
+            }
+            // §8.16: 201, empty body, absolute Location, ETag.
+            Personality::Oracle => {
+                CreateReply { body_only_when_asked: false, never_body: true, etag: true, absolute_location: true }
+            }
+            Personality::Generic | Personality::Athena => {
+                CreateReply { body_only_when_asked: false, never_body: false, etag: true, absolute_location: true }
+            }
+        }
+    }
+}

@@ -1,0 +1,192 @@
+//! Sandbox personalities (`shared/VENDORS.md` §8), one test per checklist item implemented so
+//! far, named after it: the status and OperationOutcome code the personality answers, and what
+//! Telechart does about it, through the connection's vendor profile.
+
+use serde_json::{Value, json};
+use telechart_sandbox::Personality;
+use telechart_sync::FaultPlan;
+
+use crate::*;
+
+async fn send(
+    method: reqwest::Method,
+    url: String,
+    body: &Value,
+    if_match: Option<&str>,
+) -> (u16, reqwest::header::HeaderMap, Value) {
+    let mut request = reqwest::Client::new()
+        .request(method, url)
+        .header("content-type", "application/fhir+json")
+        .header("prefer", "return=representation");
+    if let Some(v) = if_match {
+        request = request.header("if-match", v);
+    }
+    let response = request.body(body.to_string()).send().await.unwrap();
+    let status = response.status().as_u16();
+    let headers = response.headers().clone();
+    let text = response.text().await.unwrap();
+    (status, headers, serde_json::from_str(&text).unwrap_or(Value::Null))
+}
+
+async fn get(url: String) -> Value {
+    reqwest::get(url).await.unwrap().json().await.unwrap()
+}
+
+async fn patient_of(env: &TestEnv, n: usize) -> String {
+    let appointment = get(format!("{}/Appointment/{}", env.sandbox.fhir_base, env.appointment(n))).await;
+    appointment["participant"][0]["actor"]["reference"].as_str().unwrap().to_owned()
+}
+
+/// Opens a visit on appointment 0 and takes it through arrival, vitals, the call, a note and the end.
+async fn visit(env: &TestEnv) -> String {
+    env.full_visit(0).await
+}
+
+#[tokio::test]
+async fn epic_5_encounter_and_appointment_writes_are_refused_and_telechart_adopts_the_ehrs_encounter() {
+    let env = TestEnv::start_vendor(Engine::Sqlite, Personality::Epic, "epic").await;
+    let base = env.sandbox.fhir_base.clone();
+    let patient = patient_of(&env, 0).await;
+    let encounter = json!({"resourceType": "Encounter", "status": "planned", "class": {"code": "VR"}, "subject": {"reference": patient}});
+    for (method, url) in [
+        (reqwest::Method::POST, format!("{base}/Encounter")),
+        (reqwest::Method::PUT, format!("{base}/Encounter/enc-{}", env.appointment(0))),
+        (reqwest::Method::POST, format!("{base}/Appointment")),
+    ] {
+        let (status, _, outcome) = send(method.clone(), url.clone(), &encounter, None).await;
+        assert_eq!((status, outcome["issue"][0]["code"].as_str()), (405, Some("not-supported")), "{method} {url}");
+    }
+    // Telechart: the epic profile never creates or changes the Encounter; it adopts the EHR's.
+    let id = visit(&env).await;
+    env.drain(&env.worker("w", FaultPlan::default())).await;
+    let trace = env.store.deliveries_for_visit(TENANT, &id).await.unwrap();
+    assert!(trace.iter().all(|d| d.status == "done"), "{trace:?}");
+    let adopted = format!("enc-{}", env.appointment(0));
+    assert!(
+        trace
+            .iter()
+            .filter(|d| d.resource_type == "Encounter")
+            .all(|d| d.ehr_resource_id.as_deref() == Some(adopted.as_str()))
+    );
+    let found = get(format!("{base}/Encounter?appointment=Appointment/{}", env.appointment(0))).await;
+    assert_eq!(found["total"], 1, "no second Encounter");
+    env.stop().await;
+}
+
+#[tokio::test]
+async fn epic_7_notes_are_plain_text_on_an_encounter_first_attachment_kept() {
+    let env = TestEnv::start_vendor(Engine::Sqlite, Personality::Epic, "epic").await;
+    let base = env.sandbox.fhir_base.clone();
+    let patient = patient_of(&env, 0).await;
+    let encounter = format!("Encounter/enc-{}", env.appointment(0));
+    let note = |content_type: &str, with_encounter: bool| {
+        let mut doc = json!({"resourceType": "DocumentReference", "status": "current", "subject": {"reference": patient},
+            "type": {"coding": [{"system": "http://loinc.org", "code": "11506-3"}]},
+            "content": [{"attachment": {"contentType": content_type, "data": "U3RhYmxlLg=="}},
+                        {"attachment": {"contentType": "text/plain", "data": "U2Vjb25kLg=="}}]});
+        if with_encounter {
+            doc["context"] = json!({"encounter": [{"reference": encounter}]});
+        }
+        doc
+    };
+    let (status, _, outcome) = send(
+        reqwest::Method::POST,
+        format!("{base}/DocumentReference"),
+        &note("text/plain; charset=utf-8", true),
+        None,
+    )
+    .await;
+    assert_eq!((status, outcome["issue"][0]["code"].as_str()), (422, Some("value")));
+    let (status, _, outcome) =
+        send(reqwest::Method::POST, format!("{base}/DocumentReference"), &note("text/plain", false), None).await;
+    assert_eq!((status, outcome["issue"][0]["code"].as_str()), (422, Some("required")));
+    let (status, _, kept) =
+        send(reqwest::Method::POST, format!("{base}/DocumentReference"), &note("text/plain", true), None).await;
+    assert_eq!(status, 201);
+    assert_eq!(kept["content"].as_array().unwrap().len(), 1, "only the first attachment is kept");
+    // Telechart: the epic profile sends its plain-text note as exactly text/plain.
+    let id = visit(&env).await;
+    env.drain(&env.worker("w", FaultPlan::default())).await;
+    let trace = env.store.deliveries_for_visit(TENANT, &id).await.unwrap();
+    let doc = trace.iter().find(|d| d.resource_type == "DocumentReference").unwrap();
+    assert_eq!(doc.status, "done", "{:?}", doc.last_error);
+    let written = get(format!("{base}/DocumentReference/{}", doc.ehr_resource_id.clone().unwrap())).await;
+    assert_eq!(written["content"][0]["attachment"]["contentType"], "text/plain");
+    env.stop().await;
+}
+
+#[tokio::test]
+async fn oracle_16_creates_answer_201_empty_with_location_and_etag() {
+    let env = TestEnv::start_vendor(Engine::Sqlite, Personality::Oracle, "generic").await;
+    let patient = patient_of(&env, 0).await;
+    let observation = json!({"resourceType": "Observation", "status": "final", "code": {"text": "x"}, "subject": {"reference": patient}});
+    let (status, headers, body) =
+        send(reqwest::Method::POST, format!("{}/Observation", env.sandbox.fhir_base), &observation, None).await;
+    assert_eq!(status, 201);
+    assert!(body.is_null(), "no body even when asked: {body}");
+    assert!(headers["location"].to_str().unwrap().starts_with("http://"), "absolute Location");
+    assert!(headers.contains_key("etag"));
+    // Telechart: id and version come from Location and ETag.
+    let id = visit(&env).await;
+    env.drain(&env.worker("w", FaultPlan::default())).await;
+    let trace = env.store.deliveries_for_visit(TENANT, &id).await.unwrap();
+    assert!(
+        trace.iter().all(|d| d.status == "done" && d.ehr_resource_id.is_some() && d.ehr_version.is_some()),
+        "{trace:?}"
+    );
+    env.stop().await;
+}
+
+#[tokio::test]
+async fn oracle_17_updates_need_if_match_and_a_stale_one_is_409() {
+    let env = TestEnv::start_vendor(Engine::Sqlite, Personality::Oracle, "generic").await;
+    let id = visit(&env).await;
+    env.drain(&env.worker("w", FaultPlan::default())).await;
+    let encounter_id = env.store.visit(TENANT, &id).await.unwrap().unwrap().ehr_encounter_id.unwrap();
+    let url = format!("{}/Encounter/{encounter_id}", env.sandbox.fhir_base);
+    let current = get(url.clone()).await;
+    let (status, _, outcome) = send(reqwest::Method::PUT, url.clone(), &current, None).await;
+    assert_eq!((status, outcome["issue"][0]["code"].as_str()), (412, Some("conflict")));
+    let (status, _, outcome) = send(reqwest::Method::PUT, url, &current, Some("W/\"1\"")).await;
+    assert_eq!((status, outcome["issue"][0]["code"].as_str()), (409, Some("conflict")));
+    // Telechart sent every status change with If-Match, so all of them landed (checked above by
+    // the visit's Encounter being finished).
+    assert_eq!(current["status"], "finished");
+    env.stop().await;
+}
+
+#[tokio::test]
+async fn athena_22_fhir_writes_are_refused_and_telechart_sends_nothing_it_cannot_deliver() {
+    let env = TestEnv::start_vendor(Engine::Sqlite, Personality::Athena, "athena").await;
+    let patient = patient_of(&env, 0).await;
+    let observation = json!({"resourceType": "Observation", "status": "final", "code": {"text": "x"}, "subject": {"reference": patient}});
+    let (status, _, outcome) =
+        send(reqwest::Method::POST, format!("{}/Observation", env.sandbox.fhir_base), &observation, None).await;
+    assert_eq!((status, outcome["issue"][0]["code"].as_str()), (405, Some("not-supported")));
+    // Telechart: the athena profile writes nothing over FHIR; what has no path here is a dead
+    // letter that says so (the write planner's fallbacks come next), never a silent drop.
+    let (status, visit) =
+        env.post("/visits", json!({"appointment": format!("Appointment/{}", env.appointment(1))})).await;
+    assert_eq!(status, 201);
+    let id = visit["id"].as_str().unwrap().to_owned();
+    env.post(&format!("/visits/{id}/transitions"), json!({"to": "arrived"})).await;
+    env.post(&format!("/visits/{id}/vitals"), json!({"vitals": [{"type": "heart-rate", "value": 70, "unit": "/min"}]}))
+        .await;
+    let stats = format!("{}/_sandbox/stats", env.sandbox.fhir_base.trim_end_matches("/fhir"));
+    let before: Value = get(stats.clone()).await;
+    assert!(before["writes"].is_object(), "{before}");
+    env.drain(&env.worker("w", FaultPlan::default())).await;
+    let trace = env.store.deliveries_for_visit(TENANT, &id).await.unwrap();
+    let encounter = trace.iter().find(|d| d.resource_type == "Encounter").unwrap();
+    let vital = trace.iter().find(|d| d.resource_type == "Observation").unwrap();
+    assert_eq!(encounter.status, "done", "the EHR's own Encounter is adopted: {:?}", encounter.last_error);
+    assert_eq!(vital.status, "dead");
+    assert!(
+        vital.last_error.as_deref().unwrap().contains("does not accept Observation create"),
+        "{:?}",
+        vital.last_error
+    );
+    let after: Value = get(stats).await;
+    assert_eq!(before["writes"], after["writes"], "no write was attempted");
+    env.stop().await;
+}
