@@ -55,6 +55,8 @@ pub struct VendorProfile {
     pub note_content_type: &'static str,
     /// Defaults for the connection's auth profile (scope syntax, token lifetime).
     pub auth: crate::AuthProfile,
+    /// The `verificationStatus` a diagnosis is filed with (Epic takes only `provisional`).
+    pub condition_verification: &'static str,
 }
 
 /// Capabilities of an EHR that takes no FHIR writes but those named.
@@ -96,6 +98,7 @@ impl VendorProfile {
             paging: Paging::NextLinks,
             note_content_type: "text/plain; charset=utf-8",
             auth: crate::AuthProfile::default(),
+            condition_verification: "confirmed",
         }
     }
 
@@ -120,6 +123,7 @@ impl VendorProfile {
                 assumed_token_lifetime: std::time::Duration::from_secs(3300),
                 ..crate::AuthProfile::default()
             },
+            condition_verification: "provisional",
         }
     }
 
@@ -144,6 +148,7 @@ impl VendorProfile {
                 assumed_token_lifetime: std::time::Duration::from_secs(570),
                 ..crate::AuthProfile::default()
             },
+            condition_verification: "confirmed",
         }
     }
 
@@ -160,6 +165,7 @@ impl VendorProfile {
                 assumed_token_lifetime: std::time::Duration::from_secs(3600),
                 ..crate::AuthProfile::default()
             },
+            condition_verification: "confirmed",
         }
     }
 

@@ -532,7 +532,15 @@ async fn before_write(
     }
     let mut resource = parse_body(rtype, body).map_err(|r| *r)?;
     if let Some(r) = sandbox.state.personality.refuse_write(method, rtype, &resource) {
-        return Err(outcome(r.status, r.code, r.expression, &r.message));
+        let mut issue = json!({"severity": "error", "code": r.code, "diagnostics": r.message});
+        if let Some(expression) = r.expression {
+            issue["expression"] = json!([expression]);
+        }
+        if let Some(code) = r.vendor_code {
+            issue["details"] =
+                json!({"coding": [{"system": personality::EPIC_ERRORS, "code": code}], "text": r.message});
+        }
+        return Err(fhir(r.status, &json!({"resourceType": "OperationOutcome", "issue": [issue]})));
     }
     sandbox.state.personality.keep(rtype, &mut resource);
     Ok((fault, resource))

@@ -37,7 +37,12 @@ pub(crate) struct WriteRefusal {
     pub code: &'static str,
     pub expression: Option<&'static str>,
     pub message: String,
+    /// The vendor's own error code, in `issue.details.coding` (Epic's error table).
+    pub vendor_code: Option<&'static str>,
 }
+
+/// The code system of Epic's FHIR error table.
+pub(crate) const EPIC_ERRORS: &str = "urn:oid:1.2.840.114350.1.13.0.1.7.2.657369";
 
 fn refusal(
     status: StatusCode,
@@ -45,7 +50,20 @@ fn refusal(
     expression: Option<&'static str>,
     message: &str,
 ) -> Option<WriteRefusal> {
-    Some(WriteRefusal { status, code, expression, message: message.to_owned() })
+    Some(WriteRefusal { status, code, expression, message: message.to_owned(), vendor_code: None })
+}
+
+fn epic_refusal(status: StatusCode, code: &'static str, epic: &'static str, message: &str) -> Option<WriteRefusal> {
+    Some(WriteRefusal { status, code, expression: None, message: message.to_owned(), vendor_code: Some(epic) })
+}
+
+fn is_vital_sign(observation: &Value) -> bool {
+    observation["category"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .flat_map(|c| c["coding"].as_array().into_iter().flatten())
+        .any(|c| c["code"] == "vital-signs")
 }
 
 /// How a create is answered.
@@ -105,9 +123,63 @@ impl Personality {
                     }
                     None
                 }
+                // §8.8: Conditions go to a holding tank as provisional; anything else is refused.
+                ("POST", "Condition") => {
+                    let status = resource.pointer("/verificationStatus/coding/0/code").and_then(Value::as_str);
+                    if status != Some("provisional") {
+                        return epic_refusal(
+                            StatusCode::UNPROCESSABLE_ENTITY,
+                            "business-rule",
+                            "59012",
+                            "the value of verificationStatus is not accepted here: it must be provisional",
+                        );
+                    }
+                    None
+                }
+                // §8.6: only vital signs are filed over FHIR.
+                ("POST", "Observation") if !is_vital_sign(resource) => epic_refusal(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "not-supported",
+                    "59187",
+                    "only vital-sign Observations can be filed",
+                ),
                 _ => None,
             },
-            Personality::Oracle => None,
+            Personality::Oracle => match (method.as_str(), rtype) {
+                // §8.19: `;charset=utf-8` on every content, and a provider's note final.
+                ("POST", "DocumentReference") => {
+                    let charset = resource["content"].as_array().into_iter().flatten().all(|c| {
+                        c["attachment"]["contentType"]
+                            .as_str()
+                            .is_some_and(|t| t.replace(' ', "").ends_with(";charset=utf-8"))
+                    });
+                    if !charset {
+                        return refusal(
+                            StatusCode::UNPROCESSABLE_ENTITY,
+                            "value",
+                            Some("DocumentReference.content.attachment.contentType"),
+                            "the content type must carry ;charset=utf-8",
+                        );
+                    }
+                    if resource["docStatus"] != "final" {
+                        return refusal(
+                            StatusCode::UNPROCESSABLE_ENTITY,
+                            "business-rule",
+                            Some("DocumentReference.docStatus"),
+                            "a provider's document must be final",
+                        );
+                    }
+                    None
+                }
+                // §8.20: a MedicationRequest is only taken as a reported medication.
+                ("POST", "MedicationRequest") if resource["reportedBoolean"] != Value::Bool(true) => refusal(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "business-rule",
+                    Some("MedicationRequest.reportedBoolean"),
+                    "MedicationRequest create is only for reported medications (reportedBoolean true)",
+                ),
+                _ => None,
+            },
         }
     }
 

@@ -465,7 +465,15 @@ impl Worker {
                         EhrError::NotSupported("this EHR does not accept Condition create over FHIR".into()).into()
                     );
                 }
-                self.create_once(&client, claimed, "Condition", &token, to_json(&condition, row)?).await
+                let mut body = to_json(&condition, row)?;
+                // Filed as this EHR files a new diagnosis (some hold them as provisional for review).
+                let verification = client.profile.condition_verification;
+                if verification != "confirmed" {
+                    body["verificationStatus"] = serde_json::json!({"coding": [{
+                        "system": "http://terminology.hl7.org/CodeSystem/condition-ver-status",
+                        "code": verification}], "text": verification});
+                }
+                self.create_once(&client, claimed, "Condition", &token, body).await
             }
             Artifact::Order(order) => {
                 let encounter = encounter_id(&item)?;

@@ -190,3 +190,100 @@ async fn athena_22_fhir_writes_are_refused_and_telechart_sends_nothing_it_cannot
     assert_eq!(before["writes"], after["writes"], "no write was attempted");
     env.stop().await;
 }
+
+#[tokio::test]
+async fn epic_6_and_8_only_vitals_are_filed_and_conditions_go_in_as_provisional() {
+    let env = TestEnv::start_vendor(Engine::Sqlite, Personality::Epic, "epic").await;
+    let base = env.sandbox.fhir_base.clone();
+    let patient = patient_of(&env, 0).await;
+    let lab = json!({"resourceType": "Observation", "status": "final", "code": {"text": "HbA1c"}, "subject": {"reference": patient},
+        "category": [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/observation-category", "code": "laboratory"}]}]});
+    let (status, _, outcome) = send(reqwest::Method::POST, format!("{base}/Observation"), &lab, None).await;
+    assert_eq!((status, outcome["issue"][0]["details"]["coding"][0]["code"].as_str()), (422, Some("59187")));
+    let confirmed = json!({"resourceType": "Condition", "subject": {"reference": patient}, "code": {"text": "x"},
+        "verificationStatus": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/condition-ver-status", "code": "confirmed"}]}});
+    let (status, _, outcome) = send(reqwest::Method::POST, format!("{base}/Condition"), &confirmed, None).await;
+    assert_eq!(status, 422);
+    assert_eq!(outcome["issue"][0]["details"]["coding"][0]["code"], "59012", "{outcome}");
+    // Telechart: the epic profile files its diagnoses as provisional, and they are kept.
+    let (_, visit) = env.post("/visits", json!({"appointment": format!("Appointment/{}", env.appointment(0))})).await;
+    let id = visit["id"].as_str().unwrap().to_owned();
+    for to in ["arrived", "in-progress"] {
+        env.post(&format!("/visits/{id}/transitions"), json!({"to": to})).await;
+    }
+    let (status, _) = env
+        .post(
+            &format!("/visits/{id}/diagnoses"),
+            json!({"recorder": visit["practitioner"], "diagnoses": [{"code": "I10"}]}),
+        )
+        .await;
+    assert_eq!(status, 201);
+    env.drain(&env.worker("w", FaultPlan::default())).await;
+    let trace = env.store.deliveries_for_visit(TENANT, &id).await.unwrap();
+    let condition = trace.iter().find(|d| d.resource_type == "Condition").unwrap();
+    assert_eq!(condition.status, "done", "{:?}", condition.last_error);
+    let kept = get(format!("{base}/Condition/{}", condition.ehr_resource_id.clone().unwrap())).await;
+    assert_eq!(kept["verificationStatus"]["coding"][0]["code"], "provisional");
+    // Encounter.diagnosis cannot be written (the Encounter is the EHR's): a dead letter says so.
+    let link = trace.iter().rev().find(|d| d.resource_type == "Encounter").unwrap();
+    assert_eq!(link.status, "dead");
+    assert!(link.last_error.as_deref().unwrap().contains("does not accept Encounter updates"), "{:?}", link.last_error);
+    env.stop().await;
+}
+
+#[tokio::test]
+async fn oracle_19_and_20_notes_need_a_charset_and_final_status_and_medication_requests_are_reported_only() {
+    let env = TestEnv::start_vendor(Engine::Sqlite, Personality::Oracle, "oracle").await;
+    let base = env.sandbox.fhir_base.clone();
+    let patient = patient_of(&env, 0).await;
+    let note = |content_type: &str, doc_status: &str| {
+        json!({"resourceType": "DocumentReference", "status": "current", "docStatus": doc_status, "subject": {"reference": patient},
+            "content": [{"attachment": {"contentType": content_type, "data": "U3RhYmxlLg=="}}]})
+    };
+    let (status, _, outcome) =
+        send(reqwest::Method::POST, format!("{base}/DocumentReference"), &note("text/plain", "final"), None).await;
+    assert_eq!((status, outcome["issue"][0]["code"].as_str()), (422, Some("value")));
+    let (status, _, outcome) = send(
+        reqwest::Method::POST,
+        format!("{base}/DocumentReference"),
+        &note("text/plain;charset=utf-8", "preliminary"),
+        None,
+    )
+    .await;
+    assert_eq!((status, outcome["issue"][0]["code"].as_str()), (422, Some("business-rule")));
+    let order = json!({"resourceType": "MedicationRequest", "status": "active", "intent": "order", "subject": {"reference": patient},
+        "medicationCodeableConcept": {"text": "metformin"}});
+    let (status, _, outcome) = send(reqwest::Method::POST, format!("{base}/MedicationRequest"), &order, None).await;
+    assert_eq!((status, outcome["issue"][0]["code"].as_str()), (422, Some("business-rule")));
+    // Telechart: the note goes with its charset and final; a prescription is not sent as a
+    // "reported" medication (it is not one): it is a dead letter that says the EHR takes none.
+    let (_, visit) = env.post("/visits", json!({"appointment": format!("Appointment/{}", env.appointment(0))})).await;
+    let id = visit["id"].as_str().unwrap().to_owned();
+    for to in ["arrived", "in-progress"] {
+        env.post(&format!("/visits/{id}/transitions"), json!({"to": to})).await;
+    }
+    env.post(
+        &format!("/visits/{id}/notes"),
+        json!({"title": "n", "text": "Stable.", "author": visit["practitioner"], "signedAt": "2026-11-26T09:00:00Z"}),
+    )
+    .await;
+    env.post(
+        &format!("/visits/{id}/orders"),
+        json!({"requester": visit["practitioner"], "orders": [{"kind": "medication", "code": "860975",
+               "display": "metformin 500 MG", "dosage": "1 tablet daily"}]}),
+    )
+    .await;
+    let writes_before =
+        get(format!("{}/_sandbox/stats", base.trim_end_matches("/fhir"))).await["writes"]["MedicationRequest"].clone();
+    env.drain(&env.worker("w", FaultPlan::default())).await;
+    let trace = env.store.deliveries_for_visit(TENANT, &id).await.unwrap();
+    let note = trace.iter().find(|d| d.resource_type == "DocumentReference").unwrap();
+    assert_eq!(note.status, "done", "{:?}", note.last_error);
+    let prescription = trace.iter().find(|d| d.resource_type == "MedicationRequest").unwrap();
+    assert_eq!(prescription.status, "dead");
+    assert!(prescription.last_error.as_deref().unwrap().contains("does not accept MedicationRequest"));
+    let writes_after =
+        get(format!("{}/_sandbox/stats", base.trim_end_matches("/fhir"))).await["writes"]["MedicationRequest"].clone();
+    assert_eq!(writes_before, writes_after, "nothing was sent as a reported medication");
+    env.stop().await;
+}
