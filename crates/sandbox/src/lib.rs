@@ -380,8 +380,20 @@ fn with_version_headers(mut response: Response, base: &str, resource: &Value) ->
     response
 }
 
-async fn metadata(State(sandbox): State<Sandbox>) -> Response {
+async fn metadata(State(sandbox): State<Sandbox>, headers: HeaderMap) -> Response {
     sandbox.delay().await;
+    // §8.1: an Epic-like server answers XML unless JSON is asked for by name.
+    let asks_json = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()).is_some_and(|v| v.contains("json"));
+    if sandbox.state.personality == Personality::Epic && !asks_json {
+        let xml = format!(
+            "<?xml version=\"1.0\" encoding=\"UTF-8\"?><CapabilityStatement xmlns=\"http://hl7.org/fhir\">\
+             <status value=\"active\"/><date value=\"2026-11-26\"/><kind value=\"instance\"/>\
+             <implementation><description value=\"Telechart sandbox EHR (Epic-like)\"/><url value=\"{}\"/></implementation>\
+             <fhirVersion value=\"4.0.1\"/><format value=\"xml\"/><format value=\"json\"/></CapabilityStatement>",
+            sandbox.base_url()
+        );
+        return ([(header::CONTENT_TYPE, "application/fhir+xml")], xml).into_response();
+    }
     let writable = ["Encounter", "Observation", "DocumentReference", "Condition", "Appointment", "Patient"];
     let resources: Vec<Value> = R4_RESOURCE_TYPES
         .iter()
@@ -578,6 +590,29 @@ async fn create(
         };
         if let Err(refusal) = validate::check(&db, &rtype, &resource) {
             return refused(&refusal);
+        }
+        // §8.26: conditional create on a plain server (If-None-Exist: 0 → create, 1 → that one,
+        // more → 412); Epic- and Oracle-like servers ignore the header (§8.9).
+        let condition = headers.get("if-none-exist").and_then(|v| v.to_str().ok()).map(str::to_owned);
+        if let Some(query) = condition.filter(|_| sandbox.state.personality == Personality::Generic) {
+            let params: Vec<(String, String)> = serde_urlencoded::from_str(&query).unwrap_or_default();
+            match search::run(&db, &rtype, &params) {
+                Ok(found) if found.len() == 1 => {
+                    let existing = found[0].clone();
+                    drop(db);
+                    return with_version_headers(fhir(StatusCode::OK, &existing), &sandbox.base_url(), &existing);
+                }
+                Ok(found) if found.len() > 1 => {
+                    return outcome(
+                        StatusCode::PRECONDITION_FAILED,
+                        "duplicate",
+                        None,
+                        &format!("If-None-Exist matched {} resources", found.len()),
+                    );
+                }
+                Ok(_) => {}
+                Err(e) => return outcome(StatusCode::BAD_REQUEST, "invalid", Some(&e.param), &e.message),
+            }
         }
         // The server assigns ids on create; a client-sent id is ignored, as FHIR says.
         resource["id"] = Value::String(db.mint_id());

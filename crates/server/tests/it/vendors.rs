@@ -287,3 +287,67 @@ async fn oracle_19_and_20_notes_need_a_charset_and_final_status_and_medication_r
     assert_eq!(writes_before, writes_after, "nothing was sent as a reported medication");
     env.stop().await;
 }
+
+#[tokio::test]
+async fn epic_1_metadata_is_xml_unless_json_is_asked_for() {
+    let env = TestEnv::start_vendor(Engine::Sqlite, Personality::Epic, "epic").await;
+    let url = format!("{}/metadata", env.sandbox.fhir_base);
+    for accept in [None, Some("*/*"), Some("text/html")] {
+        let mut request = reqwest::Client::new().get(&url);
+        if let Some(a) = accept {
+            request = request.header("accept", a);
+        }
+        let response = request.send().await.unwrap();
+        assert_eq!(response.headers()["content-type"], "application/fhir+xml", "{accept:?}");
+        assert!(response.text().await.unwrap().contains("<CapabilityStatement"));
+    }
+    // Telechart always names JSON, so what it reads parses.
+    let response = reqwest::Client::new().get(&url).header("accept", "application/fhir+json").send().await.unwrap();
+    let json: Value = response.json().await.unwrap();
+    assert_eq!(json["resourceType"], "CapabilityStatement");
+    let client = telechart_ehr::FhirClient::new(
+        &env.sandbox.fhir_base,
+        telechart_ehr::VendorProfile::epic(),
+        std::time::Duration::from_secs(5),
+    )
+    .unwrap();
+    let patient = patient_of(&env, 0).await;
+    let read = client.read("Patient", patient.trim_start_matches("Patient/")).await.unwrap();
+    assert_eq!(read.resource["resourceType"], "Patient");
+    env.stop().await;
+}
+
+#[tokio::test]
+async fn plain_26_conditional_create_answers_201_200_or_412() {
+    let env = TestEnv::start(Engine::Sqlite).await;
+    let base = env.sandbox.fhir_base.clone();
+    let patient = patient_of(&env, 0).await;
+    let body = |value: &str| {
+        json!({"resourceType": "Observation", "status": "final", "code": {"text": "x"}, "subject": {"reference": patient},
+               "identifier": [{"system": "urn:test", "value": value}]})
+    };
+    let conditional = |value: &'static str, body: Value| {
+        let base = base.clone();
+        async move {
+            reqwest::Client::new()
+                .post(format!("{base}/Observation"))
+                .header("content-type", "application/fhir+json")
+                .header("if-none-exist", format!("identifier=urn:test|{value}"))
+                .body(body.to_string())
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        }
+    };
+    assert_eq!(conditional("a", body("a")).await, 201, "none matched: created");
+    assert_eq!(conditional("a", body("a")).await, 200, "one matched: that one, nothing created");
+    send(reqwest::Method::POST, format!("{base}/Observation"), &body("a"), None).await;
+    assert_eq!(conditional("a", body("a")).await, 412, "two matched");
+    let found = get(format!("{base}/Observation?identifier=urn:test|a")).await;
+    assert_eq!(found["total"], 2);
+    // Telechart never depends on it: most EHRs ignore If-None-Exist (Epic, Oracle), so its
+    // exactly-once rests on its own identifiers and reconciliation (see crash.rs, flow.rs).
+    env.stop().await;
+}
