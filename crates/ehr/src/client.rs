@@ -255,6 +255,18 @@ fn outcome_message(body: &[u8]) -> String {
         .unwrap_or_else(|_| format!("{} bytes of non-FHIR reply", body.len()))
 }
 
+/// Whether an OperationOutcome says the record is restricted (break-the-glass): Epic's 4130
+/// and 4131, or FHIR's `suppressed` issue with a break-the-glass detail.
+fn restricted_record(body: &[u8]) -> bool {
+    let Ok(outcome) = serde_json::from_slice::<Value>(body) else { return false };
+    outcome["issue"].as_array().into_iter().flatten().any(|issue| {
+        let codes: Vec<&str> =
+            issue["details"]["coding"].as_array().into_iter().flatten().filter_map(|c| c["code"].as_str()).collect();
+        codes.iter().any(|c| matches!(*c, "4130" | "4131" | "BTG"))
+            || (issue["code"] == "suppressed" && issue["severity"] != "information")
+    })
+}
+
 fn check_status(
     op: &'static str,
     resource_type: &str,
@@ -270,6 +282,9 @@ fn check_status(
     let retry_after = headers.get(RETRY_AFTER).and_then(|v| v.to_str().ok()).and_then(RetryAfter::parse);
     let message = outcome_message(body);
     let resource_type = resource_type.to_owned();
+    if restricted_record(body) {
+        return Err(EhrError::BreakGlassRequired { method: op, resource_type, status: code, message });
+    }
     Err(match code {
         409 | 412 => EhrError::VersionConflict { method: op, resource_type, status: code, message },
         408 | 423 | 429 => EhrError::Throttled { method: op, resource_type, status: code, retry_after, message },

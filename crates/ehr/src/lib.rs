@@ -22,6 +22,20 @@ pub use profile::{Capabilities, EncounterWrite, Paging, VendorProfile};
 
 use std::time::Duration;
 
+/// What kind of failure an EHR reported, whatever its own words for it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorKind {
+    Transient,
+    Throttled,
+    OutcomeUnknown,
+    Conflict,
+    Forbidden,
+    NotFound,
+    BreakGlassRequiredInEhr,
+    NotSupported,
+    Invalid,
+}
+
 /// How the caller should treat a failure.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FailureClass {
@@ -62,6 +76,11 @@ impl RetryAfter {
 pub enum EhrError {
     #[error("{method} {resource_type} refused with HTTP {status}: {message}")]
     Refused { method: &'static str, resource_type: String, status: u16, message: String },
+    /// The patient's record is restricted: a person must break the glass in the EHR itself.
+    #[error(
+        "{method} {resource_type}: the record is restricted; break the glass in the EHR (HTTP {status}): {message}"
+    )]
+    BreakGlassRequired { method: &'static str, resource_type: String, status: u16, message: String },
     #[error("{method} {resource_type}: version conflict (HTTP {status}): {message}")]
     VersionConflict { method: &'static str, resource_type: String, status: u16, message: String },
     #[error("{method} {resource_type} not processed (HTTP {status}): {message}")]
@@ -90,6 +109,7 @@ impl EhrError {
     pub fn class(&self) -> FailureClass {
         match self {
             EhrError::Refused { .. }
+            | EhrError::BreakGlassRequired { .. }
             | EhrError::NotSupported(_)
             | EhrError::BadBaseUrl(_)
             | EhrError::UnknownProfile(_) => FailureClass::Permanent,
@@ -102,12 +122,64 @@ impl EhrError {
         }
     }
 
+    /// The one taxonomy every vendor's errors map to (for the trace, metrics and the planner).
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            EhrError::Throttled { status: 429 | 423 | 408, .. } => ErrorKind::Throttled,
+            EhrError::Throttled { .. } | EhrError::Unreachable { .. } => ErrorKind::Transient,
+            EhrError::OutcomeUnknown { .. } | EhrError::Protocol { .. } => ErrorKind::OutcomeUnknown,
+            EhrError::VersionConflict { .. } => ErrorKind::Conflict,
+            EhrError::BreakGlassRequired { .. } => ErrorKind::BreakGlassRequiredInEhr,
+            EhrError::Refused { status: 401 | 403, .. } => ErrorKind::Forbidden,
+            EhrError::Refused { status: 404 | 410, .. } => ErrorKind::NotFound,
+            EhrError::Refused { status: 405 | 501, .. } | EhrError::NotSupported(_) | EhrError::UnknownProfile(_) => {
+                ErrorKind::NotSupported
+            }
+            EhrError::Refused { .. } | EhrError::BadBaseUrl(_) => ErrorKind::Invalid,
+        }
+    }
+
     pub fn http_status(&self) -> Option<u16> {
         match self {
             EhrError::Refused { status, .. }
+            | EhrError::BreakGlassRequired { status, .. }
             | EhrError::VersionConflict { status, .. }
             | EhrError::Throttled { status, .. } => Some(*status),
             _ => None,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_failure_has_one_kind() {
+        let refused = |status| EhrError::Refused {
+            method: "create",
+            resource_type: "Observation".into(),
+            status,
+            message: String::new(),
+        };
+        assert_eq!(refused(403).kind(), ErrorKind::Forbidden);
+        assert_eq!(refused(405).kind(), ErrorKind::NotSupported);
+        assert_eq!(refused(422).kind(), ErrorKind::Invalid);
+        assert_eq!(refused(404).kind(), ErrorKind::NotFound);
+        let throttled = EhrError::Throttled {
+            method: "create",
+            resource_type: "Observation".into(),
+            status: 429,
+            retry_after: None,
+            message: String::new(),
+        };
+        assert_eq!(throttled.kind(), ErrorKind::Throttled);
+        let btg = EhrError::BreakGlassRequired {
+            method: "read",
+            resource_type: "Patient".into(),
+            status: 403,
+            message: String::new(),
+        };
+        assert_eq!((btg.kind(), btg.class()), (ErrorKind::BreakGlassRequiredInEhr, FailureClass::Permanent));
     }
 }

@@ -134,6 +134,8 @@ struct SandboxState {
     app_launch_url: Option<String>,
     approve_page: bool,
     personality: Personality,
+    /// Patients whose records need a break-the-glass in the EHR (§8.12).
+    restricted: Mutex<std::collections::HashSet<String>>,
 }
 
 #[derive(Clone)]
@@ -204,6 +206,7 @@ impl Sandbox {
                 app_launch_url: config.app_launch_url.clone(),
                 approve_page: config.approve_page,
                 personality: config.personality,
+                restricted: Mutex::default(),
             }),
         })
     }
@@ -229,6 +232,7 @@ impl Sandbox {
             .route("/_sandbox/stats", get(stats))
             .route("/_sandbox/fulfil/ServiceRequest/{id}", post(fulfil))
             .route("/_sandbox/merge", post(merge))
+            .route("/_sandbox/restrict/Patient/{id}", post(restrict))
             .fallback(|| async {
                 outcome(StatusCode::NOT_FOUND, "not-found", None, "no such FHIR endpoint on this server")
             })
@@ -440,8 +444,49 @@ async fn read(State(sandbox): State<Sandbox>, Path((rtype, id)): Path<(String, S
     }
     let found = sandbox.state.db.read().ok().and_then(|db| db.latest(&rtype, &id).cloned());
     match found {
-        Some(resource) => with_version_headers(fhir(StatusCode::OK, &resource), &sandbox.base_url(), &resource),
+        Some(resource) => {
+            if let Some(refusal) = sandbox.break_the_glass(&rtype, &resource) {
+                return refusal;
+            }
+            with_version_headers(fhir(StatusCode::OK, &resource), &sandbox.base_url(), &resource)
+        }
         None => outcome(StatusCode::NOT_FOUND, "not-found", None, &format!("{rtype}/{id} does not exist")),
+    }
+}
+
+/// Marks a patient's record restricted: under the Epic personality, reads need a break-the-glass.
+async fn restrict(State(sandbox): State<Sandbox>, Path(id): Path<String>) -> Response {
+    if let Ok(mut restricted) = sandbox.state.restricted.lock() {
+        restricted.insert(format!("Patient/{id}"));
+    }
+    StatusCode::NO_CONTENT.into_response()
+}
+
+impl Sandbox {
+    /// §8.12: an Epic-like server refuses a restricted patient (4131) and that patient's
+    /// sensitive records (4130) until someone breaks the glass in the EHR.
+    fn break_the_glass(&self, rtype: &str, resource: &Value) -> Option<Response> {
+        if self.state.personality != Personality::Epic {
+            return None;
+        }
+        let restricted = self.state.restricted.lock().ok()?;
+        let (patient, code, text) = if rtype == "Patient" {
+            (
+                format!("Patient/{}", resource["id"].as_str().unwrap_or_default()),
+                "4131",
+                "restricted patient: break the glass",
+            )
+        } else {
+            let subject =
+                resource["subject"]["reference"].as_str().or_else(|| resource["patient"]["reference"].as_str())?;
+            (subject.to_owned(), "4130", "break-the-glass does not authorize this resource")
+        };
+        if !restricted.contains(&patient) {
+            return None;
+        }
+        let outcome = json!({"resourceType": "OperationOutcome", "issue": [{"severity": "error", "code": "suppressed",
+            "details": {"coding": [{"system": personality::EPIC_ERRORS, "code": code}], "text": text}, "diagnostics": text}]});
+        Some(fhir(StatusCode::FORBIDDEN, &outcome))
     }
 }
 

@@ -351,3 +351,40 @@ async fn plain_26_conditional_create_answers_201_200_or_412() {
     // exactly-once rests on its own identifiers and reconciliation (see crash.rs, flow.rs).
     env.stop().await;
 }
+
+#[tokio::test]
+async fn epic_12_restricted_patients_need_a_break_the_glass_in_the_ehr() {
+    let env = TestEnv::start_vendor(Engine::Sqlite, Personality::Epic, "epic").await;
+    let base = env.sandbox.fhir_base.clone();
+    let patient = patient_of(&env, 0).await;
+    let root = base.trim_end_matches("/fhir").to_owned();
+    let response = reqwest::Client::new().post(format!("{root}/_sandbox/restrict/{patient}")).send().await.unwrap();
+    assert_eq!(response.status().as_u16(), 204);
+    let read = |url: String| async move {
+        let response = reqwest::get(url).await.unwrap();
+        (response.status().as_u16(), response.json::<Value>().await.unwrap())
+    };
+    let (status, outcome) = read(format!("{base}/{patient}")).await;
+    assert_eq!((status, outcome["issue"][0]["details"]["coding"][0]["code"].as_str()), (403, Some("4131")));
+    let (status, outcome) = read(format!("{base}/Encounter/enc-{}", env.appointment(0))).await;
+    assert_eq!((status, outcome["issue"][0]["details"]["coding"][0]["code"].as_str()), (403, Some("4130")));
+    // Telechart: a worker cannot break the glass; the delivery is a dead letter that says a
+    // person must, in the EHR (and the error's kind is break-glass-required-in-EHR).
+    let (_, visit) = env.post("/visits", json!({"appointment": format!("Appointment/{}", env.appointment(0))})).await;
+    let id = visit["id"].as_str().unwrap().to_owned();
+    env.post(&format!("/visits/{id}/transitions"), json!({"to": "arrived"})).await;
+    env.drain(&env.worker("w", FaultPlan::default())).await;
+    let trace = env.store.deliveries_for_visit(TENANT, &id).await.unwrap();
+    assert_eq!(trace[0].status, "dead");
+    assert!(
+        trace[0].last_error.as_deref().unwrap().contains("break the glass in the EHR"),
+        "{:?}",
+        trace[0].last_error
+    );
+    let client =
+        telechart_ehr::FhirClient::new(&base, telechart_ehr::VendorProfile::epic(), std::time::Duration::from_secs(5))
+            .unwrap();
+    let err = client.read("Patient", patient.trim_start_matches("Patient/")).await.unwrap_err();
+    assert_eq!(err.kind(), telechart_ehr::ErrorKind::BreakGlassRequiredInEhr);
+    env.stop().await;
+}
