@@ -68,6 +68,20 @@ enum Command {
         #[command(subcommand)]
         which: QueueCommand,
     },
+    /// EHR connections: their capability contracts.
+    Connections {
+        #[command(subcommand)]
+        which: ConnectionsCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum ConnectionsCommand {
+    /// The configured connections and the version of their stored contract.
+    List,
+    /// Read the EHR's CapabilityStatement now, build the contract with the connection's vendor
+    /// profile, keep it (a new version if it changed) and print it.
+    Show { id: String },
 }
 
 #[derive(Subcommand)]
@@ -187,6 +201,7 @@ fn main() -> ExitCode {
                     bench::run(which).await.map(|()| ExitCode::SUCCESS)
                 }
                 Command::Queue { which } => queue(config, which).await.map(|()| ExitCode::SUCCESS),
+                Command::Connections { which } => connections(config, which).await.map(|()| ExitCode::SUCCESS),
                 Command::Retention => {
                     let store = telechart_store::Store::open(&config.database_url, 2, config.keys.load()?).await?;
                     let Some(days) = config.retention.delivered_payload_days else {
@@ -329,6 +344,31 @@ async fn tokens(config: Config, which: TokensCommand) -> anyhow::Result<()> {
         }
     }
     store.close().await;
+    Ok(())
+}
+
+async fn connections(config: Config, which: ConnectionsCommand) -> anyhow::Result<()> {
+    runtime::init_logging("warn");
+    let clock = telechart_store::Clock::system();
+    let telechart = runtime::open_store_with_connections(&config, &clock).await?;
+    match which {
+        ConnectionsCommand::List => {
+            for c in &config.connections {
+                let stored = telechart.store.latest_contract(&config.tenant, &c.id).await?;
+                let version = stored.map(|(v, _)| format!("contract v{v}")).unwrap_or_else(|| "no contract yet".into());
+                println!("{:<16} {:<8} {}  ({version})", c.id, c.profile, crate::config::mask_url(&c.base_url));
+            }
+        }
+        ConnectionsCommand::Show { id } => {
+            let client = telechart.connections.client(&config.tenant, &id).await?;
+            let statement = client.capability_statement().await?;
+            let contract = telechart_ehr::CapabilityContract::build(&client.profile, &statement);
+            let json = serde_json::to_string_pretty(&contract)?;
+            let version = telechart.store.save_contract(&config.tenant, &id, &json, clock.now_ms()).await?;
+            println!("connection {id}, contract version {version}\n{json}");
+        }
+    }
+    telechart.store.close().await;
     Ok(())
 }
 

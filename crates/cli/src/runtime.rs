@@ -39,10 +39,24 @@ impl Telechart {
     }
 }
 
-pub async fn start(config: &Config, keys: KeyConfig, clock: Clock, tap: Option<WireTap>) -> anyhow::Result<Telechart> {
-    let store = Store::open(&config.database_url, config.worker.database_connections, keys)
+/// The store with the configured connections recorded, and a client factory for them (for
+/// commands that talk to an EHR without serving).
+pub struct Opened {
+    pub store: Store,
+    pub connections: Connections,
+}
+
+pub async fn open_store_with_connections(config: &Config, clock: &Clock) -> anyhow::Result<Opened> {
+    let store = Store::open(&config.database_url, 2, config.keys.load()?)
         .await
         .with_context(|| format!("opening the database {}", crate::config::mask_url(&config.database_url)))?;
+    record_connections(config, &store, clock).await?;
+    let connections = Connections::new(store.clone(), Duration::from_secs(config.worker.ehr_timeout_seconds))
+        .with_egress(config.egress_registry());
+    Ok(Opened { store, connections })
+}
+
+async fn record_connections(config: &Config, store: &Store, clock: &Clock) -> anyhow::Result<()> {
     for c in &config.connections {
         telechart_ehr::VendorProfile::by_name(&c.profile).with_context(|| format!("connection {}", c.id))?;
         let base_url = c.auth.expand(&c.base_url).with_context(|| format!("connection {}", c.id))?;
@@ -60,6 +74,14 @@ pub async fn start(config: &Config, keys: KeyConfig, clock: Clock, tap: Option<W
             })
             .await?;
     }
+    Ok(())
+}
+
+pub async fn start(config: &Config, keys: KeyConfig, clock: Clock, tap: Option<WireTap>) -> anyhow::Result<Telechart> {
+    let store = Store::open(&config.database_url, config.worker.database_connections, keys)
+        .await
+        .with_context(|| format!("opening the database {}", crate::config::mask_url(&config.database_url)))?;
+    record_connections(config, &store, &clock).await?;
     let timeout = Duration::from_secs(config.worker.ehr_timeout_seconds);
     let mut connections = Connections::new(store.clone(), timeout).with_egress(config.egress_registry());
     if let Some(tap) = tap {

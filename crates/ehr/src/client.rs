@@ -122,6 +122,14 @@ impl FhirClient {
         &self.base
     }
 
+    /// The server's CapabilityStatement (`GET /metadata`, as JSON).
+    pub async fn capability_statement(&self) -> Result<Value, EhrError> {
+        let url = format!("{}/metadata", self.base);
+        let (status, headers, body) = self.send(Method::GET, "read", "CapabilityStatement", &url, None, None).await?;
+        check_status("read", "CapabilityStatement", status, &headers, &body, false)?;
+        parse_json("read", "CapabilityStatement", &body)
+    }
+
     pub async fn read(&self, resource_type: &str, id: &str) -> Result<Versioned, EhrError> {
         let url = format!("{}/{resource_type}/{id}", self.base);
         let (status, headers, body) = self.send(Method::GET, "read", resource_type, &url, None, None).await?;

@@ -8,12 +8,14 @@
 mod auth_profile;
 mod backend;
 mod client;
+mod contract;
 mod launch;
 mod profile;
 
 pub use auth_profile::{AuthProfile, ScopeSyntax};
 pub use backend::{BackendServices, SigningAlg, SigningKey, discover_token_endpoint};
 pub use client::{FhirClient, SentRequest, WireTap, Written};
+pub use contract::{CapabilityContract, ResourceContract};
 pub use launch::{
     AuthorizationRequest, IdClaims, IdTokenRefused, LaunchToken, SmartConfiguration, UserTokens, exchange_code,
     id_token_keys, smart_configuration, verify_id_token,

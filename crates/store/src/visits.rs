@@ -390,3 +390,42 @@ impl Store {
         })
     }
 }
+
+impl Store {
+    /// Keeps a connection's contract as a new version if it differs from the latest; returns
+    /// the version that holds it.
+    pub async fn save_contract(
+        &self,
+        tenant_id: &str,
+        connection_id: &str,
+        contract: &str,
+        now_ms: i64,
+    ) -> Result<i64> {
+        if let Some((version, latest)) = self.latest_contract(tenant_id, connection_id).await?
+            && latest == contract
+        {
+            return Ok(version);
+        }
+        let version = on_pool!(self, pool => {
+            let mut tx = pool.begin().await?;
+            let (next,): (i64,) = sqlx::query_as(
+                "SELECT COALESCE(MAX(version), 0) + 1 FROM capability_contracts WHERE tenant_id = $1 AND connection_id = $2")
+                .bind(tenant_id).bind(connection_id).fetch_one(&mut *tx).await?;
+            sqlx::query(
+                "INSERT INTO capability_contracts (tenant_id, connection_id, version, contract, fetched_at) VALUES ($1, $2, $3, $4, $5)")
+                .bind(tenant_id).bind(connection_id).bind(next).bind(contract).bind(now_ms).execute(&mut *tx).await?;
+            tx.commit().await?;
+            Ok::<i64, StoreError>(next)
+        })?;
+        Ok(version)
+    }
+
+    /// The latest contract of a connection: (version, JSON).
+    pub async fn latest_contract(&self, tenant_id: &str, connection_id: &str) -> Result<Option<(i64, String)>> {
+        let row = on_pool!(self, pool => sqlx::query_as::<_, (i64, String)>(
+            "SELECT version, contract FROM capability_contracts WHERE tenant_id = $1 AND connection_id = $2 \
+             ORDER BY version DESC LIMIT 1")
+            .bind(tenant_id).bind(connection_id).fetch_optional(pool).await)?;
+        Ok(row)
+    }
+}

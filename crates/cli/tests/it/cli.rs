@@ -245,3 +245,50 @@ fn the_demo_serves_the_ehr_schedule_to_launch_from() {
     assert_eq!((status, path.as_str()), (200, "/auth/authorize"), "{html}");
     assert!(html.contains("id=\"approve\"") && html.contains("launch"), "{html}");
 }
+
+/// `telechart connections show` reads a live EHR's CapabilityStatement, builds the contract with
+/// the connection's vendor profile, keeps it once per change, and prints it.
+#[test]
+#[allow(clippy::disallowed_methods)] // a plain thread waiting for a child process: no runtime to block
+fn connections_show_the_capability_contract_against_a_sandbox_personality() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let mut sandbox = telechart(&workspace())
+        .args(["sandbox", "--vendor", "epic", "--port", &port.to_string()])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let base = format!("http://127.0.0.1:{port}/fhir");
+    let mut up = false;
+    for _ in 0..100 {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            up = true;
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert!(up, "the sandbox did not start");
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("telechart.toml"),
+        format!("[[connections]]\nid = \"ehr\"\nname = \"Epic-like\"\nprofile = \"epic\"\nbase_url = \"{base}\"\n"),
+    )
+    .unwrap();
+    let show = |dir: &Path| {
+        let out = telechart(dir).args(["connections", "show", "ehr"]).output().unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+        stdout
+    };
+    let first = show(dir.path());
+    assert!(first.starts_with("connection ehr, contract version 1"), "{first}");
+    let json: serde_json::Value = serde_json::from_str(first.split_once('\n').unwrap().1).unwrap();
+    assert_eq!(json["profile"], "epic");
+    assert_eq!(json["resources"]["Encounter"]["create"], false, "Epic-like: the EHR's own Encounters only");
+    assert_eq!(json["resources"]["Observation"]["create"], true);
+    assert!(show(dir.path()).starts_with("connection ehr, contract version 1"), "unchanged: same version");
+    let list = telechart(dir.path()).args(["connections", "list"]).output().unwrap();
+    assert!(String::from_utf8_lossy(&list.stdout).contains("contract v1"));
+    let _ = sandbox.kill();
+    let _ = sandbox.wait();
+}

@@ -86,3 +86,15 @@ async fn appointments_are_kept_when_newer_and_watermarks_only_advance() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn capability_contracts_are_versioned_only_when_they_change() {
+    on_each_engine(|store| async move {
+        assert_eq!(store.latest_contract(TENANT, "ehr").await.unwrap(), None);
+        assert_eq!(store.save_contract(TENANT, "ehr", "{\"a\":1}", 1).await.unwrap(), 1);
+        assert_eq!(store.save_contract(TENANT, "ehr", "{\"a\":1}", 2).await.unwrap(), 1, "unchanged");
+        assert_eq!(store.save_contract(TENANT, "ehr", "{\"a\":2}", 3).await.unwrap(), 2);
+        assert_eq!(store.latest_contract(TENANT, "ehr").await.unwrap(), Some((2, "{\"a\":2}".to_owned())));
+    })
+    .await;
+}
