@@ -196,6 +196,52 @@ impl FhirClient {
         written("update", resource_type, &headers, &reply, Some(id))
     }
 
+    /// The access token every request carries, if the connection has one.
+    async fn bearer(&self) -> Result<Option<String>, EhrError> {
+        let Some((bearer, now)) = &self.auth else { return Ok(None) };
+        Ok(Some(match bearer {
+            Bearer::Backend(backend) => backend.access_token(now()).await?,
+            Bearer::User(tokens) => tokens.access_token(now()).await?,
+        }))
+    }
+
+    /// JSON Patch (`application/json-patch+json`) with `If-Match` when a version is known.
+    pub async fn patch(
+        &self,
+        resource_type: &str,
+        id: &str,
+        operations: &Value,
+        if_match: Option<&str>,
+    ) -> Result<Written, EhrError> {
+        let url = format!("{}/{resource_type}/{id}", self.base);
+        let body = serde_json::to_vec(operations).map_err(|e| EhrError::NotSupported(e.to_string()))?;
+        let mut request = self
+            .http
+            .request(Method::PATCH, &url)
+            .header(ACCEPT, FHIR_JSON)
+            .header(CONTENT_TYPE, "application/json-patch+json");
+        if let Some(v) = if_match {
+            request = request.header(IF_MATCH, format!("W/\"{v}\""));
+        }
+        if let Some(token) = self.bearer().await? {
+            request = request.bearer_auth(token);
+        }
+        if let Some(tap) = &self.tap {
+            tap.record(&Method::PATCH, &url, &body);
+        }
+        let response = request.body(body).send().await.map_err(|e| EhrError::OutcomeUnknown {
+            method: "patch",
+            resource_type: resource_type.to_owned(),
+            reason: e.to_string(),
+            retry_after: None,
+        })?;
+        let status = response.status();
+        let headers = response.headers().clone();
+        let reply = response.bytes().await.map(|b| b.to_vec()).unwrap_or_default();
+        check_status("patch", resource_type, status, &headers, &reply, true)?;
+        written("patch", resource_type, &headers, &reply, Some(id))
+    }
+
     async fn send(
         &self,
         method: Method,
@@ -206,11 +252,7 @@ impl FhirClient {
         if_match: Option<String>,
     ) -> Result<(StatusCode, HeaderMap, Vec<u8>), EhrError> {
         let mut request = self.http.request(method.clone(), url).header(ACCEPT, FHIR_JSON);
-        if let Some((bearer, now)) = &self.auth {
-            let token = match bearer {
-                Bearer::Backend(backend) => backend.access_token(now()).await?,
-                Bearer::User(tokens) => tokens.access_token(now()).await?,
-            };
+        if let Some(token) = self.bearer().await? {
             request = request.bearer_auth(token);
         }
         if let Some(body) = body {

@@ -24,6 +24,9 @@ pub struct Capabilities {
     pub medication_request_create: bool,
     pub care_plan_create: bool,
     pub consent_create: bool,
+    /// Whether the visit's status goes on the Appointment (JSON Patch of `/status`) because the
+    /// Encounter's status cannot be changed.
+    pub visit_status_on_appointment: bool,
     /// Whether searches accept `_lastUpdated` (else inbound polls use a date window).
     pub last_updated_search: bool,
     /// Whether searching by `identifier` finds what we wrote (needed to reconcile unknown outcomes).
@@ -73,6 +76,7 @@ fn read_only() -> Capabilities {
         consent_create: false,
         last_updated_search: true,
         identifier_search: false,
+        visit_status_on_appointment: false,
     }
 }
 
@@ -93,6 +97,7 @@ impl VendorProfile {
                 consent_create: true,
                 last_updated_search: true,
                 identifier_search: true,
+                visit_status_on_appointment: false,
             },
             max_page_size: 100,
             paging: Paging::NextLinks,
@@ -139,6 +144,7 @@ impl VendorProfile {
                 document_reference_create: true,
                 condition_create: true,
                 identifier_search: true,
+                visit_status_on_appointment: true,
                 ..read_only()
             },
             max_page_size: 200,

@@ -214,7 +214,7 @@ impl Sandbox {
     pub fn router(&self) -> Router {
         let protected = Router::new()
             .route("/fhir/{rtype}", get(search_type).post(create))
-            .route("/fhir/{rtype}/{id}", get(read).put(update))
+            .route("/fhir/{rtype}/{id}", get(read).put(update).patch(patch))
             .route("/fhir/{rtype}/{id}/_history/{vid}", get(vread))
             .route_layer(axum::middleware::from_fn_with_state(self.clone(), require_token));
         Router::new()
@@ -695,6 +695,78 @@ async fn create(
 fn refused(refusal: &validate::Refusal) -> Response {
     let status = StatusCode::from_u16(refusal.status).unwrap_or(StatusCode::BAD_REQUEST);
     outcome(status, refusal.code, Some(&refusal.expression), &refusal.message)
+}
+
+/// JSON Patch (`replace`/`add` of existing paths), with `If-Match` as on update. An Oracle-like
+/// server takes it on listed paths only (§8.18: Appointment `/status`, not Encounter `/status`).
+async fn patch(
+    State(sandbox): State<Sandbox>,
+    Path((rtype, id)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    sandbox.delay().await;
+    if let Some(r) = unknown_type(&rtype) {
+        return r;
+    }
+    let Ok(operations) = serde_json::from_slice::<Vec<Value>>(&body) else {
+        return outcome(StatusCode::BAD_REQUEST, "invalid", None, "the body must be a JSON Patch array");
+    };
+    let Ok(mut db) = sandbox.state.db.write() else {
+        return outcome(StatusCode::INTERNAL_SERVER_ERROR, "exception", None, "sandbox state is poisoned");
+    };
+    let current = db.version_count(&rtype, &id);
+    let Some(existing) = db.latest(&rtype, &id).cloned() else {
+        return outcome(StatusCode::NOT_FOUND, "not-found", None, &format!("{rtype}/{id} does not exist"));
+    };
+    let if_match = headers.get(header::IF_MATCH).and_then(|v| v.to_str().ok());
+    if if_match.is_none() && sandbox.state.personality.update_needs_if_match() {
+        return outcome(StatusCode::PRECONDITION_FAILED, "conflict", None, "a patch needs If-Match");
+    }
+    if let Some(expected) = if_match {
+        let expected = expected.trim().trim_start_matches("W/").trim_matches('"');
+        if expected != current.to_string() {
+            return outcome(sandbox.state.personality.stale_status(), "conflict", None, "stale If-Match");
+        }
+    }
+    let mut resource = existing.as_ref().clone();
+    for op in &operations {
+        let (Some(kind), Some(path)) = (op["op"].as_str(), op["path"].as_str()) else {
+            return outcome(StatusCode::BAD_REQUEST, "invalid", None, "each operation needs op and path");
+        };
+        if let Some(r) = sandbox.state.personality.refuse_patch(&rtype, path, &op["value"]) {
+            return outcome(r.status, r.code, r.expression, &r.message);
+        }
+        if !matches!(kind, "replace" | "add") {
+            return outcome(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "not-supported",
+                None,
+                &format!("op {kind} is not supported"),
+            );
+        }
+        let (parent, key) = path.rsplit_once('/').unwrap_or(("", path));
+        let Some(Value::Object(target)) = resource.pointer_mut(parent) else {
+            return outcome(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid",
+                None,
+                &format!("{path} is not in the resource"),
+            );
+        };
+        target.insert(key.to_owned(), op["value"].clone());
+    }
+    if let Err(refusal) = validate::check(&db, &rtype, &resource) {
+        return refused(&refusal);
+    }
+    match db.write(resource, current + 1, &wall_clock()) {
+        Ok(stored) => {
+            let stored = stored.as_ref().clone();
+            drop(db);
+            with_version_headers(fhir(StatusCode::OK, &stored), &sandbox.base_url(), &stored)
+        }
+        Err(e) => outcome(StatusCode::INTERNAL_SERVER_ERROR, "exception", None, &e.to_string()),
+    }
 }
 
 async fn update(

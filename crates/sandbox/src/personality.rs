@@ -183,6 +183,46 @@ impl Personality {
         }
     }
 
+    /// §8.18: an Oracle-like server patches only listed paths: an Appointment's `/status` (to
+    /// arrived, checked-in, cancelled, booked, fulfilled), never an Encounter's `/status`.
+    pub(crate) fn refuse_patch(self, rtype: &str, path: &str, value: &Value) -> Option<WriteRefusal> {
+        match (self, rtype, path) {
+            (Personality::Oracle, "Appointment", "/status") => {
+                let allowed = ["arrived", "checked-in", "cancelled", "booked", "fulfilled"];
+                if value.as_str().is_some_and(|v| allowed.contains(&v)) {
+                    None
+                } else {
+                    refusal(
+                        StatusCode::UNPROCESSABLE_ENTITY,
+                        "code-invalid",
+                        Some("Appointment.status"),
+                        "not a status this server moves to",
+                    )
+                }
+            }
+            (Personality::Oracle, "Encounter", "/status") => refusal(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "business-rule",
+                Some("Encounter.status"),
+                "Encounter status is not patchable; move the visit on its Appointment",
+            ),
+            (Personality::Oracle, _, _)
+                if !matches!(path, "/period/start" | "/period/end" | "/type" | "/extension") =>
+            {
+                refusal(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "not-supported",
+                    None,
+                    &format!("{path} is not a patchable path of {rtype}"),
+                )
+            }
+            (Personality::Epic | Personality::Athena, _, _) => {
+                refusal(StatusCode::METHOD_NOT_ALLOWED, "not-supported", None, "PATCH is not supported")
+            }
+            _ => None,
+        }
+    }
+
     /// §8.7: Epic keeps the first attachment only.
     pub(crate) fn keep(self, rtype: &str, resource: &mut Value) {
         if self == Personality::Epic

@@ -548,6 +548,29 @@ impl Worker {
         self.create_once(client, claimed, "DocumentReference", token, document).await
     }
 
+    /// Moves the EHR's Appointment to the visit's status (R4 vocabulary), unless it is there.
+    async fn patch_appointment_status(
+        &self,
+        client: &FhirClient,
+        ctx: &VisitContext,
+        change: &EncounterStatusChange,
+    ) -> Result<(), SyncError> {
+        let Some(("Appointment", id)) = telechart_fhir::parse_reference(&ctx.appointment) else {
+            return Err(SyncError::NotReady(format!("an Appointment reference, not {}", ctx.appointment)));
+        };
+        let current = client.read("Appointment", id).await?;
+        let target = change.to.appointment_status();
+        if current.resource["status"] == target {
+            return Ok(());
+        }
+        if self.faults.fires(FaultPoint::BeforeSend) {
+            return Err(SyncError::Crashed(FaultPoint::BeforeSend));
+        }
+        let patch = serde_json::json!([{"op": "replace", "path": "/status", "value": target}]);
+        client.patch("Appointment", id, &patch, current.version.as_deref()).await?;
+        Ok(())
+    }
+
     /// Lists the visit's Conditions on its Encounter (`diagnosis`, use billing, ranked), once
     /// the Conditions are in the EHR. Re-reading and skipping entries already there makes a
     /// replay harmless.
@@ -647,6 +670,11 @@ impl Worker {
                 let id = resource_id(&current.resource, "Encounter")?;
                 let changed = telechart_visit::apply_encounter_status(&mut current.resource, ctx, change)
                     .map_err(|e| SyncError::Mapping { artifact_id: item.artifact.id.clone(), reason: e.to_string() })?;
+                if changed && !caps.encounter_update && caps.visit_status_on_appointment {
+                    // This EHR moves a visit on its Appointment: a JSON Patch of `/status`.
+                    self.patch_appointment_status(client, ctx, change).await?;
+                    return Ok((Written { id, version: current.version, resource: None }, false));
+                }
                 if !changed || !caps.encounter_update {
                     // Already there (a replay), or the EHR keeps encounter status itself.
                     return Ok((Written { id, version: current.version, resource: None }, true));

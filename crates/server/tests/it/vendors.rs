@@ -388,3 +388,51 @@ async fn epic_12_restricted_patients_need_a_break_the_glass_in_the_ehr() {
     assert_eq!(err.kind(), telechart_ehr::ErrorKind::BreakGlassRequiredInEhr);
     env.stop().await;
 }
+
+#[tokio::test]
+async fn oracle_18_visit_status_goes_on_the_appointment_not_the_encounter() {
+    let env = TestEnv::start_vendor(Engine::Sqlite, Personality::Oracle, "oracle").await;
+    let base = env.sandbox.fhir_base.clone();
+    // Taken now: the list of booked appointments changes as these move.
+    let (first, second) = (env.appointment(1), env.appointment(2));
+    let patch = |rtype: &str, id: String, value: &str, if_match: Option<&str>| {
+        let mut request = reqwest::Client::new()
+            .patch(format!("{base}/{rtype}/{id}"))
+            .header("content-type", "application/json-patch+json")
+            .body(json!([{"op": "replace", "path": "/status", "value": value}]).to_string());
+        if let Some(v) = if_match {
+            request = request.header("if-match", v.to_owned());
+        }
+        async move {
+            let response = request.send().await.unwrap();
+            (response.status().as_u16(), response.json::<Value>().await.unwrap_or(Value::Null))
+        }
+    };
+    // Odd slots come with the EHR's own Encounter: appointment 1's.
+    let (status, outcome) = patch("Encounter", format!("enc-{first}"), "arrived", Some("W/\"1\"")).await;
+    assert_eq!((status, outcome["issue"][0]["code"].as_str()), (422, Some("business-rule")));
+    let (status, _) = patch("Appointment", second.clone(), "arrived", None).await;
+    assert_eq!(status, 412, "If-Match is required");
+    let (status, moved) = patch("Appointment", second.clone(), "checked-in", Some("W/\"1\"")).await;
+    assert_eq!((status, moved["status"].as_str()), (200, Some("checked-in")));
+    // Telechart: the oracle profile moves the visit on the Appointment, by JSON Patch with If-Match.
+    let (_, visit) = env.post("/visits", json!({"appointment": format!("Appointment/{first}")})).await;
+    let id = visit["id"].as_str().unwrap().to_owned();
+    for to in ["arrived", "in-progress"] {
+        env.post(&format!("/visits/{id}/transitions"), json!({"to": to})).await;
+    }
+    env.post(
+        &format!("/visits/{id}/notes"),
+        json!({"title": "n", "text": "Stable.", "author": visit["practitioner"], "signedAt": "2026-11-26T09:00:00Z"}),
+    )
+    .await;
+    env.post(&format!("/visits/{id}/transitions"), json!({"to": "finished"})).await;
+    env.drain(&env.worker("w", FaultPlan::default())).await;
+    let trace = env.store.deliveries_for_visit(TENANT, &id).await.unwrap();
+    assert!(trace.iter().all(|d| d.status == "done"), "{trace:?}");
+    let appointment = get(format!("{base}/Appointment/{first}")).await;
+    assert_eq!(appointment["status"], "fulfilled");
+    let encounter = get(format!("{base}/Encounter/enc-{first}")).await;
+    assert_eq!(encounter["status"], "planned", "the Encounter's status is the EHR's to keep");
+    env.stop().await;
+}
