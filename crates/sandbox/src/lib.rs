@@ -513,10 +513,25 @@ async fn search_type(State(sandbox): State<Sandbox>, Path(rtype): Path<String>, 
         return r;
     }
     let query = query.unwrap_or_default();
-    let params: Vec<(String, String)> = match serde_urlencoded::from_str(&query) {
+    let mut params: Vec<(String, String)> = match serde_urlencoded::from_str(&query) {
         Ok(p) => p,
         Err(e) => return outcome(StatusCode::BAD_REQUEST, "invalid", None, &format!("malformed query string: {e}")),
     };
+    // §8.21: an Oracle-like server pages with `-pageContext` (here: the offset, opaque to clients).
+    let oracle = sandbox.state.personality == Personality::Oracle;
+    if oracle {
+        params.retain(|(k, _)| k != "-pageDirection");
+        for (k, v) in params.iter_mut() {
+            if k == "-pageContext" {
+                *k = "_offset".into();
+                *v = String::from_utf8(
+                    base64::Engine::decode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, v.as_bytes())
+                        .unwrap_or_default(),
+                )
+                .unwrap_or_default();
+            }
+        }
+    }
     let request = match search::parse(&params) {
         Ok(r) => r,
         Err(e) => return outcome(StatusCode::BAD_REQUEST, "invalid", Some(&e.param), &e.message),
@@ -530,10 +545,12 @@ async fn search_type(State(sandbox): State<Sandbox>, Path(rtype): Path<String>, 
         Err(e) => return outcome(StatusCode::BAD_REQUEST, "not-supported", Some(&e.param), &e.message),
     };
     let total = hits.len();
+    // Oracle-like: a later page starts with the last record of the page before (§8.21).
+    let first = if oracle && request.offset > 0 { request.offset - 1 } else { request.offset };
     let page: Vec<Value> = hits
         .iter()
-        .skip(request.offset)
-        .take(request.count)
+        .skip(first)
+        .take(request.count + request.offset - first)
         .map(|r| {
             json!({"fullUrl": format!("{base}/{rtype}/{}", r["id"].as_str().unwrap_or_default()),
                    "resource": r.as_ref(), "search": {"mode": "match"}})
@@ -542,7 +559,13 @@ async fn search_type(State(sandbox): State<Sandbox>, Path(rtype): Path<String>, 
     let link_for = |offset: usize| {
         let mut pairs: Vec<(String, String)> = request.filters.clone();
         pairs.push(("_count".into(), request.count.to_string()));
-        pairs.push(("_offset".into(), offset.to_string()));
+        if oracle {
+            let context = base64::Engine::encode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, offset.to_string());
+            pairs.push(("-pageContext".into(), context));
+            pairs.push(("-pageDirection".into(), "NEXT".into()));
+        } else {
+            pairs.push(("_offset".into(), offset.to_string()));
+        }
         format!("{base}/{rtype}?{}", serde_urlencoded::to_string(&pairs).unwrap_or_default())
     };
     let mut links = vec![json!({"relation": "self", "url": link_for(request.offset)})];
@@ -550,6 +573,12 @@ async fn search_type(State(sandbox): State<Sandbox>, Path(rtype): Path<String>, 
         links.push(json!({"relation": "next", "url": link_for(request.offset + request.count)}));
     }
     let mut bundle = json!({"resourceType": "Bundle", "type": "searchset", "total": total, "link": links});
+    if oracle {
+        // Oracle mostly leaves `total` out.
+        if let Some(b) = bundle.as_object_mut() {
+            b.remove("total");
+        }
+    }
     if !page.is_empty() {
         bundle["entry"] = Value::Array(page);
     }

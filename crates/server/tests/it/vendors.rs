@@ -436,3 +436,40 @@ async fn oracle_18_visit_status_goes_on_the_appointment_not_the_encounter() {
     assert_eq!(encounter["status"], "planned", "the Encounter's status is the EHR's to keep");
     env.stop().await;
 }
+
+#[tokio::test]
+async fn oracle_21_pages_by_context_token_repeat_a_record_and_telechart_dedupes() {
+    let env = TestEnv::start_vendor(Engine::Sqlite, Personality::Oracle, "oracle").await;
+    let base = env.sandbox.fhir_base.clone();
+    let patient = patient_of(&env, 0).await;
+    for n in 0..7 {
+        let observation = json!({"resourceType": "Observation", "status": "final", "subject": {"reference": patient},
+            "category": [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/observation-category", "code": "vital-signs"}]}],
+            "code": {"coding": [{"system": "urn:test", "code": "item-21"}]}, "valueQuantity": {"value": 60 + n, "unit": "/min"}});
+        send(reqwest::Method::POST, format!("{base}/Observation"), &observation, None).await;
+    }
+    let first = get(format!("{base}/Observation?code=urn:test|item-21&_count=3")).await;
+    assert!(first.get("total").is_none(), "no total");
+    let next = first["link"].as_array().unwrap().iter().find(|l| l["relation"] == "next").unwrap()["url"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(next.contains("-pageContext=") && next.contains("-pageDirection=NEXT"), "{next}");
+    let second = get(next).await;
+    let last_of_first = first["entry"][2]["resource"]["id"].clone();
+    assert_eq!(second["entry"][0]["resource"]["id"], last_of_first, "the next page repeats a record");
+    // Telechart follows the links verbatim and keeps each id once.
+    let client = telechart_ehr::FhirClient::new(
+        &base,
+        telechart_ehr::VendorProfile::oracle(),
+        std::time::Duration::from_secs(5),
+    )
+    .unwrap();
+    let found = client.search("Observation", &[("code", "urn:test|item-21"), ("_count", "3")]).await.unwrap();
+    let mut ids: Vec<&str> = found.iter().map(|o| o["id"].as_str().unwrap()).collect();
+    assert_eq!(ids.len(), 7, "{ids:?}");
+    ids.sort_unstable();
+    ids.dedup();
+    assert_eq!(ids.len(), 7);
+    env.stop().await;
+}
