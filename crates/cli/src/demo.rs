@@ -436,7 +436,7 @@ async fn run_visit(
     count(&post(http, &format!("{url}/transitions"), json!({"to": "arrived"})).await?);
     // In the virtual waiting room the patient signs the telehealth consent form.
     let consent = json!({"kind": "consent-form", "title": "Telehealth informed consent", "contentType": "application/pdf",
-        "data": base64::engine::general_purpose::STANDARD.encode(demo_pdf("I consent to receive care by video.")),
+        "data": base64::engine::general_purpose::STANDARD.encode(telechart_visit::pdf::text_pdf("Telehealth informed consent", "I consent to receive care by video.")),
         "author": patient});
     count(&post(http, &format!("{url}/documents"), consent).await?);
     let weight = 58.0 + (i % 40) as f64 + 0.5;
@@ -597,34 +597,6 @@ const DEMO_PNG: &[u8] = &[
     0x44, 0x41, 0x54, 0x78, 0x9C, 0x63, 0xF8, 0xCF, 0xC0, 0xF0, 0x1F, 0x00, 0x05, 0x00, 0x01, 0xFF, 0x89, 0x99, 0x3D,
     0x1D, 0x00, 0x00, 0x00, 0x00, 0x49, 0x45, 0x4E, 0x44, 0xAE, 0x42, 0x60, 0x82,
 ];
-
-/// A one-page PDF showing `text`, with a correct cross-reference table.
-fn demo_pdf(text: &str) -> Vec<u8> {
-    let stream = format!("BT /F1 14 Tf 72 720 Td ({}) Tj ET", text.replace(['(', ')', '\\'], ""));
-    let objects = [
-        "<< /Type /Catalog /Pages 2 0 R >>".to_owned(),
-        "<< /Type /Pages /Kids [3 0 R] /Count 1 >>".to_owned(),
-        "<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Contents 4 0 R /Resources << /Font << /F1 5 0 R >> >> >>"
-            .to_owned(),
-        format!("<< /Length {} >>\nstream\n{stream}\nendstream", stream.len()),
-        "<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica >>".to_owned(),
-    ];
-    let mut pdf = b"%PDF-1.4\n".to_vec();
-    let mut offsets = Vec::new();
-    for (i, object) in objects.iter().enumerate() {
-        offsets.push(pdf.len());
-        pdf.extend_from_slice(format!("{} 0 obj\n{object}\nendobj\n", i + 1).as_bytes());
-    }
-    let xref = pdf.len();
-    pdf.extend_from_slice(format!("xref\n0 {}\n0000000000 65535 f \n", objects.len() + 1).as_bytes());
-    for offset in offsets {
-        pdf.extend_from_slice(format!("{offset:010} 00000 n \n").as_bytes());
-    }
-    pdf.extend_from_slice(
-        format!("trailer\n<< /Size {} /Root 1 0 R >>\nstartxref\n{xref}\n%%EOF\n", objects.len() + 1).as_bytes(),
-    );
-    pdf
-}
 
 async fn post(http: &reqwest::Client, url: &str, body: Value) -> anyhow::Result<Value> {
     let response = http.post(url).json(&body).send().await.with_context(|| format!("POST {url}"))?;

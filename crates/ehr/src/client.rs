@@ -63,6 +63,8 @@ pub struct FhirClient {
     tap: Option<WireTap>,
     max_pages: usize,
     auth: Option<(Bearer, NowFn)>,
+    /// The tenant (practice) the connection is for, where the EHR's URLs carry one.
+    tenant: Option<String>,
 }
 
 /// Where a request's access token comes from: the system's own (Backend Services) or the
@@ -98,6 +100,7 @@ impl FhirClient {
             tap: None,
             max_pages: 20,
             auth: None,
+            tenant: None,
         })
     }
 
@@ -111,6 +114,84 @@ impl FhirClient {
     pub fn with_user_auth(mut self, tokens: Arc<crate::UserTokens>, now: NowFn) -> Self {
         self.auth = Some((Bearer::User(tokens), now));
         self
+    }
+
+    pub fn with_tenant(mut self, tenant: Option<String>) -> Self {
+        self.tenant = tenant;
+        self
+    }
+
+    /// Sends a PDF through the EHR's own document API (the profile's planned fallback when FHIR
+    /// takes no documents). Returns the EHR's document id.
+    pub async fn upload_document(
+        &self,
+        upload: &crate::DocumentUpload,
+        patient_id: &str,
+        title: &str,
+        pdf: &[u8],
+    ) -> Result<Written, EhrError> {
+        use base64::Engine;
+        let tenant = self.tenant.as_deref().ok_or_else(|| {
+            EhrError::NotSupported("the document API needs the connection's tenant (practice)".into())
+        })?;
+        let origin = url::Url::parse(&self.base)
+            .map(|u| u.origin().ascii_serialization())
+            .map_err(|_| EhrError::BadBaseUrl(self.base.clone()))?;
+        let url = format!("{origin}{}", upload.path.replace("{tenant}", tenant).replace("{patient}", patient_id));
+        let form = serde_urlencoded::to_string([
+            ("departmentid", "1"),
+            ("documentsubclass", upload.document_class),
+            ("attachmenttype", "PDF"),
+            ("internalnote", title),
+            ("autoclose", "true"),
+            ("attachmentcontents", &base64::engine::general_purpose::STANDARD.encode(pdf)),
+        ])
+        .map_err(|e| EhrError::NotSupported(e.to_string()))?;
+        let mut request = self.http.post(&url).header(CONTENT_TYPE, "application/x-www-form-urlencoded");
+        if let Some(token) = self.bearer().await? {
+            request = request.bearer_auth(token);
+        }
+        if let Some(tap) = &self.tap {
+            tap.record(&Method::POST, &url, form.as_bytes());
+        }
+        let response = request.body(form).send().await.map_err(|e| EhrError::OutcomeUnknown {
+            method: "upload",
+            resource_type: "document".into(),
+            reason: e.to_string(),
+            retry_after: None,
+        })?;
+        let status = response.status();
+        let body: Value = response.json().await.unwrap_or(Value::Null);
+        if !status.is_success() || body.get("error").is_some() {
+            let message =
+                body["error"].as_str().or_else(|| body["detailedmessage"].as_str()).unwrap_or("refused").to_owned();
+            return Err(match status.as_u16() {
+                500..=599 => EhrError::OutcomeUnknown {
+                    method: "upload",
+                    resource_type: "document".into(),
+                    reason: message,
+                    retry_after: None,
+                },
+                429 => EhrError::Throttled {
+                    method: "upload",
+                    resource_type: "document".into(),
+                    status: 429,
+                    retry_after: None,
+                    message,
+                },
+                code => EhrError::Refused { method: "upload", resource_type: "document".into(), status: code, message },
+            });
+        }
+        let id = body["clinicaldocumentid"]
+            .as_str()
+            .map(str::to_owned)
+            .or_else(|| body["clinicaldocumentid"].as_i64().map(|n| n.to_string()))
+            .ok_or_else(|| EhrError::Protocol {
+                method: "upload",
+                resource_type: "document".into(),
+                reason: "no clinicaldocumentid in the reply".into(),
+            })?;
+        Ok(Written { id, version: None, resource: None })
     }
 
     pub fn with_tap(mut self, tap: WireTap) -> Self {

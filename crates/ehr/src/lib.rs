@@ -20,7 +20,7 @@ pub use launch::{
     AuthorizationRequest, IdClaims, IdTokenRefused, LaunchToken, SmartConfiguration, UserTokens, exchange_code,
     id_token_keys, smart_configuration, verify_id_token,
 };
-pub use profile::{Capabilities, EncounterWrite, Paging, VendorProfile};
+pub use profile::{Capabilities, DocumentUpload, EncounterWrite, Paging, VendorProfile};
 
 use std::time::Duration;
 

@@ -60,6 +60,16 @@ pub struct VendorProfile {
     pub auth: crate::AuthProfile,
     /// The `verificationStatus` a diagnosis is filed with (Epic takes only `provisional`).
     pub condition_verification: &'static str,
+    /// Where documents go when FHIR takes none: the EHR's own document API (a planned fallback).
+    pub document_upload: Option<DocumentUpload>,
+}
+
+/// A vendor document API taking one PDF per call: `path` under the EHR's origin, with
+/// `{tenant}` (the practice) and `{patient}` filled in; a form with the base64 PDF.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DocumentUpload {
+    pub path: &'static str,
+    pub document_class: &'static str,
 }
 
 /// Capabilities of an EHR that takes no FHIR writes but those named.
@@ -104,6 +114,7 @@ impl VendorProfile {
             note_content_type: "text/plain; charset=utf-8",
             auth: crate::AuthProfile::default(),
             condition_verification: "confirmed",
+            document_upload: None,
         }
     }
 
@@ -129,6 +140,7 @@ impl VendorProfile {
                 ..crate::AuthProfile::default()
             },
             condition_verification: "provisional",
+            document_upload: None,
         }
     }
 
@@ -155,6 +167,7 @@ impl VendorProfile {
                 ..crate::AuthProfile::default()
             },
             condition_verification: "confirmed",
+            document_upload: None,
         }
     }
 
@@ -172,6 +185,10 @@ impl VendorProfile {
                 ..crate::AuthProfile::default()
             },
             condition_verification: "confirmed",
+            document_upload: Some(DocumentUpload {
+                path: "/v1/{tenant}/patients/{patient}/documents/clinicaldocument",
+                document_class: "CLINICALDOCUMENT",
+            }),
         }
     }
 

@@ -232,6 +232,7 @@ impl Sandbox {
             .route("/_sandbox/stats", get(stats))
             .route("/_sandbox/fulfil/ServiceRequest/{id}", post(fulfil))
             .route("/_sandbox/merge", post(merge))
+            .route("/v1/{practice}/patients/{patient}/documents/clinicaldocument", post(athena_document))
             .route("/_sandbox/restrict/Patient/{id}", post(restrict))
             .fallback(|| async {
                 outcome(StatusCode::NOT_FOUND, "not-found", None, "no such FHIR endpoint on this server")
@@ -452,6 +453,47 @@ async fn read(State(sandbox): State<Sandbox>, Path((rtype, id)): Path<(String, S
         }
         None => outcome(StatusCode::NOT_FOUND, "not-found", None, &format!("{rtype}/{id} does not exist")),
     }
+}
+
+/// §8.22: athena's own document API, where notes go when its FHIR API takes none: one PDF per
+/// call, with a department and a document class; `{"error": …}` otherwise.
+async fn athena_document(
+    State(sandbox): State<Sandbox>,
+    Path((practice, patient)): Path<(String, String)>,
+    body: Bytes,
+) -> Response {
+    let error = |status: StatusCode, message: &str| (status, axum::Json(json!({"error": message}))).into_response();
+    if sandbox.state.personality != Personality::Athena {
+        return error(StatusCode::NOT_FOUND, "no such API on this server");
+    }
+    let form: Vec<(String, String)> = serde_urlencoded::from_bytes(&body).unwrap_or_default();
+    let field = |name: &str| form.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str()).filter(|v| !v.is_empty());
+    let (Some(_department), Some(class), Some(contents)) =
+        (field("departmentid"), field("documentsubclass"), field("attachmentcontents"))
+    else {
+        return error(StatusCode::BAD_REQUEST, "departmentid, documentsubclass and attachmentcontents are required");
+    };
+    let pdf = base64::Engine::decode(&base64::engine::general_purpose::STANDARD, contents).unwrap_or_default();
+    if !pdf.starts_with(b"%PDF-") {
+        return error(StatusCode::BAD_REQUEST, "attachmentcontents must be a base64 PDF");
+    }
+    let Ok(mut db) = sandbox.state.db.write() else {
+        return error(StatusCode::INTERNAL_SERVER_ERROR, "sandbox state is poisoned");
+    };
+    if !db.exists("Patient", &patient) {
+        return error(StatusCode::NOT_FOUND, "The patient ID is invalid.");
+    }
+    let id = db.mint_id();
+    let stamp = wall_clock();
+    let document = json!({"resourceType": "DocumentReference", "id": id, "status": "current", "docStatus": "final",
+        "type": {"text": class}, "subject": {"reference": format!("Patient/{patient}")}, "date": stamp,
+        "description": field("internalnote").unwrap_or_default(),
+        "content": [{"attachment": {"contentType": "application/pdf", "data": contents, "size": pdf.len()}}],
+        "extension": [{"url": "https://fhir.athena.io/StructureDefinition/ah-practice", "valueReference": {"reference": format!("Organization/a-1.Practice-{practice}")}}]});
+    if let Err(e) = db.write(document, 1, &stamp) {
+        return error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string());
+    }
+    axum::Json(json!({"success": true, "clinicaldocumentid": id})).into_response()
 }
 
 /// Marks a patient's record restricted: under the Epic personality, reads need a break-the-glass.

@@ -78,7 +78,8 @@ impl QueueCounts {
 // Per-visit ordering: only the lowest unfinished seq of a (visit, connection) may be claimed, so
 // the Encounter is written before anything references it and status changes land in order.
 const HEAD_OF_VISIT: &str = "NOT EXISTS (SELECT 1 FROM deliveries e WHERE e.tenant_id = d.tenant_id \
-    AND e.visit_id = d.visit_id AND e.connection_id = d.connection_id AND e.seq < d.seq AND e.status <> 'done')";
+    AND e.visit_id = d.visit_id AND e.connection_id = d.connection_id AND e.seq < d.seq AND e.status <> 'done' \
+    AND NOT (e.status = 'dead' AND e.blocks_visit = 0))";
 
 // Two kinds of due row, each found through its own index in due order, so a claim reads only
 // as many rows as it takes instead of sorting the whole backlog: in flight with an expired lease
@@ -208,11 +209,15 @@ impl Store {
     }
 
     /// Moves the delivery to the dead letters with its reason.
+    /// `blocks_visit`: false for an artifact the EHR has no path for at all, which then does not
+    /// hold back the visit's later deliveries.
+    #[allow(clippy::too_many_arguments)]
     pub async fn dead_letter(
         &self,
         delivery: &DeliveryRow,
         owner: &str,
         reason: &str,
+        blocks_visit: bool,
         audit: &AuditEntry,
         now_ms: i64,
     ) -> Result<bool> {
@@ -220,8 +225,9 @@ impl Store {
             let mut tx = pool.begin().await?;
             let updated = sqlx::query(
                 "UPDATE deliveries SET status = 'dead', last_error = $1, lease_owner = NULL, lease_expires_at = NULL, \
-                 updated_at = $2 WHERE tenant_id = $3 AND id = $4 AND status = 'in_flight' AND lease_owner = $5")
+                 updated_at = $2, blocks_visit = $6 WHERE tenant_id = $3 AND id = $4 AND status = 'in_flight' AND lease_owner = $5")
                 .bind(reason).bind(now_ms).bind(&delivery.tenant_id).bind(&delivery.id).bind(owner)
+                .bind(i64::from(blocks_visit))
                 .execute(&mut *tx).await?;
             if updated.rows_affected() == 1 {
                 append_audit!(&mut *tx, audit, now_ms)?;

@@ -134,6 +134,8 @@ impl Connections {
         let profile = VendorProfile::by_name(&row.profile)?;
         let mut client = FhirClient::new(&row.base_url, profile, self.timeout)?;
         let settings: serde_json::Value = serde_json::from_str(&row.settings).unwrap_or_default();
+        let tenant = settings.pointer("/auth/tenant").and_then(serde_json::Value::as_str).map(str::to_owned);
+        client = client.with_tenant(tenant);
         if let Some(backend) = settings.get("backend").filter(|b| !b.is_null()) {
             let backend: BackendSettings = serde_json::from_value(backend.clone())
                 .map_err(|e| SyncError::UnknownConnection(format!("{connection_id}: settings.backend: {e}")))?;

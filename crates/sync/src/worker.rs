@@ -304,13 +304,15 @@ impl Worker {
         let attempts = u32::try_from(row.attempts).unwrap_or(u32::MAX);
         let (retry_after, unknown) = match class {
             FailureClass::Permanent => {
-                return self.dead(row, &message).await;
+                // No path for this artifact in this EHR at all: it does not hold back the visit.
+                let blocks = !matches!(err, SyncError::Ehr(EhrError::NotSupported(_)));
+                return self.dead(row, &message, blocks).await;
             }
             FailureClass::Transient { retry_after } => (retry_after, false),
             FailureClass::Unknown { retry_after } => (retry_after, true),
         };
         if attempts >= self.config.max_attempts {
-            return self.dead(row, &format!("gave up after {attempts} attempts: {message}")).await;
+            return self.dead(row, &format!("gave up after {attempts} attempts: {message}"), true).await;
         }
         let backoff = self.config.backoff.delay(attempts, fastrand::f64());
         let asked = retry_after.map(|r| r.delay_from(now)).unwrap_or_default();
@@ -331,10 +333,13 @@ impl Worker {
         Ok(if ours { DeliveryOutcome::Retry { error: message } } else { DeliveryOutcome::LeaseLost })
     }
 
-    async fn dead(&self, row: &DeliveryRow, reason: &str) -> Result<DeliveryOutcome, SyncError> {
+    async fn dead(&self, row: &DeliveryRow, reason: &str, blocks_visit: bool) -> Result<DeliveryOutcome, SyncError> {
         tracing::warn!(delivery = %row.id, attempts = row.attempts, "delivery moved to dead letters; see `telechart queue dead`");
         let audit = self.audit(row, "delivery.dead", reason.to_owned());
-        let ours = self.store.dead_letter(row, &self.config.worker_id, reason, &audit, self.clock.now_ms()).await?;
+        let ours = self
+            .store
+            .dead_letter(row, &self.config.worker_id, reason, blocks_visit, &audit, self.clock.now_ms())
+            .await?;
         Ok(if ours { DeliveryOutcome::Dead { reason: reason.to_owned() } } else { DeliveryOutcome::LeaseLost })
     }
 
@@ -448,6 +453,33 @@ impl Worker {
                 }
                 self.create_once(&client, claimed, "Observation", &token, to_json(&observation, row)?).await
             }
+            Artifact::Note(note) if self.uploads_documents(&client) => {
+                let pdf = telechart_visit::pdf::text_pdf(&note.title, &note.text);
+                self.upload_document(&client, claimed, &ctx, &note.title, &pdf).await
+            }
+            Artifact::Document(doc) if self.uploads_documents(&client) => {
+                let pdf = match doc.content_type.as_str() {
+                    "application/pdf" => {
+                        base64::Engine::decode(&base64::engine::general_purpose::STANDARD, &doc.data).map_err(|e| {
+                            SyncError::Mapping { artifact_id: row.artifact_id.clone(), reason: e.to_string() }
+                        })?
+                    }
+                    t if t.starts_with("text/") => {
+                        let bytes =
+                            base64::Engine::decode(&base64::engine::general_purpose::STANDARD, &doc.data).map_err(
+                                |e| SyncError::Mapping { artifact_id: row.artifact_id.clone(), reason: e.to_string() },
+                            )?;
+                        telechart_visit::pdf::text_pdf(&doc.title, &String::from_utf8_lossy(&bytes))
+                    }
+                    other => {
+                        return Err(EhrError::NotSupported(format!(
+                            "this EHR takes documents as PDF only, through its document API; a {other} has no path here"
+                        ))
+                        .into());
+                    }
+                };
+                self.upload_document(&client, claimed, &ctx, &doc.title, &pdf).await
+            }
             Artifact::Note(note) => {
                 let document = telechart_visit::note_document(&ctx, &row.artifact_id, &note, &encounter_id(&item)?);
                 let mut body = to_json(&document, row)?;
@@ -531,6 +563,43 @@ impl Worker {
                 self.create_document(&client, claimed, &token, to_json(&document, row)?).await
             }
         }
+    }
+
+    /// FHIR takes no documents here, but the EHR's own document API does (a planned fallback).
+    fn uploads_documents(&self, client: &FhirClient) -> bool {
+        !client.profile.capabilities.document_reference_create && client.profile.document_upload.is_some()
+    }
+
+    /// One PDF through the EHR's document API. The API has no identifier to search by, so an
+    /// attempt whose outcome is unknown is not resent blindly: it waits for a person to check.
+    async fn upload_document(
+        &self,
+        client: &FhirClient,
+        claimed: &ClaimedDelivery,
+        ctx: &VisitContext,
+        title: &str,
+        pdf: &[u8],
+    ) -> Result<(Written, bool), SyncError> {
+        let Some(upload) = client.profile.document_upload else {
+            return Err(EhrError::NotSupported("no document API".into()).into());
+        };
+        if claimed.must_reconcile {
+            return Err(EhrError::NotSupported(
+                "an earlier upload may have reached the EHR's document API, which cannot be searched: check the chart, then replay"
+                    .into(),
+            )
+            .into());
+        }
+        let Some(("Patient", patient)) = telechart_fhir::parse_reference(&ctx.patient) else {
+            return Err(SyncError::Mapping {
+                artifact_id: claimed.row.artifact_id.clone(),
+                reason: "no patient id".into(),
+            });
+        };
+        if self.faults.fires(FaultPoint::BeforeSend) {
+            return Err(SyncError::Crashed(FaultPoint::BeforeSend));
+        }
+        Ok((client.upload_document(&upload, patient, title, pdf).await?, false))
     }
 
     async fn create_document(

@@ -10,6 +10,7 @@ mod diagnosis;
 mod document;
 mod mapping;
 mod order;
+pub mod pdf;
 mod state;
 
 pub use artifact::{

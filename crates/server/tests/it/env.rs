@@ -114,7 +114,8 @@ impl TestEnv {
         config.personality = vendor.personality;
         config.seed_dir = Some(synthea_dir());
         config.appointments_per_patient = 2;
-        let mut settings = "{}".to_owned();
+        // The practice (tenant) an athena-like EHR addresses its own APIs by.
+        let mut settings = json!({"auth": {"tenant": "195900"}}).to_string();
         if backend_auth {
             let key = telechart_ehr::SigningKey::generate(telechart_ehr::SigningAlg::Es384).unwrap();
             store.add_signing_key(&key.kid, "ES384", key.pkcs8(), &key.public_jwk().to_string(), 0).await.unwrap();

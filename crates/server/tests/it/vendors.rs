@@ -188,6 +188,42 @@ async fn athena_22_fhir_writes_are_refused_and_telechart_sends_nothing_it_cannot
     );
     let after: Value = get(stats).await;
     assert_eq!(before["writes"], after["writes"], "no write was attempted");
+    // The planned fallback: the signed note goes as a PDF through the practice's document API.
+    for to in ["in-progress"] {
+        env.post(&format!("/visits/{id}/transitions"), json!({"to": to})).await;
+    }
+    let (status, _) = env
+        .post(
+            &format!("/visits/{id}/notes"),
+            json!({"title": "Visit note", "text": "Stable (BP 128/82). Continue plan.", "author": visit["practitioner"],
+                   "signedAt": "2026-11-26T09:00:00Z"}),
+        )
+        .await;
+    assert_eq!(status, 201);
+    let root = env.sandbox.fhir_base.trim_end_matches("/fhir").to_owned();
+    let refused = reqwest::Client::new()
+        .post(format!("{root}/v1/195900/patients/nobody/documents/clinicaldocument"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body("departmentid=1&documentsubclass=CLINICALDOCUMENT&attachmentcontents=JVBERi0x")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status().as_u16(), 404);
+    assert_eq!(refused.json::<Value>().await.unwrap()["error"], "The patient ID is invalid.");
+    // The vitals have no path here at all, so their dead letter does not hold the note back.
+    env.drain(&env.worker("w2", FaultPlan::default())).await;
+    let trace = env.store.deliveries_for_visit(TENANT, &id).await.unwrap();
+    let note = trace.iter().find(|d| d.resource_type == "DocumentReference").unwrap();
+    assert_eq!(note.status, "done", "{:?}", note.last_error);
+    let uploaded =
+        get(format!("{}/DocumentReference/{}", env.sandbox.fhir_base, note.ehr_resource_id.clone().unwrap())).await;
+    assert_eq!(uploaded["content"][0]["attachment"]["contentType"], "application/pdf");
+    let pdf = base64::Engine::decode(
+        &base64::engine::general_purpose::STANDARD,
+        uploaded["content"][0]["attachment"]["data"].as_str().unwrap(),
+    )
+    .unwrap();
+    assert!(pdf.starts_with(b"%PDF-") && String::from_utf8_lossy(&pdf).contains("\\(BP 128/82\\)"));
     env.stop().await;
 }
 

@@ -112,7 +112,7 @@ async fn dead_letters_block_their_visit_until_replayed() {
         let claimed = store.claim_due(TENANT, "w1", 10_000 + LEASE, 10_000, 10).await.unwrap();
         assert!(
             store
-                .dead_letter(&claimed[0].row, "w1", "422 business rule", &audit("delivery.dead", "v1"), 10_001)
+                .dead_letter(&claimed[0].row, "w1", "422 business rule", true, &audit("delivery.dead", "v1"), 10_001)
                 .await
                 .unwrap()
         );
