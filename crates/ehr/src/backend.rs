@@ -235,6 +235,11 @@ impl BackendServices {
                 reason: e.to_string(),
             })?;
         let status = response.status();
+        let retry_after = response
+            .headers()
+            .get(reqwest::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(crate::RetryAfter::parse);
         let body = response.bytes().await.map_err(|e| EhrError::Unreachable {
             method: "token",
             resource_type: "token".into(),
@@ -245,6 +250,16 @@ impl BackendServices {
                 .ok()
                 .and_then(|v| v.get("error").and_then(Value::as_str).map(str::to_owned))
                 .unwrap_or_else(|| format!("HTTP {status}"));
+            // A throttled or failing token endpoint is a wait, not a refusal.
+            if status.as_u16() == 429 || status.is_server_error() {
+                return Err(EhrError::Throttled {
+                    method: "token",
+                    resource_type: "token".into(),
+                    status: status.as_u16(),
+                    retry_after,
+                    message: error,
+                });
+            }
             return Err(EhrError::Refused {
                 method: "token",
                 resource_type: "token".into(),

@@ -136,6 +136,8 @@ struct SandboxState {
     personality: Personality,
     /// Patients whose records need a break-the-glass in the EHR (§8.12).
     restricted: Mutex<std::collections::HashSet<String>>,
+    /// Token requests in the current minute (minute since the epoch, count): §8.23.
+    token_minute: Mutex<(i64, u32)>,
 }
 
 #[derive(Clone)]
@@ -207,6 +209,7 @@ impl Sandbox {
                 approve_page: config.approve_page,
                 personality: config.personality,
                 restricted: Mutex::default(),
+                token_minute: Mutex::default(),
             }),
         })
     }
@@ -1216,6 +1219,30 @@ async fn authorize_decision(State(sandbox): State<Sandbox>, body: Bytes) -> Resp
 }
 
 async fn token(State(sandbox): State<Sandbox>, body: Bytes) -> Response {
+    // §8.23: an athena-like token endpoint takes 5 requests a minute (preview), then 429 until
+    // the minute ends.
+    if sandbox.state.personality == Personality::Athena {
+        let now = now_ms();
+        let minute = now / 60_000;
+        if let Ok(mut window) = sandbox.state.token_minute.lock() {
+            if window.0 != minute {
+                *window = (minute, 0);
+            }
+            window.1 += 1;
+            if window.1 > 5 {
+                let wait = (((minute + 1) * 60_000 - now) + 999) / 1000;
+                let mut response = (
+                    StatusCode::TOO_MANY_REQUESTS,
+                    axum::Json(json!({"error": "rate_limited", "error_description": "5 token requests a minute"})),
+                )
+                    .into_response();
+                if let Ok(value) = HeaderValue::from_str(&wait.to_string()) {
+                    response.headers_mut().insert(header::RETRY_AFTER, value);
+                }
+                return response;
+            }
+        }
+    }
     let app_grant = serde_urlencoded::from_bytes::<Vec<(String, String)>>(&body).is_ok_and(|pairs| {
         pairs.iter().any(|(k, v)| k == "grant_type" && (v == "authorization_code" || v == "refresh_token"))
     });

@@ -209,3 +209,56 @@ async fn assertions_forged_by_pyjwt_are_refused() {
 }
 
 mod launch;
+
+/// athena-like token endpoint (VENDORS.md §8 item 23): five token requests a minute, then 429
+/// with `Retry-After` until the minute ends. Telechart's cache serves 64 callers with one request,
+/// and a throttled renewal is a wait (`Throttled`, with the server's `Retry-After`), not a refusal.
+#[tokio::test]
+async fn athena_23_the_token_endpoint_throttles_and_the_cache_keeps_telechart_under_it() {
+    let key = SigningKey::generate(SigningAlg::Es384).unwrap();
+    let mut config = SandboxConfig::new("2026-11-26".parse().unwrap());
+    config.personality = telechart_sandbox::Personality::Athena;
+    // Short tokens, so renewals come quickly; assertions are dated in the last five minutes.
+    config.token_lifetime = std::time::Duration::from_secs(2);
+    config.backend_clients = vec![BackendClient {
+        client_id: "telechart".into(),
+        jwks: serde_json::from_value::<JwkSet>(json!({"keys": [key.public_jwk()]})).unwrap(),
+        scopes: vec!["system/*.rs".into()],
+    }];
+    let sandbox = Sandbox::new(&config).unwrap().spawn(SocketAddr::from(([127, 0, 0, 1], 0))).await.unwrap();
+    // Start well inside a minute, so the sandbox's window does not roll over mid-test.
+    let second = now().timestamp() % 60;
+    if second > 50 {
+        tokio::time::sleep(std::time::Duration::from_secs(u64::try_from(61 - second).unwrap())).await;
+    }
+    let backend =
+        Arc::new(BackendServices::new("telechart", &sandbox.sandbox.token_url(), "system/*.rs", key).unwrap());
+    let start = now() - chrono::Duration::seconds(280);
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..64 {
+        let backend = backend.clone();
+        tasks.spawn(async move { backend.access_token(start).await.unwrap() });
+    }
+    while let Some(t) = tasks.join_next().await {
+        t.unwrap();
+    }
+    assert_eq!(sandbox.sandbox.token_requests(), 1, "64 callers, one request");
+    // Four renewals (each asked for as if the token had aged) fill the minute's five.
+    for k in 1..=4 {
+        backend.access_token(start + chrono::Duration::seconds(2 * k)).await.unwrap();
+    }
+    assert_eq!(sandbox.sandbox.token_requests(), 5);
+    let err = backend.access_token(start + chrono::Duration::seconds(10)).await.unwrap_err();
+    assert_eq!(err.kind(), telechart_ehr::ErrorKind::Throttled, "{err}");
+    match err {
+        telechart_ehr::EhrError::Throttled {
+            status: 429,
+            retry_after: Some(telechart_ehr::RetryAfter::Delay(d)),
+            ..
+        } => {
+            assert!(d.as_secs() >= 1 && d.as_secs() <= 60, "{d:?}");
+        }
+        other => panic!("expected a throttled token request with Retry-After, got {other}"),
+    }
+    sandbox.shutdown().await;
+}
