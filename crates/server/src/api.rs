@@ -224,6 +224,14 @@ fn is_fhir_id(s: &str) -> bool {
     !s.is_empty() && s.len() <= 64 && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.')
 }
 
+/// The visit and its state, parsed.
+async fn load_with_state(state: &AppState, caller: &Caller, id: &str) -> Result<(VisitRow, VisitState), ApiError> {
+    let visit = load(state, caller, id).await?;
+    let current: VisitState =
+        visit.state.parse().map_err(|_| ApiError::Internal(format!("visit {id} has unknown state")))?;
+    Ok((visit, current))
+}
+
 pub(crate) async fn load(state: &AppState, caller: &Caller, id: &str) -> Result<VisitRow, ApiError> {
     state
         .store
@@ -380,9 +388,7 @@ pub(crate) async fn capture_vitals(
     body: Bytes,
 ) -> Result<(StatusCode, Json<EventResult>), ApiError> {
     let request: Vitals = parse(&body)?;
-    let visit = load(&state, &caller, &id).await?;
-    let current: VisitState =
-        visit.state.parse().map_err(|_| ApiError::Internal(format!("visit {id} has unknown state")))?;
+    let (visit, current) = load_with_state(&state, &caller, &id).await?;
     let measurements = current.capture_vitals(&request.vitals, state.clock.now())?;
     let artifacts = measurements.into_iter().map(Artifact::Vital).collect();
     let result = record(&state, &caller, &visit, current, artifacts, "visit.vitals").await?;
@@ -396,9 +402,7 @@ pub(crate) async fn attach_note(
     body: Bytes,
 ) -> Result<(StatusCode, Json<EventResult>), ApiError> {
     let request: NoteInput = parse(&body)?;
-    let visit = load(&state, &caller, &id).await?;
-    let current: VisitState =
-        visit.state.parse().map_err(|_| ApiError::Internal(format!("visit {id} has unknown state")))?;
+    let (visit, current) = load_with_state(&state, &caller, &id).await?;
     let note = current.sign_note(request, state.clock.now())?;
     let mut artifacts = vec![Artifact::Note(note)];
     let mut next = current;
@@ -423,9 +427,7 @@ async fn diagnose(
     body: Bytes,
 ) -> Result<(StatusCode, Json<EventResult>), ApiError> {
     let request: telechart_visit::DiagnosesInput = parse(&body)?;
-    let visit = load(&state, &caller, &id).await?;
-    let current: VisitState =
-        visit.state.parse().map_err(|_| ApiError::Internal(format!("visit {id} has unknown state")))?;
+    let (visit, current) = load_with_state(&state, &caller, &id).await?;
     let diagnoses = current.diagnose(request, state.clock.now())?;
     let mut artifacts: Vec<(String, Artifact)> = Vec::with_capacity(diagnoses.len() + 1);
     let mut entries = Vec::with_capacity(diagnoses.len());
@@ -504,9 +506,7 @@ async fn plan_care(
     body: Bytes,
 ) -> Result<(StatusCode, Json<EventResult>), ApiError> {
     let request: telechart_visit::CarePlanInput = parse(&body)?;
-    let visit = load(&state, &caller, &id).await?;
-    let current: VisitState =
-        visit.state.parse().map_err(|_| ApiError::Internal(format!("visit {id} has unknown state")))?;
+    let (visit, current) = load_with_state(&state, &caller, &id).await?;
     if !matches!(current, VisitState::InProgress | VisitState::Finished) {
         return Err(telechart_visit::VisitError::WrongState { event: "recording the care plan", state: current }.into());
     }
@@ -540,9 +540,7 @@ async fn place_orders(
     body: Bytes,
 ) -> Result<(StatusCode, Json<EventResult>), ApiError> {
     let request: telechart_visit::OrdersInput = parse(&body)?;
-    let visit = load(&state, &caller, &id).await?;
-    let current: VisitState =
-        visit.state.parse().map_err(|_| ApiError::Internal(format!("visit {id} has unknown state")))?;
+    let (visit, current) = load_with_state(&state, &caller, &id).await?;
     let placed = current.place_orders(request, state.clock.now())?;
     let artifacts = placed.into_iter().map(Artifact::Order).collect();
     let result = record(&state, &caller, &visit, current, artifacts, "visit.order").await?;
@@ -606,9 +604,7 @@ pub(crate) async fn attach_document(
     body: Bytes,
 ) -> Result<(StatusCode, Json<EventResult>), ApiError> {
     let request: telechart_visit::DocumentInput = parse(&body)?;
-    let visit = load(&state, &caller, &id).await?;
-    let current: VisitState =
-        visit.state.parse().map_err(|_| ApiError::Internal(format!("visit {id} has unknown state")))?;
+    let (visit, current) = load_with_state(&state, &caller, &id).await?;
     let document = current.attach_document(request, state.clock.now())?;
     let document_id = uuid::Uuid::now_v7().to_string();
     let mut artifacts = Vec::with_capacity(2);
