@@ -65,6 +65,8 @@ pub struct FhirClient {
     auth: Option<(Bearer, NowFn)>,
     /// The tenant (practice) the connection is for, where the EHR's URLs carry one.
     tenant: Option<String>,
+    /// `host:port` of the EHR's HL7v2 MLLP listener, where the connection has one.
+    mllp: Option<String>,
 }
 
 /// Where a request's access token comes from: the system's own (Backend Services) or the
@@ -101,6 +103,7 @@ impl FhirClient {
             max_pages: 20,
             auth: None,
             tenant: None,
+            mllp: None,
         })
     }
 
@@ -114,6 +117,16 @@ impl FhirClient {
     pub fn with_user_auth(mut self, tokens: Arc<crate::UserTokens>, now: NowFn) -> Self {
         self.auth = Some((Bearer::User(tokens), now));
         self
+    }
+
+    pub fn with_mllp(mut self, address: Option<String>) -> Self {
+        self.mllp = address;
+        self
+    }
+
+    /// The EHR's MLLP listener, for the HL7v2 fallback.
+    pub fn mllp(&self) -> Option<&str> {
+        self.mllp.as_deref()
     }
 
     pub fn with_tenant(mut self, tenant: Option<String>) -> Self {

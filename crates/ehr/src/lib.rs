@@ -9,6 +9,7 @@ mod auth_profile;
 mod backend;
 mod client;
 mod contract;
+pub mod hl7v2;
 mod launch;
 mod profile;
 

@@ -138,6 +138,8 @@ struct SandboxState {
     restricted: Mutex<std::collections::HashSet<String>>,
     /// Token requests in the current minute (minute since the epoch, count): §8.23.
     token_minute: Mutex<(i64, u32)>,
+    /// HL7v2 messages taken over MLLP, in order.
+    hl7_received: Mutex<Vec<String>>,
 }
 
 #[derive(Clone)]
@@ -210,6 +212,7 @@ impl Sandbox {
                 personality: config.personality,
                 restricted: Mutex::default(),
                 token_minute: Mutex::default(),
+                hl7_received: Mutex::default(),
             }),
         })
     }
@@ -264,6 +267,84 @@ impl Sandbox {
                 .await;
         });
         Ok(RunningSandbox { sandbox: self, addr, fhir_base, shutdown: Some(tx), task })
+    }
+
+    /// An MLLP listener taking HL7v2 MDM^T02 and ORU^R01 for known patients, answering ACK AA
+    /// (or AE with the reason). Returns its address.
+    pub async fn spawn_mllp(&self, addr: SocketAddr) -> Result<SocketAddr, SandboxError> {
+        let listener =
+            tokio::net::TcpListener::bind(addr).await.map_err(|source| SandboxError::Bind { addr, source })?;
+        let bound = listener.local_addr().map_err(|source| SandboxError::Bind { addr, source })?;
+        let sandbox = self.clone();
+        tokio::spawn(async move {
+            while let Ok((mut stream, _)) = listener.accept().await {
+                let sandbox = sandbox.clone();
+                tokio::spawn(async move {
+                    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+                    let mut frame = Vec::new();
+                    let mut buffer = [0_u8; 8192];
+                    loop {
+                        match stream.read(&mut buffer).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => frame.extend_from_slice(&buffer[..n]),
+                        }
+                        if frame.ends_with(&[0x1C, 0x0D]) {
+                            break;
+                        }
+                    }
+                    let message = String::from_utf8_lossy(&frame)
+                        .trim_matches(|c| c == '\u{b}' || c == '\u{1c}' || c == '\r')
+                        .to_owned();
+                    let ack = sandbox.take_hl7(&message);
+                    let mut reply = vec![0x0B];
+                    reply.extend_from_slice(ack.as_bytes());
+                    reply.extend_from_slice(&[0x1C, 0x0D]);
+                    let _ = stream.write_all(&reply).await;
+                });
+            }
+        });
+        Ok(bound)
+    }
+
+    /// Checks one HL7v2 message and returns the ACK.
+    fn take_hl7(&self, message: &str) -> String {
+        let segments: Vec<Vec<&str>> = message.split('\r').map(|s| s.split('|').collect()).collect();
+        let field = |segment: &str, n: usize| {
+            segments.iter().find(|s| s.first() == Some(&segment)).and_then(|s| s.get(n).copied()).unwrap_or_default()
+        };
+        // MSH-1 is the field separator itself, so MSH-n is at index n - 1.
+        let control = field("MSH", 9);
+        let kind = field("MSH", 8);
+        let patient = field("PID", 3);
+        let error = if segments.first().and_then(|s| s.first()) != Some(&"MSH") {
+            Some("the message must begin with MSH")
+        } else if !(kind.starts_with("MDM^T02") || kind.starts_with("ORU^R01")) {
+            Some("only MDM^T02 and ORU^R01 are taken here")
+        } else if !self.state.db.read().is_ok_and(|db| db.exists("Patient", patient)) {
+            Some("unknown patient in PID-3")
+        } else {
+            None
+        };
+        if error.is_none()
+            && let Ok(mut received) = self.state.hl7_received.lock()
+        {
+            received.push(message.to_owned());
+        }
+        let stamp = wall_clock().replace(['-', ':', 'T'], "");
+        let stamp = stamp.get(..14).unwrap_or_default();
+        match error {
+            None => {
+                format!("MSH|^~\\&|EHR|CLINIC|TELECHART|TELECHART|{stamp}||ACK|ack-{control}|P|2.5.1\rMSA|AA|{control}")
+            }
+            Some(why) => format!(
+                "MSH|^~\\&|EHR|CLINIC|TELECHART|TELECHART|{stamp}||ACK|ack-{control}|P|2.5.1\rMSA|AE|{control}|{why}"
+            ),
+        }
+    }
+
+    /// The HL7v2 messages the MLLP listener has taken.
+    pub fn hl7_messages(&self) -> Vec<String> {
+        self.state.hl7_received.lock().map(|m| m.clone()).unwrap_or_default()
     }
 
     pub fn set_latency(&self, latency: Duration) {

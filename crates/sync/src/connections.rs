@@ -136,6 +136,12 @@ impl Connections {
         let settings: serde_json::Value = serde_json::from_str(&row.settings).unwrap_or_default();
         let tenant = settings.pointer("/auth/tenant").and_then(serde_json::Value::as_str).map(str::to_owned);
         client = client.with_tenant(tenant);
+        let mllp = settings.get("mllp").and_then(serde_json::Value::as_str).map(str::to_owned);
+        if let Some(address) = &mllp {
+            // HL7v2 carries PHI like any FHIR write: the listener must be covered too.
+            self.egress.check(&format!("mllp://{address}")).map_err(|e| SyncError::Egress(e.to_string()))?;
+        }
+        client = client.with_mllp(mllp);
         if let Some(backend) = settings.get("backend").filter(|b| !b.is_null()) {
             let backend: BackendSettings = serde_json::from_value(backend.clone())
                 .map_err(|e| SyncError::UnknownConnection(format!("{connection_id}: settings.backend: {e}")))?;

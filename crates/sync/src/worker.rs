@@ -439,6 +439,55 @@ impl Worker {
             .map_err(|_| SyncError::NotReady("the worker is shutting down".to_owned()))?;
         match artifact {
             Artifact::EncounterStatus(change) => self.write_encounter(&client, &ctx, &item, &token, &change).await,
+            Artifact::Vital(vital) if !client.profile.capabilities.observation_create && client.mllp().is_some() => {
+                let visit_number =
+                    item.visit.ehr_encounter_id.clone().unwrap_or_else(|| item.visit.appointment_id.clone());
+                let spec = vital.spec().ok_or_else(|| SyncError::Mapping {
+                    artifact_id: row.artifact_id.clone(),
+                    reason: format!("unknown vital sign {}", vital.name),
+                })?;
+                let observed = hl7_time(vital.effective);
+                let values: Vec<telechart_ehr::hl7v2::Hl7Vital<'_>> = match &vital.value {
+                    telechart_visit::VitalValue::Single(v) => vec![telechart_ehr::hl7v2::Hl7Vital {
+                        loinc: spec.loinc,
+                        name: spec.display,
+                        value: v.to_string(),
+                        ucum: &vital.unit,
+                        observed: observed.clone(),
+                    }],
+                    telechart_visit::VitalValue::BloodPressure { systolic, diastolic } => [
+                        (&telechart_fhir::terminology::SYSTOLIC, systolic),
+                        (&telechart_fhir::terminology::DIASTOLIC, diastolic),
+                    ]
+                    .into_iter()
+                    .map(|(s, v)| telechart_ehr::hl7v2::Hl7Vital {
+                        loinc: s.loinc,
+                        name: s.display,
+                        value: v.to_string(),
+                        ucum: &vital.unit,
+                        observed: observed.clone(),
+                    })
+                    .collect(),
+                };
+                let message =
+                    telechart_ehr::hl7v2::oru_r01(&self.hl7_context(&ctx, &visit_number, &row.artifact_id)?, &values);
+                self.send_hl7(&client, &row.artifact_id, &message).await
+            }
+            Artifact::Note(note)
+                if !client.profile.capabilities.document_reference_create
+                    && !self.uploads_documents(&client)
+                    && client.mllp().is_some() =>
+            {
+                let visit_number =
+                    item.visit.ehr_encounter_id.clone().unwrap_or_else(|| item.visit.appointment_id.clone());
+                let message = telechart_ehr::hl7v2::mdm_t02(
+                    &self.hl7_context(&ctx, &visit_number, &row.artifact_id)?,
+                    &note.title,
+                    &note.author,
+                    &note.text,
+                );
+                self.send_hl7(&client, &row.artifact_id, &message).await
+            }
             Artifact::Vital(vital) => {
                 let encounter_id = encounter_id(&item)?;
                 let issued = self.clock.now();
@@ -563,6 +612,43 @@ impl Worker {
                 self.create_document(&client, claimed, &token, to_json(&document, row)?).await
             }
         }
+    }
+
+    /// The identifying part of an HL7v2 message for this visit; the artifact id is MSH-10, so a
+    /// resent message is recognizably the same one.
+    fn hl7_context<'a>(
+        &self,
+        ctx: &'a VisitContext,
+        visit_number: &'a str,
+        control_id: &'a str,
+    ) -> Result<telechart_ehr::hl7v2::Hl7Context<'a>, SyncError> {
+        let Some(("Patient", patient_id)) = telechart_fhir::parse_reference(&ctx.patient) else {
+            return Err(SyncError::Mapping { artifact_id: control_id.to_owned(), reason: "no patient id".into() });
+        };
+        Ok(telechart_ehr::hl7v2::Hl7Context {
+            sending_facility: "TELECHART",
+            receiving_facility: "EHR",
+            patient_id,
+            visit_number,
+            timestamp: hl7_time(self.clock.now()),
+            control_id,
+        })
+    }
+
+    async fn send_hl7(
+        &self,
+        client: &FhirClient,
+        control_id: &str,
+        message: &str,
+    ) -> Result<(Written, bool), SyncError> {
+        let Some(address) = client.mllp() else {
+            return Err(EhrError::NotSupported("no MLLP listener for this connection".into()).into());
+        };
+        if self.faults.fires(FaultPoint::BeforeSend) {
+            return Err(SyncError::Crashed(FaultPoint::BeforeSend));
+        }
+        telechart_ehr::hl7v2::send(address, message, Duration::from_secs(10)).await?;
+        Ok((Written { id: format!("HL7v2-{control_id}"), version: None, resource: None }, false))
     }
 
     /// FHIR takes no documents here, but the EHR's own document API does (a planned fallback).
@@ -762,6 +848,11 @@ impl Worker {
             }
         }
     }
+}
+
+/// HL7v2 `TS`: yyyymmddhhmmss, UTC.
+fn hl7_time(at: chrono::DateTime<chrono::Utc>) -> String {
+    at.format("%Y%m%d%H%M%S").to_string()
 }
 
 fn http_status(err: &SyncError) -> Option<u16> {

@@ -17,11 +17,13 @@ pub const LEASE: Duration = Duration::from_secs(60);
 pub struct Vendor {
     pub personality: telechart_sandbox::Personality,
     pub profile: String,
+    /// Give the connection the sandbox's HL7v2 MLLP listener.
+    pub mllp: bool,
 }
 
 impl Default for Vendor {
     fn default() -> Self {
-        Vendor { personality: telechart_sandbox::Personality::Generic, profile: "generic".into() }
+        Vendor { personality: telechart_sandbox::Personality::Generic, profile: "generic".into(), mllp: false }
     }
 }
 /// The sandbox connection's shared secret for Subscription notifications.
@@ -89,7 +91,17 @@ impl TestEnv {
 
     /// Against a sandbox personality, through a connection with the given vendor profile.
     pub async fn start_vendor(engine: Engine, personality: telechart_sandbox::Personality, profile: &str) -> TestEnv {
-        let vendor = Vendor { personality, profile: profile.to_owned() };
+        let vendor = Vendor { personality, profile: profile.to_owned(), mllp: false };
+        Self::build(engine, false, telechart_sync::Platforms::default(), vendor).await
+    }
+
+    /// As [`TestEnv::start_vendor`], with the sandbox's HL7v2 MLLP listener on the connection.
+    pub async fn start_vendor_with_mllp(
+        engine: Engine,
+        personality: telechart_sandbox::Personality,
+        profile: &str,
+    ) -> TestEnv {
+        let vendor = Vendor { personality, profile: profile.to_owned(), mllp: true };
         Self::build(engine, false, telechart_sync::Platforms::default(), vendor).await
     }
 
@@ -128,6 +140,13 @@ impl TestEnv {
             settings = json!({"backend": {"client_id": "telechart", "scope": "system/*.cruds"}}).to_string();
         }
         let sandbox = Sandbox::new(&config).unwrap().spawn(SocketAddr::from(([127, 0, 0, 1], 0))).await.unwrap();
+        if vendor.mllp {
+            // The EHR's HL7v2 listener, for the MLLP fallback.
+            let address = sandbox.sandbox.spawn_mllp(SocketAddr::from(([127, 0, 0, 1], 0))).await.unwrap();
+            let mut with = serde_json::from_str::<Value>(&settings).unwrap();
+            with["mllp"] = json!(address.to_string());
+            settings = with.to_string();
+        }
         store
             .upsert_connection(&ConnectionRow {
                 tenant_id: TENANT.into(),

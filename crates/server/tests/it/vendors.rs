@@ -509,3 +509,76 @@ async fn oracle_21_pages_by_context_token_repeat_a_record_and_telechart_dedupes(
     assert_eq!(ids.len(), 7);
     env.stop().await;
 }
+
+/// Where FHIR takes neither vitals nor (without a document API) notes, HL7v2 over MLLP: vitals
+/// as ORU^R01 to the EHR's listener, ACK AA → delivered; AE → a refusal with the EHR's reason.
+/// Every message is read back by a third-party HL7 parser (PyPI `hl7`).
+#[tokio::test]
+async fn hl7v2_over_mllp_carries_vitals_where_fhir_cannot() {
+    let env = TestEnv::start_vendor_with_mllp(Engine::Sqlite, Personality::Athena, "athena").await;
+    let (_, visit) = env.post("/visits", json!({"appointment": format!("Appointment/{}", env.appointment(1))})).await;
+    let id = visit["id"].as_str().unwrap().to_owned();
+    env.post(&format!("/visits/{id}/transitions"), json!({"to": "arrived"})).await;
+    let (status, _) = env
+        .post(
+            &format!("/visits/{id}/vitals"),
+            json!({"vitals": [{"type": "blood-pressure", "systolic": 128, "diastolic": 82, "unit": "mm[Hg]"},
+                              {"type": "heart-rate", "value": 71, "unit": "/min"}]}),
+        )
+        .await;
+    assert_eq!(status, 201);
+    env.drain(&env.worker("w", FaultPlan::default())).await;
+    let trace = env.store.deliveries_for_visit(TENANT, &id).await.unwrap();
+    let vitals: Vec<_> = trace.iter().filter(|d| d.resource_type == "Observation").collect();
+    assert_eq!(vitals.len(), 2);
+    assert!(
+        vitals.iter().all(|d| d.status == "done" && d.ehr_resource_id.as_deref().unwrap().starts_with("HL7v2-")),
+        "{vitals:?}"
+    );
+    let messages = env.sandbox.sandbox.hl7_messages();
+    assert_eq!(messages.len(), 2);
+    assert!(messages[0].contains("OBX|1|NM|8480-6^") && messages[0].contains("OBX|2|NM|8462-4^"), "{}", messages[0]);
+    // A third-party reader agrees: message type, patient, and the observations.
+    let python = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../.venv-tests/bin/python");
+    if python.exists() {
+        let patient = patient_of(&env, 1).await;
+        for message in &messages {
+            let script = "import hl7, sys\nm = hl7.parse(sys.stdin.read())\nprint(m.segment('MSH')[9], m.segment('PID')[3], len(m.segments('OBX')), m.segments('OBX')[0][3][0][0])";
+            let mut child = std::process::Command::new(&python)
+                .args(["-c", script])
+                .stdin(std::process::Stdio::piped())
+                .stdout(std::process::Stdio::piped())
+                .spawn()
+                .unwrap();
+            use std::io::Write;
+            child.stdin.take().unwrap().write_all(message.as_bytes()).unwrap();
+            let out = child.wait_with_output().unwrap();
+            let parsed = String::from_utf8_lossy(&out.stdout);
+            assert!(out.status.success(), "{parsed}");
+            assert!(
+                parsed.starts_with("ORU^R01^ORU_R01 ") && parsed.contains(patient.trim_start_matches("Patient/")),
+                "{parsed}"
+            );
+        }
+    } else {
+        assert!(std::env::var("TELECHART_REQUIRE_OIDC").as_deref() != Ok("1"), ".venv-tests (with hl7) is missing");
+    }
+    // An ACK AE is a refusal, with the EHR's reason.
+    let address = env.store.connection(TENANT, "sandbox").await.unwrap().unwrap().settings;
+    let address: Value = serde_json::from_str(&address).unwrap();
+    let ctx = telechart_ehr::hl7v2::Hl7Context {
+        sending_facility: "TELECHART",
+        receiving_facility: "EHR",
+        patient_id: "nobody",
+        visit_number: "v",
+        timestamp: "20261126100000".into(),
+        control_id: "bad-1",
+    };
+    let message = telechart_ehr::hl7v2::mdm_t02(&ctx, "t", "Practitioner/x", "text");
+    let err =
+        telechart_ehr::hl7v2::send(address["mllp"].as_str().unwrap(), &message, std::time::Duration::from_secs(5))
+            .await
+            .unwrap_err();
+    assert!(err.to_string().contains("ACK AE: unknown patient in PID-3"), "{err}");
+    env.stop().await;
+}
