@@ -272,6 +272,10 @@ pub struct ConnectionConfig {
     /// Poll the EHR's appointments this often (seconds); unset: no polling.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub poll_seconds: Option<u64>,
+    /// `host:port` of the EHR's HL7v2 MLLP listener: the fallback where its FHIR API takes
+    /// neither vitals nor notes (covered by `[[egress]]` as `mllp://host:port` unless loopback).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mllp: Option<String>,
     /// A file with the shared secret the EHR's Subscription notifications are signed with
     /// (or sent as a Bearer token); unset: `/ehr-notifications/{id}` is closed.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -43,6 +43,9 @@ pub struct SandboxArgs {
     /// Answer as an EHR of this kind (shared/VENDORS.md §8): epic, oracle, athena or generic.
     #[arg(long, default_value = "generic")]
     vendor: telechart_sandbox::Personality,
+    /// Also listen for HL7v2 over MLLP on this port (ORU^R01, MDM^T02; ACK AA/AE).
+    #[arg(long)]
+    mllp_port: Option<u16>,
 }
 
 fn today() -> chrono::NaiveDate {
@@ -71,6 +74,10 @@ pub async fn sandbox(args: SandboxArgs) -> anyhow::Result<()> {
     let appointments = sandbox.appointment_ids().len();
     let running = sandbox.spawn(SocketAddr::from(([127, 0, 0, 1], args.port))).await?;
     println!("sandbox EHR at {} ({appointments} telehealth appointments today)", running.fhir_base);
+    if let Some(port) = args.mllp_port {
+        let address = running.sandbox.spawn_mllp(SocketAddr::from(([127, 0, 0, 1], port))).await?;
+        println!("HL7v2 MLLP listener at {address}");
+    }
     if args.app_launch_url.is_some() {
         println!(
             "schedule with \"Start video visit\" buttons: {}/ehr/schedule",
@@ -180,6 +187,7 @@ pub async fn run(mut config: Config, args: DemoArgs) -> anyhow::Result<ExitCode>
         auth: Default::default(),
         poll_seconds: Some(1),
         notification_secret_file: None,
+        mllp: None,
     }];
     let tap = args.export_sent.as_ref().map(|_| WireTap::default());
     // The demo's database is thrown away with its temporary directory; so is its key.

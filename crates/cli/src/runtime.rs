@@ -68,7 +68,9 @@ async fn record_connections(config: &Config, store: &Store, clock: &Clock) -> an
                 name: c.name.clone(),
                 profile: c.profile.clone(),
                 base_url,
-                settings: serde_json::json!({ "backend": c.backend, "launch": c.launch, "auth": c.auth }).to_string(),
+                settings:
+                    serde_json::json!({ "backend": c.backend, "launch": c.launch, "auth": c.auth, "mllp": c.mllp })
+                        .to_string(),
                 created_at: now,
                 updated_at: now,
             })
