@@ -338,6 +338,15 @@ impl AuthState {
         if request.client_id.as_deref() != Some(grant.client_id.as_str()) {
             return Err(refuse(400, "invalid_grant", "the refresh token was issued to another client"));
         }
+        // §8.14: refreshes less than a minute apart are throttled (Oracle-like).
+        if self.refresh_min_interval_ms > 0
+            && let Ok(mut last) = self.last_refresh.lock()
+        {
+            if last.get(presented).is_some_and(|at| now_ms - at < self.refresh_min_interval_ms) {
+                return Err(refuse(429, "slow_down", "refreshed less than a minute ago"));
+            }
+            last.insert(presented.to_owned(), now_ms);
+        }
         if !self.rotate_refresh_tokens {
             let grant = RefreshGrant {
                 client_id: grant.client_id.clone(),

@@ -40,6 +40,10 @@ pub(crate) struct AuthState {
     pub(crate) refresh_tokens: Mutex<HashMap<String, crate::app_auth::RefreshGrant>>,
     /// Issue a new refresh token on every refresh (and retire the old one); Epic and Oracle do not.
     pub(crate) rotate_refresh_tokens: bool,
+    /// Refreshes of one refresh token closer together than this are throttled (Oracle: 60 s).
+    pub(crate) refresh_min_interval_ms: i64,
+    /// When each refresh token was last used.
+    pub(crate) last_refresh: Mutex<HashMap<String, i64>>,
     /// Signs id_tokens (RS256); made on first use.
     pub(crate) id_token_key: std::sync::OnceLock<Option<crate::app_auth::IdTokenKey>>,
 }

@@ -200,12 +200,22 @@ impl Sandbox {
                 base_url: RwLock::new(String::new()),
                 latency_ms: AtomicU64::new(latency_ms),
                 faults: Mutex::new(VecDeque::new()),
-                auth: auth::AuthState::new(
-                    config.backend_clients.clone(),
-                    config.app_clients.clone(),
-                    config.token_lifetime,
-                    config.rotate_refresh_tokens,
-                ),
+                auth: {
+                    // §8.14: an Oracle-like server issues 570 s tokens, never rotates refresh
+                    // tokens, and throttles refreshes less than a minute apart.
+                    let oracle = config.personality == Personality::Oracle;
+                    let lifetime = if oracle { Duration::from_secs(570) } else { config.token_lifetime };
+                    let mut auth = auth::AuthState::new(
+                        config.backend_clients.clone(),
+                        config.app_clients.clone(),
+                        lifetime,
+                        config.rotate_refresh_tokens && !oracle,
+                    );
+                    if oracle {
+                        auth.refresh_min_interval_ms = 60_000;
+                    }
+                    auth
+                },
                 require_bearer: config.require_bearer,
                 app_launch_url: config.app_launch_url.clone(),
                 approve_page: config.approve_page,

@@ -128,3 +128,59 @@ async fn one_refresh_serves_64_concurrent_callers_and_the_refresh_token_is_kept_
         sandbox.shutdown().await;
     }
 }
+
+/// Oracle-like tokens (VENDORS.md §8 item 14): 570 s, the refresh token never rotated, refreshes
+/// less than a minute apart throttled. Telechart's single-flight refresh sends one refresh for
+/// 64 callers — never the burst that would be throttled — and keeps the one refresh token.
+#[tokio::test]
+async fn oracle_14_tokens_last_570_s_refresh_never_rotates_and_bursts_are_throttled() {
+    let mut config = SandboxConfig::new("2026-11-26".parse().unwrap());
+    config.personality = telechart_sandbox::Personality::Oracle;
+    config.rotate_refresh_tokens = true; // asked for, but an Oracle-like server does not rotate
+    config.app_clients = vec![AppClient {
+        client_id: "telechart-app".into(),
+        redirect_uris: vec![REDIRECT.into()],
+        scopes: ["launch", "openid", "fhirUser", "offline_access", "user/*.rs"].map(String::from).to_vec(),
+    }];
+    let sandbox = Sandbox::new(&config).unwrap().spawn(SocketAddr::from(([127, 0, 0, 1], 0))).await.unwrap();
+    let (config, token) = launch(&sandbox, "nonce-oracle-14").await;
+    assert_eq!(token.expires_in, Some(570));
+    let refresh_token = token.refresh_token.clone().unwrap();
+    let issued = chrono::DateTime::parse_from_rfc3339("2026-11-26T09:00:00Z").unwrap().to_utc();
+    let tokens = Arc::new(UserTokens::new(
+        &config.token_endpoint,
+        "telechart-app",
+        &token,
+        &AuthProfile::default(),
+        TIMEOUT,
+        issued,
+    ));
+    let at = issued + chrono::Duration::seconds(560);
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..64 {
+        let tokens = tokens.clone();
+        tasks.spawn(async move { tokens.access_token(at).await.unwrap() });
+    }
+    while let Some(t) = tasks.join_next().await {
+        t.unwrap();
+    }
+    assert_eq!(tokens.refreshes(), 1, "one refresh for 64 callers");
+    // Right after, the same refresh token again: throttled, 429 slow_down.
+    let body = serde_urlencoded::to_string([
+        ("grant_type", "refresh_token"),
+        ("refresh_token", refresh_token.as_str()),
+        ("client_id", "telechart-app"),
+    ])
+    .unwrap();
+    let response = reqwest::Client::new()
+        .post(&config.token_endpoint)
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 429);
+    let reply: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(reply["error"], "slow_down");
+    sandbox.shutdown().await;
+}
