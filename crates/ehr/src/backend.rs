@@ -279,39 +279,11 @@ impl BackendServices {
     }
 }
 
-/// The `token_endpoint` from `{fhir_base}/.well-known/smart-configuration`.
+/// The `token_endpoint` from `{fhir_base}/.well-known/smart-configuration` (a backend-only
+/// server may publish no authorize endpoint, so only this field is required).
 pub async fn discover_token_endpoint(fhir_base: &str, timeout: Duration) -> Result<String, EhrError> {
     let url = format!("{}/.well-known/smart-configuration", fhir_base.trim_end_matches('/'));
-    let unreachable = |reason: String| EhrError::Unreachable {
-        method: "discovery",
-        resource_type: "smart-configuration".into(),
-        reason,
-    };
-    let http = reqwest::Client::builder()
-        .timeout(timeout)
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .map_err(|e| unreachable(e.to_string()))?;
-    let response = http
-        .get(&url)
-        .header(reqwest::header::ACCEPT, "application/json")
-        .send()
-        .await
-        .map_err(|e| unreachable(e.to_string()))?;
-    let status = response.status();
-    if !status.is_success() {
-        return Err(EhrError::Refused {
-            method: "discovery",
-            resource_type: "smart-configuration".into(),
-            status: status.as_u16(),
-            message: "no SMART configuration".into(),
-        });
-    }
-    let config: Value = response.json().await.map_err(|e| EhrError::Protocol {
-        method: "discovery",
-        resource_type: "smart-configuration".into(),
-        reason: e.to_string(),
-    })?;
+    let config = crate::launch::get_json(&url, "smart-configuration", timeout).await?;
     config.get("token_endpoint").and_then(Value::as_str).map(str::to_owned).ok_or_else(|| EhrError::Protocol {
         method: "discovery",
         resource_type: "smart-configuration".into(),

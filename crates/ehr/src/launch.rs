@@ -79,7 +79,7 @@ fn http(timeout: Duration) -> Result<reqwest::Client, EhrError> {
         .map_err(|e| EhrError::BadBaseUrl(e.to_string()))
 }
 
-async fn get_json(url: &str, what: &'static str, timeout: Duration) -> Result<Value, EhrError> {
+pub(crate) async fn get_json(url: &str, what: &'static str, timeout: Duration) -> Result<Value, EhrError> {
     let unreachable =
         |reason: String| EhrError::Unreachable { method: "discovery", resource_type: what.into(), reason };
     let response = http(timeout)?

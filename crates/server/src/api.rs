@@ -365,13 +365,7 @@ pub(crate) async fn move_visit(
 ) -> Result<EventResult, ApiError> {
     let from: VisitState =
         visit.state.parse().map_err(|_| ApiError::Internal(format!("visit {} has unknown state", visit.id)))?;
-    from.transition(to)?;
-    // A visit cancelled or missed before arrival never opened an Encounter.
-    let artifacts = if from == VisitState::Booked && matches!(to, VisitState::Cancelled | VisitState::NoShow) {
-        Vec::new()
-    } else {
-        vec![Artifact::EncounterStatus(EncounterStatusChange { from, to, at: state.clock.now() })]
-    };
+    let artifacts = from.move_to(to, state.clock.now())?;
     record(state, caller, visit, to, artifacts, action).await
 }
 

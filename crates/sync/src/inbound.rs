@@ -11,7 +11,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use serde_json::{Value, json};
 use telechart_store::{AppointmentSnapshot, Clock, Phi, Store};
-use telechart_visit::{Artifact, EncounterStatusChange, VisitState};
+use telechart_visit::VisitState;
 
 use crate::{Connections, Platforms, SyncError};
 
@@ -151,13 +151,12 @@ impl AppointmentInbox {
         };
         let from: VisitState = visit.state.parse().map_err(|_| SyncError::NotReady("a known visit state".into()))?;
         let to = if status == "noshow" { VisitState::NoShow } else { VisitState::Cancelled };
-        if from.transition(to).is_err() {
+        let Ok(changes) = from.move_to(to, self.clock.now()) else {
             tracing::info!(visit = %visit.id, from = %from, "the EHR ended the appointment; the visit is past following it");
             return Ok(());
-        }
-        let mut artifacts = Vec::new();
-        if from != VisitState::Booked {
-            let change = Artifact::EncounterStatus(EncounterStatusChange { from, to, at: self.clock.now() });
+        };
+        let mut artifacts = Vec::with_capacity(changes.len());
+        for change in changes {
             let payload = serde_json::to_string(&change)
                 .map_err(|e| SyncError::Mapping { artifact_id: visit.id.clone(), reason: e.to_string() })?;
             artifacts.push(telechart_store::NewArtifact {

@@ -98,6 +98,21 @@ impl VisitState {
 }
 
 impl VisitState {
+    /// The artifacts of moving from `self` to `to` by the state machine's rules: the Encounter's
+    /// status change, or nothing for a visit cancelled or missed before arrival (it never opened
+    /// an Encounter).
+    pub fn move_to(
+        self,
+        to: VisitState,
+        at: chrono::DateTime<chrono::Utc>,
+    ) -> Result<Vec<crate::Artifact>, VisitError> {
+        self.transition(to)?;
+        if self == VisitState::Booked && matches!(to, VisitState::Cancelled | VisitState::NoShow) {
+            return Ok(Vec::new());
+        }
+        Ok(vec![crate::Artifact::EncounterStatus(crate::EncounterStatusChange { from: self, to, at })])
+    }
+
     /// Vitals are taken while the patient is present: arrived or in the call.
     pub fn capture_vitals(
         self,
