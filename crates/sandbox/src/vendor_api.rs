@@ -1,0 +1,150 @@
+//! Vendor APIs beside FHIR: athena's document API, Epic's break-the-glass refusals, and an
+//! HL7v2 MLLP listener.
+
+use super::*;
+
+/// §8.22: athena's own document API, where notes go when its FHIR API takes none: one PDF per
+/// call, with a department and a document class; `{"error": …}` otherwise.
+pub(crate) async fn athena_document(
+    State(sandbox): State<Sandbox>,
+    Path((practice, patient)): Path<(String, String)>,
+    body: Bytes,
+) -> Response {
+    let error = |status: StatusCode, message: &str| (status, axum::Json(json!({"error": message}))).into_response();
+    if sandbox.state.personality != Personality::Athena {
+        return error(StatusCode::NOT_FOUND, "no such API on this server");
+    }
+    let form: Vec<(String, String)> = serde_urlencoded::from_bytes(&body).unwrap_or_default();
+    let field = |name: &str| form.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str()).filter(|v| !v.is_empty());
+    let (Some(_department), Some(class), Some(contents)) =
+        (field("departmentid"), field("documentsubclass"), field("attachmentcontents"))
+    else {
+        return error(StatusCode::BAD_REQUEST, "departmentid, documentsubclass and attachmentcontents are required");
+    };
+    let pdf = base64::Engine::decode(&base64::engine::general_purpose::STANDARD, contents).unwrap_or_default();
+    if !pdf.starts_with(b"%PDF-") {
+        return error(StatusCode::BAD_REQUEST, "attachmentcontents must be a base64 PDF");
+    }
+    let Ok(mut db) = sandbox.state.db.write() else {
+        return error(StatusCode::INTERNAL_SERVER_ERROR, "sandbox state is poisoned");
+    };
+    if !db.exists("Patient", &patient) {
+        return error(StatusCode::NOT_FOUND, "The patient ID is invalid.");
+    }
+    let id = db.mint_id();
+    let stamp = wall_clock();
+    let document = json!({"resourceType": "DocumentReference", "id": id, "status": "current", "docStatus": "final",
+        "type": {"text": class}, "subject": {"reference": format!("Patient/{patient}")}, "date": stamp,
+        "description": field("internalnote").unwrap_or_default(),
+        "content": [{"attachment": {"contentType": "application/pdf", "data": contents, "size": pdf.len()}}],
+        "extension": [{"url": "https://fhir.athena.io/StructureDefinition/ah-practice", "valueReference": {"reference": format!("Organization/a-1.Practice-{practice}")}}]});
+    if let Err(e) = db.write(document, 1, &stamp) {
+        return error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string());
+    }
+    axum::Json(json!({"success": true, "clinicaldocumentid": id})).into_response()
+}
+
+impl Sandbox {
+    /// §8.12: an Epic-like server refuses a restricted patient (4131) and that patient's
+    /// sensitive records (4130) until someone breaks the glass in the EHR.
+    pub(crate) fn break_the_glass(&self, rtype: &str, resource: &Value) -> Option<Response> {
+        if self.state.personality != Personality::Epic {
+            return None;
+        }
+        let restricted = self.state.restricted.lock().ok()?;
+        let (patient, code, text) = if rtype == "Patient" {
+            (
+                format!("Patient/{}", resource["id"].as_str().unwrap_or_default()),
+                "4131",
+                "restricted patient: break the glass",
+            )
+        } else {
+            let subject =
+                resource["subject"]["reference"].as_str().or_else(|| resource["patient"]["reference"].as_str())?;
+            (subject.to_owned(), "4130", "break-the-glass does not authorize this resource")
+        };
+        if !restricted.contains(&patient) {
+            return None;
+        }
+        let outcome = json!({"resourceType": "OperationOutcome", "issue": [{"severity": "error", "code": "suppressed",
+            "details": {"coding": [{"system": personality::EPIC_ERRORS, "code": code}], "text": text}, "diagnostics": text}]});
+        Some(fhir(StatusCode::FORBIDDEN, &outcome))
+    }
+    /// An MLLP listener taking HL7v2 MDM^T02 and ORU^R01 for known patients, answering ACK AA
+    /// (or AE with the reason). Returns its address.
+    pub async fn spawn_mllp(&self, addr: SocketAddr) -> Result<SocketAddr, SandboxError> {
+        let listener =
+            tokio::net::TcpListener::bind(addr).await.map_err(|source| SandboxError::Bind { addr, source })?;
+        let bound = listener.local_addr().map_err(|source| SandboxError::Bind { addr, source })?;
+        let sandbox = self.clone();
+        tokio::spawn(async move {
+            while let Ok((mut stream, _)) = listener.accept().await {
+                let sandbox = sandbox.clone();
+                tokio::spawn(async move {
+                    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+                    let mut frame = Vec::new();
+                    let mut buffer = [0_u8; 8192];
+                    loop {
+                        match stream.read(&mut buffer).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => frame.extend_from_slice(&buffer[..n]),
+                        }
+                        if frame.ends_with(&[0x1C, 0x0D]) {
+                            break;
+                        }
+                    }
+                    let message = String::from_utf8_lossy(&frame)
+                        .trim_matches(|c| c == '\u{b}' || c == '\u{1c}' || c == '\r')
+                        .to_owned();
+                    let ack = sandbox.take_hl7(&message);
+                    let mut reply = vec![0x0B];
+                    reply.extend_from_slice(ack.as_bytes());
+                    reply.extend_from_slice(&[0x1C, 0x0D]);
+                    let _ = stream.write_all(&reply).await;
+                });
+            }
+        });
+        Ok(bound)
+    }
+
+    /// Checks one HL7v2 message and returns the ACK.
+    pub(crate) fn take_hl7(&self, message: &str) -> String {
+        let segments: Vec<Vec<&str>> = message.split('\r').map(|s| s.split('|').collect()).collect();
+        let field = |segment: &str, n: usize| {
+            segments.iter().find(|s| s.first() == Some(&segment)).and_then(|s| s.get(n).copied()).unwrap_or_default()
+        };
+        // MSH-1 is the field separator itself, so MSH-n is at index n - 1.
+        let control = field("MSH", 9);
+        let kind = field("MSH", 8);
+        let patient = field("PID", 3);
+        let error = if segments.first().and_then(|s| s.first()) != Some(&"MSH") {
+            Some("the message must begin with MSH")
+        } else if !(kind.starts_with("MDM^T02") || kind.starts_with("ORU^R01")) {
+            Some("only MDM^T02 and ORU^R01 are taken here")
+        } else if !self.state.db.read().is_ok_and(|db| db.exists("Patient", patient)) {
+            Some("unknown patient in PID-3")
+        } else {
+            None
+        };
+        if error.is_none()
+            && let Ok(mut received) = self.state.hl7_received.lock()
+        {
+            received.push(message.to_owned());
+        }
+        let stamp = wall_clock().replace(['-', ':', 'T'], "");
+        let stamp = stamp.get(..14).unwrap_or_default();
+        match error {
+            None => {
+                format!("MSH|^~\\&|EHR|CLINIC|TELECHART|TELECHART|{stamp}||ACK|ack-{control}|P|2.5.1\rMSA|AA|{control}")
+            }
+            Some(why) => format!(
+                "MSH|^~\\&|EHR|CLINIC|TELECHART|TELECHART|{stamp}||ACK|ack-{control}|P|2.5.1\rMSA|AE|{control}|{why}"
+            ),
+        }
+    }
+
+    /// The HL7v2 messages the MLLP listener has taken.
+    pub fn hl7_messages(&self) -> Vec<String> {
+        self.state.hl7_received.lock().map(|m| m.clone()).unwrap_or_default()
+    }
+}
