@@ -256,8 +256,11 @@ async fn prepare(
                 .complete_delivery(
                     &c.row,
                     "bench-setup",
-                    &written.id,
-                    written.version.as_deref(),
+                    &telechart_store::Completion {
+                        ehr_resource_id: &written.id,
+                        ehr_version: written.version.as_deref(),
+                        ..Default::default()
+                    },
                     &audit(&visit_id),
                     now,
                 )

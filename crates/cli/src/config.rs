@@ -253,7 +253,8 @@ fn default_order_poll_seconds() -> u64 {
 pub struct ConnectionConfig {
     pub id: String,
     pub name: String,
-    /// Vendor profile: `generic`, `epic`, `oracle` or `athena` (what the EHR accepts and how).
+    /// Vendor profile: `generic`, `epic`, `oracle` or `athena`, or a JSON object naming a `base`
+    /// vendor and the flags that differ (see `VendorProfile::parse`): what the EHR accepts and how.
     pub profile: String,
     pub base_url: String,
     /// Web origins of this EHR that show Telechart inside their pages (iframes), e.g.

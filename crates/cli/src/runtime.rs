@@ -58,7 +58,7 @@ pub async fn open_store_with_connections(config: &Config, clock: &Clock) -> anyh
 
 async fn record_connections(config: &Config, store: &Store, clock: &Clock) -> anyhow::Result<()> {
     for c in &config.connections {
-        telechart_ehr::VendorProfile::by_name(&c.profile).with_context(|| format!("connection {}", c.id))?;
+        telechart_ehr::VendorProfile::parse(&c.profile).with_context(|| format!("connection {}", c.id))?;
         let base_url = c.auth.expand(&c.base_url).with_context(|| format!("connection {}", c.id))?;
         let now = clock.now_ms();
         store

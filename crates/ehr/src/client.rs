@@ -134,8 +134,7 @@ impl FhirClient {
         self
     }
 
-    /// Sends a PDF through the EHR's own document API (the profile's planned fallback when FHIR
-    /// takes no documents). Returns the EHR's document id.
+    /// One PDF through the EHR's document API (a planned fallback); returns the document id.
     pub async fn upload_document(
         &self,
         upload: &crate::DocumentUpload,
@@ -144,13 +143,7 @@ impl FhirClient {
         pdf: &[u8],
     ) -> Result<Written, EhrError> {
         use base64::Engine;
-        let tenant = self.tenant.as_deref().ok_or_else(|| {
-            EhrError::NotSupported("the document API needs the connection's tenant (practice)".into())
-        })?;
-        let origin = url::Url::parse(&self.base)
-            .map(|u| u.origin().ascii_serialization())
-            .map_err(|_| EhrError::BadBaseUrl(self.base.clone()))?;
-        let url = format!("{origin}{}", upload.path.replace("{tenant}", tenant).replace("{patient}", patient_id));
+        let path = upload.path.replace("{patient}", patient_id);
         let form = serde_urlencoded::to_string([
             ("departmentid", "1"),
             ("documentsubclass", upload.document_class),
@@ -160,51 +153,120 @@ impl FhirClient {
             ("attachmentcontents", &base64::engine::general_purpose::STANDARD.encode(pdf)),
         ])
         .map_err(|e| EhrError::NotSupported(e.to_string()))?;
-        let mut request = self.http.post(&url).header(CONTENT_TYPE, "application/x-www-form-urlencoded");
+        let body = self.vendor_call(Method::POST, &path, Some(form), "document").await?;
+        let id = id_field(&body["clinicaldocumentid"]).ok_or_else(|| EhrError::Protocol {
+            method: "upload",
+            resource_type: "document".into(),
+            reason: "no clinicaldocumentid in the reply".into(),
+        })?;
+        Ok(Written { id, version: None, resource: None })
+    }
+
+    /// An encounter's vital-sign readings through the EHR's vitals API (a planned fallback).
+    /// `encounter` is the EHR's FHIR Encounter id; returns the ids of the readings kept, joined
+    /// by commas, and the readings as sent (keyed by the EHR's clinical element ids).
+    pub async fn upload_vitals(
+        &self,
+        upload: &crate::VitalsUpload,
+        encounter: &str,
+        readings: &[crate::hl7v2::VitalReading<'_>],
+    ) -> Result<(Written, Value), EhrError> {
+        let sent = upload.readings(readings)?;
+        let form = serde_urlencoded::to_string([("vitals", serde_json::json!([sent]).to_string())])
+            .map_err(|e| EhrError::NotSupported(e.to_string()))?;
+        let body = self.vendor_call(Method::POST, &upload.encounter_path(encounter), Some(form), "vitals").await?;
+        let ids: Vec<String> = body["vitalids"].as_array().into_iter().flatten().filter_map(id_field).collect();
+        if ids.len() != readings.len() {
+            return Err(EhrError::Protocol {
+                method: "upload",
+                resource_type: "vitals".into(),
+                reason: format!("{} readings sent, {} vital ids in the reply", readings.len(), ids.len()),
+            });
+        }
+        Ok((Written { id: ids.join(","), version: None, resource: None }, sent))
+    }
+
+    /// The readings of an encounter as the EHR's vitals API lists them, in the order of `ids`.
+    pub async fn read_vitals(
+        &self,
+        upload: &crate::VitalsUpload,
+        encounter: &str,
+        ids: &[&str],
+    ) -> Result<Value, EhrError> {
+        let body = self.vendor_call(Method::GET, &upload.encounter_path(encounter), None, "vitals").await?;
+        let all = body["readings"].as_array().cloned().unwrap_or_default();
+        Ok(Value::Array(
+            ids.iter()
+                .map(|id| {
+                    all.iter().find(|r| id_field(&r["vitalid"]).as_deref() == Some(*id)).cloned().unwrap_or(Value::Null)
+                })
+                .collect(),
+        ))
+    }
+
+    /// A call to the EHR's own (non-FHIR) API under its origin, `{tenant}` in `path` filled in;
+    /// a form body when given. Its JSON errors map to the same taxonomy as FHIR's.
+    async fn vendor_call(
+        &self,
+        method: Method,
+        path: &str,
+        form: Option<String>,
+        what: &'static str,
+    ) -> Result<Value, EhrError> {
+        let tenant = self.tenant.as_deref().ok_or_else(|| {
+            EhrError::NotSupported(format!("the {what} API needs the connection's tenant (practice)"))
+        })?;
+        let origin = url::Url::parse(&self.base)
+            .map(|u| u.origin().ascii_serialization())
+            .map_err(|_| EhrError::BadBaseUrl(self.base.clone()))?;
+        let url = format!("{origin}{}", path.replace("{tenant}", tenant));
+        let mut request = self.http.request(method.clone(), &url);
         if let Some(token) = self.bearer().await? {
             request = request.bearer_auth(token);
         }
-        if let Some(tap) = &self.tap {
-            tap.record(&Method::POST, &url, form.as_bytes());
+        if let Some(form) = form {
+            if let Some(tap) = &self.tap {
+                tap.record(&method, &url, form.as_bytes());
+            }
+            request = request.header(CONTENT_TYPE, "application/x-www-form-urlencoded").body(form);
         }
-        let response = request.body(form).send().await.map_err(|e| EhrError::OutcomeUnknown {
-            method: "upload",
-            resource_type: "document".into(),
+        let verb = if method == Method::GET { "read" } else { "upload" };
+        let response = request.send().await.map_err(|e| EhrError::OutcomeUnknown {
+            method: verb,
+            resource_type: what.into(),
             reason: e.to_string(),
             retry_after: None,
         })?;
         let status = response.status();
+        let retry_after = response
+            .headers()
+            .get(reqwest::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(crate::RetryAfter::parse);
         let body: Value = response.json().await.unwrap_or(Value::Null);
-        if !status.is_success() || body.get("error").is_some() {
-            let message =
-                body["error"].as_str().or_else(|| body["detailedmessage"].as_str()).unwrap_or("refused").to_owned();
-            return Err(match status.as_u16() {
-                500..=599 => EhrError::OutcomeUnknown {
-                    method: "upload",
-                    resource_type: "document".into(),
-                    reason: message,
-                    retry_after: None,
-                },
-                429 => EhrError::Throttled {
-                    method: "upload",
-                    resource_type: "document".into(),
-                    status: 429,
-                    retry_after: None,
-                    message,
-                },
-                code => EhrError::Refused { method: "upload", resource_type: "document".into(), status: code, message },
-            });
+        if status.is_success() && body.get("error").is_none() && body["success"] != Value::Bool(false) {
+            return Ok(body);
         }
-        let id = body["clinicaldocumentid"]
+        let message = body["error"]
             .as_str()
-            .map(str::to_owned)
-            .or_else(|| body["clinicaldocumentid"].as_i64().map(|n| n.to_string()))
-            .ok_or_else(|| EhrError::Protocol {
-                method: "upload",
-                resource_type: "document".into(),
-                reason: "no clinicaldocumentid in the reply".into(),
-            })?;
-        Ok(Written { id, version: None, resource: None })
+            .or_else(|| body["errormessage"].as_str())
+            .or_else(|| body["detailedmessage"].as_str())
+            .unwrap_or("refused")
+            .to_owned();
+        Err(match status.as_u16() {
+            500..=599 if method == Method::GET => EhrError::Throttled {
+                method: verb,
+                resource_type: what.into(),
+                status: status.as_u16(),
+                retry_after,
+                message,
+            },
+            500..=599 => {
+                EhrError::OutcomeUnknown { method: verb, resource_type: what.into(), reason: message, retry_after }
+            }
+            429 => EhrError::Throttled { method: verb, resource_type: what.into(), status: 429, retry_after, message },
+            code => EhrError::Refused { method: verb, resource_type: what.into(), status: code, message },
+        })
     }
 
     pub fn with_tap(mut self, tap: WireTap) -> Self {
@@ -481,4 +543,9 @@ fn written(
     })?;
     let version = etag_version(headers).or(location_version).or_else(|| resource.as_ref().and_then(meta_version));
     Ok(Written { id, version, resource })
+}
+
+/// An id the EHR's own API gives as a string or a number.
+fn id_field(value: &Value) -> Option<String> {
+    value.as_str().map(str::to_owned).or_else(|| value.as_i64().map(|n| n.to_string()))
 }

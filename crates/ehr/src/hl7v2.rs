@@ -76,7 +76,7 @@ pub fn mdm_t02(ctx: &Hl7Context<'_>, title: &str, author: &str, text: &str) -> S
 
 /// One vital sign for ORU^R01: LOINC code and name, value, UCUM unit.
 #[derive(Debug, Clone)]
-pub struct Hl7Vital<'a> {
+pub struct VitalReading<'a> {
     pub loinc: &'a str,
     pub name: &'a str,
     pub value: String,
@@ -86,7 +86,7 @@ pub struct Hl7Vital<'a> {
 }
 
 /// ORU^R01: vital signs, one OBX NM per value (a blood pressure as its two components).
-pub fn oru_r01(ctx: &Hl7Context<'_>, vitals: &[Hl7Vital<'_>]) -> String {
+pub fn oru_r01(ctx: &Hl7Context<'_>, vitals: &[VitalReading<'_>]) -> String {
     let mut segments = header(ctx, "ORU^R01^ORU_R01");
     segments.push(format!("OBR|1|{}||8716-3^Vital signs^LN|||{}", escape(ctx.control_id), ctx.timestamp));
     for (i, v) in vitals.iter().enumerate() {
@@ -184,7 +184,7 @@ mod tests {
         assert!(mdm.contains("BP 128/82 \\F\\ stable") && mdm.contains("follow-up \\T\\ labs"));
         let oru = oru_r01(
             &ctx(),
-            &[Hl7Vital {
+            &[VitalReading {
                 loinc: "8867-4",
                 name: "Heart rate",
                 value: "72".into(),

@@ -21,7 +21,7 @@ pub use launch::{
     AuthorizationRequest, IdClaims, IdTokenRefused, LaunchToken, SmartConfiguration, UserTokens, exchange_code,
     id_token_keys, smart_configuration, verify_id_token,
 };
-pub use profile::{Capabilities, DocumentUpload, EncounterWrite, Paging, VendorProfile};
+pub use profile::{Capabilities, DocumentUpload, EncounterWrite, Paging, VendorProfile, VitalsUpload};
 
 use std::time::Duration;
 

@@ -3,8 +3,11 @@
 
 use crate::EhrError;
 
+use serde::{Deserialize, Serialize};
+
 /// How the visit's Encounter gets into this EHR.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum EncounterWrite {
     /// Find the EHR's Encounter for the appointment; create one if there is none; update status.
     FindOrCreate,
@@ -12,7 +15,8 @@ pub enum EncounterWrite {
     FindOnly,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Capabilities {
     pub encounter: EncounterWrite,
     /// Whether `PUT` of an Encounter (status changes) is accepted.
@@ -31,10 +35,13 @@ pub struct Capabilities {
     pub last_updated_search: bool,
     /// Whether searching by `identifier` finds what we wrote (needed to reconcile unknown outcomes).
     pub identifier_search: bool,
+    /// Whether DocumentReference takes plain text only (other documents have no FHIR path).
+    pub documents_plain_text_only: bool,
 }
 
 /// How an EHR pages search results.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum Paging {
     /// `next` links that are stable (plain FHIR).
     NextLinks,
@@ -62,7 +69,61 @@ pub struct VendorProfile {
     pub condition_verification: &'static str,
     /// Where documents go when FHIR takes none: the EHR's own document API (a planned fallback).
     pub document_upload: Option<DocumentUpload>,
+    /// Where vital signs go when FHIR takes none: the EHR's own encounter vitals API.
+    pub vitals_upload: Option<VitalsUpload>,
 }
+
+/// A vendor vitals API taking an encounter's readings in one call: `path` under the EHR's
+/// origin with `{tenant}` and `{encounter}` (the EHR's numeric encounter id) filled in; a form
+/// whose `vitals` field is a JSON list of readings keyed by the EHR's clinical element ids.
+/// `GET` on the same path lists the encounter's readings (for read-back).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct VitalsUpload {
+    pub path: &'static str,
+    /// What precedes the numeric encounter id in the EHR's FHIR Encounter id (`a-1.E-123`).
+    pub encounter_id_marker: &'static str,
+    /// The EHR's clinical element id for each LOINC code it takes.
+    pub elements: &'static [(&'static str, &'static str)],
+}
+
+impl VitalsUpload {
+    pub fn encounter_path(&self, fhir_encounter_id: &str) -> String {
+        let numeric = match fhir_encounter_id.rsplit_once(self.encounter_id_marker) {
+            Some((_, n)) => n,
+            None => fhir_encounter_id,
+        };
+        self.path.replace("{encounter}", numeric)
+    }
+
+    /// The readings as the vitals API takes them; a LOINC code it has no element for is an error.
+    pub fn readings(&self, readings: &[crate::hl7v2::VitalReading<'_>]) -> Result<serde_json::Value, EhrError> {
+        let mut out = Vec::with_capacity(readings.len());
+        for r in readings {
+            let element =
+                self.elements.iter().find(|(loinc, _)| *loinc == r.loinc).map(|(_, e)| *e).ok_or_else(|| {
+                    EhrError::NotSupported(format!("the vitals API has no element for LOINC {} ({})", r.loinc, r.name))
+                })?;
+            out.push(serde_json::json!({"clinicalelementid": element, "value": r.value, "unitofmeasure": r.ucum,
+                "readingtaken": r.observed}));
+        }
+        Ok(serde_json::Value::Array(out))
+    }
+}
+
+/// athenahealth's encounter vital elements by LOINC (VENDORS.md A6; element names as its
+/// vitals configuration lists them).
+const ATHENA_VITAL_ELEMENTS: &[(&str, &str)] = &[
+    ("8480-6", "VITALS.BLOODPRESSURE.SYSTOLIC"),
+    ("8462-4", "VITALS.BLOODPRESSURE.DIASTOLIC"),
+    ("8867-4", "VITALS.PULSE.RATE"),
+    ("9279-1", "VITALS.RESPIRATIONRATE"),
+    ("8310-5", "VITALS.TEMPERATURE"),
+    ("2708-6", "VITALS.O2SATURATION"),
+    ("59408-5", "VITALS.O2SATURATION"),
+    ("29463-7", "VITALS.WEIGHT"),
+    ("8302-2", "VITALS.HEIGHT"),
+    ("39156-5", "VITALS.BMI"),
+];
 
 /// A vendor document API taking one PDF per call: `path` under the EHR's origin, with
 /// `{tenant}` (the practice) and `{patient}` filled in; a form with the base64 PDF.
@@ -87,6 +148,7 @@ fn read_only() -> Capabilities {
         last_updated_search: true,
         identifier_search: false,
         visit_status_on_appointment: false,
+        documents_plain_text_only: false,
     }
 }
 
@@ -108,6 +170,7 @@ impl VendorProfile {
                 last_updated_search: true,
                 identifier_search: true,
                 visit_status_on_appointment: false,
+                documents_plain_text_only: false,
             },
             max_page_size: 100,
             paging: Paging::NextLinks,
@@ -115,6 +178,7 @@ impl VendorProfile {
             auth: crate::AuthProfile::default(),
             condition_verification: "confirmed",
             document_upload: None,
+            vitals_upload: None,
         }
     }
 
@@ -129,6 +193,7 @@ impl VendorProfile {
                 document_reference_create: true,
                 condition_create: true,
                 last_updated_search: false,
+                documents_plain_text_only: true,
                 ..read_only()
             },
             max_page_size: 1000,
@@ -141,6 +206,7 @@ impl VendorProfile {
             },
             condition_verification: "provisional",
             document_upload: None,
+            vitals_upload: None,
         }
     }
 
@@ -168,6 +234,7 @@ impl VendorProfile {
             },
             condition_verification: "confirmed",
             document_upload: None,
+            vitals_upload: None,
         }
     }
 
@@ -189,7 +256,79 @@ impl VendorProfile {
                 path: "/v1/{tenant}/patients/{patient}/documents/clinicaldocument",
                 document_class: "CLINICALDOCUMENT",
             }),
+            vitals_upload: Some(VitalsUpload {
+                path: "/v1/{tenant}/chart/encounter/{encounter}/vitals",
+                encounter_id_marker: ".E-",
+                elements: ATHENA_VITAL_ELEMENTS,
+            }),
         }
+    }
+
+    /// A connection's profile: a vendor name, or a JSON object naming a `base` vendor and the
+    /// flags that differ from it (for an EHR configured unlike its vendor's default):
+    /// `{"base": "athena", "vitals_api": false, "capabilities": {"observation_create": true}}`.
+    /// Keys: `capabilities` (any of [`Capabilities`]), `paging`, `max_page_size`,
+    /// `note_content_type` (`text/plain` or `text/plain; charset=utf-8`),
+    /// `condition_verification` (`confirmed` or `provisional`), `document_api`, `vitals_api`.
+    pub fn parse(spec: &str) -> Result<Self, EhrError> {
+        let spec = spec.trim();
+        if !spec.starts_with('{') {
+            return Self::by_name(spec);
+        }
+        let bad = |why: String| EhrError::UnknownProfile(format!("{spec}: {why}"));
+        let overrides: serde_json::Map<String, serde_json::Value> =
+            serde_json::from_str(spec).map_err(|e| bad(e.to_string()))?;
+        let base = overrides.get("base").and_then(|b| b.as_str()).unwrap_or("generic");
+        let mut profile = Self::by_name(base)?;
+        for (key, value) in &overrides {
+            match key.as_str() {
+                "base" => {}
+                "capabilities" => {
+                    let mut caps = serde_json::to_value(&profile.capabilities).map_err(|e| bad(e.to_string()))?;
+                    let Some(changes) = value.as_object() else {
+                        return Err(bad("capabilities must be an object".into()));
+                    };
+                    for (flag, v) in changes {
+                        caps[flag] = v.clone();
+                    }
+                    profile.capabilities = serde_json::from_value(caps).map_err(|e| bad(e.to_string()))?;
+                }
+                "paging" => profile.paging = serde_json::from_value(value.clone()).map_err(|e| bad(e.to_string()))?,
+                "max_page_size" => {
+                    profile.max_page_size = value
+                        .as_u64()
+                        .and_then(|n| u32::try_from(n).ok())
+                        .filter(|n| *n > 0)
+                        .ok_or_else(|| bad("max_page_size must be a positive integer".into()))?;
+                }
+                "note_content_type" => {
+                    profile.note_content_type = match value.as_str() {
+                        Some("text/plain") => "text/plain",
+                        Some("text/plain; charset=utf-8") => "text/plain; charset=utf-8",
+                        _ => return Err(bad("note_content_type: text/plain or text/plain; charset=utf-8".into())),
+                    }
+                }
+                "condition_verification" => {
+                    profile.condition_verification = match value.as_str() {
+                        Some("confirmed") => "confirmed",
+                        Some("provisional") => "provisional",
+                        _ => return Err(bad("condition_verification: confirmed or provisional".into())),
+                    }
+                }
+                "document_api" => match value.as_bool() {
+                    Some(false) => profile.document_upload = None,
+                    Some(true) => profile.document_upload = Self::athena().document_upload,
+                    None => return Err(bad("document_api must be true or false".into())),
+                },
+                "vitals_api" => match value.as_bool() {
+                    Some(false) => profile.vitals_upload = None,
+                    Some(true) => profile.vitals_upload = Self::athena().vitals_upload,
+                    None => return Err(bad("vitals_api must be true or false".into())),
+                },
+                other => return Err(bad(format!("unknown key {other:?}"))),
+            }
+        }
+        Ok(profile)
     }
 
     pub fn by_name(name: &str) -> Result<Self, EhrError> {
@@ -220,5 +359,16 @@ mod tests {
         let athena = VendorProfile::by_name("athena").unwrap();
         assert!(!athena.capabilities.observation_create && !athena.capabilities.document_reference_create);
         assert!(VendorProfile::by_name("allscripts").is_err());
+        let custom = VendorProfile::parse(
+            r#"{"base": "athena", "vitals_api": false, "capabilities": {"condition_create": true}}"#,
+        )
+        .unwrap();
+        assert!(
+            custom.vitals_upload.is_none() && custom.document_upload.is_some() && custom.capabilities.condition_create
+        );
+        assert_eq!(VendorProfile::parse("oracle").unwrap(), oracle);
+        for bad in [r#"{"base": "x"}"#, r#"{"capabilities": {"flying": true}}"#, r#"{"paging": "sideways"}"#, "{"] {
+            assert!(VendorProfile::parse(bad).is_err(), "{bad}");
+        }
     }
 }

@@ -6,6 +6,7 @@
 mod datatypes;
 pub mod icd10cm;
 mod outcome;
+pub mod readback;
 mod resources;
 pub mod terminology;
 

@@ -146,6 +146,8 @@ struct SandboxState {
     token_minute: Mutex<(i64, u32)>,
     /// HL7v2 messages taken over MLLP, in order.
     hl7_received: Mutex<Vec<String>>,
+    /// Readings taken through athena's encounter vitals API.
+    athena_vitals: Mutex<Vec<Value>>,
 }
 
 #[derive(Clone)]
@@ -193,10 +195,15 @@ impl Sandbox {
                 }
                 None => seed::generate_patients(&mut db, 4, &stamp)?,
             }
-            seed::generate_appointments(&mut db, config.today, config.appointments_per_patient, &stamp)?;
-            // An Epic-like EHR opens the encounter itself; apps adopt it (§8.5).
-            if config.personality == Personality::Epic {
-                seed::generate_encounters(&mut db, &stamp)?;
+            // athena's ids carry the practice (§8.24).
+            let encounter_id = |appointment: &str, n: usize| match config.personality {
+                Personality::Athena => format!("a-{ATHENA_PRACTICE}.E-{n}"),
+                _ => format!("enc-{appointment}"),
+            };
+            seed::generate_appointments(&mut db, config.today, config.appointments_per_patient, &stamp, &encounter_id)?;
+            // Epic- and athena-like EHRs open the encounter themselves; apps adopt it (§8.5).
+            if matches!(config.personality, Personality::Epic | Personality::Athena) {
+                seed::generate_encounters(&mut db, &stamp, &encounter_id)?;
             }
         }
         let latency_ms = u64::try_from(config.latency.as_millis()).unwrap_or(u64::MAX);
@@ -229,6 +236,7 @@ impl Sandbox {
                 restricted: Mutex::default(),
                 token_minute: Mutex::default(),
                 hl7_received: Mutex::default(),
+                athena_vitals: Mutex::default(),
             }),
         })
     }
@@ -255,6 +263,7 @@ impl Sandbox {
             .route("/_sandbox/fulfil/ServiceRequest/{id}", post(fulfil))
             .route("/_sandbox/merge", post(merge))
             .route("/v1/{practice}/patients/{patient}/documents/clinicaldocument", post(athena_document))
+            .route("/v1/{practice}/chart/encounter/{encounter}/vitals", get(athena_vitals_list).post(athena_vitals_add))
             .route("/_sandbox/restrict/Patient/{id}", post(restrict))
             .fallback(|| async {
                 outcome(StatusCode::NOT_FOUND, "not-found", None, "no such FHIR endpoint on this server")
@@ -356,6 +365,9 @@ impl Sandbox {
 }
 
 const FHIR_JSON: &str = "application/fhir+json; charset=utf-8";
+
+/// The athena-like personality's practice id: in its ids (`a-195900.E-1`) and API paths.
+pub const ATHENA_PRACTICE: &str = "195900";
 
 fn fhir(status: StatusCode, body: &Value) -> Response {
     let mut response = (status, body.to_string()).into_response();

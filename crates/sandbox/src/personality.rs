@@ -223,13 +223,22 @@ impl Personality {
         }
     }
 
-    /// §8.7: Epic keeps the first attachment only.
+    /// What the EHR keeps of a write. §8.7: Epic keeps the first attachment only. Oracle drops
+    /// elements it does not support (here: an Observation's device and the contained Device it
+    /// points to) without an error.
     pub(crate) fn keep(self, rtype: &str, resource: &mut Value) {
         if self == Personality::Epic
             && rtype == "DocumentReference"
             && let Some(content) = resource.get_mut("content").and_then(Value::as_array_mut)
         {
             content.truncate(1);
+        }
+        if self == Personality::Oracle
+            && rtype == "Observation"
+            && let Some(fields) = resource.as_object_mut()
+        {
+            fields.remove("device");
+            fields.remove("contained");
         }
     }
 

@@ -92,11 +92,13 @@ pub fn generate_patients(db: &mut Db, count: usize, stamp: &str) -> Result<(), S
 /// Telehealth Appointments for `today`, `per_patient` for each patient, every 20 minutes from
 /// 08:00 UTC. R4 Appointment has no class: virtual is said by serviceType and appointmentType.
 /// Every other appointment already has a planned Encounter, as EHRs that pre-create them do.
+/// `encounter_id(appointment id, n)` names the EHR's own Encounter of the n-th one it holds.
 pub fn generate_appointments(
     db: &mut Db,
     today: NaiveDate,
     per_patient: usize,
     stamp: &str,
+    encounter_id: &dyn Fn(&str, usize) -> String,
 ) -> Result<usize, SandboxError> {
     for (id, family, given) in CLINICIANS {
         if !db.exists("Practitioner", id) {
@@ -140,7 +142,7 @@ pub fn generate_appointments(
             db.write(appointment, 1, stamp)?;
             if slot % 2 == 1 {
                 let encounter = json!({
-                    "resourceType": "Encounter", "id": format!("enc-{appointment_id}"), "status": "planned",
+                    "resourceType": "Encounter", "id": encounter_id(&appointment_id, db.all("Encounter").count() + 1), "status": "planned",
                     "class": {"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode", "code": "VR", "display": "virtual"},
                     "subject": {"reference": format!("Patient/{patient}")},
                     "participant": [{"individual": {"reference": format!("Practitioner/{clinician}")}}],
@@ -156,14 +158,19 @@ pub fn generate_appointments(
 
 /// An Encounter (planned) for every booked appointment that has none: what an EHR that opens its
 /// own encounters (Epic-like) holds before any app arrives.
-pub fn generate_encounters(db: &mut Db, stamp: &str) -> Result<usize, SandboxError> {
+/// The EHR's own Encounter for each booked appointment; `id_for(appointment id, n)` names it.
+pub fn generate_encounters(
+    db: &mut Db,
+    stamp: &str,
+    id_for: &dyn Fn(&str, usize) -> String,
+) -> Result<usize, SandboxError> {
     let appointments: Vec<Value> =
         db.all("Appointment").filter(|a| a["status"] == "booked").map(|a| a.as_ref().clone()).collect();
     let mut made = 0;
     for appointment in appointments {
         let id = appointment["id"].as_str().unwrap_or_default().to_owned();
-        let encounter_id = format!("enc-{id}");
-        if db.exists("Encounter", &encounter_id) {
+        let encounter_id = id_for(&id, db.all("Encounter").count() + 1);
+        if db.all("Encounter").any(|e| e["appointment"][0]["reference"] == format!("Appointment/{id}")) {
             continue;
         }
         let actors: Vec<&str> = appointment["participant"]

@@ -44,6 +44,109 @@ pub(crate) async fn athena_document(
     axum::Json(json!({"success": true, "clinicaldocumentid": id})).into_response()
 }
 
+/// The athena encounter a vitals call names (`a-{practice}.E-{n}` in FHIR), or the error reply.
+fn athena_encounter(sandbox: &Sandbox, practice: &str, encounter: &str) -> Result<String, Box<Response>> {
+    let error =
+        |status: StatusCode, message: &str| Box::new((status, axum::Json(json!({"error": message}))).into_response());
+    if sandbox.state.personality != Personality::Athena {
+        return Err(error(StatusCode::NOT_FOUND, "no such API on this server"));
+    }
+    if practice != ATHENA_PRACTICE {
+        return Err(error(StatusCode::FORBIDDEN, "The practice ID is not accessible."));
+    }
+    let id = format!("a-{practice}.E-{encounter}");
+    if !sandbox.state.db.read().is_ok_and(|db| db.exists("Encounter", &id)) {
+        return Err(error(StatusCode::NOT_FOUND, "The encounter ID is invalid."));
+    }
+    Ok(id)
+}
+
+/// Element ids athena's vitals API takes (VENDORS.md A6).
+const ATHENA_VITAL_ELEMENTS: &[&str] = &[
+    "VITALS.BLOODPRESSURE.SYSTOLIC",
+    "VITALS.BLOODPRESSURE.DIASTOLIC",
+    "VITALS.PULSE.RATE",
+    "VITALS.RESPIRATIONRATE",
+    "VITALS.TEMPERATURE",
+    "VITALS.O2SATURATION",
+    "VITALS.WEIGHT",
+    "VITALS.HEIGHT",
+    "VITALS.BMI",
+];
+
+/// athena's encounter vitals API: `vitals` is a JSON list of groups, each a list of readings
+/// (`clinicalelementid`, `value`, optional `unitofmeasure`, `readingtaken`). All or nothing.
+pub(crate) async fn athena_vitals_add(
+    State(sandbox): State<Sandbox>,
+    Path((practice, encounter)): Path<(String, String)>,
+    body: Bytes,
+) -> Response {
+    let error = |status: StatusCode, message: &str| (status, axum::Json(json!({"error": message}))).into_response();
+    let encounter = match athena_encounter(&sandbox, &practice, &encounter) {
+        Ok(id) => id,
+        Err(response) => return *response,
+    };
+    let form: Vec<(String, String)> = serde_urlencoded::from_bytes(&body).unwrap_or_default();
+    let Some(groups) = form
+        .iter()
+        .find(|(k, _)| k == "vitals")
+        .and_then(|(_, v)| serde_json::from_str::<Value>(v).ok())
+        .and_then(|v| v.as_array().cloned())
+    else {
+        return error(StatusCode::BAD_REQUEST, "vitals is required: a JSON list of reading groups");
+    };
+    let readings: Vec<Value> = groups.iter().flat_map(|g| g.as_array().cloned().unwrap_or_default()).collect();
+    for r in &readings {
+        let element = r["clinicalelementid"].as_str().unwrap_or_default();
+        if !ATHENA_VITAL_ELEMENTS.contains(&element) {
+            return error(StatusCode::BAD_REQUEST, &format!("Invalid clinicalelementid {element:?}."));
+        }
+        if r["value"].as_str().is_none_or(|v| v.trim().is_empty()) {
+            return error(StatusCode::BAD_REQUEST, "Each reading needs a value.");
+        }
+    }
+    let Ok(mut stored) = sandbox.state.athena_vitals.lock() else {
+        return error(StatusCode::INTERNAL_SERVER_ERROR, "sandbox state is poisoned");
+    };
+    let mut ids = Vec::with_capacity(readings.len());
+    for mut r in readings {
+        let id = (stored.len() + 1001).to_string();
+        r["vitalid"] = json!(id);
+        r["encounter"] = json!(encounter);
+        stored.push(r);
+        ids.push(id);
+    }
+    axum::Json(json!({"success": true, "vitalids": ids})).into_response()
+}
+
+pub(crate) async fn athena_vitals_list(
+    State(sandbox): State<Sandbox>,
+    Path((practice, encounter)): Path<(String, String)>,
+) -> Response {
+    let encounter = match athena_encounter(&sandbox, &practice, &encounter) {
+        Ok(id) => id,
+        Err(response) => return *response,
+    };
+    let readings: Vec<Value> = sandbox
+        .state
+        .athena_vitals
+        .lock()
+        .map(|all| {
+            all.iter()
+                .filter(|r| r["encounter"] == encounter.as_str())
+                .map(|r| {
+                    let mut r = r.clone();
+                    if let Some(o) = r.as_object_mut() {
+                        o.remove("encounter");
+                    }
+                    r
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    axum::Json(json!({"readings": readings})).into_response()
+}
+
 impl Sandbox {
     /// §8.12: an Epic-like server refuses a restricted patient (4131) and that patient's
     /// sensitive records (4130) until someone breaks the glass in the EHR.

@@ -426,7 +426,7 @@ fn ehr_client(
     access: &EhrAccess,
 ) -> Result<telechart_ehr::FhirClient, ApiError> {
     let profile =
-        telechart_ehr::VendorProfile::by_name(&connection.profile).map_err(|e| ApiError::Internal(e.to_string()))?;
+        telechart_ehr::VendorProfile::parse(&connection.profile).map_err(|e| ApiError::Internal(e.to_string()))?;
     let clock = state.clock.clone();
     Ok(telechart_ehr::FhirClient::new(&connection.base_url, profile, state.connections.timeout())
         .map_err(|e| ApiError::Internal(e.to_string()))?

@@ -35,7 +35,7 @@ pub use key_admin::DataKeyStatus;
 pub use keys::{Kek, KeyConfig};
 pub use orders::{FINAL_ORDER_STATUSES, OpenOrder, TrackedOrder};
 pub use phi::{PHI_COLUMNS, Phi};
-pub use queue::{ClaimedDelivery, DeliveryRow, DeliveryStatus, QueueCounts};
+pub use queue::{ClaimedDelivery, Completion, DeadLetter, DeliveryRow, DeliveryStatus, QueueCounts};
 pub use retention::PURGED_PAYLOAD;
 pub use signing_keys::{SYSTEM_TENANT, SigningKeyRow};
 pub use tokens::{ApiTokenRow, IssuedToken};

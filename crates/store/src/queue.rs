@@ -51,6 +51,30 @@ pub struct DeliveryRow {
     pub created_at: i64,
     pub updated_at: i64,
     pub completed_at: Option<i64>,
+    /// How the delivery was planned for its EHR (`written`, `transformed: …`, `fallback: …`,
+    /// `not deliverable: …`), once attempted.
+    pub plan: Option<String>,
+    /// What the EHR kept on read-back (JSON of `telechart_fhir::readback::ReadBack`).
+    pub readback: Option<String>,
+}
+
+/// What a finished delivery records: the EHR's id and version, the plan it took, the read-back.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Completion<'a> {
+    pub ehr_resource_id: &'a str,
+    pub ehr_version: Option<&'a str>,
+    pub plan: Option<&'a str>,
+    pub readback: Option<&'a str>,
+}
+
+/// Why a delivery became a dead letter.
+#[derive(Debug, Clone, Copy)]
+pub struct DeadLetter<'a> {
+    pub reason: &'a str,
+    /// False for an artifact the EHR has no path for at all: it then does not hold back the
+    /// rest of its visit.
+    pub blocks_visit: bool,
+    pub plan: Option<&'a str>,
 }
 
 /// A delivery this worker now holds a lease on.
@@ -144,19 +168,21 @@ impl Store {
         &self,
         delivery: &DeliveryRow,
         owner: &str,
-        ehr_resource_id: &str,
-        ehr_version: Option<&str>,
+        completion: &Completion<'_>,
         audit: &AuditEntry,
         now_ms: i64,
     ) -> Result<bool> {
+        let ehr_resource_id = completion.ehr_resource_id;
         let done = on_pool!(self, pool => {
             let mut tx = pool.begin().await?;
             let updated = sqlx::query(
                 "UPDATE deliveries SET status = 'done', ehr_resource_id = $1, ehr_version = $2, completed_at = $3, \
-                 updated_at = $3, lease_owner = NULL, lease_expires_at = NULL, last_error = NULL, outcome_unknown = 0 \
+                 updated_at = $3, lease_owner = NULL, lease_expires_at = NULL, last_error = NULL, outcome_unknown = 0, \
+                 plan = COALESCE($7, plan), readback = $8 \
                  WHERE tenant_id = $4 AND id = $5 AND status = 'in_flight' AND lease_owner = $6")
-                .bind(ehr_resource_id).bind(ehr_version).bind(now_ms)
+                .bind(ehr_resource_id).bind(completion.ehr_version).bind(now_ms)
                 .bind(&delivery.tenant_id).bind(&delivery.id).bind(owner)
+                .bind(completion.plan).bind(completion.readback)
                 .execute(&mut *tx).await?;
             if updated.rows_affected() == 1 {
                 if delivery.resource_type == "Encounter" {
@@ -209,15 +235,11 @@ impl Store {
     }
 
     /// Moves the delivery to the dead letters with its reason.
-    /// `blocks_visit`: false for an artifact the EHR has no path for at all, which then does not
-    /// hold back the visit's later deliveries.
-    #[allow(clippy::too_many_arguments)]
     pub async fn dead_letter(
         &self,
         delivery: &DeliveryRow,
         owner: &str,
-        reason: &str,
-        blocks_visit: bool,
+        letter: &DeadLetter<'_>,
         audit: &AuditEntry,
         now_ms: i64,
     ) -> Result<bool> {
@@ -225,9 +247,10 @@ impl Store {
             let mut tx = pool.begin().await?;
             let updated = sqlx::query(
                 "UPDATE deliveries SET status = 'dead', last_error = $1, lease_owner = NULL, lease_expires_at = NULL, \
-                 updated_at = $2, blocks_visit = $6 WHERE tenant_id = $3 AND id = $4 AND status = 'in_flight' AND lease_owner = $5")
-                .bind(reason).bind(now_ms).bind(&delivery.tenant_id).bind(&delivery.id).bind(owner)
-                .bind(i64::from(blocks_visit))
+                 updated_at = $2, blocks_visit = $6, plan = COALESCE($7, plan) \
+                 WHERE tenant_id = $3 AND id = $4 AND status = 'in_flight' AND lease_owner = $5")
+                .bind(letter.reason).bind(now_ms).bind(&delivery.tenant_id).bind(&delivery.id).bind(owner)
+                .bind(i64::from(letter.blocks_visit)).bind(letter.plan)
                 .execute(&mut *tx).await?;
             if updated.rows_affected() == 1 {
                 append_audit!(&mut *tx, audit, now_ms)?;

@@ -131,7 +131,7 @@ impl Connections {
             .ok_or_else(|| SyncError::UnknownConnection(connection_id.to_owned()))?;
         // Checked before any client exists: no byte of PHI leaves without a BAA behind it.
         self.egress.check(&row.base_url).map_err(|e| SyncError::Egress(e.to_string()))?;
-        let profile = VendorProfile::by_name(&row.profile)?;
+        let profile = VendorProfile::parse(&row.profile)?;
         let mut client = FhirClient::new(&row.base_url, profile, self.timeout)?;
         let settings: serde_json::Value = serde_json::from_str(&row.settings).unwrap_or_default();
         let tenant = settings.pointer("/auth/tenant").and_then(serde_json::Value::as_str).map(str::to_owned);

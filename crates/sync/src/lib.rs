@@ -9,6 +9,7 @@ mod connections;
 mod faults;
 pub mod inbound;
 mod orders;
+pub mod plan;
 pub mod webhooks;
 mod worker;
 
@@ -17,6 +18,7 @@ pub use connections::Connections;
 pub use faults::{FaultPlan, FaultPoint};
 pub use inbound::{Applied, AppointmentInbox, PollReport};
 pub use orders::OrderTracker;
+pub use plan::{Fallback, WritePlan};
 pub use webhooks::{Platform, Platforms, WebhookSender};
 pub use worker::{DeliveryOutcome, QueueSignal, SyncConfig, Worker};
 

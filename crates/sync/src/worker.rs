@@ -13,10 +13,11 @@ use telechart_visit::{Artifact, EncounterStatusChange, VisitContext};
 use tokio::sync::{Notify, Semaphore};
 use tokio::task::JoinSet;
 
+use crate::plan::{Fallback, WritePlan};
 use crate::{Backoff, Connections, FaultPlan, FaultPoint, SyncError};
+use telechart_fhir::readback::ReadBack;
 
 mod paths;
-use paths::hl7_time;
 
 #[derive(Debug, Clone)]
 pub struct SyncConfig {
@@ -88,6 +89,30 @@ pub enum DeliveryOutcome {
     LeaseLost,
     /// A fault point fired: the worker dies here.
     Crashed(FaultPoint),
+}
+
+/// One delivery, loaded and planned.
+struct Prepared {
+    item: WorkItem,
+    artifact: Artifact,
+    client: FhirClient,
+    ctx: VisitContext,
+    plan: WritePlan,
+}
+
+/// What a write left in the EHR.
+struct Delivered {
+    written: Written,
+    /// An earlier attempt's write, found and adopted.
+    adopted: bool,
+    /// What the EHR kept of what was sent, where it could be read back.
+    readback: Option<ReadBack>,
+}
+
+impl From<(Written, bool)> for Delivered {
+    fn from((written, adopted): (Written, bool)) -> Self {
+        Delivered { written, adopted, readback: None }
+    }
 }
 
 #[derive(Clone)]
@@ -238,37 +263,54 @@ impl Worker {
     pub async fn deliver(&self, claimed: ClaimedDelivery) -> Result<DeliveryOutcome, SyncError> {
         let started = Instant::now();
         let row = &claimed.row;
-        let result = self.write(&claimed).await;
+        let prepared = self.prepare(&claimed).await;
+        let plan = prepared.as_ref().ok().map(|p| p.plan.label());
+        let result = match prepared {
+            Ok(prepared) => self.write(&claimed, prepared).await,
+            Err(e) => Err(e),
+        };
         let outcome = match result {
-            Ok((written, adopted)) => {
+            Ok(Delivered { written, adopted, readback }) => {
                 if self.faults.fires(FaultPoint::AfterEhrCommitted) {
                     return Ok(DeliveryOutcome::Crashed(FaultPoint::AfterEhrCommitted));
                 }
                 let resource = format!("{}/{}", row.resource_type, written.id);
                 let detail = format!(
-                    "{} {resource} version {} on connection {}",
+                    "{} {resource} version {} on connection {} ({})",
                     if adopted { "adopted" } else { "wrote" },
                     written.version.as_deref().unwrap_or("-"),
-                    row.connection_id
+                    row.connection_id,
+                    plan.as_deref().unwrap_or("-"),
                 );
                 let audit = self.audit(row, "delivery.written", detail);
+                if let Some(r) = &readback {
+                    metrics::counter!("telechart_readback_fields_sent_total", "resource_type" => row.resource_type.clone())
+                        .increment(u64::from(r.fields_sent));
+                    metrics::counter!("telechart_readback_fields_kept_total", "resource_type" => row.resource_type.clone())
+                        .increment(u64::from(r.fields_kept));
+                }
+                let readback = readback.and_then(|r| serde_json::to_string(&r).ok());
+                let completion = telechart_store::Completion {
+                    ehr_resource_id: &written.id,
+                    ehr_version: written.version.as_deref(),
+                    plan: plan.as_deref(),
+                    readback: readback.as_deref(),
+                };
                 let ours = self
                     .store
-                    .complete_delivery(
-                        row,
-                        &self.config.worker_id,
-                        &written.id,
-                        written.version.as_deref(),
-                        &audit,
-                        self.clock.now_ms(),
-                    )
+                    .complete_delivery(row, &self.config.worker_id, &completion, &audit, self.clock.now_ms())
                     .await?;
                 if ours { DeliveryOutcome::Done { resource, adopted } } else { DeliveryOutcome::LeaseLost }
             }
             Err(SyncError::Crashed(point)) => return Ok(DeliveryOutcome::Crashed(point)),
             Err(SyncError::Store(e)) => return Err(SyncError::Store(e)),
-            Err(err) => self.fail(row, &err).await?,
+            Err(err) => self.fail(row, &err, plan.as_deref()).await?,
         };
+        if let Some(plan) = &plan {
+            let path = plan.split(':').next().unwrap_or_default().to_owned();
+            metrics::counter!("telechart_delivery_plans_total", "plan" => path, "resource_type" => row.resource_type.clone())
+                .increment(u64::from(matches!(outcome, DeliveryOutcome::Done { .. } | DeliveryOutcome::Dead { .. })));
+        }
         let label = match &outcome {
             DeliveryOutcome::Done { .. } => "done",
             DeliveryOutcome::Retry { .. } => "retry",
@@ -286,7 +328,7 @@ impl Worker {
         Ok(outcome)
     }
 
-    async fn fail(&self, row: &DeliveryRow, err: &SyncError) -> Result<DeliveryOutcome, SyncError> {
+    async fn fail(&self, row: &DeliveryRow, err: &SyncError, plan: Option<&str>) -> Result<DeliveryOutcome, SyncError> {
         let now = self.clock.now();
         let message = err.to_string();
         let mut class = match err {
@@ -309,13 +351,13 @@ impl Worker {
             FailureClass::Permanent => {
                 // No path for this artifact in this EHR at all: it does not hold back the visit.
                 let blocks = !matches!(err, SyncError::Ehr(EhrError::NotSupported(_)));
-                return self.dead(row, &message, blocks).await;
+                return self.dead(row, &message, blocks, plan).await;
             }
             FailureClass::Transient { retry_after } => (retry_after, false),
             FailureClass::Unknown { retry_after } => (retry_after, true),
         };
         if attempts >= self.config.max_attempts {
-            return self.dead(row, &format!("gave up after {attempts} attempts: {message}"), true).await;
+            return self.dead(row, &format!("gave up after {attempts} attempts: {message}"), true, plan).await;
         }
         let backoff = self.config.backoff.delay(attempts, fastrand::f64());
         let asked = retry_after.map(|r| r.delay_from(now)).unwrap_or_default();
@@ -336,12 +378,24 @@ impl Worker {
         Ok(if ours { DeliveryOutcome::Retry { error: message } } else { DeliveryOutcome::LeaseLost })
     }
 
-    async fn dead(&self, row: &DeliveryRow, reason: &str, blocks_visit: bool) -> Result<DeliveryOutcome, SyncError> {
+    async fn dead(
+        &self,
+        row: &DeliveryRow,
+        reason: &str,
+        blocks_visit: bool,
+        plan: Option<&str>,
+    ) -> Result<DeliveryOutcome, SyncError> {
         tracing::warn!(delivery = %row.id, attempts = row.attempts, "delivery moved to dead letters; see `telechart queue dead`");
         let audit = self.audit(row, "delivery.dead", reason.to_owned());
         let ours = self
             .store
-            .dead_letter(row, &self.config.worker_id, reason, blocks_visit, &audit, self.clock.now_ms())
+            .dead_letter(
+                row,
+                &self.config.worker_id,
+                &telechart_store::DeadLetter { reason, blocks_visit, plan },
+                &audit,
+                self.clock.now_ms(),
+            )
             .await?;
         Ok(if ours { DeliveryOutcome::Dead { reason: reason.to_owned() } } else { DeliveryOutcome::LeaseLost })
     }
@@ -359,8 +413,8 @@ impl Worker {
         }
     }
 
-    /// Maps and writes; returns what the EHR kept and whether we adopted an earlier write.
-    async fn write(&self, claimed: &ClaimedDelivery) -> Result<(Written, bool), SyncError> {
+    /// Loads the artifact, its visit and its connection, and plans how it reaches that EHR.
+    async fn prepare(&self, claimed: &ClaimedDelivery) -> Result<Prepared, SyncError> {
         let row = &claimed.row;
         // The Encounter binds the visit to a patient: check first that the EHR has not merged it.
         if row.resource_type == "Encounter" {
@@ -378,164 +432,129 @@ impl Worker {
             practitioner: item.visit.practitioner.clone(),
             appointment: format!("Appointment/{}", item.visit.appointment_id),
         };
+        let plan = crate::plan::plan(&artifact, &client.profile, client.mllp().is_some());
+        Ok(Prepared { item, artifact, client, ctx, plan })
+    }
+
+    /// Writes by the plan; returns what the EHR kept, whether we adopted an earlier write, and
+    /// the read-back.
+    async fn write(&self, claimed: &ClaimedDelivery, prepared: Prepared) -> Result<Delivered, SyncError> {
+        let Prepared { item, artifact, client, ctx, plan } = prepared;
+        let row = &claimed.row;
+        if let WritePlan::NotDeliverable { reason } = &plan {
+            return Err(EhrError::NotSupported(format!("no path for it in this EHR: {reason}")).into());
+        }
         let token = format!("{}|{}", self.config.identifier_system, row.identifier);
         let _permit = self
             .ehr_permits
             .acquire()
             .await
             .map_err(|_| SyncError::NotReady("the worker is shutting down".to_owned()))?;
-        match artifact {
-            Artifact::EncounterStatus(change) => self.write_encounter(&client, &ctx, &item, &token, &change).await,
-            Artifact::Vital(vital) if !client.profile.capabilities.observation_create && client.mllp().is_some() => {
-                let visit_number =
-                    item.visit.ehr_encounter_id.clone().unwrap_or_else(|| item.visit.appointment_id.clone());
-                let spec = vital.spec().ok_or_else(|| SyncError::Mapping {
-                    artifact_id: row.artifact_id.clone(),
-                    reason: format!("unknown vital sign {}", vital.name),
-                })?;
-                let observed = hl7_time(vital.effective);
-                let values: Vec<telechart_ehr::hl7v2::Hl7Vital<'_>> = match &vital.value {
-                    telechart_visit::VitalValue::Single(v) => vec![telechart_ehr::hl7v2::Hl7Vital {
-                        loinc: spec.loinc,
-                        name: spec.display,
-                        value: v.to_string(),
-                        ucum: &vital.unit,
-                        observed: observed.clone(),
-                    }],
-                    telechart_visit::VitalValue::BloodPressure { systolic, diastolic } => [
-                        (&telechart_fhir::terminology::SYSTOLIC, systolic),
-                        (&telechart_fhir::terminology::DIASTOLIC, diastolic),
-                    ]
-                    .into_iter()
-                    .map(|(s, v)| telechart_ehr::hl7v2::Hl7Vital {
-                        loinc: s.loinc,
-                        name: s.display,
-                        value: v.to_string(),
-                        ucum: &vital.unit,
-                        observed: observed.clone(),
-                    })
-                    .collect(),
-                };
+        let mapping = |e: &dyn std::fmt::Display| SyncError::Mapping {
+            artifact_id: row.artifact_id.clone(),
+            reason: e.to_string(),
+        };
+        // HL7v2 PV1-19: the EHR's Encounter id when known, else the appointment.
+        let visit_number = item.visit.ehr_encounter_id.clone().unwrap_or_else(|| item.visit.appointment_id.clone());
+        match (artifact, &plan) {
+            (Artifact::EncounterStatus(change), _) => {
+                self.write_encounter(&client, &ctx, &item, &token, &change).await.map(Delivered::from)
+            }
+            (Artifact::Vital(vital), WritePlan::Fallback(Fallback::VitalsApi)) => {
+                self.upload_vitals(&client, claimed, &encounter_id(&item)?, &vital).await
+            }
+            (Artifact::Vital(vital), WritePlan::Fallback(_)) => {
+                let readings = paths::vital_readings(&vital)
+                    .ok_or_else(|| mapping(&format!("unknown vital sign {}", vital.name)))?;
                 let message =
-                    telechart_ehr::hl7v2::oru_r01(&self.hl7_context(&ctx, &visit_number, &row.artifact_id)?, &values);
-                self.send_hl7(&client, &row.artifact_id, &message).await
+                    telechart_ehr::hl7v2::oru_r01(&self.hl7_context(&ctx, &visit_number, &row.artifact_id)?, &readings);
+                self.send_hl7(&client, &row.artifact_id, &message).await.map(Delivered::from)
             }
-            Artifact::Note(note)
-                if !client.profile.capabilities.document_reference_create
-                    && !self.uploads_documents(&client)
-                    && client.mllp().is_some() =>
-            {
-                let visit_number =
-                    item.visit.ehr_encounter_id.clone().unwrap_or_else(|| item.visit.appointment_id.clone());
-                let message = telechart_ehr::hl7v2::mdm_t02(
-                    &self.hl7_context(&ctx, &visit_number, &row.artifact_id)?,
-                    &note.title,
-                    &note.author,
-                    &note.text,
-                );
-                self.send_hl7(&client, &row.artifact_id, &message).await
-            }
-            Artifact::Vital(vital) => {
-                let encounter_id = encounter_id(&item)?;
-                let issued = self.clock.now();
-                let observation =
-                    telechart_visit::vital_observation(&ctx, &row.artifact_id, &vital, &encounter_id, issued).map_err(
-                        |e| SyncError::Mapping { artifact_id: row.artifact_id.clone(), reason: e.to_string() },
-                    )?;
-                if !client.profile.capabilities.observation_create {
-                    return Err(
-                        EhrError::NotSupported("this EHR does not accept Observation create over FHIR".into()).into()
-                    );
-                }
+            (Artifact::Vital(vital), _) => {
+                let observation = telechart_visit::vital_observation(
+                    &ctx,
+                    &row.artifact_id,
+                    &vital,
+                    &encounter_id(&item)?,
+                    self.clock.now(),
+                )
+                .map_err(|e| mapping(&e))?;
                 self.create_once(&client, claimed, "Observation", &token, to_json(&observation, row)?).await
             }
-            Artifact::Note(note) if self.uploads_documents(&client) => {
+            (Artifact::Note(note), WritePlan::Fallback(Fallback::DocumentApi)) => {
                 let pdf = telechart_visit::pdf::text_pdf(&note.title, &note.text);
                 self.upload_document(&client, claimed, &ctx, &note.title, &pdf).await
             }
-            Artifact::Document(doc) if self.uploads_documents(&client) => {
-                let pdf = match doc.content_type.as_str() {
-                    "application/pdf" => {
-                        base64::Engine::decode(&base64::engine::general_purpose::STANDARD, &doc.data).map_err(|e| {
-                            SyncError::Mapping { artifact_id: row.artifact_id.clone(), reason: e.to_string() }
-                        })?
-                    }
-                    t if t.starts_with("text/") => {
-                        let bytes =
-                            base64::Engine::decode(&base64::engine::general_purpose::STANDARD, &doc.data).map_err(
-                                |e| SyncError::Mapping { artifact_id: row.artifact_id.clone(), reason: e.to_string() },
-                            )?;
-                        telechart_visit::pdf::text_pdf(&doc.title, &String::from_utf8_lossy(&bytes))
-                    }
-                    other => {
-                        return Err(EhrError::NotSupported(format!(
-                            "this EHR takes documents as PDF only, through its document API; a {other} has no path here"
-                        ))
-                        .into());
-                    }
+            (Artifact::Note(note), WritePlan::Fallback(_)) => {
+                let context = self.hl7_context(&ctx, &visit_number, &row.artifact_id)?;
+                let message = telechart_ehr::hl7v2::mdm_t02(&context, &note.title, &note.author, &note.text);
+                self.send_hl7(&client, &row.artifact_id, &message).await.map(Delivered::from)
+            }
+            (Artifact::Note(note), _) => {
+                let document = telechart_visit::note_document(&ctx, &row.artifact_id, &note, &encounter_id(&item)?);
+                let mut body = to_json(&document, row)?;
+                if let WritePlan::Transformed { .. } = plan {
+                    // A text note goes in the content type this EHR takes notes in.
+                    body["content"][0]["attachment"]["contentType"] =
+                        Value::String(client.profile.note_content_type.to_owned());
+                }
+                self.create_once(&client, claimed, "DocumentReference", &token, body).await
+            }
+            (Artifact::Document(doc), WritePlan::Fallback(fallback)) => {
+                let bytes = base64::Engine::decode(&base64::engine::general_purpose::STANDARD, &doc.data)
+                    .map_err(|e| mapping(&e))?;
+                let text = || String::from_utf8_lossy(&bytes).into_owned();
+                if *fallback == Fallback::Hl7Mdm {
+                    let context = self.hl7_context(&ctx, &visit_number, &row.artifact_id)?;
+                    let author = doc.author.clone().or_else(|| ctx.practitioner.clone()).unwrap_or_default();
+                    let message = telechart_ehr::hl7v2::mdm_t02(&context, &doc.title, &author, &text());
+                    return self.send_hl7(&client, &row.artifact_id, &message).await.map(Delivered::from);
+                }
+                let pdf = if doc.content_type == "application/pdf" {
+                    bytes.clone()
+                } else {
+                    telechart_visit::pdf::text_pdf(&doc.title, &text())
                 };
                 self.upload_document(&client, claimed, &ctx, &doc.title, &pdf).await
             }
-            Artifact::Note(note) => {
-                let document = telechart_visit::note_document(&ctx, &row.artifact_id, &note, &encounter_id(&item)?);
+            (Artifact::Document(doc), _) => {
+                let document = telechart_visit::visit_document(&ctx, &row.artifact_id, &doc, &encounter_id(&item)?);
                 let mut body = to_json(&document, row)?;
-                // A plain-text note goes in the content type this EHR takes plain text in.
-                let plain = client.profile.note_content_type;
-                if note.content_type == "text/plain" && plain.starts_with("text/plain") {
-                    body["content"][0]["attachment"]["contentType"] = Value::String(plain.to_owned());
+                if let WritePlan::Transformed { .. } = plan {
+                    body["content"][0]["attachment"]["contentType"] = Value::String("text/plain".to_owned());
                 }
-                self.create_document(&client, claimed, &token, body).await
+                self.create_once(&client, claimed, "DocumentReference", &token, body).await
             }
-            Artifact::Diagnosis(diagnosis) => {
+            (Artifact::Diagnosis(diagnosis), _) => {
                 let condition = telechart_visit::condition(&ctx, &row.artifact_id, &diagnosis, &encounter_id(&item)?);
-                if !client.profile.capabilities.condition_create {
-                    return Err(
-                        EhrError::NotSupported("this EHR does not accept Condition create over FHIR".into()).into()
-                    );
-                }
                 let mut body = to_json(&condition, row)?;
-                // Filed as this EHR files a new diagnosis (some hold them as provisional for review).
-                let verification = client.profile.condition_verification;
-                if verification != "confirmed" {
+                if let WritePlan::Transformed { .. } = plan {
+                    // Filed as this EHR files a new diagnosis (some hold them as provisional).
+                    let verification = client.profile.condition_verification;
                     body["verificationStatus"] = serde_json::json!({"coding": [{
-                        "system": "http://terminology.hl7.org/CodeSystem/condition-ver-status",
+                        "system": telechart_fhir::terminology::CONDITION_VERIFICATION,
                         "code": verification}], "text": verification});
                 }
                 self.create_once(&client, claimed, "Condition", &token, body).await
             }
-            Artifact::Order(order) => {
+            (Artifact::Order(order), _) => {
                 let encounter = encounter_id(&item)?;
-                let caps = &client.profile.capabilities;
-                let (resource_type, body, accepted) = match order.kind {
+                let (resource_type, body) = match order.kind {
                     telechart_visit::OrderKind::Medication => (
                         "MedicationRequest",
                         telechart_visit::medication_request(&ctx, &row.artifact_id, &order, &encounter),
-                        caps.medication_request_create,
                     ),
-                    _ => (
-                        "ServiceRequest",
-                        telechart_visit::service_request(&ctx, &row.artifact_id, &order, &encounter),
-                        caps.service_request_create,
-                    ),
+                    _ => {
+                        ("ServiceRequest", telechart_visit::service_request(&ctx, &row.artifact_id, &order, &encounter))
+                    }
                 };
-                if !accepted {
-                    return Err(EhrError::NotSupported(format!(
-                        "this EHR does not accept {resource_type} create over FHIR"
-                    ))
-                    .into());
-                }
                 self.create_once(&client, claimed, resource_type, &token, body).await
             }
-            Artifact::CarePlan(plan) => {
+            (Artifact::CarePlan(plan), _) => {
                 let body = telechart_visit::care_plan(&ctx, &row.artifact_id, &plan, &encounter_id(&item)?);
-                if !client.profile.capabilities.care_plan_create {
-                    return Err(
-                        EhrError::NotSupported("this EHR does not accept CarePlan create over FHIR".into()).into()
-                    );
-                }
                 self.create_once(&client, claimed, "CarePlan", &token, body).await
             }
-            Artifact::Consent(record) => {
+            (Artifact::Consent(record), _) => {
                 // Its source is the signed form: that DocumentReference must be in the EHR first.
                 let deliveries = self.store.deliveries_for_visit(&row.tenant_id, &row.visit_id).await?;
                 let form = deliveries
@@ -546,34 +565,12 @@ impl Worker {
                         SyncError::NotReady(format!("the signed form of artifact {}", record.form_artifact))
                     })?;
                 let body = telechart_visit::consent(&ctx, &row.artifact_id, &record, &form);
-                if !client.profile.capabilities.consent_create {
-                    return Err(
-                        EhrError::NotSupported("this EHR does not accept Consent create over FHIR".into()).into()
-                    );
-                }
                 self.create_once(&client, claimed, "Consent", &token, body).await
             }
-            Artifact::EncounterDiagnoses(link) => self.write_encounter_diagnoses(&client, &item, &link).await,
-            Artifact::Document(doc) => {
-                let document = telechart_visit::visit_document(&ctx, &row.artifact_id, &doc, &encounter_id(&item)?);
-                self.create_document(&client, claimed, &token, to_json(&document, row)?).await
+            (Artifact::EncounterDiagnoses(link), _) => {
+                self.write_encounter_diagnoses(&client, &item, &link).await.map(Delivered::from)
             }
         }
-    }
-
-    async fn create_document(
-        &self,
-        client: &FhirClient,
-        claimed: &ClaimedDelivery,
-        token: &str,
-        document: Value,
-    ) -> Result<(Written, bool), SyncError> {
-        if !client.profile.capabilities.document_reference_create {
-            return Err(
-                EhrError::NotSupported("this EHR does not accept DocumentReference create over FHIR".into()).into()
-            );
-        }
-        self.create_once(client, claimed, "DocumentReference", token, document).await
     }
 
     /// Lists the visit's Conditions on its Encounter (`diagnosis`, use billing, ranked), once
@@ -604,12 +601,6 @@ impl Worker {
         if !changed {
             return Ok((Written { id: encounter, version: current.version, resource: None }, true));
         }
-        if !client.profile.capabilities.encounter_update {
-            return Err(EhrError::NotSupported(
-                "this EHR does not accept Encounter updates; the diagnoses stand as Conditions of the encounter".into(),
-            )
-            .into());
-        }
         if self.faults.fires(FaultPoint::BeforeSend) {
             return Err(SyncError::Crashed(FaultPoint::BeforeSend));
         }
@@ -618,7 +609,8 @@ impl Worker {
     }
 
     /// Creates a resource unless an earlier attempt already did: when the claim says an attempt
-    /// may have reached the EHR, search by our identifier first and adopt what is there.
+    /// may have reached the EHR, search by our identifier first and adopt what is there. Then
+    /// compares what the EHR kept with what was sent (read-back).
     async fn create_once(
         &self,
         client: &FhirClient,
@@ -626,16 +618,31 @@ impl Worker {
         resource_type: &str,
         token: &str,
         resource: Value,
-    ) -> Result<(Written, bool), SyncError> {
+    ) -> Result<Delivered, SyncError> {
         if claimed.must_reconcile
             && let Some(found) = client.find_by_identifier(resource_type, token).await?.into_iter().next()
         {
-            return Ok((adopt(found, resource_type)?, true));
+            let readback = Some(telechart_fhir::readback::compare(&resource, &found));
+            return Ok(Delivered { written: adopt(found, resource_type)?, adopted: true, readback });
         }
         if self.faults.fires(FaultPoint::BeforeSend) {
             return Err(SyncError::Crashed(FaultPoint::BeforeSend));
         }
-        Ok((client.create(resource_type, &resource).await?, false))
+        let written = client.create(resource_type, &resource).await?;
+        let kept = match &written.resource {
+            Some(kept) => Some(kept.clone()),
+            // The EHR answered without a body: read what it kept. The write stands either way;
+            // a failed read only leaves the accuracy unmeasured.
+            None => match client.read(resource_type, &written.id).await {
+                Ok(read) => Some(read.resource),
+                Err(e) => {
+                    tracing::warn!(resource_type, status = ?e.http_status(), "read-back after create failed");
+                    None
+                }
+            },
+        };
+        let readback = kept.map(|kept| telechart_fhir::readback::compare(&resource, &kept));
+        Ok(Delivered { written, adopted: false, readback })
     }
 
     /// The Encounter: find the EHR's (by our identifier, then by appointment), apply the status

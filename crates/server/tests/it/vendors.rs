@@ -163,8 +163,8 @@ async fn athena_22_fhir_writes_are_refused_and_telechart_sends_nothing_it_cannot
     let (status, _, outcome) =
         send(reqwest::Method::POST, format!("{}/Observation", env.sandbox.fhir_base), &observation, None).await;
     assert_eq!((status, outcome["issue"][0]["code"].as_str()), (405, Some("not-supported")));
-    // Telechart: the athena profile writes nothing over FHIR; what has no path here is a dead
-    // letter that says so (the write planner's fallbacks come next), never a silent drop.
+    // Telechart: the athena profile writes nothing over FHIR; vitals go through the practice's
+    // encounter vitals API (a planned fallback) and are read back from it.
     let (status, visit) =
         env.post("/visits", json!({"appointment": format!("Appointment/{}", env.appointment(1))})).await;
     assert_eq!(status, 201);
@@ -180,14 +180,32 @@ async fn athena_22_fhir_writes_are_refused_and_telechart_sends_nothing_it_cannot
     let encounter = trace.iter().find(|d| d.resource_type == "Encounter").unwrap();
     let vital = trace.iter().find(|d| d.resource_type == "Observation").unwrap();
     assert_eq!(encounter.status, "done", "the EHR's own Encounter is adopted: {:?}", encounter.last_error);
-    assert_eq!(vital.status, "dead");
-    assert!(
-        vital.last_error.as_deref().unwrap().contains("does not accept Observation create"),
-        "{:?}",
-        vital.last_error
-    );
+    assert!(encounter.ehr_resource_id.as_deref().unwrap().starts_with("a-195900.E-"), "{encounter:?}");
+    assert_eq!(vital.status, "done", "{:?}", vital.last_error);
+    assert_eq!(vital.plan.as_deref(), Some("fallback: vitals API"));
+    let readback: Value = serde_json::from_str(vital.readback.as_deref().unwrap()).unwrap();
+    assert_eq!((readback["fieldsSent"].as_u64(), readback["fieldsKept"].as_u64()), (Some(4), Some(4)), "{readback}");
+    let numeric = encounter.ehr_resource_id.as_deref().unwrap().rsplit(".E-").next().unwrap().to_owned();
+    let root = env.sandbox.fhir_base.trim_end_matches("/fhir").to_owned();
+    let kept = get(format!("{root}/v1/195900/chart/encounter/{numeric}/vitals")).await;
+    assert_eq!(kept["readings"][0]["clinicalelementid"], "VITALS.PULSE.RATE");
+    assert_eq!(kept["readings"][0]["value"], "70");
     let after: Value = get(stats).await;
-    assert_eq!(before["writes"], after["writes"], "no write was attempted");
+    assert_eq!(before["writes"], after["writes"], "no FHIR write was attempted");
+    // The vitals API refuses an element it does not know, and another practice.
+    let refused = reqwest::Client::new()
+        .post(format!("{root}/v1/195900/chart/encounter/{numeric}/vitals"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(
+            serde_urlencoded::to_string([("vitals", r#"[[{"clinicalelementid": "VITALS.MOOD", "value": "ok"}]]"#)])
+                .unwrap(),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status().as_u16(), 400);
+    let other = reqwest::get(format!("{root}/v1/1/chart/encounter/{numeric}/vitals")).await.unwrap();
+    assert_eq!(other.status().as_u16(), 403);
     // The planned fallback: the signed note goes as a PDF through the practice's document API.
     for to in ["in-progress"] {
         env.post(&format!("/visits/{id}/transitions"), json!({"to": to})).await;
@@ -200,7 +218,6 @@ async fn athena_22_fhir_writes_are_refused_and_telechart_sends_nothing_it_cannot
         )
         .await;
     assert_eq!(status, 201);
-    let root = env.sandbox.fhir_base.trim_end_matches("/fhir").to_owned();
     let refused = reqwest::Client::new()
         .post(format!("{root}/v1/195900/patients/nobody/documents/clinicaldocument"))
         .header("content-type", "application/x-www-form-urlencoded")
@@ -210,11 +227,12 @@ async fn athena_22_fhir_writes_are_refused_and_telechart_sends_nothing_it_cannot
         .unwrap();
     assert_eq!(refused.status().as_u16(), 404);
     assert_eq!(refused.json::<Value>().await.unwrap()["error"], "The patient ID is invalid.");
-    // The vitals have no path here at all, so their dead letter does not hold the note back.
     env.drain(&env.worker("w2", FaultPlan::default())).await;
     let trace = env.store.deliveries_for_visit(TENANT, &id).await.unwrap();
     let note = trace.iter().find(|d| d.resource_type == "DocumentReference").unwrap();
     assert_eq!(note.status, "done", "{:?}", note.last_error);
+    assert_eq!(note.plan.as_deref(), Some("fallback: document API (PDF)"));
+    assert!(note.readback.as_deref().unwrap().contains(r#""differences":[]"#), "{:?}", note.readback);
     let uploaded =
         get(format!("{}/DocumentReference/{}", env.sandbox.fhir_base, note.ehr_resource_id.clone().unwrap())).await;
     assert_eq!(uploaded["content"][0]["attachment"]["contentType"], "application/pdf");
@@ -263,7 +281,9 @@ async fn epic_6_and_8_only_vitals_are_filed_and_conditions_go_in_as_provisional(
     // Encounter.diagnosis cannot be written (the Encounter is the EHR's): a dead letter says so.
     let link = trace.iter().rev().find(|d| d.resource_type == "Encounter").unwrap();
     assert_eq!(link.status, "dead");
-    assert!(link.last_error.as_deref().unwrap().contains("does not accept Encounter updates"), "{:?}", link.last_error);
+    assert!(link.last_error.as_deref().unwrap().contains("no Encounter update"), "{:?}", link.last_error);
+    assert_eq!(condition.plan.as_deref(), Some("transformed: verificationStatus provisional"));
+    assert!(link.plan.as_deref().unwrap().starts_with("not deliverable: "), "{:?}", link.plan);
     env.stop().await;
 }
 
@@ -317,7 +337,12 @@ async fn oracle_19_and_20_notes_need_a_charset_and_final_status_and_medication_r
     assert_eq!(note.status, "done", "{:?}", note.last_error);
     let prescription = trace.iter().find(|d| d.resource_type == "MedicationRequest").unwrap();
     assert_eq!(prescription.status, "dead");
-    assert!(prescription.last_error.as_deref().unwrap().contains("does not accept MedicationRequest"));
+    assert!(
+        prescription.last_error.as_deref().unwrap().contains("no MedicationRequest order create"),
+        "{:?}",
+        prescription.last_error
+    );
+    assert_eq!(note.plan.as_deref(), Some("written"));
     let writes_after =
         get(format!("{}/_sandbox/stats", base.trim_end_matches("/fhir"))).await["writes"]["MedicationRequest"].clone();
     assert_eq!(writes_before, writes_after, "nothing was sent as a reported medication");
@@ -515,7 +540,13 @@ async fn oracle_21_pages_by_context_token_repeat_a_record_and_telechart_dedupes(
 /// Every message is read back by a third-party HL7 parser (PyPI `hl7`).
 #[tokio::test]
 async fn hl7v2_over_mllp_carries_vitals_where_fhir_cannot() {
-    let env = TestEnv::start_vendor_with_mllp(Engine::Sqlite, Personality::Athena, "athena").await;
+    // An athena practice without the vitals API: FHIR takes no vitals, so HL7v2 carries them.
+    let env = TestEnv::start_vendor_with_mllp(
+        Engine::Sqlite,
+        Personality::Athena,
+        r#"{"base": "athena", "vitals_api": false}"#,
+    )
+    .await;
     let (_, visit) = env.post("/visits", json!({"appointment": format!("Appointment/{}", env.appointment(1))})).await;
     let id = visit["id"].as_str().unwrap().to_owned();
     env.post(&format!("/visits/{id}/transitions"), json!({"to": "arrived"})).await;
@@ -535,6 +566,7 @@ async fn hl7v2_over_mllp_carries_vitals_where_fhir_cannot() {
         vitals.iter().all(|d| d.status == "done" && d.ehr_resource_id.as_deref().unwrap().starts_with("HL7v2-")),
         "{vitals:?}"
     );
+    assert!(vitals.iter().all(|d| d.plan.as_deref() == Some("fallback: HL7v2 ORU^R01 over MLLP")));
     let messages = env.sandbox.sandbox.hl7_messages();
     assert_eq!(messages.len(), 2);
     assert!(messages[0].contains("OBX|1|NM|8480-6^") && messages[0].contains("OBX|2|NM|8462-4^"), "{}", messages[0]);

@@ -1,6 +1,7 @@
 use std::collections::HashSet;
 
 use crate::*;
+use telechart_store::{Completion, DeadLetter};
 
 const LEASE: i64 = 30_000;
 
@@ -28,7 +29,13 @@ async fn per_visit_order_only_offers_the_head_of_each_visit() {
         let e1 = claimed.iter().find(|c| c.row.artifact_id == "e1").unwrap();
         assert!(
             store
-                .complete_delivery(&e1.row, "w1", "enc-1", Some("1"), &audit("delivery.done", "v1"), 10_001)
+                .complete_delivery(
+                    &e1.row,
+                    "w1",
+                    &Completion { ehr_resource_id: "enc-1", ehr_version: Some("1"), ..Default::default() },
+                    &audit("delivery.done", "v1"),
+                    10_001
+                )
                 .await
                 .unwrap()
         );
@@ -59,13 +66,25 @@ async fn an_expired_lease_is_claimed_again_and_told_to_reconcile() {
         // The dead worker coming back cannot complete what it no longer holds.
         assert!(
             !store
-                .complete_delivery(&first[0].row, "dead-worker", "x", None, &audit("delivery.done", "v1"), 40_001)
+                .complete_delivery(
+                    &first[0].row,
+                    "dead-worker",
+                    &Completion { ehr_resource_id: "x", ehr_version: None, ..Default::default() },
+                    &audit("delivery.done", "v1"),
+                    40_001
+                )
                 .await
                 .unwrap()
         );
         assert!(
             store
-                .complete_delivery(&again[0].row, "w2", "enc-1", None, &audit("delivery.done", "v1"), 40_002)
+                .complete_delivery(
+                    &again[0].row,
+                    "w2",
+                    &Completion { ehr_resource_id: "enc-1", ehr_version: None, ..Default::default() },
+                    &audit("delivery.done", "v1"),
+                    40_002
+                )
                 .await
                 .unwrap()
         );
@@ -112,7 +131,13 @@ async fn dead_letters_block_their_visit_until_replayed() {
         let claimed = store.claim_due(TENANT, "w1", 10_000 + LEASE, 10_000, 10).await.unwrap();
         assert!(
             store
-                .dead_letter(&claimed[0].row, "w1", "422 business rule", true, &audit("delivery.dead", "v1"), 10_001)
+                .dead_letter(
+                    &claimed[0].row,
+                    "w1",
+                    &DeadLetter { reason: "422 business rule", blocks_visit: true, plan: Some("written") },
+                    &audit("delivery.dead", "v1"),
+                    10_001
+                )
                 .await
                 .unwrap()
         );

@@ -14,7 +14,13 @@ async fn delivered_payloads_are_purged_after_their_time_and_nothing_else() {
         let claimed = store.claim_due(TENANT, "w", 100_000, 3_000, 1).await.unwrap();
         assert_eq!(claimed[0].row.artifact_id, "done-old");
         store
-            .complete_delivery(&claimed[0].row, "w", "obs-1", Some("1"), &audit("delivery.written", "v1"), 3_001)
+            .complete_delivery(
+                &claimed[0].row,
+                "w",
+                &telechart_store::Completion { ehr_resource_id: "obs-1", ehr_version: Some("1"), ..Default::default() },
+                &audit("delivery.written", "v1"),
+                3_001,
+            )
             .await
             .unwrap();
 

@@ -5,9 +5,9 @@ use std::time::Duration;
 
 use telechart_ehr::{EhrError, FhirClient, Written};
 use telechart_store::{AuditEntry, ClaimedDelivery};
-use telechart_visit::{EncounterStatusChange, VisitContext};
+use telechart_visit::{EncounterStatusChange, VisitContext, VitalMeasurement, VitalValue};
 
-use super::Worker;
+use super::{Delivered, Worker};
 use crate::{FaultPoint, SyncError};
 
 impl Worker {
@@ -109,13 +109,9 @@ impl Worker {
         Ok((Written { id: format!("HL7v2-{control_id}"), version: None, resource: None }, false))
     }
 
-    /// FHIR takes no documents here, but the EHR's own document API does (a planned fallback).
-    pub(super) fn uploads_documents(&self, client: &FhirClient) -> bool {
-        !client.profile.capabilities.document_reference_create && client.profile.document_upload.is_some()
-    }
-
     /// One PDF through the EHR's document API. The API has no identifier to search by, so an
     /// attempt whose outcome is unknown is not resent blindly: it waits for a person to check.
+    /// What the EHR kept is read back over its FHIR API (read-only there) and compared.
     pub(super) async fn upload_document(
         &self,
         client: &FhirClient,
@@ -123,7 +119,7 @@ impl Worker {
         ctx: &VisitContext,
         title: &str,
         pdf: &[u8],
-    ) -> Result<(Written, bool), SyncError> {
+    ) -> Result<Delivered, SyncError> {
         let Some(upload) = client.profile.document_upload else {
             return Err(EhrError::NotSupported("no document API".into()).into());
         };
@@ -143,7 +139,57 @@ impl Worker {
         if self.faults.fires(FaultPoint::BeforeSend) {
             return Err(SyncError::Crashed(FaultPoint::BeforeSend));
         }
-        Ok((client.upload_document(&upload, patient, title, pdf).await?, false))
+        let written = client.upload_document(&upload, patient, title, pdf).await?;
+        let sent = serde_json::json!({"description": title, "content": [{"attachment": {
+            "contentType": "application/pdf",
+            "data": base64::Engine::encode(&base64::engine::general_purpose::STANDARD, pdf)}}]});
+        let readback = match client.read("DocumentReference", &written.id).await {
+            Ok(kept) => Some(telechart_fhir::readback::compare(&sent, &kept.resource)),
+            Err(e) => {
+                tracing::warn!(status = ?e.http_status(), "read-back of an uploaded document failed");
+                None
+            }
+        };
+        Ok(Delivered { written, adopted: false, readback })
+    }
+
+    /// An encounter's readings through the EHR's vitals API, read back from the same API. Like
+    /// the document API it cannot be searched by our identifier, so an unknown outcome waits
+    /// for a person.
+    pub(super) async fn upload_vitals(
+        &self,
+        client: &FhirClient,
+        claimed: &ClaimedDelivery,
+        encounter: &str,
+        vital: &VitalMeasurement,
+    ) -> Result<Delivered, SyncError> {
+        let Some(upload) = client.profile.vitals_upload else {
+            return Err(EhrError::NotSupported("no vitals API".into()).into());
+        };
+        if claimed.must_reconcile {
+            return Err(EhrError::NotSupported(
+                "an earlier upload may have reached the EHR's vitals API, which cannot be searched: check the chart, then replay"
+                    .into(),
+            )
+            .into());
+        }
+        let readings = vital_readings(vital).ok_or_else(|| SyncError::Mapping {
+            artifact_id: claimed.row.artifact_id.clone(),
+            reason: format!("unknown vital sign {}", vital.name),
+        })?;
+        if self.faults.fires(FaultPoint::BeforeSend) {
+            return Err(SyncError::Crashed(FaultPoint::BeforeSend));
+        }
+        let (written, sent) = client.upload_vitals(&upload, encounter, &readings).await?;
+        let ids: Vec<&str> = written.id.split(',').collect();
+        let readback = match client.read_vitals(&upload, encounter, &ids).await {
+            Ok(kept) => Some(telechart_fhir::readback::compare(&sent, &kept)),
+            Err(e) => {
+                tracing::warn!(status = ?e.http_status(), "read-back of uploaded vitals failed");
+                None
+            }
+        };
+        Ok(Delivered { written, adopted: false, readback })
     }
 
     /// Moves the EHR's Appointment to the visit's status (R4 vocabulary), unless it is there.
@@ -173,4 +219,26 @@ impl Worker {
 /// HL7v2 `TS`: yyyymmddhhmmss, UTC.
 pub(super) fn hl7_time(at: chrono::DateTime<chrono::Utc>) -> String {
     at.format("%Y%m%d%H%M%S").to_string()
+}
+
+/// A vital sign as readings: one per value, a blood pressure as its two components. `None` for
+/// a vital sign we have no code for.
+pub(super) fn vital_readings(vital: &VitalMeasurement) -> Option<Vec<telechart_ehr::hl7v2::VitalReading<'_>>> {
+    let spec = vital.spec()?;
+    let observed = hl7_time(vital.effective);
+    let reading =
+        |s: &'static telechart_fhir::terminology::VitalSpec, value: String| telechart_ehr::hl7v2::VitalReading {
+            loinc: s.loinc,
+            name: s.display,
+            value,
+            ucum: &vital.unit,
+            observed: observed.clone(),
+        };
+    Some(match &vital.value {
+        VitalValue::Single(v) => vec![reading(spec, v.to_string())],
+        VitalValue::BloodPressure { systolic, diastolic } => vec![
+            reading(&telechart_fhir::terminology::SYSTOLIC, systolic.to_string()),
+            reading(&telechart_fhir::terminology::DIASTOLIC, diastolic.to_string()),
+        ],
+    })
 }
