@@ -116,15 +116,166 @@ pub struct DemoArgs {
     /// Telechart's port on 127.0.0.1 (default: any free port).
     #[arg(long, default_value_t = 0)]
     port: u16,
+    /// The kind of EHR the sandbox answers as: generic, epic, oracle, athena, or `all` (the
+    /// journey against each in turn, then the matrix of how each artifact got there).
+    #[arg(long, default_value = "generic")]
+    vendor: String,
+}
+
+/// The vendors of `--vendor all`, in the order of the matrix's columns.
+const ALL_VENDORS: [&str; 4] = ["generic", "epic", "oracle", "athena"];
+
+/// One delivery of one vendor's run, for the matrix.
+struct PlannedDelivery {
+    /// What the artifact is (`vital`, `document: consent form (PDF)`, …).
+    label: String,
+    status: String,
+    plan: Option<String>,
+    readback: Option<telechart_fhir::readback::ReadBack>,
+}
+
+/// What one vendor's run left.
+struct VendorReport {
+    vendor: String,
+    deliveries: Vec<PlannedDelivery>,
+    /// Every FHIR resource written, read back; and every FHIR body as sent.
+    written: Vec<Value>,
+    sent: Vec<Value>,
+}
+
+impl VendorReport {
+    /// Every delivery done, or dead because this EHR has no path for it (and says so).
+    fn ok(&self) -> bool {
+        !self.deliveries.is_empty()
+            && self.deliveries.iter().all(|d| {
+                d.status == "done"
+                    || (d.status == "dead" && d.plan.as_deref().is_some_and(|p| p.starts_with("not deliverable")))
+            })
+    }
+
+    fn accuracy(&self) -> telechart_fhir::readback::ReadBack {
+        let mut total = telechart_fhir::readback::ReadBack::default();
+        for r in self.deliveries.iter().filter_map(|d| d.readback.as_ref()) {
+            total.add(r);
+        }
+        total
+    }
 }
 
 /// The SMART app registration the demo's sandbox EHR knows Telechart by.
 const DEMO_CLIENT_ID: &str = "telechart";
 
-pub async fn run(mut config: Config, args: DemoArgs) -> anyhow::Result<ExitCode> {
+pub async fn run(config: Config, args: DemoArgs) -> anyhow::Result<ExitCode> {
     if args.visits == 0 {
         bail!("--visits must be at least 1");
     }
+    let vendors: Vec<&str> = match args.vendor.as_str() {
+        "all" => ALL_VENDORS.to_vec(),
+        one if ALL_VENDORS.contains(&one) => vec![one],
+        other => bail!("--vendor {other:?}: expected generic, epic, oracle, athena or all"),
+    };
+    if vendors.len() > 1 && args.serve {
+        bail!("--serve keeps one sandbox up: pick one --vendor");
+    }
+    let mut reports = Vec::new();
+    for vendor in vendors {
+        reports.push(run_vendor(config.clone(), &args, vendor).await?);
+    }
+    if let Some(path) = &args.export {
+        let written: Vec<&Value> = reports.iter().flat_map(|r| &r.written).collect();
+        write_ndjson(path, written.iter().map(|v| v.to_string()))?;
+        println!("\nexported {} resources read back from the EHR to {}", written.len(), path.display());
+    }
+    if let Some(path) = &args.export_sent {
+        let sent: Vec<&Value> = reports.iter().flat_map(|r| &r.sent).collect();
+        write_ndjson(path, sent.iter().map(|v| v.to_string()))?;
+        println!("exported {} FHIR request bodies as sent to {}", sent.len(), path.display());
+    }
+    if reports.len() > 1 {
+        print_matrix(&reports);
+    }
+    let mut ok = true;
+    for report in &reports {
+        if !report.ok() {
+            ok = false;
+            let stuck = report
+                .deliveries
+                .iter()
+                .filter(|d| d.status != "done" && !d.plan.as_deref().is_some_and(|p| p.starts_with("not deliverable")))
+                .count();
+            eprintln!(
+                "telechart demo: {stuck} deliveries to {} are neither done nor named as not deliverable",
+                report.vendor
+            );
+        }
+    }
+    Ok(if ok { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}
+
+/// Artifact kind × vendor → how it got there, then read-back accuracy per vendor.
+fn print_matrix(reports: &[VendorReport]) {
+    let mut labels: Vec<&str> = Vec::new();
+    for r in reports {
+        for d in &r.deliveries {
+            if !labels.contains(&d.label.as_str()) {
+                labels.push(&d.label);
+            }
+        }
+    }
+    let cell = |report: &VendorReport, label: &str| -> String {
+        let mut plans: Vec<String> = Vec::new();
+        for d in report.deliveries.iter().filter(|d| d.label == label) {
+            let plan = d.plan.clone().unwrap_or_else(|| "not attempted".to_owned());
+            let shown = if d.status == "done" || plan.starts_with("not deliverable") {
+                plan
+            } else {
+                format!("FAILED ({plan})")
+            };
+            if !plans.contains(&shown) {
+                plans.push(shown);
+            }
+        }
+        if plans.is_empty() { "—".to_owned() } else { plans.join("; ") }
+    };
+    println!("\nHow each artifact reached each EHR (written / transformed / fallback / not deliverable):");
+    for label in &labels {
+        println!("  {label}");
+        for report in reports {
+            println!("      {:<8} {}", report.vendor, cell(report, label));
+        }
+    }
+    println!("\nRead-back accuracy (fields the EHR kept as sent / fields sent, over every write read back):");
+    for report in reports {
+        let total = report.accuracy();
+        let read_back = report.deliveries.iter().filter(|d| d.readback.is_some()).count();
+        let mut dropped: BTreeMap<String, usize> = BTreeMap::new();
+        for d in report.deliveries.iter().filter_map(|d| d.readback.as_ref()) {
+            for f in &d.differences {
+                // Array positions vary by resource; the element is what matters.
+                let path: String = f.path.split('[').map(|p| p.split_once(']').map_or(p, |(_, rest)| rest)).collect();
+                let how = match f.difference {
+                    telechart_fhir::readback::Difference::Dropped => "dropped",
+                    telechart_fhir::readback::Difference::Changed => "changed",
+                };
+                *dropped.entry(format!("{path} {how}")).or_default() += 1;
+            }
+        }
+        let lost: Vec<String> = dropped.iter().map(|(p, n)| format!("{p} ×{n}")).collect();
+        println!(
+            "  {:<8} {:>6.2} %  ({} of {} fields, {} writes read back){}",
+            report.vendor,
+            100.0 * total.accuracy(),
+            total.fields_kept,
+            total.fields_sent,
+            read_back,
+            if lost.is_empty() { String::new() } else { format!("; not kept: {}", lost.join(", ")) }
+        );
+    }
+}
+
+/// The data-contract journey against one kind of EHR.
+async fn run_vendor(mut config: Config, args: &DemoArgs, vendor: &str) -> anyhow::Result<VendorReport> {
+    let personality: telechart_sandbox::Personality = vendor.parse().map_err(|e: String| anyhow::anyhow!(e))?;
     let started = Instant::now();
     // Telechart's address is fixed first: the sandbox EHR must know where to launch it.
     let listen = std::net::TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], args.port)))
@@ -136,6 +287,7 @@ pub async fn run(mut config: Config, args: DemoArgs) -> anyhow::Result<ExitCode>
     sandbox_config.appointments_per_patient = args.visits.div_ceil(4).max(4);
     sandbox_config.app_launch_url = Some(format!("{public_url}/launch"));
     sandbox_config.approve_page = true;
+    sandbox_config.personality = personality;
     sandbox_config.app_clients = vec![telechart_sandbox::AppClient {
         client_id: DEMO_CLIENT_ID.into(),
         redirect_uris: vec![format!("{public_url}/launch/callback")],
@@ -176,7 +328,7 @@ pub async fn run(mut config: Config, args: DemoArgs) -> anyhow::Result<ExitCode>
     config.connections = vec![ConnectionConfig {
         id: "sandbox".into(),
         name: "Sandbox EHR".into(),
-        profile: "generic".into(),
+        profile: vendor.into(),
         base_url: sandbox.fhir_base.clone(),
         embed_origins: Vec::new(),
         backend: None,
@@ -184,7 +336,11 @@ pub async fn run(mut config: Config, args: DemoArgs) -> anyhow::Result<ExitCode>
             client_id: DEMO_CLIENT_ID.into(),
             scope: "launch openid fhirUser offline_access user/*.rs".into(),
         }),
-        auth: Default::default(),
+        // The practice an athena-like EHR addresses its own APIs by.
+        auth: telechart_ehr::AuthProfile {
+            tenant: Some(telechart_sandbox::ATHENA_PRACTICE.into()),
+            ..VendorProfile::parse(vendor)?.auth
+        },
         poll_seconds: Some(1),
         notification_secret_file: None,
         mllp: None,
@@ -195,7 +351,7 @@ pub async fn run(mut config: Config, args: DemoArgs) -> anyhow::Result<ExitCode>
     let telechart = crate::runtime::start(&config, keys, Clock::system(), tap.clone()).await?;
     let api = format!("{}/api/v1", telechart.server.base_url);
     eprintln!(
-        "sandbox EHR {}  ·  telechart {}  ·  {} visits on {}",
+        "sandbox EHR ({vendor}) {}  ·  telechart {}  ·  {} visits on {}",
         sandbox.fhir_base,
         telechart.server.base_url,
         args.visits,
@@ -234,10 +390,12 @@ pub async fn run(mut config: Config, args: DemoArgs) -> anyhow::Result<ExitCode>
     }
     let mut visit_ids = Vec::new();
     let mut artifacts = 0;
+    let mut labels: BTreeMap<String, String> = BTreeMap::new();
     while let Some(joined) = tasks.join_next().await {
-        let (visit_id, n) = joined.context("a visit task failed")??;
+        let (visit_id, made) = joined.context("a visit task failed")??;
         visit_ids.push(visit_id);
-        artifacts += n;
+        artifacts += made.len();
+        labels.extend(made);
     }
 
     let bar = indicatif::ProgressBar::new(artifacts as u64);
@@ -248,6 +406,8 @@ pub async fn run(mut config: Config, args: DemoArgs) -> anyhow::Result<ExitCode>
     let deadline = Instant::now() + Duration::from_secs(args.timeout_seconds);
     let counts = loop {
         let c = telechart.store.queue_counts(&config.tenant).await?;
+        // Platform events add status changes of their own: the queue holds the true total.
+        bar.set_length(c.total().max(artifacts as i64) as u64);
         bar.set_position((c.done + c.dead) as u64);
         bar.set_message(if c.dead > 0 { format!("{} dead", c.dead) } else { String::new() });
         if c.pending + c.in_flight == 0 || Instant::now() > deadline {
@@ -258,9 +418,9 @@ pub async fn run(mut config: Config, args: DemoArgs) -> anyhow::Result<ExitCode>
     bar.finish_and_clear();
     let elapsed = started.elapsed();
 
-    println!("Telechart demo — {} complete telehealth visits charted in the sandbox EHR", visit_ids.len());
+    println!("Telechart demo — {} complete telehealth visits charted in the sandbox EHR ({vendor})", visit_ids.len());
     println!("  visits      {}", visit_ids.len());
-    println!("  artifacts   {artifacts}");
+    println!("  artifacts   {}", counts.total());
     println!(
         "  delivered   {} / {} ({:.1} %)",
         counts.done,
@@ -275,12 +435,13 @@ pub async fn run(mut config: Config, args: DemoArgs) -> anyhow::Result<ExitCode>
         println!("\nVisit {first} in the EHR:");
         for t in &trace {
             println!(
-                "  {:>2}. {:<18} {:<32} v{:<3} {}",
+                "  {:>2}. {:<18} {:<32} v{:<3} {:<5} {}",
                 t["seq"].as_i64().unwrap_or_default(),
                 t["resourceType"].as_str().unwrap_or_default(),
                 t["ehrResource"].as_str().unwrap_or("—"),
                 t["ehrVersion"].as_str().unwrap_or("?"),
-                t["status"].as_str().unwrap_or_default()
+                t["status"].as_str().unwrap_or_default(),
+                t["plan"].as_str().unwrap_or_default()
             );
         }
     }
@@ -358,17 +519,29 @@ pub async fn run(mut config: Config, args: DemoArgs) -> anyhow::Result<ExitCode>
     let tally: Vec<String> = platform.tally().iter().map(|(k, n)| format!("{k} {n}")).collect();
     println!("\nSigned webhooks the platform received: {}", tally.join(", "));
 
-    if let Some(path) = &args.export {
-        let written = export_written(&telechart, &config.tenant, &visit_ids, &sandbox.fhir_base).await?;
-        write_ndjson(path, written.iter().map(|v| v.to_string()))?;
-        println!("\nexported {} resources read back from the EHR to {}", written.len(), path.display());
+    let mut deliveries = Vec::new();
+    for visit in &visit_ids {
+        for d in telechart.store.deliveries_for_visit(&config.tenant, visit).await? {
+            let label = labels.get(&d.artifact_id).cloned().unwrap_or_else(|| "encounter-status".to_owned());
+            let readback = d.readback.as_deref().and_then(|r| serde_json::from_str(r).ok());
+            deliveries.push(PlannedDelivery { label, status: d.status, plan: d.plan, readback });
+        }
     }
-    if let (Some(path), Some(tap)) = (&args.export_sent, &tap) {
-        let sent = tap.take();
-        let lines: Vec<String> = sent.iter().map(|r| String::from_utf8_lossy(&r.body).into_owned()).collect();
-        write_ndjson(path, lines.iter().cloned())?;
-        println!("exported {} request bodies as sent to {}", lines.len(), path.display());
-    }
+    let written = if args.export.is_some() {
+        export_written(&telechart, &config.tenant, &visit_ids, &sandbox.fhir_base).await?
+    } else {
+        Vec::new()
+    };
+    // FHIR resources only: the vendor APIs take forms, and PATCH bodies are JSON Patch.
+    let sent = tap
+        .map(|tap| {
+            tap.take()
+                .iter()
+                .filter_map(|r| serde_json::from_slice::<Value>(&r.body).ok())
+                .filter(|v| v.get("resourceType").is_some())
+                .collect()
+        })
+        .unwrap_or_default();
     let schedule = format!("{}/ehr/schedule", sandbox.fhir_base.trim_end_matches("/fhir"));
     println!("\nThe EHR's schedule, to launch a visit as a clinician would (SMART EHR launch):");
     println!("  {schedule}");
@@ -380,11 +553,7 @@ pub async fn run(mut config: Config, args: DemoArgs) -> anyhow::Result<ExitCode>
     }
     telechart.stop().await;
     sandbox.shutdown().await;
-    let all_done = counts.done == counts.total() && counts.total() > 0;
-    if !all_done {
-        eprintln!("telechart demo: {} of {} deliveries are not done", counts.total() - counts.done, counts.total());
-    }
-    Ok(if all_done { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+    Ok(VendorReport { vendor: vendor.to_owned(), deliveries, written, sent })
 }
 
 fn write_ndjson(path: &std::path::Path, lines: impl Iterator<Item = String>) -> anyhow::Result<()> {
@@ -412,7 +581,9 @@ async fn export_written(
     let mut out = Vec::new();
     for visit in visit_ids {
         for d in telechart.store.deliveries_for_visit(tenant, visit).await? {
-            if let Some(id) = d.ehr_resource_id
+            // What went by the vitals API or HL7v2 is not a FHIR resource there.
+            let fhir = !d.plan.as_deref().is_some_and(|p| p.starts_with("fallback: vitals") || p.contains("HL7v2"));
+            if let Some(id) = d.ehr_resource_id.filter(|_| fhir && d.status == "done")
                 && seen.insert((d.resource_type.clone(), id.clone()))
             {
                 out.push(client.read(&d.resource_type, &id).await?.resource);
@@ -423,30 +594,34 @@ async fn export_written(
 }
 
 /// Drives one visit through the API as a telehealth platform would. Returns the visit id and
-/// the number of artifacts it produced.
+/// the artifacts it produced, each with what it is (for the vendor matrix).
 async fn run_visit(
     http: &reqwest::Client,
     api: &str,
     events: &PlatformEvents,
     appointment: &str,
     i: usize,
-) -> anyhow::Result<(String, usize)> {
+) -> anyhow::Result<(String, Vec<(String, String)>)> {
     let opened =
         post(http, &format!("{api}/visits"), json!({"appointment": format!("Appointment/{appointment}")})).await?;
     let visit = opened["id"].as_str().context("the API returned a visit without an id")?.to_owned();
     let practitioner = opened["practitioner"].as_str().unwrap_or("Practitioner/sandbox-dr-1").to_owned();
     let url = format!("{api}/visits/{visit}");
-    let mut artifacts = 0;
-    let mut count = |v: &Value| artifacts += v["artifacts"].as_array().map_or(0, Vec::len);
-    // A platform event's effect is one Encounter status change.
-    let one_change = json!({"artifacts": [{}]});
+    let mut artifacts: Vec<(String, String)> = Vec::new();
+    let mut record = |v: &Value, document: &str| {
+        for a in v["artifacts"].as_array().into_iter().flatten() {
+            let kind = a["kind"].as_str().unwrap_or("artifact");
+            let label = if kind == "document" { format!("document: {document}") } else { kind.to_owned() };
+            artifacts.push((a["id"].as_str().unwrap_or_default().to_owned(), label));
+        }
+    };
     let patient = opened["patient"].as_str().unwrap_or_default().to_owned();
-    count(&post(http, &format!("{url}/transitions"), json!({"to": "arrived"})).await?);
+    record(&post(http, &format!("{url}/transitions"), json!({"to": "arrived"})).await?, "");
     // In the virtual waiting room the patient signs the telehealth consent form.
     let consent = json!({"kind": "consent-form", "title": "Telehealth informed consent", "contentType": "application/pdf",
         "data": base64::engine::general_purpose::STANDARD.encode(telechart_visit::pdf::text_pdf("Telehealth informed consent", "I consent to receive care by video.")),
         "author": patient});
-    count(&post(http, &format!("{url}/documents"), consent).await?);
+    record(&post(http, &format!("{url}/documents"), consent).await?, "consent form (PDF)");
     let weight = 58.0 + (i % 40) as f64 + 0.5;
     let height = 158.0 + (i % 30) as f64;
     let bmi = (weight / (height / 100.0).powi(2) * 10.0).round() / 10.0;
@@ -462,16 +637,15 @@ async fn run_visit(
         {"type": "body-height", "value": height, "unit": "cm"},
         {"type": "bmi", "value": bmi, "unit": "kg/m2"}
     ]});
-    count(&post(http, &format!("{url}/vitals"), vitals).await?);
+    record(&post(http, &format!("{url}/vitals"), vitals).await?, "");
     // The platform reports the call started (signed): the visit moves into the call by itself.
     events.send("call.started", &visit).await?;
-    count(&one_change);
     let chat = json!({"kind": "chat-transcript", "title": "Visit chat", "contentType": "text/plain",
         "text": "[10:02] Patient: Hi doctor, the cuff reading is on screen.\n[10:03] Clinician: Thanks, I see it."});
-    count(&post(http, &format!("{url}/documents"), chat).await?);
+    record(&post(http, &format!("{url}/documents"), chat).await?, "chat transcript (text)");
     let photo = json!({"kind": "attachment", "title": "Photo shared in the call", "contentType": "image/png",
         "data": base64::engine::general_purpose::STANDARD.encode(DEMO_PNG), "author": patient});
-    count(&post(http, &format!("{url}/documents"), photo).await?);
+    record(&post(http, &format!("{url}/documents"), photo).await?, "photo (PNG)");
     let note = json!({
         "title": "Telehealth follow-up visit note",
         "text": "Subjective: Follow-up by video. Patient reports feeling well; no new symptoms.\n\
@@ -481,25 +655,25 @@ async fn run_visit(
         "signedAt": Clock::system().now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
     });
     let diagnoses = json!({"recorder": practitioner, "diagnoses": [{"code": "I10"}, {"code": "E11.9"}]});
-    count(&post(http, &format!("{url}/diagnoses"), diagnoses).await?);
+    record(&post(http, &format!("{url}/diagnoses"), diagnoses).await?, "");
     let orders = json!({"requester": practitioner, "orders": [
         {"kind": "lab", "code": "4548-4", "display": "Hemoglobin A1c/Hemoglobin.total in Blood"}]});
-    count(&post(http, &format!("{url}/orders"), orders).await?);
+    record(&post(http, &format!("{url}/orders"), orders).await?, "");
     let plan = json!({"title": "Hypertension and type 2 diabetes follow-up", "author": practitioner,
         "activities": [{"description": "Check HbA1c", "scheduled": "before the next visit"},
                        {"description": "Home blood pressure twice a week", "scheduled": "ongoing"},
                        {"description": "Telehealth follow-up", "scheduled": "in 3 months"}],
         "afterVisitSummary": "Thank you for your visit today. Your blood pressure is well controlled. Please get your \
             HbA1c blood test before your next visit and keep taking your readings at home twice a week."});
-    count(&post(http, &format!("{url}/care-plan"), plan).await?);
+    record(&post(http, &format!("{url}/care-plan"), plan).await?, "after-visit summary");
     let transcript = json!({"kind": "video-transcript", "title": "Video visit transcript", "contentType": "text/vtt",
         "text": "WEBVTT\n\n00:00:01.000 --> 00:00:04.000\nClinician: How have you been feeling?\n\n\
                  00:00:04.500 --> 00:00:08.000\nPatient: Much better since the last visit."});
-    count(&post(http, &format!("{url}/documents"), transcript).await?);
+    record(&post(http, &format!("{url}/documents"), transcript).await?, "video transcript (VTT)");
     // The call ends; by the tenant's rule the visit finishes when the clinician signs the note.
     events.send("call.ended", &visit).await?;
     // Signing after the call ended finishes the visit: the note and the status change.
-    count(&post(http, &format!("{url}/notes"), note).await?);
+    record(&post(http, &format!("{url}/notes"), note).await?, "");
     let billing = json!({"procedureCodes": ["99214"], "placeOfService": "10", "modifier": "95", "modality": "video",
         "renderingProvider": practitioner});
     let response = http.put(format!("{url}/billing")).json(&billing).send().await?;

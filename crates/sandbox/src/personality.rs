@@ -146,19 +146,19 @@ impl Personality {
                 _ => None,
             },
             Personality::Oracle => match (method.as_str(), rtype) {
-                // §8.19: `;charset=utf-8` on every content, and a provider's note final.
+                // §8.19: `;charset=utf-8` on every text content, and a provider's note final.
                 ("POST", "DocumentReference") => {
                     let charset = resource["content"].as_array().into_iter().flatten().all(|c| {
                         c["attachment"]["contentType"]
                             .as_str()
-                            .is_some_and(|t| t.replace(' ', "").ends_with(";charset=utf-8"))
+                            .is_some_and(|t| !t.starts_with("text/") || t.replace(' ', "").ends_with(";charset=utf-8"))
                     });
                     if !charset {
                         return refusal(
                             StatusCode::UNPROCESSABLE_ENTITY,
                             "value",
                             Some("DocumentReference.content.attachment.contentType"),
-                            "the content type must carry ;charset=utf-8",
+                            "a text content type must carry ;charset=utf-8",
                         );
                     }
                     if resource["docStatus"] != "final" {

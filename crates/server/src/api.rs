@@ -631,12 +631,18 @@ struct TraceEntry {
     ehr_version: Option<String>,
     next_attempt_at: Option<DateTime<Utc>>,
     completed_at: Option<DateTime<Utc>>,
+    /// How it was planned for its EHR (written / transformed / fallback / not deliverable).
+    plan: Option<String>,
+    /// What the EHR kept, read back after the write.
+    readback: Option<telechart_fhir::readback::ReadBack>,
 }
 
 impl From<DeliveryRow> for TraceEntry {
     fn from(d: DeliveryRow) -> Self {
         TraceEntry {
             ehr_resource: d.ehr_resource_id.as_ref().map(|id| format!("{}/{id}", d.resource_type)),
+            readback: d.readback.as_deref().and_then(|r| serde_json::from_str(r).ok()),
+            plan: d.plan,
             delivery: d.id,
             artifact: d.artifact_id,
             seq: d.seq,

@@ -116,7 +116,7 @@ pub fn plan(artifact: &Artifact, profile: &VendorProfile, mllp: bool) -> WritePl
                 (false, _) => written("DocumentReference"),
                 (true, true) => transformed("DocumentReference", "content type text/plain"),
                 (true, false) => {
-                    not_deliverable(format!("a {} document; this EHR takes plain text only", doc.content_type))
+                    not_deliverable(format!("{} documents: this EHR takes plain text only", doc.content_type))
                 }
             }
         }
@@ -124,7 +124,7 @@ pub fn plan(artifact: &Artifact, profile: &VendorProfile, mllp: bool) -> WritePl
             if doc.content_type == "application/pdf" || doc.content_type.starts_with("text/") {
                 WritePlan::Fallback(Fallback::DocumentApi)
             } else {
-                not_deliverable(format!("a {} document; the document API takes PDF only", doc.content_type))
+                not_deliverable(format!("{} documents: the document API takes PDF only", doc.content_type))
             }
         }
         Artifact::Document(doc) if mllp && doc.content_type.starts_with("text/") => {

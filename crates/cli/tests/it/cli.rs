@@ -144,6 +144,51 @@ fn the_demo_charts_every_visit_and_exports_what_it_wrote() {
 }
 
 #[test]
+fn the_demo_against_every_vendor_prints_how_each_artifact_got_there() {
+    let out = telechart(&workspace()).args(["demo", "--vendor", "all", "--visits", "2"]).output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    let matrix = stdout.split("How each artifact reached each EHR").nth(1).expect("the matrix");
+    let (cells, accuracy) = matrix.split_once("Read-back accuracy").expect("the accuracy table");
+    // Artifact kind × vendor: every cell is a path taken, or a named absence of one.
+    let mut rows: std::collections::BTreeMap<String, std::collections::BTreeMap<String, String>> = Default::default();
+    let mut label = String::new();
+    for line in cells.lines().skip(1).filter(|l| !l.trim().is_empty()) {
+        if !line.starts_with("      ") {
+            label = line.trim().to_owned();
+            continue;
+        }
+        let (vendor, cell) = line.trim().split_once(' ').unwrap();
+        let cell = cell.trim().to_owned();
+        assert!(
+            ["written", "transformed: ", "fallback: ", "not deliverable: "].iter().any(|p| cell.starts_with(p)),
+            "{label} × {vendor}: {cell}"
+        );
+        rows.entry(label.clone()).or_default().insert(vendor.to_owned(), cell);
+    }
+    assert_eq!(rows.len(), 13, "{rows:?}");
+    assert!(rows.values().all(|r| r.len() == 4 && r["generic"] == "written"), "{rows:?}");
+    let cell = |label: &str, vendor: &str| rows[label][vendor].clone();
+    assert_eq!(cell("vital", "epic"), "written");
+    assert_eq!(cell("vital", "athena"), "fallback: vitals API");
+    assert_eq!(cell("note", "epic"), "transformed: content type text/plain");
+    assert_eq!(cell("note", "athena"), "fallback: document API (PDF)");
+    assert_eq!(cell("diagnosis", "epic"), "transformed: verificationStatus provisional");
+    assert_eq!(cell("encounter-status", "oracle"), "transformed: status by JSON Patch of Appointment.status");
+    assert!(cell("document: photo (PNG)", "epic").starts_with("not deliverable: image/png documents"));
+    assert!(cell("service-order", "oracle").starts_with("not deliverable: "));
+    // Read-back: what each EHR kept of what was sent.
+    let percent = |vendor: &str| -> f64 {
+        let line = accuracy.lines().find(|l| l.trim_start().starts_with(vendor)).unwrap();
+        line.split_whitespace().nth(1).unwrap().parse().unwrap()
+    };
+    assert_eq!(percent("generic"), 100.0);
+    assert_eq!(percent("athena"), 100.0);
+    assert!(percent("oracle") < 100.0, "{accuracy}");
+    assert!(accuracy.contains("device.reference dropped"), "{accuracy}");
+}
+
+#[test]
 fn the_demo_refuses_zero_visits() {
     let out = telechart(&workspace()).args(["demo", "--visits", "0"]).output().unwrap();
     assert!(!out.status.success());
