@@ -35,7 +35,7 @@ use serde_json::{Value, json};
 
 pub use app_auth::{AppClient, LaunchContext};
 pub use auth::BackendClient;
-pub use personality::Personality;
+pub use personality::{CreateReply, Personality, Quirks, REFUSABLE};
 pub use seed::CLINICIANS;
 pub use types::{R4_RESOURCE_TYPES, is_r4_type};
 
@@ -196,13 +196,13 @@ impl Sandbox {
                 None => seed::generate_patients(&mut db, 4, &stamp)?,
             }
             // athena's ids carry the practice (§8.24).
-            let encounter_id = |appointment: &str, n: usize| match config.personality {
-                Personality::Athena => format!("a-{ATHENA_PRACTICE}.E-{n}"),
-                _ => format!("enc-{appointment}"),
+            let quirks = config.personality.quirks();
+            let encounter_id = |appointment: &str, n: usize| {
+                if quirks.practice_apis { format!("a-{ATHENA_PRACTICE}.E-{n}") } else { format!("enc-{appointment}") }
             };
             seed::generate_appointments(&mut db, config.today, config.appointments_per_patient, &stamp, &encounter_id)?;
             // Epic- and athena-like EHRs open the encounter themselves; apps adopt it (§8.5).
-            if matches!(config.personality, Personality::Epic | Personality::Athena) {
+            if quirks.encounter_owned_by_ehr {
                 seed::generate_encounters(&mut db, &stamp, &encounter_id)?;
             }
         }
@@ -517,7 +517,7 @@ async fn search_type(State(sandbox): State<Sandbox>, Path(rtype): Path<String>, 
         Err(e) => return outcome(StatusCode::BAD_REQUEST, "invalid", None, &format!("malformed query string: {e}")),
     };
     // §8.21: an Oracle-like server pages with `-pageContext` (here: the offset, opaque to clients).
-    let oracle = sandbox.state.personality == Personality::Oracle;
+    let oracle = sandbox.state.personality.quirks().context_paging;
     if oracle {
         params.retain(|(k, _)| k != "-pageDirection");
         for (k, v) in params.iter_mut() {

@@ -11,7 +11,7 @@ pub(crate) async fn athena_document(
     body: Bytes,
 ) -> Response {
     let error = |status: StatusCode, message: &str| (status, axum::Json(json!({"error": message}))).into_response();
-    if sandbox.state.personality != Personality::Athena {
+    if !sandbox.state.personality.quirks().practice_apis {
         return error(StatusCode::NOT_FOUND, "no such API on this server");
     }
     let form: Vec<(String, String)> = serde_urlencoded::from_bytes(&body).unwrap_or_default();
@@ -48,7 +48,7 @@ pub(crate) async fn athena_document(
 fn athena_encounter(sandbox: &Sandbox, practice: &str, encounter: &str) -> Result<String, Box<Response>> {
     let error =
         |status: StatusCode, message: &str| Box::new((status, axum::Json(json!({"error": message}))).into_response());
-    if sandbox.state.personality != Personality::Athena {
+    if !sandbox.state.personality.quirks().practice_apis {
         return Err(error(StatusCode::NOT_FOUND, "no such API on this server"));
     }
     if practice != ATHENA_PRACTICE {

@@ -56,6 +56,15 @@ pub struct DeliveryRow {
     pub plan: Option<String>,
     /// What the EHR kept on read-back (JSON of `telechart_fhir::readback::ReadBack`).
     pub readback: Option<String>,
+    /// 0 for a dead letter of an artifact this EHR has no path for (see [`Self::blocks_visit`]).
+    pub blocks_visit: i64,
+}
+
+impl DeliveryRow {
+    /// Whether this delivery, while unfinished or dead, holds back the later ones of its visit.
+    pub fn blocks_visit(&self) -> bool {
+        self.blocks_visit != 0
+    }
 }
 
 /// What a finished delivery records: the EHR's id and version, the plan it took, the read-back.

@@ -36,6 +36,10 @@ pub enum SyncError {
     Egress(String),
     #[error("waiting for {0}")]
     NotReady(String),
+    /// Whether an earlier attempt reached the EHR cannot be told from here: a person checks the
+    /// chart, then replays (or not).
+    #[error("a person must check the chart: {0}")]
+    NeedsReview(String),
     #[error("the worker stopped at fault point {0:?}")]
     Crashed(FaultPoint),
 }

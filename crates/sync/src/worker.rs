@@ -304,7 +304,19 @@ impl Worker {
             }
             Err(SyncError::Crashed(point)) => return Ok(DeliveryOutcome::Crashed(point)),
             Err(SyncError::Store(e)) => return Err(SyncError::Store(e)),
-            Err(err) => self.fail(row, &err, plan.as_deref()).await?,
+            Err(err) => {
+                // Found out only on the way (the EHR, or what this depends on, has no path for
+                // it): the plan becomes "not deliverable", with the reason.
+                let plan = match &err {
+                    SyncError::Ehr(EhrError::NotSupported(reason))
+                        if !plan.as_deref().is_some_and(|p| p.starts_with("not deliverable")) =>
+                    {
+                        Some(format!("not deliverable: {reason}"))
+                    }
+                    _ => plan.clone(),
+                };
+                self.fail(row, &err, plan.as_deref()).await?
+            }
         };
         if let Some(plan) = &plan {
             let path = plan.split(':').next().unwrap_or_default().to_owned();
@@ -334,9 +346,10 @@ impl Worker {
         let mut class = match err {
             SyncError::Ehr(e) => e.class(),
             SyncError::NotReady(_) => FailureClass::Transient { retry_after: None },
-            SyncError::UnknownConnection(_) | SyncError::Mapping { .. } | SyncError::Egress(_) => {
-                FailureClass::Permanent
-            }
+            SyncError::UnknownConnection(_)
+            | SyncError::Mapping { .. }
+            | SyncError::Egress(_)
+            | SyncError::NeedsReview(_) => FailureClass::Permanent,
             SyncError::Store(_) | SyncError::Crashed(_) => FailureClass::Transient { retry_after: None },
         };
         // A refusal may mean the patient was merged away: follow the merge and try again at once.
@@ -557,18 +570,23 @@ impl Worker {
             (Artifact::Consent(record), _) => {
                 // Its source is the signed form: that DocumentReference must be in the EHR first.
                 let deliveries = self.store.deliveries_for_visit(&row.tenant_id, &row.visit_id).await?;
-                let form = deliveries
-                    .iter()
-                    .find(|d| d.artifact_id == record.form_artifact && d.status == "done")
-                    .and_then(|d| d.ehr_resource_id.clone())
-                    .ok_or_else(|| {
-                        SyncError::NotReady(format!("the signed form of artifact {}", record.form_artifact))
-                    })?;
+                let form = match depends_on(&deliveries, &record.form_artifact, &row.connection_id) {
+                    Dependency::Written(id) => id,
+                    Dependency::NoPath(plan) => {
+                        return Err(EhrError::NotSupported(format!("its signed form has no path here ({plan})")).into());
+                    }
+                    Dependency::Waiting => {
+                        return Err(SyncError::NotReady(format!(
+                            "the signed form of artifact {}",
+                            record.form_artifact
+                        )));
+                    }
+                };
                 let body = telechart_visit::consent(&ctx, &row.artifact_id, &record, &form);
                 self.create_once(&client, claimed, "Consent", &token, body).await
             }
             (Artifact::EncounterDiagnoses(link), _) => {
-                self.write_encounter_diagnoses(&client, &item, &link).await.map(Delivered::from)
+                self.write_encounter_diagnoses(&client, &item, &row.connection_id, &link).await.map(Delivered::from)
             }
         }
     }
@@ -580,20 +598,26 @@ impl Worker {
         &self,
         client: &FhirClient,
         item: &WorkItem,
+        connection_id: &str,
         link: &telechart_visit::EncounterDiagnoses,
     ) -> Result<(Written, bool), SyncError> {
         let encounter = encounter_id(item)?;
         let deliveries = self.store.deliveries_for_visit(&item.visit.tenant_id, &item.visit.id).await?;
         let mut conditions = Vec::with_capacity(link.entries.len());
         for entry in &link.entries {
-            let written = deliveries
-                .iter()
-                .find(|d| d.artifact_id == entry.condition_artifact && d.status == "done")
-                .and_then(|d| d.ehr_resource_id.clone())
-                .ok_or_else(|| {
-                    SyncError::NotReady(format!("the Condition of artifact {}", entry.condition_artifact))
-                })?;
-            conditions.push((telechart_fhir::reference_string("Condition", &written), entry.rank));
+            match depends_on(&deliveries, &entry.condition_artifact, connection_id) {
+                Dependency::Written(id) => {
+                    conditions.push((telechart_fhir::reference_string("Condition", &id), entry.rank))
+                }
+                // A diagnosis this EHR cannot take is not listed; the others still are.
+                Dependency::NoPath(_) => {}
+                Dependency::Waiting => {
+                    return Err(SyncError::NotReady(format!("the Condition of artifact {}", entry.condition_artifact)));
+                }
+            }
+        }
+        if conditions.is_empty() {
+            return Err(EhrError::NotSupported("none of its Conditions has a path here".into()).into());
         }
         let mut current = client.read("Encounter", &encounter).await?;
         let changed = telechart_visit::apply_encounter_diagnoses(&mut current.resource, &conditions)
@@ -704,6 +728,29 @@ impl Worker {
                 Err(SyncError::NotReady(format!("the EHR's Encounter for {} (it creates its own)", ctx.appointment)))
             }
         }
+    }
+}
+
+/// Where an artifact another one refers to stands in the same EHR.
+enum Dependency {
+    /// In the EHR, with this id.
+    Written(String),
+    /// Dead because the EHR has no path for it (its plan says why).
+    NoPath(String),
+    /// Not there yet.
+    Waiting,
+}
+
+fn depends_on(deliveries: &[DeliveryRow], artifact_id: &str, connection_id: &str) -> Dependency {
+    let Some(d) = deliveries.iter().find(|d| d.artifact_id == artifact_id && d.connection_id == connection_id) else {
+        return Dependency::Waiting;
+    };
+    match (d.status.as_str(), &d.ehr_resource_id) {
+        ("done", Some(id)) => Dependency::Written(id.clone()),
+        ("dead", _) if !d.blocks_visit() => {
+            Dependency::NoPath(d.plan.clone().unwrap_or_else(|| "not deliverable".to_owned()))
+        }
+        _ => Dependency::Waiting,
     }
 }
 

@@ -211,7 +211,12 @@ impl TestEnv {
                 if counts.pending + counts.in_flight == 0 {
                     return all;
                 }
-                let next = self.store.next_due_at(TENANT).await.unwrap().unwrap();
+                let Some(next) = self.store.next_due_at(TENANT).await.unwrap() else {
+                    let dead = self.store.dead_letters(TENANT).await.unwrap();
+                    let why: Vec<String> =
+                        dead.iter().map(|d| format!("{} {:?}: {:?}", d.resource_type, d.plan, d.last_error)).collect();
+                    panic!("deliveries wait behind dead letters that hold back their visit: {why:#?}");
+                };
                 let wait = (next - self.clock.now_ms()).max(1);
                 self.clock.advance(Duration::from_millis(wait as u64));
             }

@@ -9,6 +9,7 @@ mod browser;
 mod crash;
 mod egress;
 mod env;
+mod fifth;
 mod flow;
 mod forged_tokens;
 mod inbound;

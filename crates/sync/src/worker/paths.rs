@@ -124,11 +124,10 @@ impl Worker {
             return Err(EhrError::NotSupported("no document API".into()).into());
         };
         if claimed.must_reconcile {
-            return Err(EhrError::NotSupported(
-                "an earlier upload may have reached the EHR's document API, which cannot be searched: check the chart, then replay"
+            return Err(SyncError::NeedsReview(
+                "an earlier upload may have reached the EHR's document API, which cannot be searched; replay if it did not"
                     .into(),
-            )
-            .into());
+            ));
         }
         let Some(("Patient", patient)) = telechart_fhir::parse_reference(&ctx.patient) else {
             return Err(SyncError::Mapping {
@@ -167,11 +166,10 @@ impl Worker {
             return Err(EhrError::NotSupported("no vitals API".into()).into());
         };
         if claimed.must_reconcile {
-            return Err(EhrError::NotSupported(
-                "an earlier upload may have reached the EHR's vitals API, which cannot be searched: check the chart, then replay"
+            return Err(SyncError::NeedsReview(
+                "an earlier upload may have reached the EHR's vitals API, which cannot be searched; replay if it did not"
                     .into(),
-            )
-            .into());
+            ));
         }
         let readings = vital_readings(vital).ok_or_else(|| SyncError::Mapping {
             artifact_id: claimed.row.artifact_id.clone(),
