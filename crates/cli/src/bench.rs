@@ -70,6 +70,7 @@ async fn tokens(callers: usize, lifetime: u64, seconds: u64) -> anyhow::Result<(
         client_id: "telechart".into(),
         jwks: serde_json::from_value(serde_json::json!({"keys": [key.public_jwk()]}))?,
         scopes: vec!["system/*.cruds".into()],
+        jwks_url: None,
     }];
     let sandbox = Sandbox::new(&config)?;
     let running = sandbox.clone().spawn(SocketAddr::from(([127, 0, 0, 1], 0))).await?;

@@ -47,7 +47,8 @@ pub struct LaunchToken {
     pub encounter: Option<String>,
     #[serde(default, rename = "fhirContext")]
     pub fhir_context: Vec<Value>,
-    #[serde(default)]
+    /// Epic sends it as a string (`"false"`, VENDORS.md §8.2): both forms are taken.
+    #[serde(default, deserialize_with = "lenient_bool")]
     pub need_patient_banner: Option<bool>,
     #[serde(default)]
     pub smart_style_url: Option<String>,
@@ -68,6 +69,17 @@ impl LaunchToken {
         });
         from_context
             .or_else(|| self.appointment.as_deref().map(|a| a.strip_prefix("Appointment/").unwrap_or(a).to_owned()))
+    }
+}
+
+/// A boolean sent as JSON `true`/`false` or as the string `"true"`/`"false"`.
+fn lenient_bool<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Option<bool>, D::Error> {
+    match Option::<Value>::deserialize(deserializer)? {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Bool(b)) => Ok(Some(b)),
+        Some(Value::String(s)) if s == "true" => Ok(Some(true)),
+        Some(Value::String(s)) if s == "false" => Ok(Some(false)),
+        Some(other) => Err(serde::de::Error::custom(format!("need_patient_banner: not a boolean: {other}"))),
     }
 }
 

@@ -378,11 +378,27 @@ impl AuthState {
         let mut body =
             json!({"access_token": token, "token_type": "Bearer", "expires_in": lifetime / 1000, "scope": grant.scope});
         if let Some(context) = &grant.context {
-            body["patient"] = json!(context.patient.trim_start_matches("Patient/"));
-            body["need_patient_banner"] = json!(true);
+            let patient = context.patient.trim_start_matches("Patient/");
+            body["patient"] = json!(patient);
             body["smart_style_url"] = json!("about:blank");
-            if let Some(appointment) = &context.appointment {
-                body["fhirContext"] = json!([{"reference": appointment}]);
+            if self.epic_launch_keys {
+                // §8.2: Epic's keys, the banner flag as a string; visit keys on an EHR launch only.
+                body["need_patient_banner"] = json!("false");
+                body["__epic.dstu2.patient"] = json!(format!("T{patient}"));
+                body["loginDepartment"] = json!("10501101");
+                if let Some(appointment) = &context.appointment {
+                    body["appointment"] = json!(appointment.trim_start_matches("Appointment/"));
+                    body["location"] = json!("e4W4rmGe9QzuGm2Dy4NBqVc0KDe6yGC4FnM");
+                    let encounter = self.launch_encounters.lock().ok().and_then(|m| m.get(appointment).cloned());
+                    if let Some(encounter) = encounter {
+                        body["encounter"] = json!(encounter);
+                    }
+                }
+            } else {
+                body["need_patient_banner"] = json!(true);
+                if let Some(appointment) = &context.appointment {
+                    body["fhirContext"] = json!([{"reference": appointment}]);
+                }
             }
         }
         if has_scope(&grant.scope, "openid") {

@@ -227,6 +227,12 @@ impl Sandbox {
                     if oracle {
                         auth.refresh_min_interval_ms = 60_000;
                     }
+                    auth.epic_launch_keys = config.personality == Personality::Epic;
+                    auth.backend_style = match config.personality {
+                        Personality::Epic => auth::BackendStyle::Registered,
+                        Personality::Oracle => auth::BackendStyle::FixedSyntax,
+                        _ => auth::BackendStyle::Plain,
+                    };
                     auth
                 },
                 require_bearer: config.require_bearer,
@@ -323,6 +329,19 @@ impl Sandbox {
 
     /// Registers an EHR launch (what the schedule page's button does) and returns its `launch`.
     pub fn register_launch(&self, context: LaunchContext) -> String {
+        if self.state.auth.epic_launch_keys
+            && let Some(appointment) = &context.appointment
+        {
+            // The EHR's own Encounter of the appointment goes in the launch token (§8.2).
+            let encounter = self.state.db.read().ok().and_then(|db| {
+                db.all("Encounter")
+                    .find(|e| e["appointment"][0]["reference"] == appointment.as_str())
+                    .and_then(|e| e["id"].as_str().map(str::to_owned))
+            });
+            if let (Some(encounter), Ok(mut map)) = (encounter, self.state.auth.launch_encounters.lock()) {
+                map.insert(appointment.clone(), encounter);
+            }
+        }
         self.state.auth.register_launch(context)
     }
 
@@ -869,7 +888,30 @@ async fn require_token(
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")));
-    if token.is_some_and(|t| sandbox.state.auth.valid_token(t, now)) {
+    if let Some(token) = token.filter(|t| sandbox.state.auth.valid_token(t, now)) {
+        // Backend tokens reach only the APIs their scopes name (§8.4, §8.15).
+        if let Some(scope) = sandbox.state.auth.token_scope(token) {
+            let rtype =
+                request.uri().path().trim_start_matches("/fhir/").split('/').next().unwrap_or_default().to_owned();
+            let write = !matches!(*request.method(), Method::GET | Method::HEAD);
+            if !auth::scopes_cover(&scope, &rtype, write) {
+                return match sandbox.state.auth.backend_style {
+                    auth::BackendStyle::Registered => StatusCode::FORBIDDEN.into_response(),
+                    auth::BackendStyle::FixedSyntax => (
+                        StatusCode::FORBIDDEN,
+                        axum::Json(json!({"error": "urn:cerner:error:oauth2:resource-access:insufficient-scopes",
+                            "error_description": format!("the token's scopes do not allow this {rtype} request")})),
+                    )
+                        .into_response(),
+                    auth::BackendStyle::Plain => outcome(
+                        StatusCode::FORBIDDEN,
+                        "forbidden",
+                        None,
+                        &format!("the token's scopes do not allow this {rtype} request"),
+                    ),
+                };
+            }
+        }
         return next.run(request).await;
     }
     let mut response = outcome(StatusCode::UNAUTHORIZED, "login", None, "a valid bearer access token is required");

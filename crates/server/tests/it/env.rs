@@ -135,6 +135,7 @@ impl TestEnv {
                 client_id: "telechart".into(),
                 jwks: serde_json::from_value(json!({"keys": [key.public_jwk()]})).unwrap(),
                 scopes: vec!["system/*.cruds".into()],
+                jwks_url: None,
             }];
             config.require_bearer = true;
             settings = json!({"backend": {"client_id": "telechart", "scope": "system/*.cruds"}}).to_string();

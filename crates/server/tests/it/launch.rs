@@ -25,6 +25,15 @@ pub struct LaunchEnv {
 /// clinician (Dr Okafor, `sandbox-dr-2`) linked by fhirUser. With `approve_page`, the EHR's
 /// authorize step shows its sign-in/approve page instead of approving at once.
 pub async fn launch_env(approve_page: bool) -> LaunchEnv {
+    launch_env_as(approve_page, telechart_sandbox::Personality::Generic, "generic").await
+}
+
+/// As [`launch_env`], the EHR answering as `personality` and the connection on `profile`.
+pub async fn launch_env_as(
+    approve_page: bool,
+    personality: telechart_sandbox::Personality,
+    profile: &str,
+) -> LaunchEnv {
     let dir = tempfile::tempdir().unwrap();
     let store = crate::sqlite_store(dir.path()).await;
     let port = free_port();
@@ -32,6 +41,7 @@ pub async fn launch_env(approve_page: bool) -> LaunchEnv {
     let mut config = SandboxConfig::new("2026-11-26".parse().unwrap());
     config.app_launch_url = Some(format!("{base}/launch"));
     config.approve_page = approve_page;
+    config.personality = personality;
     config.app_clients = vec![AppClient {
         client_id: "telechart-app".into(),
         redirect_uris: vec![format!("{base}/launch/callback")],
@@ -43,7 +53,7 @@ pub async fn launch_env(approve_page: bool) -> LaunchEnv {
             tenant_id: "default".into(),
             id: "sandbox".into(),
             name: "Sandbox".into(),
-            profile: "generic".into(),
+            profile: profile.into(),
             base_url: sandbox.fhir_base.clone(),
             settings: json!({"launch": {"client_id": "telechart-app", "scope": "launch openid fhirUser patient/*.rs"}})
                 .to_string(),
@@ -339,4 +349,90 @@ impl QueryPairs for reqwest::RequestBuilder {
         request.url_mut().query_pairs_mut().extend_pairs(pairs);
         reqwest::RequestBuilder::from_parts(client, request)
     }
+}
+
+/// The launch's token response exactly as the EHR sends it: authorize (auto-approved), then the
+/// code exchanged with PKCE by hand.
+async fn raw_token_response(
+    sandbox: &telechart_sandbox::RunningSandbox,
+    base: &str,
+    launch: Option<&str>,
+    scope: &str,
+) -> serde_json::Value {
+    let config =
+        telechart_ehr::smart_configuration(&sandbox.fhir_base, std::time::Duration::from_secs(5)).await.unwrap();
+    let request = telechart_ehr::AuthorizationRequest::new().unwrap();
+    let redirect = format!("{base}/launch/callback");
+    let url = request.url(&config, "telechart-app", &redirect, scope, &sandbox.fhir_base, launch).unwrap();
+    let no_redirects = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
+    let back = no_redirects.get(url).send().await.unwrap();
+    let location = back.headers()["location"].to_str().unwrap().to_owned();
+    let query = location.split_once('?').unwrap().1;
+    let pairs: Vec<(String, String)> = serde_urlencoded::from_str(query).unwrap();
+    let code = pairs.into_iter().find(|(k, _)| k == "code").unwrap().1;
+    let form = [
+        ("grant_type", "authorization_code"),
+        ("code", code.as_str()),
+        ("redirect_uri", redirect.as_str()),
+        ("code_verifier", request.code_verifier.as_str()),
+        ("client_id", "telechart-app"),
+    ];
+    let response = no_redirects
+        .post(&config.token_endpoint)
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(serde_urlencoded::to_string(form).unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 200);
+    response.json().await.unwrap()
+}
+
+/// VENDORS.md §8 item 2: an Epic EHR launch's token adds `__epic.dstu2.patient`, `encounter`,
+/// `appointment`, `location`, `loginDepartment` and `need_patient_banner` as the *string*
+/// `"false"`; a standalone launch has no visit keys. Telechart takes the string, the appointment
+/// from `appointment`, and binds the visit to the EHR's Encounter from `encounter`.
+#[tokio::test]
+async fn epic_2_launch_tokens_carry_epics_context_keys_and_telechart_binds_the_ehrs_encounter() {
+    let LaunchEnv { store, sandbox, server, base, _dir } =
+        launch_env_as(false, telechart_sandbox::Personality::Epic, "epic").await;
+    let appointment = sandbox.sandbox.appointment_ids()[1].clone();
+    let appt: serde_json::Value =
+        reqwest::get(format!("{}/Appointment/{appointment}", sandbox.fhir_base)).await.unwrap().json().await.unwrap();
+    let patient = appt["participant"][0]["actor"]["reference"].as_str().unwrap().to_owned();
+    let context = || LaunchContext {
+        practitioner: "Practitioner/sandbox-dr-2".into(),
+        patient: patient.clone(),
+        appointment: Some(format!("Appointment/{appointment}")),
+    };
+    let launch = sandbox.sandbox.register_launch(context());
+    let token = raw_token_response(&sandbox, &base, Some(&launch), "launch openid fhirUser patient/*.rs").await;
+    assert_eq!(token["need_patient_banner"], "false", "a string, as Epic sends it: {token}");
+    assert_eq!(token["appointment"], appointment.as_str());
+    assert_eq!(token["encounter"], format!("enc-{appointment}"));
+    for key in ["__epic.dstu2.patient", "location", "loginDepartment", "patient"] {
+        assert!(token[key].is_string(), "{key}: {token}");
+    }
+    let standalone = raw_token_response(&sandbox, &base, None, "launch/patient openid fhirUser patient/*.rs").await;
+    assert!(standalone["patient"].is_string() && standalone["__epic.dstu2.patient"].is_string(), "{standalone}");
+    for key in ["encounter", "appointment", "location"] {
+        assert!(standalone.get(key).is_none(), "standalone has no {key}: {standalone}");
+    }
+
+    // Telechart: the launch opens the appointment's visit, bound to the EHR's Encounter.
+    let browser = reqwest::Client::builder().cookie_store(true).build().unwrap();
+    let launch = sandbox.sandbox.register_launch(context());
+    let landed = browser
+        .get(format!("{base}/launch"))
+        .query_pairs(&[("iss", sandbox.fhir_base.as_str()), ("launch", launch.as_str())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(landed.status().as_u16(), 200);
+    let visit_id = landed.url().path().trim_start_matches("/workspace/visits/").to_owned();
+    let visit = store.visit("default", &visit_id).await.unwrap().expect("the launch opened a visit");
+    assert_eq!(visit.appointment_id, appointment);
+    assert_eq!(visit.ehr_encounter_id.as_deref(), Some(format!("enc-{appointment}").as_str()));
+    server.shutdown().await;
+    sandbox.shutdown().await;
 }
