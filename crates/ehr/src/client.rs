@@ -300,11 +300,28 @@ impl FhirClient {
     pub async fn search(&self, resource_type: &str, params: &[(&str, &str)]) -> Result<Vec<Value>, EhrError> {
         let query = serde_urlencoded::to_string(params)
             .map_err(|e| EhrError::NotSupported(format!("search parameters cannot be encoded: {e}")))?;
-        let mut url = format!("{}/{resource_type}?{query}", self.base);
+        let first = format!("{}/{resource_type}?{query}", self.base);
+        let mut url = first.clone();
         let mut found: Vec<Value> = Vec::new();
-        for _ in 0..self.max_pages {
+        // Paging sessions that expire (a refusal on a later page) restart from the first page,
+        // twice at most; what came before is kept, de-duplicated by id.
+        let mut restarts = if self.profile.paging == crate::Paging::ExpiringSession { 2 } else { 0 };
+        let mut page = 0;
+        while page < self.max_pages {
             let (status, headers, body) = self.send(Method::GET, "search", resource_type, &url, None, None).await?;
-            check_status("search", resource_type, status, &headers, &body, false)?;
+            if let Err(e) = check_status("search", resource_type, status, &headers, &body, false) {
+                if url != first && restarts > 0 && matches!(e, EhrError::Refused { status: 400..=499, .. }) {
+                    tracing::info!(
+                        resource_type,
+                        status = status.as_u16(),
+                        "paging session expired; the search starts again"
+                    );
+                    restarts -= 1;
+                    url = first.clone();
+                    continue;
+                }
+                return Err(e);
+            }
             let bundle: Bundle = serde_json::from_slice(&body).map_err(|e| EhrError::Protocol {
                 method: "search",
                 resource_type: resource_type.to_owned(),
@@ -319,13 +336,35 @@ impl FhirClient {
                 Some(next) => url = next.to_owned(),
                 None => return Ok(found),
             }
+            page += 1;
         }
         Ok(found)
     }
 
-    /// Resources of `resource_type` carrying the identifier `system|value`.
-    pub async fn find_by_identifier(&self, resource_type: &str, token: &str) -> Result<Vec<Value>, EhrError> {
-        self.search(resource_type, &[("identifier", token)]).await
+    /// Resources of `resource_type` carrying the identifier `system|value`, searched within
+    /// `patient` when given (some EHRs search clinical types only within a patient). Results
+    /// are checked for the identifier here too: an EHR that ignores a parameter it does not
+    /// support would otherwise return every resource of the patient.
+    pub async fn find_by_identifier(
+        &self,
+        resource_type: &str,
+        token: &str,
+        patient: Option<&str>,
+    ) -> Result<Vec<Value>, EhrError> {
+        let mut params = vec![("identifier", token)];
+        if let Some(patient) = patient {
+            params.insert(0, ("patient", patient));
+        }
+        let (system, value) = token.split_once('|').unwrap_or(("", token));
+        let found = self.search(resource_type, &params).await?;
+        Ok(found
+            .into_iter()
+            .filter(|r| {
+                r["identifier"].as_array().into_iter().flatten().any(|i| {
+                    i["value"].as_str() == Some(value) && (system.is_empty() || i["system"].as_str() == Some(system))
+                })
+            })
+            .collect())
     }
 
     pub async fn create(&self, resource_type: &str, resource: &Value) -> Result<Written, EhrError> {

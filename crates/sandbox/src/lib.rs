@@ -8,6 +8,7 @@ mod app_auth;
 mod auth;
 mod control;
 mod db;
+mod epic_search;
 mod personality;
 mod search;
 mod seed;
@@ -16,7 +17,7 @@ mod validate;
 mod vendor_api;
 mod web_auth;
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -148,6 +149,10 @@ struct SandboxState {
     hl7_received: Mutex<Vec<String>>,
     /// Readings taken through athena's encounter vitals API.
     athena_vitals: Mutex<Vec<Value>>,
+    /// Epic-like paging sessions: `sessionID` → the search's filters, page size and next offset.
+    paging_sessions: Mutex<HashMap<String, epic_search::PagingSession>>,
+    /// The next paging request finds its session expired (set by the control endpoint).
+    expire_next_session: std::sync::atomic::AtomicBool,
 }
 
 #[derive(Clone)]
@@ -243,6 +248,8 @@ impl Sandbox {
                 token_minute: Mutex::default(),
                 hl7_received: Mutex::default(),
                 athena_vitals: Mutex::default(),
+                paging_sessions: Mutex::default(),
+                expire_next_session: std::sync::atomic::AtomicBool::new(false),
             }),
         })
     }
@@ -271,6 +278,7 @@ impl Sandbox {
             .route("/v1/{practice}/patients/{patient}/documents/clinicaldocument", post(athena_document))
             .route("/v1/{practice}/chart/encounter/{encounter}/vitals", get(athena_vitals_list).post(athena_vitals_add))
             .route("/_sandbox/restrict/Patient/{id}", post(restrict))
+            .route("/_sandbox/expire-paging-sessions", post(epic_search::expire_sessions))
             .fallback(|| async {
                 outcome(StatusCode::NOT_FOUND, "not-found", None, "no such FHIR endpoint on this server")
             })
@@ -550,14 +558,29 @@ async fn search_type(State(sandbox): State<Sandbox>, Path(rtype): Path<String>, 
             }
         }
     }
-    let request = match search::parse(&params) {
-        Ok(r) => r,
-        Err(e) => return outcome(StatusCode::BAD_REQUEST, "invalid", Some(&e.param), &e.message),
+    let epic = sandbox.state.personality == Personality::Epic;
+    let mut ignored = Vec::new();
+    let mut request = if epic {
+        match epic_search::request(&sandbox, &rtype, &params) {
+            Ok((request, dropped)) => {
+                ignored = dropped;
+                request
+            }
+            Err(response) => return *response,
+        }
+    } else {
+        match search::parse(&params) {
+            Ok(r) => r,
+            Err(e) => return outcome(StatusCode::BAD_REQUEST, "invalid", Some(&e.param), &e.message),
+        }
     };
     let base = sandbox.base_url();
     let Ok(db) = sandbox.state.db.read() else {
         return outcome(StatusCode::INTERNAL_SERVER_ERROR, "exception", None, "sandbox state is poisoned");
     };
+    if epic {
+        request.count = request.count.min(1000);
+    }
     let hits = match search::run(&db, &rtype, &request.filters) {
         Ok(h) => h,
         Err(e) => return outcome(StatusCode::BAD_REQUEST, "not-supported", Some(&e.param), &e.message),
@@ -565,7 +588,7 @@ async fn search_type(State(sandbox): State<Sandbox>, Path(rtype): Path<String>, 
     let total = hits.len();
     // Oracle-like: a later page starts with the last record of the page before (§8.21).
     let first = if oracle && request.offset > 0 { request.offset - 1 } else { request.offset };
-    let page: Vec<Value> = hits
+    let mut page: Vec<Value> = hits
         .iter()
         .skip(first)
         .take(request.count + request.offset - first)
@@ -587,10 +610,32 @@ async fn search_type(State(sandbox): State<Sandbox>, Path(rtype): Path<String>, 
         format!("{base}/{rtype}?{}", serde_urlencoded::to_string(&pairs).unwrap_or_default())
     };
     let mut links = vec![json!({"relation": "self", "url": link_for(request.offset)})];
-    if request.offset + request.count < total && request.count > 0 {
+    let more = request.offset + request.count < total && request.count > 0;
+    if more && epic {
+        links.push(json!({"relation": "next", "url": epic_search::next_link(&sandbox, &base, &rtype, &request)}));
+    } else if more {
         links.push(json!({"relation": "next", "url": link_for(request.offset + request.count)}));
     }
     let mut bundle = json!({"resourceType": "Bundle", "type": "searchset", "total": total, "link": links});
+    if epic {
+        // §8.10: `total` is the page's size; no results is an OperationOutcome entry (4101);
+        // §8.11: parameters it does not know are ignored, with an informational 59100.
+        bundle["total"] = json!(page.len());
+        let mut notes: Vec<Value> = ignored
+            .iter()
+            .map(|p| {
+                epic_search::outcome_entry(
+                    "information",
+                    "59100",
+                    &format!("the parameter {p} is not supported and was ignored"),
+                )
+            })
+            .collect();
+        if page.is_empty() {
+            notes.push(epic_search::outcome_entry("warning", "4101", "Resource request returns no results."));
+        }
+        page.extend(notes);
+    }
     if oracle {
         // Oracle mostly leaves `total` out.
         if let Some(b) = bundle.as_object_mut() {

@@ -76,6 +76,11 @@ pub fn run<'a>(db: &'a Db, rtype: &str, filters: &[(String, String)]) -> Result<
     Ok(hits)
 }
 
+/// Whether this server can search `rtype` by `name` (with this value).
+pub fn supported(rtype: &str, name: &str, value: &str) -> bool {
+    matcher(rtype, name, value).is_ok()
+}
+
 type Matcher = Box<dyn Fn(&Value) -> bool>;
 
 fn matcher(rtype: &str, name: &str, value: &str) -> Result<Matcher, SearchError> {

@@ -643,8 +643,9 @@ impl Worker {
         token: &str,
         resource: Value,
     ) -> Result<Delivered, SyncError> {
+        let patient = resource["subject"]["reference"].as_str().or_else(|| resource["patient"]["reference"].as_str());
         if claimed.must_reconcile
-            && let Some(found) = client.find_by_identifier(resource_type, token).await?.into_iter().next()
+            && let Some(found) = client.find_by_identifier(resource_type, token, patient).await?.into_iter().next()
         {
             let readback = Some(telechart_fhir::readback::compare(&resource, &found));
             return Ok(Delivered { written: adopt(found, resource_type)?, adopted: true, readback });
@@ -683,9 +684,15 @@ impl Worker {
         let existing = match &item.visit.ehr_encounter_id {
             Some(id) => Some(client.read("Encounter", id).await?),
             None => {
-                let mut found = client.find_by_identifier("Encounter", token).await?;
+                let patient = Some(ctx.patient.as_str());
+                let mut found = client.find_by_identifier("Encounter", token, patient).await?;
                 if found.is_empty() {
-                    found = client.search("Encounter", &[("appointment", ctx.appointment.as_str())]).await?;
+                    found = client
+                        .search(
+                            "Encounter",
+                            &[("patient", ctx.patient.as_str()), ("appointment", ctx.appointment.as_str())],
+                        )
+                        .await?;
                 }
                 // Prefer one not cancelled, should the EHR hold several for the appointment.
                 found.sort_by_key(|e| e.get("status").and_then(Value::as_str) == Some("cancelled"));

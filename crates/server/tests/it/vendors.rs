@@ -68,8 +68,8 @@ async fn epic_5_encounter_and_appointment_writes_are_refused_and_telechart_adopt
             .filter(|d| d.resource_type == "Encounter")
             .all(|d| d.ehr_resource_id.as_deref() == Some(adopted.as_str()))
     );
-    let found = get(format!("{base}/Encounter?appointment=Appointment/{}", env.appointment(0))).await;
-    assert_eq!(found["total"], 1, "no second Encounter");
+    let found = get(format!("{base}/Encounter?patient={patient}&appointment=Appointment/{}", env.appointment(0))).await;
+    assert_eq!(found["entry"].as_array().map(Vec::len), Some(1), "no second Encounter: {found}");
     env.stop().await;
 }
 
@@ -612,5 +612,110 @@ async fn hl7v2_over_mllp_carries_vitals_where_fhir_cannot() {
             .await
             .unwrap_err();
     assert!(err.to_string().contains("ACK AE: unknown patient in PID-3"), "{err}");
+    env.stop().await;
+}
+
+/// An Epic-profile FHIR client on the sandbox, unauthenticated (the sandbox asks for no token).
+fn epic_client(env: &TestEnv) -> telechart_ehr::FhirClient {
+    telechart_ehr::FhirClient::new(
+        &env.sandbox.fhir_base,
+        telechart_ehr::VendorProfile::by_name("epic").unwrap(),
+        std::time::Duration::from_secs(5),
+    )
+    .unwrap()
+}
+
+#[tokio::test]
+async fn epic_10_session_paging_expires_with_4113_total_is_the_page_size_and_no_results_is_4101() {
+    let env = TestEnv::start_vendor(Engine::Sqlite, Personality::Epic, "epic").await;
+    let base = env.sandbox.fhir_base.clone();
+    let root = base.trim_end_matches("/fhir").to_owned();
+    let all = env.sandbox.sandbox.appointment_ids().len();
+    assert!(all > 4, "{all}");
+    let first = get(format!("{base}/Appointment?_count=2")).await;
+    assert_eq!(first["total"], 2, "total is the page size, not the {all} matches");
+    let next = first["link"].as_array().unwrap().iter().find(|l| l["relation"] == "next").unwrap()["url"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(next.contains("sessionID="), "{next}");
+    let second = get(next.clone()).await;
+    assert_eq!(second["entry"].as_array().unwrap().len(), 2);
+    let third = second["link"].as_array().unwrap().iter().find(|l| l["relation"] == "next").unwrap()["url"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    reqwest::Client::new().post(format!("{root}/_sandbox/expire-paging-sessions")).send().await.unwrap();
+    let expired = reqwest::get(third).await.unwrap();
+    assert_eq!(expired.status().as_u16(), 400);
+    let outcome: Value = expired.json().await.unwrap();
+    assert_eq!(outcome["issue"][0]["details"]["coding"][0]["code"], "4113", "{outcome}");
+    let patient = patient_of(&env, 0).await;
+    let empty = get(format!("{base}/Observation?patient={patient}&code=http://loinc.org|0000-0")).await;
+    assert_eq!(empty["total"], 0);
+    assert_eq!(empty["entry"][0]["search"]["mode"], "outcome");
+    assert_eq!(empty["entry"][0]["resource"]["issue"][0]["details"]["coding"][0]["code"], "4101", "{empty}");
+    // Telechart: the outcome entry is no result; every page is followed; and a session that
+    // expires mid-way starts the search again, without duplicates.
+    let client = epic_client(&env);
+    assert!(
+        client
+            .search("Observation", &[("patient", &patient), ("code", "http://loinc.org|0000-0")])
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    reqwest::Client::new().post(format!("{root}/_sandbox/expire-paging-sessions")).send().await.unwrap();
+    let found = client.search("Appointment", &[("_count", "2")]).await.unwrap();
+    let mut ids: Vec<&str> = found.iter().map(|a| a["id"].as_str().unwrap()).collect();
+    ids.sort_unstable();
+    ids.dedup();
+    assert_eq!((found.len(), ids.len()), (all, all), "every appointment once, after a restart");
+    env.stop().await;
+}
+
+#[tokio::test]
+async fn epic_11_required_search_parameters_4111_and_59159_and_unknown_ones_ignored_with_59100() {
+    let env = TestEnv::start_vendor(Engine::Sqlite, Personality::Epic, "epic").await;
+    let base = env.sandbox.fhir_base.clone();
+    let status_and = |url: String| async move {
+        let r = reqwest::get(url).await.unwrap();
+        (r.status().as_u16(), r.json::<Value>().await.unwrap())
+    };
+    let (status, outcome) = status_and(format!("{base}/Patient?birthdate=1980-01-01")).await;
+    assert_eq!((status, outcome["issue"][0]["details"]["coding"][0]["code"].as_str()), (400, Some("59159")));
+    let (status, outcome) = status_and(format!("{base}/Observation?code=http://loinc.org|8867-4")).await;
+    assert_eq!((status, outcome["issue"][0]["details"]["coding"][0]["code"].as_str()), (400, Some("4111")));
+    let (status, bundle) = status_and(format!("{base}/Appointment?_count=3&flavour=vanilla")).await;
+    assert_eq!(status, 200);
+    let entries = bundle["entry"].as_array().unwrap();
+    assert_eq!(entries.iter().filter(|e| e["search"]["mode"] == "match").count(), 3, "the rest of the search stands");
+    let info = entries.iter().find(|e| e["search"]["mode"] == "outcome").unwrap();
+    assert_eq!(info["resource"]["issue"][0]["severity"], "information");
+    assert_eq!(info["resource"]["issue"][0]["details"]["coding"][0]["code"], "59100");
+    // Telechart: searches by identifier within the patient, so reconciling an unknown outcome
+    // works here (no 4111), and keeps only what carries the identifier.
+    let visit = env.full_visit(0).await;
+    env.sandbox.sandbox.inject(
+        serde_json::from_value(
+            json!({"status": 500, "resourceType": "Observation", "method": "POST", "afterCommit": true}),
+        )
+        .unwrap(),
+    );
+    env.drain(&env.worker("w", FaultPlan::default())).await;
+    let deliveries = env.store.deliveries_for_visit(TENANT, &visit).await.unwrap();
+    assert!(deliveries.iter().all(|d| d.status == "done"), "{deliveries:?}");
+    let reconciled = deliveries.iter().find(|d| d.resource_type == "Observation").unwrap();
+    assert_eq!(reconciled.attempts, 2, "the first reply was lost; the second attempt found the write");
+    for d in deliveries.iter().filter(|d| d.resource_type == "Observation") {
+        let token = format!("{SYSTEM}|{}", d.identifier);
+        assert_eq!(env.sandbox.sandbox.count_with_identifier("Observation", &token), 1);
+    }
+    let patient = patient_of(&env, 0).await;
+    let client = epic_client(&env);
+    let token = format!("{SYSTEM}|{}", reconciled.identifier);
+    let found = client.find_by_identifier("Observation", &token, Some(&patient)).await.unwrap();
+    assert_eq!(found.len(), 1);
+    assert_eq!(found[0]["id"].as_str(), reconciled.ehr_resource_id.as_deref());
     env.stop().await;
 }
