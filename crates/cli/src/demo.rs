@@ -79,10 +79,7 @@ pub async fn sandbox(args: SandboxArgs) -> anyhow::Result<()> {
         println!("HL7v2 MLLP listener at {address}");
     }
     if args.app_launch_url.is_some() {
-        println!(
-            "schedule with \"Start video visit\" buttons: {}/ehr/schedule",
-            running.fhir_base.trim_end_matches("/fhir")
-        );
+        println!("schedule with \"Start video visit\" buttons: {}/ehr/schedule", running.root);
     }
     tokio::signal::ctrl_c().await?;
     running.shutdown().await;
@@ -447,7 +444,7 @@ async fn run_vendor(mut config: Config, args: &DemoArgs, vendor: &str) -> anyhow
     }
 
     // The lab completes each order in the EHR; Telechart reads status and results back.
-    let root = sandbox.fhir_base.trim_end_matches("/fhir").to_owned();
+    let root = sandbox.root.clone();
     let mut lab_orders = 0;
     for visit in &visit_ids {
         let orders: Vec<Value> = http.get(format!("{api}/visits/{visit}/orders")).send().await?.json().await?;
@@ -542,7 +539,7 @@ async fn run_vendor(mut config: Config, args: &DemoArgs, vendor: &str) -> anyhow
                 .collect()
         })
         .unwrap_or_default();
-    let schedule = format!("{}/ehr/schedule", sandbox.fhir_base.trim_end_matches("/fhir"));
+    let schedule = format!("{}/ehr/schedule", sandbox.root.as_str());
     println!("\nThe EHR's schedule, to launch a visit as a clinician would (SMART EHR launch):");
     println!("  {schedule}");
     if args.serve {

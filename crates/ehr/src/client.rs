@@ -6,7 +6,7 @@ use std::time::Duration;
 use reqwest::header::{ACCEPT, CONTENT_TYPE, ETAG, HeaderMap, IF_MATCH, LOCATION, RETRY_AFTER};
 use reqwest::{Method, StatusCode};
 use serde_json::Value;
-use telechart_fhir::{Bundle, OperationOutcome, parse_reference};
+use telechart_fhir::{Bundle, parse_reference};
 
 use crate::{EhrError, RetryAfter, VendorProfile};
 
@@ -494,10 +494,33 @@ fn describe(err: &reqwest::Error) -> String {
     }
 }
 
+/// What a refusal says: each issue's diagnostics, else its `details` text or code, else its
+/// code (vendors fill different ones); a non-FHIR JSON error's `error`; else the size.
 fn outcome_message(body: &[u8]) -> String {
-    serde_json::from_slice::<OperationOutcome>(body)
-        .map(|o| o.summary())
-        .unwrap_or_else(|_| format!("{} bytes of non-FHIR reply", body.len()))
+    let Ok(reply) = serde_json::from_slice::<Value>(body) else {
+        return format!("{} bytes of non-FHIR reply", body.len());
+    };
+    if reply["resourceType"] != "OperationOutcome" {
+        return match reply["error"].as_str() {
+            Some(error) => format!("non-FHIR error {error}"),
+            None => format!("{} bytes of non-FHIR reply", body.len()),
+        };
+    }
+    let issues: Vec<String> = reply["issue"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|i| {
+            let detail = i["diagnostics"]
+                .as_str()
+                .or_else(|| i["details"]["text"].as_str())
+                .or_else(|| i["details"]["coding"][0]["code"].as_str())
+                .or_else(|| i["code"].as_str())
+                .unwrap_or("no detail");
+            detail.to_owned()
+        })
+        .collect();
+    issues.join("; ")
 }
 
 /// Whether an OperationOutcome says the record is restricted (break-the-glass): Epic's 4130

@@ -134,6 +134,8 @@ fn one() -> u32 {
 struct SandboxState {
     db: RwLock<Db>,
     base_url: RwLock<String>,
+    /// §8.13: the Oracle-like tenant, in the FHIR and the authorization URLs.
+    tenant: Option<String>,
     latency_ms: AtomicU64,
     faults: Mutex<VecDeque<Fault>>,
     auth: auth::AuthState,
@@ -164,8 +166,10 @@ pub struct Sandbox {
 pub struct RunningSandbox {
     pub sandbox: Sandbox,
     pub addr: SocketAddr,
-    /// The FHIR base URL, e.g. `http://127.0.0.1:4321/fhir`.
+    /// The FHIR base URL, e.g. `http://127.0.0.1:4321/fhir` (Oracle-like: `…/r4/{tenant}`).
     pub fhir_base: String,
+    /// Where the sandbox's own pages and control endpoints are, e.g. `http://127.0.0.1:4321`.
+    pub root: String,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
     task: tokio::task::JoinHandle<()>,
 }
@@ -216,6 +220,7 @@ impl Sandbox {
             state: Arc::new(SandboxState {
                 db: RwLock::new(db),
                 base_url: RwLock::new(String::new()),
+                tenant: (config.personality == Personality::Oracle).then(|| ORACLE_TENANT.to_owned()),
                 latency_ms: AtomicU64::new(latency_ms),
                 faults: Mutex::new(VecDeque::new()),
                 auth: {
@@ -292,20 +297,25 @@ impl Sandbox {
         let listener =
             tokio::net::TcpListener::bind(addr).await.map_err(|source| SandboxError::Bind { addr, source })?;
         let addr = listener.local_addr().map_err(|source| SandboxError::Bind { addr, source })?;
-        let fhir_base = format!("http://{addr}/fhir");
+        let root = format!("http://{addr}");
+        let fhir_base = match &self.state.tenant {
+            Some(tenant) => format!("{root}/r4/{tenant}"),
+            None => format!("{root}/fhir"),
+        };
         if let Ok(mut base) = self.state.base_url.write() {
             *base = fhir_base.clone();
         }
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        let app = self.router();
+        // §8.13: tenant URLs are rewritten onto the routes before routing.
+        let app = tower::Layer::layer(&axum::middleware::from_fn_with_state(self.clone(), tenant_paths), self.router());
         let task = tokio::spawn(async move {
-            let _ = axum::serve(listener, app)
+            let _ = axum::serve(listener, axum::ServiceExt::<axum::extract::Request>::into_make_service(app))
                 .with_graceful_shutdown(async {
                     let _ = rx.await;
                 })
                 .await;
         });
-        Ok(RunningSandbox { sandbox: self, addr, fhir_base, shutdown: Some(tx), task })
+        Ok(RunningSandbox { sandbox: self, addr, fhir_base, root, shutdown: Some(tx), task })
     }
 
     pub fn set_latency(&self, latency: Duration) {
@@ -360,11 +370,35 @@ impl Sandbox {
 
     /// The token endpoint, which client assertions must name as their audience.
     pub fn token_url(&self) -> String {
-        format!("{}/auth/token", self.base_url().trim_end_matches("/fhir"))
+        self.auth_url("token")
+    }
+
+    /// The authorization server's `token`, `authorize` or `jwks` URL (Oracle-like: under the
+    /// tenant, §8.13).
+    pub(crate) fn auth_url(&self, what: &str) -> String {
+        match &self.state.tenant {
+            Some(tenant) => {
+                let profile = format!("{}/tenants/{tenant}/protocols/oauth2/profiles/smart-v1", self.root_url());
+                match what {
+                    "authorize" => format!("{profile}/personas/provider/authorize"),
+                    other => format!("{profile}/{other}"),
+                }
+            }
+            None => format!("{}/auth/{what}", self.root_url()),
+        }
     }
 
     fn base_url(&self) -> String {
         self.state.base_url.read().map(|b| b.clone()).unwrap_or_default()
+    }
+
+    /// The origin the sandbox serves on (its pages and control endpoints are under it).
+    pub(crate) fn root_url(&self) -> String {
+        let base = self.base_url();
+        match base.find("/fhir").or_else(|| base.find("/r4/")) {
+            Some(i) => base[..i].to_owned(),
+            None => base,
+        }
     }
 
     async fn delay(&self) {
@@ -392,6 +426,41 @@ impl Sandbox {
 }
 
 const FHIR_JSON: &str = "application/fhir+json; charset=utf-8";
+
+/// The Oracle-like personality's tenant (the GUID of Oracle's public sandbox).
+pub const ORACLE_TENANT: &str = "ec2458f2-1e24-41c8-b71b-0e701af7583d";
+
+/// §8.13: `/r4/{tenant}/…` and `/tenants/{tenant}/protocols/oauth2/profiles/smart-v1/…` reach
+/// the FHIR and authorization routes when the tenant is this server's; any other tenant is
+/// 403 "Tenant not valid or accessible".
+async fn tenant_paths(
+    State(sandbox): State<Sandbox>,
+    mut request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let path = request.uri().path().to_owned();
+    let (tenant, rest) = if let Some(rest) = path.strip_prefix("/r4/") {
+        let (tenant, rest) = rest.split_once('/').unwrap_or((rest, ""));
+        (tenant.to_owned(), format!("/fhir/{rest}"))
+    } else if let Some(rest) = path.strip_prefix("/tenants/") {
+        let (tenant, rest) = rest.split_once('/').unwrap_or((rest, ""));
+        let rest = rest.trim_start_matches("protocols/oauth2/profiles/smart-v1/");
+        let rest = rest.trim_start_matches("personas/provider/");
+        (tenant.to_owned(), format!("/auth/{rest}"))
+    } else {
+        return next.run(request).await;
+    };
+    if sandbox.state.tenant.as_deref() != Some(tenant.as_str()) {
+        let body = json!({"resourceType": "OperationOutcome", "issue": [{"severity": "error", "code": "forbidden",
+            "details": {"text": "Tenant not valid or accessible"}}]});
+        return fhir(StatusCode::FORBIDDEN, &body);
+    }
+    let query = request.uri().query().map(|q| format!("?{q}")).unwrap_or_default();
+    if let Ok(uri) = format!("{rest}{query}").parse() {
+        *request.uri_mut() = uri;
+    }
+    next.run(request).await
+}
 
 /// The athena-like personality's practice id: in its ids (`a-195900.E-1`) and API paths.
 pub const ATHENA_PRACTICE: &str = "195900";
@@ -479,12 +548,11 @@ async fn metadata(State(sandbox): State<Sandbox>, headers: HeaderMap) -> Respons
                      {"name": "date", "type": "date"}, {"name": "status", "type": "token"}]})
         })
         .collect();
-    let root = sandbox.base_url().trim_end_matches("/fhir").to_owned();
     let security = json!({
         "service": [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/restful-security-service", "code": "SMART-on-FHIR"}]}],
         "extension": [{"url": "http://fhir-registry.smarthealthit.org/StructureDefinition/oauth-uris", "extension": [
-            {"url": "token", "valueUri": format!("{root}/auth/token")},
-            {"url": "authorize", "valueUri": format!("{root}/auth/authorize")}]}]
+            {"url": "token", "valueUri": sandbox.auth_url("token")},
+            {"url": "authorize", "valueUri": sandbox.auth_url("authorize")}]}]
     });
     fhir(
         StatusCode::OK,

@@ -5,12 +5,11 @@ use super::*;
 
 pub(crate) async fn smart_configuration(State(sandbox): State<Sandbox>) -> Response {
     let base = sandbox.base_url();
-    let root = base.trim_end_matches("/fhir");
     axum::Json(json!({
         "issuer": base,
-        "jwks_uri": format!("{root}/auth/jwks"),
+        "jwks_uri": sandbox.auth_url("jwks"),
         "token_endpoint": sandbox.token_url(),
-        "authorization_endpoint": format!("{root}/auth/authorize"),
+        "authorization_endpoint": sandbox.auth_url("authorize"),
         "response_types_supported": ["code"],
         "code_challenge_methods_supported": ["S256"],
         "token_endpoint_auth_methods_supported": ["private_key_jwt", "none"],
@@ -28,12 +27,11 @@ pub(crate) async fn smart_configuration(State(sandbox): State<Sandbox>) -> Respo
 /// Enough OpenID discovery for a relying party to find the id_token keys.
 pub(crate) async fn openid_configuration(State(sandbox): State<Sandbox>) -> Response {
     let base = sandbox.base_url();
-    let root = base.trim_end_matches("/fhir");
     axum::Json(json!({
         "issuer": base,
-        "authorization_endpoint": format!("{root}/auth/authorize"),
+        "authorization_endpoint": sandbox.auth_url("authorize"),
         "token_endpoint": sandbox.token_url(),
-        "jwks_uri": format!("{root}/auth/jwks"),
+        "jwks_uri": sandbox.auth_url("jwks"),
         "response_types_supported": ["code"],
         "subject_types_supported": ["public"],
         "id_token_signing_alg_values_supported": ["RS256"]

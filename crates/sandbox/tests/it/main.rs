@@ -248,7 +248,7 @@ mod app_launch {
 
     /// Checks an id_token with the keys the sandbox publishes; returns its claims.
     async fn verified_id_token(sandbox: &RunningSandbox, id_token: &str, nonce: &str) -> Value {
-        let root = sandbox.fhir_base.trim_end_matches("/fhir");
+        let root = sandbox.root.as_str();
         let jwks: jsonwebtoken::jwk::JwkSet =
             reqwest::get(format!("{root}/auth/jwks")).await.unwrap().json().await.unwrap();
         let header = jsonwebtoken::decode_header(id_token).unwrap();
@@ -264,7 +264,7 @@ mod app_launch {
 
     /// Calls authorize without following the redirect; returns (status, Location or body).
     async fn authorize(sandbox: &RunningSandbox, params: &[(&str, &str)]) -> (u16, String) {
-        let root = sandbox.fhir_base.trim_end_matches("/fhir");
+        let root = sandbox.root.as_str();
         let http = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
         let query = serde_urlencoded::to_string(params).unwrap();
         let response = http.get(format!("{root}/auth/authorize?{query}")).send().await.unwrap();

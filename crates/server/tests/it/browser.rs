@@ -71,7 +71,7 @@ async fn a_clinician_starts_the_second_visit_from_the_ehr_schedule_and_charts_it
     let serde_json::Value::Object(capabilities) = capabilities else { unreachable!() };
     let browser = ClientBuilder::rustls().unwrap().capabilities(capabilities).connect(&webdriver).await.unwrap();
 
-    let ehr = sandbox.fhir_base.trim_end_matches("/fhir").to_owned();
+    let ehr = sandbox.root.clone();
     browser.goto(&format!("{ehr}/ehr/schedule")).await.unwrap();
     let starts = browser.find_all(Locator::Css("a.start")).await.unwrap();
     assert!(starts.len() >= 3, "several appointments on the schedule");

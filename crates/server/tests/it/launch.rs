@@ -124,7 +124,7 @@ async fn an_ehr_launch_opens_the_workspace_of_the_appointment_in_context() {
     let iss = sandbox.fhir_base.clone();
     let browser = reqwest::Client::builder().cookie_store(true).build().unwrap();
     // The EHR's schedule page: its second "Start video visit" launches that appointment.
-    let ehr = sandbox.fhir_base.trim_end_matches("/fhir").to_owned();
+    let ehr = sandbox.root.clone();
     let schedule = browser.get(format!("{ehr}/ehr/schedule")).send().await.unwrap().text().await.unwrap();
     let starts: Vec<&str> = schedule.match_indices("href=\"/ehr/launch/").map(|(i, _)| &schedule[i + 6..]).collect();
     let second = starts[1].split('"').next().unwrap().to_owned();
@@ -270,7 +270,7 @@ async fn a_standalone_launch_picks_the_patient_at_the_ehr_and_the_visit_in_telec
     let browser = reqwest::Client::builder().cookie_store(true).build().unwrap();
     let page =
         browser.get(format!("{base}/launch")).query_pairs(&[("iss", sandbox.fhir_base.as_str())]).send().await.unwrap();
-    let ehr_root = sandbox.fhir_base.trim_end_matches("/fhir").to_owned();
+    let ehr_root = sandbox.root.clone();
     assert_eq!(page.url().path(), "/auth/authorize");
     let html = page.text().await.unwrap();
     assert!(html.contains("launch/patient") && html.contains("name=\"patient\""), "{html}");

@@ -17,7 +17,7 @@ async fn patient_of(env: &TestEnv, n: usize) -> String {
 }
 
 async fn merge(env: &TestEnv, source: &str, target: &str) {
-    let root = env.sandbox.fhir_base.trim_end_matches("/fhir");
+    let root = env.sandbox.root.as_str();
     let response = reqwest::Client::new()
         .post(format!("{root}/_sandbox/merge"))
         .json(&json!({"source": source, "target": target}))

@@ -35,7 +35,7 @@ async fn a_lab_order_completed_in_the_ehr_shows_completed_with_its_result() {
         assert_eq!(statuses, ["active", "active"], "{orders}");
 
         let lab = orders[0]["ehrResource"].as_str().unwrap().trim_start_matches("ServiceRequest/").to_owned();
-        let root = env.sandbox.fhir_base.trim_end_matches("/fhir").to_owned();
+        let root = env.sandbox.root.clone();
         let fulfilled = reqwest::Client::new()
             .post(format!("{root}/_sandbox/fulfil/ServiceRequest/{lab}"))
             .body(r#"{"value": 6.1, "unit": "%", "conclusion": "HbA1c 6.1 %: prediabetic range"}"#)

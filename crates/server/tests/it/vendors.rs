@@ -172,7 +172,7 @@ async fn athena_22_fhir_writes_are_refused_and_telechart_sends_nothing_it_cannot
     env.post(&format!("/visits/{id}/transitions"), json!({"to": "arrived"})).await;
     env.post(&format!("/visits/{id}/vitals"), json!({"vitals": [{"type": "heart-rate", "value": 70, "unit": "/min"}]}))
         .await;
-    let stats = format!("{}/_sandbox/stats", env.sandbox.fhir_base.trim_end_matches("/fhir"));
+    let stats = format!("{}/_sandbox/stats", env.sandbox.root.as_str());
     let before: Value = get(stats.clone()).await;
     assert!(before["writes"].is_object(), "{before}");
     env.drain(&env.worker("w", FaultPlan::default())).await;
@@ -186,7 +186,7 @@ async fn athena_22_fhir_writes_are_refused_and_telechart_sends_nothing_it_cannot
     let readback: Value = serde_json::from_str(vital.readback.as_deref().unwrap()).unwrap();
     assert_eq!((readback["fieldsSent"].as_u64(), readback["fieldsKept"].as_u64()), (Some(4), Some(4)), "{readback}");
     let numeric = encounter.ehr_resource_id.as_deref().unwrap().rsplit(".E-").next().unwrap().to_owned();
-    let root = env.sandbox.fhir_base.trim_end_matches("/fhir").to_owned();
+    let root = env.sandbox.root.clone();
     let kept = get(format!("{root}/v1/195900/chart/encounter/{numeric}/vitals")).await;
     assert_eq!(kept["readings"][0]["clinicalelementid"], "VITALS.PULSE.RATE");
     assert_eq!(kept["readings"][0]["value"], "70");
@@ -330,7 +330,7 @@ async fn oracle_19_and_20_notes_need_a_charset_and_final_status_and_medication_r
     )
     .await;
     let writes_before =
-        get(format!("{}/_sandbox/stats", base.trim_end_matches("/fhir"))).await["writes"]["MedicationRequest"].clone();
+        get(format!("{}/_sandbox/stats", env.sandbox.root)).await["writes"]["MedicationRequest"].clone();
     env.drain(&env.worker("w", FaultPlan::default())).await;
     let trace = env.store.deliveries_for_visit(TENANT, &id).await.unwrap();
     let note = trace.iter().find(|d| d.resource_type == "DocumentReference").unwrap();
@@ -343,8 +343,7 @@ async fn oracle_19_and_20_notes_need_a_charset_and_final_status_and_medication_r
         prescription.last_error
     );
     assert_eq!(note.plan.as_deref(), Some("written"));
-    let writes_after =
-        get(format!("{}/_sandbox/stats", base.trim_end_matches("/fhir"))).await["writes"]["MedicationRequest"].clone();
+    let writes_after = get(format!("{}/_sandbox/stats", env.sandbox.root)).await["writes"]["MedicationRequest"].clone();
     assert_eq!(writes_before, writes_after, "nothing was sent as a reported medication");
     env.stop().await;
 }
@@ -418,7 +417,7 @@ async fn epic_12_restricted_patients_need_a_break_the_glass_in_the_ehr() {
     let env = TestEnv::start_vendor(Engine::Sqlite, Personality::Epic, "epic").await;
     let base = env.sandbox.fhir_base.clone();
     let patient = patient_of(&env, 0).await;
-    let root = base.trim_end_matches("/fhir").to_owned();
+    let root = env.sandbox.root.clone();
     let response = reqwest::Client::new().post(format!("{root}/_sandbox/restrict/{patient}")).send().await.unwrap();
     assert_eq!(response.status().as_u16(), 204);
     let read = |url: String| async move {
@@ -629,7 +628,7 @@ fn epic_client(env: &TestEnv) -> telechart_ehr::FhirClient {
 async fn epic_10_session_paging_expires_with_4113_total_is_the_page_size_and_no_results_is_4101() {
     let env = TestEnv::start_vendor(Engine::Sqlite, Personality::Epic, "epic").await;
     let base = env.sandbox.fhir_base.clone();
-    let root = base.trim_end_matches("/fhir").to_owned();
+    let root = env.sandbox.root.clone();
     let all = env.sandbox.sandbox.appointment_ids().len();
     assert!(all > 4, "{all}");
     let first = get(format!("{base}/Appointment?_count=2")).await;
@@ -717,5 +716,51 @@ async fn epic_11_required_search_parameters_4111_and_59159_and_unknown_ones_igno
     let found = client.find_by_identifier("Observation", &token, Some(&patient)).await.unwrap();
     assert_eq!(found.len(), 1);
     assert_eq!(found[0]["id"].as_str(), reconciled.ehr_resource_id.as_deref());
+    env.stop().await;
+}
+
+#[tokio::test]
+async fn oracle_13_the_tenant_is_in_the_fhir_and_auth_urls_and_a_wrong_one_is_403() {
+    let env = TestEnv::start_vendor(Engine::Sqlite, Personality::Oracle, "oracle").await;
+    let tenant = telechart_sandbox::ORACLE_TENANT;
+    let base = env.sandbox.fhir_base.clone();
+    assert_eq!(base, format!("{}/r4/{tenant}", env.sandbox.root));
+    let smart = get(format!("{base}/.well-known/smart-configuration")).await;
+    assert_eq!(
+        smart["token_endpoint"],
+        format!("{}/tenants/{tenant}/protocols/oauth2/profiles/smart-v1/token", env.sandbox.root)
+    );
+    let wrong = format!("{}/r4/00000000-0000-0000-0000-000000000000", env.sandbox.root);
+    let refused = reqwest::get(format!("{wrong}/Patient?_id=x")).await.unwrap();
+    assert_eq!(refused.status().as_u16(), 403);
+    let outcome: Value = refused.json().await.unwrap();
+    assert_eq!(outcome["issue"][0]["details"]["text"], "Tenant not valid or accessible");
+    let token = reqwest::Client::new()
+        .post(format!("{}/tenants/nobody/protocols/oauth2/profiles/smart-v1/token", env.sandbox.root))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(token.status().as_u16(), 403);
+    // Telechart: a `{tenant}` base URL expanded from the connection's auth settings reaches the
+    // tenant, and the visit is charted there; a wrong tenant is Forbidden, not retried.
+    let auth = telechart_ehr::AuthProfile { tenant: Some(tenant.into()), ..Default::default() };
+    let template = format!("{}/r4/{{tenant}}", env.sandbox.root);
+    assert_eq!(auth.expand(&template).unwrap(), base);
+    let discovered = telechart_ehr::discover_token_endpoint(&base, std::time::Duration::from_secs(5)).await.unwrap();
+    assert_eq!(discovered, smart["token_endpoint"].as_str().unwrap());
+    let id = visit(&env).await;
+    env.drain(&env.worker("w", FaultPlan::default())).await;
+    let trace = env.store.deliveries_for_visit(TENANT, &id).await.unwrap();
+    assert!(trace.iter().all(|d| d.status == "done"), "{trace:?}");
+    let elsewhere = telechart_ehr::FhirClient::new(
+        &wrong,
+        telechart_ehr::VendorProfile::by_name("oracle").unwrap(),
+        std::time::Duration::from_secs(5),
+    )
+    .unwrap();
+    let err = elsewhere.read("Patient", "x").await.unwrap_err();
+    assert_eq!(err.kind(), telechart_ehr::ErrorKind::Forbidden, "{err}");
+    assert!(err.to_string().contains("Tenant not valid or accessible"), "{err}");
+    assert_eq!(err.class(), telechart_ehr::FailureClass::Permanent);
     env.stop().await;
 }
