@@ -333,9 +333,13 @@ async fn run_vendor(mut config: Config, args: &DemoArgs, vendor: &str) -> anyhow
             client_id: DEMO_CLIENT_ID.into(),
             scope: "launch openid fhirUser offline_access user/*.rs".into(),
         }),
-        // The practice an athena-like EHR addresses its own APIs by.
+        // The tenant in the EHR's URLs: Oracle's GUID, athena's practice.
         auth: telechart_ehr::AuthProfile {
-            tenant: Some(telechart_sandbox::ATHENA_PRACTICE.into()),
+            tenant: match vendor {
+                "oracle" => Some(telechart_sandbox::ORACLE_TENANT.into()),
+                "athena" => Some(telechart_sandbox::ATHENA_PRACTICE.into()),
+                _ => None,
+            },
             ..VendorProfile::parse(vendor)?.auth
         },
         poll_seconds: Some(1),

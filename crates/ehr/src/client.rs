@@ -143,7 +143,7 @@ impl FhirClient {
         pdf: &[u8],
     ) -> Result<Written, EhrError> {
         use base64::Engine;
-        let path = upload.path.replace("{patient}", patient_id);
+        let path = upload.path.replace("{patient}", self.profile.native_id(patient_id));
         let form = serde_urlencoded::to_string([
             ("departmentid", "1"),
             ("documentsubclass", upload.document_class),
@@ -174,7 +174,8 @@ impl FhirClient {
         let sent = upload.readings(readings)?;
         let form = serde_urlencoded::to_string([("vitals", serde_json::json!([sent]).to_string())])
             .map_err(|e| EhrError::NotSupported(e.to_string()))?;
-        let body = self.vendor_call(Method::POST, &upload.encounter_path(encounter), Some(form), "vitals").await?;
+        let path = upload.encounter_path(self.profile.native_id(encounter));
+        let body = self.vendor_call(Method::POST, &path, Some(form), "vitals").await?;
         let ids: Vec<String> = body["vitalids"].as_array().into_iter().flatten().filter_map(id_field).collect();
         if ids.len() != readings.len() {
             return Err(EhrError::Protocol {
@@ -193,7 +194,8 @@ impl FhirClient {
         encounter: &str,
         ids: &[&str],
     ) -> Result<Value, EhrError> {
-        let body = self.vendor_call(Method::GET, &upload.encounter_path(encounter), None, "vitals").await?;
+        let path = upload.encounter_path(self.profile.native_id(encounter));
+        let body = self.vendor_call(Method::GET, &path, None, "vitals").await?;
         let all = body["readings"].as_array().cloned().unwrap_or_default();
         Ok(Value::Array(
             ids.iter()
@@ -298,7 +300,22 @@ impl FhirClient {
     /// Searches and follows `next` links (up to a page limit), deduplicating by id and keeping the
     /// latest copy, since some EHRs repeat an id on a later page.
     pub async fn search(&self, resource_type: &str, params: &[(&str, &str)]) -> Result<Vec<Value>, EhrError> {
-        let query = serde_urlencoded::to_string(params)
+        // The parameter this EHR wants on every search (its practice), first.
+        let scope = match self.profile.search_scope {
+            Some((name, template)) => {
+                let tenant = self.tenant.as_deref().ok_or_else(|| {
+                    EhrError::NotSupported(format!("searches here need {name}: set the connection's auth.tenant"))
+                })?;
+                Some((name, template.replace("{tenant}", tenant)))
+            }
+            None => None,
+        };
+        let mut all: Vec<(&str, &str)> = Vec::with_capacity(params.len() + 1);
+        if let Some((name, value)) = &scope {
+            all.push((name, value.as_str()));
+        }
+        all.extend_from_slice(params);
+        let query = serde_urlencoded::to_string(&all)
             .map_err(|e| EhrError::NotSupported(format!("search parameters cannot be encoded: {e}")))?;
         let first = format!("{}/{resource_type}?{query}", self.base);
         let mut url = first.clone();

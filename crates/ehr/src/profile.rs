@@ -35,6 +35,9 @@ pub struct Capabilities {
     pub last_updated_search: bool,
     /// Whether searching by `identifier` finds what we wrote (needed to reconcile unknown outcomes).
     pub identifier_search: bool,
+    /// Whether `_lastUpdated` takes a date only (no time): polls then search from the day.
+    #[serde(default)]
+    pub last_updated_date_only: bool,
     /// Whether DocumentReference takes plain text only (other documents have no FHIR path).
     pub documents_plain_text_only: bool,
 }
@@ -71,6 +74,21 @@ pub struct VendorProfile {
     pub document_upload: Option<DocumentUpload>,
     /// Where vital signs go when FHIR takes none: the EHR's own encounter vitals API.
     pub vitals_upload: Option<VitalsUpload>,
+    /// A parameter every search must carry, `{tenant}` filled in (athena's `ah-practice`).
+    pub search_scope: Option<(&'static str, &'static str)>,
+    /// What precedes the EHR's own (numeric) id inside its FHIR ids (athena: `a-1.E-123` →
+    /// `123`): its non-FHIR APIs take that id.
+    pub native_id_marker: Option<&'static str>,
+}
+
+impl VendorProfile {
+    /// The id the EHR's own APIs know a FHIR id by.
+    pub fn native_id<'a>(&self, fhir_id: &'a str) -> &'a str {
+        match self.native_id_marker.and_then(|m| fhir_id.rsplit_once(m)) {
+            Some((_, native)) => native,
+            None => fhir_id,
+        }
+    }
 }
 
 /// A vendor vitals API taking an encounter's readings in one call: `path` under the EHR's
@@ -80,19 +98,14 @@ pub struct VendorProfile {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct VitalsUpload {
     pub path: &'static str,
-    /// What precedes the numeric encounter id in the EHR's FHIR Encounter id (`a-1.E-123`).
-    pub encounter_id_marker: &'static str,
     /// The EHR's clinical element id for each LOINC code it takes.
     pub elements: &'static [(&'static str, &'static str)],
 }
 
 impl VitalsUpload {
-    pub fn encounter_path(&self, fhir_encounter_id: &str) -> String {
-        let numeric = match fhir_encounter_id.rsplit_once(self.encounter_id_marker) {
-            Some((_, n)) => n,
-            None => fhir_encounter_id,
-        };
-        self.path.replace("{encounter}", numeric)
+    /// The path for an encounter, by the EHR's own encounter id.
+    pub fn encounter_path(&self, native_encounter_id: &str) -> String {
+        self.path.replace("{encounter}", native_encounter_id)
     }
 
     /// The readings as the vitals API takes them; a LOINC code it has no element for is an error.
@@ -149,6 +162,7 @@ fn read_only() -> Capabilities {
         identifier_search: false,
         visit_status_on_appointment: false,
         documents_plain_text_only: false,
+        last_updated_date_only: false,
     }
 }
 
@@ -171,6 +185,7 @@ impl VendorProfile {
                 identifier_search: true,
                 visit_status_on_appointment: false,
                 documents_plain_text_only: false,
+                last_updated_date_only: false,
             },
             max_page_size: 100,
             paging: Paging::NextLinks,
@@ -179,6 +194,8 @@ impl VendorProfile {
             condition_verification: "confirmed",
             document_upload: None,
             vitals_upload: None,
+            search_scope: None,
+            native_id_marker: None,
         }
     }
 
@@ -207,6 +224,8 @@ impl VendorProfile {
             condition_verification: "provisional",
             document_upload: None,
             vitals_upload: None,
+            search_scope: None,
+            native_id_marker: None,
         }
     }
 
@@ -235,6 +254,8 @@ impl VendorProfile {
             condition_verification: "confirmed",
             document_upload: None,
             vitals_upload: None,
+            search_scope: None,
+            native_id_marker: None,
         }
     }
 
@@ -243,7 +264,7 @@ impl VendorProfile {
     pub fn athena() -> Self {
         VendorProfile {
             name: "athena",
-            capabilities: read_only(),
+            capabilities: Capabilities { last_updated_date_only: true, ..read_only() },
             max_page_size: 100,
             paging: Paging::Cursor,
             note_content_type: "application/pdf",
@@ -258,9 +279,10 @@ impl VendorProfile {
             }),
             vitals_upload: Some(VitalsUpload {
                 path: "/v1/{tenant}/chart/encounter/{encounter}/vitals",
-                encounter_id_marker: ".E-",
                 elements: ATHENA_VITAL_ELEMENTS,
             }),
+            search_scope: Some(("ah-practice", "Organization/a-1.Practice-{tenant}")),
+            native_id_marker: Some(".E-"),
         }
     }
 

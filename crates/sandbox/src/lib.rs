@@ -200,7 +200,12 @@ impl Sandbox {
         if !restored {
             match &config.seed_dir {
                 Some(dir) => {
-                    seed::load_synthea(&mut db, dir, &stamp)?;
+                    // §8.24: athena's ids carry the practice.
+                    let athena = config.personality == Personality::Athena;
+                    let patient_id = |uuid: &str, n: usize| {
+                        if athena { format!("a-{ATHENA_PRACTICE}.E-{}", 5000 + n) } else { uuid.to_owned() }
+                    };
+                    seed::load_synthea(&mut db, dir, &stamp, &patient_id)?;
                 }
                 None => seed::generate_patients(&mut db, 4, &stamp)?,
             }
@@ -626,6 +631,45 @@ async fn search_type(State(sandbox): State<Sandbox>, Path(rtype): Path<String>, 
             }
         }
     }
+    // §8.24: an athena-like server searches within a practice (`ah-practice`), pages by
+    // `cursor`, and takes `_lastUpdated` to the day only.
+    let athena = sandbox.state.personality == Personality::Athena;
+    if athena {
+        let practice = format!("Organization/a-1.Practice-{ATHENA_PRACTICE}");
+        match params.iter().find(|(k, _)| k == "ah-practice") {
+            None => {
+                return outcome(StatusCode::BAD_REQUEST, "required", Some("ah-practice"), "ah-practice is required");
+            }
+            Some((_, v)) if *v != practice => {
+                return outcome(
+                    StatusCode::FORBIDDEN,
+                    "forbidden",
+                    Some("ah-practice"),
+                    "the practice is not accessible",
+                );
+            }
+            Some(_) => {}
+        }
+        params.retain(|(k, _)| k != "ah-practice");
+        if params.iter().any(|(k, v)| k == "_lastUpdated" && v.contains('T')) {
+            return outcome(
+                StatusCode::BAD_REQUEST,
+                "value",
+                Some("_lastUpdated"),
+                "_lastUpdated takes a date only (YYYY-MM-DD)",
+            );
+        }
+        for (k, v) in params.iter_mut() {
+            if k == "cursor" {
+                *k = "_offset".into();
+                *v = String::from_utf8(
+                    base64::Engine::decode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, v.as_bytes())
+                        .unwrap_or_default(),
+                )
+                .unwrap_or_default();
+            }
+        }
+    }
     let epic = sandbox.state.personality == Personality::Epic;
     let mut ignored = Vec::new();
     let mut request = if epic {
@@ -672,6 +716,10 @@ async fn search_type(State(sandbox): State<Sandbox>, Path(rtype): Path<String>, 
             let context = base64::Engine::encode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, offset.to_string());
             pairs.push(("-pageContext".into(), context));
             pairs.push(("-pageDirection".into(), "NEXT".into()));
+        } else if athena {
+            let cursor = base64::Engine::encode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, offset.to_string());
+            pairs.insert(0, ("ah-practice".into(), format!("Organization/a-1.Practice-{ATHENA_PRACTICE}")));
+            pairs.push(("cursor".into(), cursor));
         } else {
             pairs.push(("_offset".into(), offset.to_string()));
         }

@@ -14,7 +14,13 @@ pub const CLINICIANS: &[(&str, &str, &str)] = &[("sandbox-dr-1", "Rivera", "Ana"
 
 /// Loads every `*.json` transaction Bundle in `dir`: each entry keeps the uuid of its fullUrl as
 /// its id and `urn:uuid:` references are rewritten to `Type/id`.
-pub fn load_synthea(db: &mut Db, dir: &Path, stamp: &str) -> Result<usize, SandboxError> {
+/// `patient_id(synthea uuid, n)` names the n-th patient (an EHR's own id scheme).
+pub fn load_synthea(
+    db: &mut Db,
+    dir: &Path,
+    stamp: &str,
+    patient_id: &dyn Fn(&str, usize) -> String,
+) -> Result<usize, SandboxError> {
     let mut files: Vec<_> = std::fs::read_dir(dir)
         .map_err(|e| SandboxError::Seed(format!("{}: {e}", dir.display())))?
         .filter_map(Result::ok)
@@ -34,7 +40,10 @@ pub fn load_synthea(db: &mut Db, dir: &Path, stamp: &str) -> Result<usize, Sandb
             if let (Some(full_url), Some(rtype)) =
                 (entry["fullUrl"].as_str(), entry["resource"]["resourceType"].as_str())
             {
-                let id = full_url.trim_start_matches("urn:uuid:").to_owned();
+                let mut id = full_url.trim_start_matches("urn:uuid:").to_owned();
+                if rtype == "Patient" {
+                    id = patient_id(&id, db.all("Patient").count() + 1);
+                }
                 ids.insert(full_url.to_owned(), format!("{rtype}/{id}"));
             }
         }
@@ -42,7 +51,8 @@ pub fn load_synthea(db: &mut Db, dir: &Path, stamp: &str) -> Result<usize, Sandb
             let (Some(full_url), Some(resource)) = (entry["fullUrl"].as_str(), entry.get("resource")) else { continue };
             let mut resource = resource.clone();
             rewrite_urn_references(&mut resource, &ids);
-            resource["id"] = Value::String(full_url.trim_start_matches("urn:uuid:").to_owned());
+            let id = ids.get(full_url).and_then(|r| r.split_once('/')).map(|(_, id)| id.to_owned());
+            resource["id"] = Value::String(id.unwrap_or_else(|| full_url.trim_start_matches("urn:uuid:").to_owned()));
             db.write(resource, 1, stamp)?;
             loaded += 1;
         }

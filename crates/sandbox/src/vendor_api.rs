@@ -28,6 +28,9 @@ pub(crate) async fn athena_document(
     let Ok(mut db) = sandbox.state.db.write() else {
         return error(StatusCode::INTERNAL_SERVER_ERROR, "sandbox state is poisoned");
     };
+    // The practice API knows a patient by its own number (`a-{practice}.E-{n}` in FHIR, §8.24).
+    let native = format!("a-{practice}.E-{patient}");
+    let patient = if db.exists("Patient", &native) { native } else { patient };
     if !db.exists("Patient", &patient) {
         return error(StatusCode::NOT_FOUND, "The patient ID is invalid.");
     }

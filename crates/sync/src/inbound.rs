@@ -211,7 +211,13 @@ impl AppointmentInbox {
         let params: Vec<(String, String)> = match watermark {
             Some(w) if client.profile.capabilities.last_updated_search => {
                 let since = DateTime::from_timestamp_millis(w).unwrap_or(now) - overlap;
-                vec![("_lastUpdated".into(), format!("ge{}", telechart_visit::format_instant(since)))]
+                // A date-only `_lastUpdated` re-reads the day so far; unchanged versions are no-ops.
+                let since = if client.profile.capabilities.last_updated_date_only {
+                    since.date_naive().to_string()
+                } else {
+                    telechart_visit::format_instant(since)
+                };
+                vec![("_lastUpdated".into(), format!("ge{since}"))]
             }
             // The first poll, or an EHR that cannot search by _lastUpdated: today and the week ahead.
             _ => vec![

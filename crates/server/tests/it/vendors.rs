@@ -764,3 +764,55 @@ async fn oracle_13_the_tenant_is_in_the_fhir_and_auth_urls_and_a_wrong_one_is_40
     assert_eq!(err.class(), telechart_ehr::FailureClass::Permanent);
     env.stop().await;
 }
+
+#[tokio::test]
+async fn athena_24_ids_carry_the_practice_searches_need_ah_practice_page_by_cursor_and_take_dates_only() {
+    let env = TestEnv::start_vendor(Engine::Sqlite, Personality::Athena, "athena").await;
+    let base = env.sandbox.fhir_base.clone();
+    let practice = "ah-practice=Organization/a-1.Practice-195900";
+    let status_and = |url: String| async move {
+        let r = reqwest::get(url).await.unwrap();
+        (r.status().as_u16(), r.json::<Value>().await.unwrap_or(Value::Null))
+    };
+    let (status, outcome) = status_and(format!("{base}/Appointment?date=ge2026-11-26")).await;
+    assert_eq!((status, outcome["issue"][0]["expression"][0].as_str()), (400, Some("ah-practice")), "{outcome}");
+    let (status, _) =
+        status_and(format!("{base}/Appointment?ah-practice=Organization/a-1.Practice-1&date=ge2026-11-26")).await;
+    assert_eq!(status, 403);
+    let (status, outcome) =
+        status_and(format!("{base}/Appointment?{practice}&_lastUpdated=ge2026-11-26T09:00:00Z")).await;
+    assert_eq!((status, outcome["issue"][0]["expression"][0].as_str()), (400, Some("_lastUpdated")));
+    let (status, page) = status_and(format!("{base}/Appointment?{practice}&_lastUpdated=ge2026-11-26&_count=2")).await;
+    assert_eq!(status, 200);
+    let next =
+        page["link"].as_array().unwrap().iter().find(|l| l["relation"] == "next").unwrap()["url"].as_str().unwrap();
+    assert!(next.contains("cursor=") && next.contains("ah-practice="), "{next}");
+    let patient = patient_of(&env, 0).await;
+    assert!(patient.starts_with("Patient/a-195900.E-"), "{patient}");
+    let (_, encounters) = status_and(format!(
+        "{base}/Encounter?{practice}&patient={patient}&appointment=Appointment/{}",
+        env.appointment(0)
+    ))
+    .await;
+    let encounter = encounters["entry"][0]["resource"]["id"].as_str().unwrap();
+    assert!(encounter.starts_with("a-195900.E-"), "{encounter}");
+    // Telechart: every search carries the practice, polls ask `_lastUpdated` by day, every cursor
+    // page is followed, and the practice APIs get the numbers inside the ids.
+    let inbox = telechart_sync::AppointmentInbox::new(
+        env.store.clone(),
+        env.clock.clone(),
+        env.connections().clone(),
+        telechart_sync::Platforms::default(),
+        TENANT,
+    );
+    let first = inbox.poll("sandbox").await.unwrap();
+    let today = env.sandbox.sandbox.appointment_ids().len();
+    assert_eq!(first.seen, today, "the first poll, by date");
+    let second = inbox.poll("sandbox").await.unwrap();
+    assert_eq!((second.seen, second.changed), (today, 0), "by _lastUpdated=ge<day>: the day again, nothing new");
+    let client = env.connections().client(TENANT, "sandbox").await.unwrap();
+    let all = client.search("Appointment", &[("_count", "2")]).await.unwrap();
+    assert_eq!(all.len(), today, "every cursor page");
+    assert_eq!(client.profile.native_id("a-195900.E-5001"), "5001");
+    env.stop().await;
+}
