@@ -256,6 +256,9 @@ impl FhirClient {
             .unwrap_or("refused")
             .to_owned();
         Err(match status.as_u16() {
+            // 503 says the request was not handled (RFC 9110 §15.6.4): retried as it is. Other
+            // 5xx to a write leave its fate unknown, and these APIs cannot be searched for it.
+            503 => EhrError::Throttled { method: verb, resource_type: what.into(), status: 503, retry_after, message },
             500..=599 if method == Method::GET => EhrError::Throttled {
                 method: verb,
                 resource_type: what.into(),

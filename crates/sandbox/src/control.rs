@@ -200,3 +200,17 @@ pub(crate) async fn stats(State(sandbox): State<Sandbox>) -> Response {
     }
     axum::Json(json!({"resources": counts, "writes": db.writes})).into_response()
 }
+
+impl Sandbox {
+    /// What a scheduler does in the EHR: a new version of the appointment with `status`
+    /// (e.g. cancelled), whatever the personality lets apps write.
+    pub fn set_appointment_status(&self, id: &str, status: &str) -> Result<(), SandboxError> {
+        let mut db = self.state.db.write().map_err(|_| SandboxError::Journal("sandbox state is poisoned".into()))?;
+        let current = db.latest("Appointment", id).ok_or_else(|| SandboxError::Seed(format!("no Appointment/{id}")))?;
+        let mut next = current.as_ref().clone();
+        next["status"] = json!(status);
+        let version = db.version_count("Appointment", id) + 1;
+        db.write(next, version, &wall_clock())?;
+        Ok(())
+    }
+}

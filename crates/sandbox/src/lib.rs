@@ -15,6 +15,7 @@ mod seed;
 mod types;
 mod validate;
 mod vendor_api;
+pub use vendor_api::EventRun;
 mod web_auth;
 
 use std::collections::{HashMap, VecDeque};

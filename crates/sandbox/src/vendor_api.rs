@@ -34,6 +34,11 @@ pub(crate) async fn athena_document(
     if !db.exists("Patient", &patient) {
         return error(StatusCode::NOT_FOUND, "The patient ID is invalid.");
     }
+    // §8.27: injected faults reach the practice API too (`resourceType` "clinicaldocument").
+    let fault = sandbox.take_fault(&Method::POST, "clinicaldocument");
+    if let Some(f) = fault.as_ref().filter(|f| !f.after_commit) {
+        return vendor_fault(f);
+    }
     let id = db.mint_id();
     let stamp = wall_clock();
     let document = json!({"resourceType": "DocumentReference", "id": id, "status": "current", "docStatus": "final",
@@ -44,7 +49,23 @@ pub(crate) async fn athena_document(
     if let Err(e) = db.write(document, 1, &stamp) {
         return error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string());
     }
+    if let Some(f) = fault {
+        return vendor_fault(&f);
+    }
     axum::Json(json!({"success": true, "clinicaldocumentid": id})).into_response()
+}
+
+/// An injected fault as the practice API answers it (`{"error": …}`, `Retry-After` when set).
+fn vendor_fault(fault: &Fault) -> Response {
+    let status = StatusCode::from_u16(fault.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let mut response =
+        (status, axum::Json(json!({"error": format!("injected fault {}", fault.status)}))).into_response();
+    if let Some(seconds) = fault.retry_after
+        && let Ok(value) = HeaderValue::from_str(&seconds.to_string())
+    {
+        response.headers_mut().insert(header::RETRY_AFTER, value);
+    }
+    response
 }
 
 /// The athena encounter a vitals call names (`a-{practice}.E-{n}` in FHIR), or the error reply.
@@ -57,11 +78,13 @@ fn athena_encounter(sandbox: &Sandbox, practice: &str, encounter: &str) -> Resul
     if practice != ATHENA_PRACTICE {
         return Err(error(StatusCode::FORBIDDEN, "The practice ID is not accessible."));
     }
-    let id = format!("a-{practice}.E-{encounter}");
-    if !sandbox.state.db.read().is_ok_and(|db| db.exists("Encounter", &id)) {
-        return Err(error(StatusCode::NOT_FOUND, "The encounter ID is invalid."));
+    // The practice API knows an encounter by its number (`a-{practice}.E-{n}` in FHIR).
+    let native = format!("a-{practice}.E-{encounter}");
+    let exists = |id: &str| sandbox.state.db.read().is_ok_and(|db| db.exists("Encounter", id));
+    match [native.as_str(), encounter].into_iter().find(|id| exists(id)) {
+        Some(id) => Ok(id.to_owned()),
+        None => Err(error(StatusCode::NOT_FOUND, "The encounter ID is invalid.")),
     }
-    Ok(id)
 }
 
 /// Element ids athena's vitals API takes (VENDORS.md A6).
@@ -108,6 +131,10 @@ pub(crate) async fn athena_vitals_add(
             return error(StatusCode::BAD_REQUEST, "Each reading needs a value.");
         }
     }
+    let fault = sandbox.take_fault(&Method::POST, "vitals");
+    if let Some(f) = fault.as_ref().filter(|f| !f.after_commit) {
+        return vendor_fault(f);
+    }
     let Ok(mut stored) = sandbox.state.athena_vitals.lock() else {
         return error(StatusCode::INTERNAL_SERVER_ERROR, "sandbox state is poisoned");
     };
@@ -118,6 +145,9 @@ pub(crate) async fn athena_vitals_add(
         r["encounter"] = json!(encounter);
         stored.push(r);
         ids.push(id);
+    }
+    if let Some(f) = fault {
+        return vendor_fault(&f);
     }
     axum::Json(json!({"success": true, "vitalids": ids})).into_response()
 }
@@ -252,5 +282,76 @@ impl Sandbox {
     /// The HL7v2 messages the MLLP listener has taken.
     pub fn hl7_messages(&self) -> Vec<String> {
         self.state.hl7_received.lock().map(|m| m.clone()).unwrap_or_default()
+    }
+}
+
+/// How an athena-like event run went.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct EventRun {
+    /// Deliveries made (each event at least once; some twice).
+    pub sent: usize,
+    /// Attempts in all, retries included.
+    pub attempts: usize,
+    /// Deliveries that were never accepted within the retry window.
+    pub given_up: usize,
+}
+
+impl Sandbox {
+    /// §8.25: athena's event platform: one id-only notification per appointment (R4 Subscriptions
+    /// Backport `history` Bundle), every other one sent twice, all in reverse order, each signed
+    /// `X-Hub-Signature: sha256=<HMAC of the body>`, and retried on anything but 2xx — for an
+    /// hour in athena; here `attempts` times, `pause` apart.
+    pub async fn send_appointment_events(
+        &self,
+        url: &str,
+        secret: &[u8],
+        appointments: &[String],
+        attempts: usize,
+        pause: Duration,
+    ) -> EventRun {
+        let http = reqwest::Client::new();
+        let mut run = EventRun::default();
+        let mut events: Vec<(usize, &String)> = appointments.iter().enumerate().collect();
+        events.reverse();
+        let duplicated: Vec<(usize, &String)> =
+            events.iter().flat_map(|e| if e.0 % 2 == 0 { vec![*e, *e] } else { vec![*e] }).collect();
+        for (n, appointment) in duplicated {
+            let bundle = json!({"resourceType": "Bundle", "type": "history", "timestamp": wall_clock(), "entry": [
+                {"fullUrl": "urn:uuid:status", "resource": {"resourceType": "Parameters", "parameter": [
+                    {"name": "subscription", "valueReference": {"reference": "Subscription/appointments"}},
+                    {"name": "topic", "valueCanonical": "https://api.platform.athenahealth.com/fhir/r4/SubscriptionTopic/Appointment.update"},
+                    {"name": "type", "valueCode": "event-notification"},
+                    {"name": "notification-event", "part": [
+                        {"name": "event-number", "valueString": (n + 1).to_string()},
+                        {"name": "focus", "valueReference": {"reference": format!("Appointment/{appointment}")}}]}]}},
+                {"fullUrl": format!("{}/Appointment/{appointment}", self.base_url()), "request": {"method": "PUT", "url": format!("Appointment/{appointment}")}}]});
+            let body = bundle.to_string();
+            let key = aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, secret);
+            let signature: String =
+                aws_lc_rs::hmac::sign(&key, body.as_bytes()).as_ref().iter().map(|b| format!("{b:02x}")).collect();
+            run.sent += 1;
+            let mut accepted = false;
+            for attempt in 0..attempts.max(1) {
+                if attempt > 0 {
+                    tokio::time::sleep(pause).await;
+                }
+                run.attempts += 1;
+                let response = http
+                    .post(url)
+                    .header("content-type", "application/fhir+json")
+                    .header("x-hub-signature", format!("sha256={signature}"))
+                    .body(body.clone())
+                    .send()
+                    .await;
+                if response.is_ok_and(|r| r.status().is_success()) {
+                    accepted = true;
+                    break;
+                }
+            }
+            if !accepted {
+                run.given_up += 1;
+            }
+        }
+        run
     }
 }

@@ -1,6 +1,7 @@
 //! `POST /ehr-notifications/{connection}`: the EHR's rest-hook Subscription notifications
 //! (R4 Subscriptions Backport, full-resource or id-only). The sender proves itself with the
-//! connection's shared secret: an HMAC signature (`telechart-signature`, as platform events) or,
+//! connection's shared secret: an HMAC signature (`telechart-signature`, as platform events; or
+//! `X-Hub-Signature: sha256=…` over the body, as athenahealth's event platform signs) or,
 //! for EHRs that can only add a fixed header (`Subscription.channel.header`), the secret itself as
 //! `telechart-notification-token` (not `Authorization`: bearer tokens there are API tokens).
 
@@ -33,6 +34,9 @@ pub(crate) fn routes() -> Routes {
 fn authentic(secret: &[u8], headers: &HeaderMap, body: &[u8], now_s: i64) -> bool {
     if let Some(signature) = headers.get(webhooks::SIGNATURE_HEADER).and_then(|v| v.to_str().ok()) {
         return webhooks::verify(secret, signature, body, now_s).is_ok();
+    }
+    if let Some(signature) = headers.get(webhooks::HUB_SIGNATURE_HEADER).and_then(|v| v.to_str().ok()) {
+        return webhooks::verify_hub_signature(secret, signature, body);
     }
     headers
         .get("telechart-notification-token")

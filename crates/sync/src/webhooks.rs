@@ -96,6 +96,24 @@ fn hmac_hex(secret: &[u8], timestamp: i64, body: &[u8]) -> String {
 }
 
 /// The signature header's value for `body` sent at `timestamp` (Unix seconds).
+/// The header of WebSub-style senders (some EHR event platforms): `sha256=<hex HMAC of
+/// the raw body>`, no timestamp. Such events are id-only, so a replay only re-reads the EHR.
+pub const HUB_SIGNATURE_HEADER: &str = "x-hub-signature";
+
+/// Checks an `X-Hub-Signature: sha256=…` header against the body, in constant time.
+pub fn verify_hub_signature(secret: &[u8], header: &str, body: &[u8]) -> bool {
+    let Some(hex) = header.trim().strip_prefix("sha256=") else { return false };
+    let Some(given) = (0..hex.len())
+        .step_by(2)
+        .map(|i| hex.get(i..i + 2).and_then(|b| u8::from_str_radix(b, 16).ok()))
+        .collect::<Option<Vec<u8>>>()
+    else {
+        return false;
+    };
+    let key = aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, secret);
+    aws_lc_rs::hmac::verify(&key, body, &given).is_ok()
+}
+
 pub fn sign(secret: &[u8], timestamp: i64, body: &[u8]) -> String {
     format!("t={timestamp},v1={}", hmac_hex(secret, timestamp, body))
 }

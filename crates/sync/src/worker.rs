@@ -362,8 +362,9 @@ impl Worker {
         let attempts = u32::try_from(row.attempts).unwrap_or(u32::MAX);
         let (retry_after, unknown) = match class {
             FailureClass::Permanent => {
-                // No path for this artifact in this EHR at all: it does not hold back the visit.
-                let blocks = !matches!(err, SyncError::Ehr(EhrError::NotSupported(_)));
+                // No path for this artifact in this EHR at all, or a person must check whether it
+                // is already there: either way the rest of the visit does not wait for it.
+                let blocks = !matches!(err, SyncError::Ehr(EhrError::NotSupported(_)) | SyncError::NeedsReview(_));
                 return self.dead(row, &message, blocks, plan).await;
             }
             FailureClass::Transient { retry_after } => (retry_after, false),
@@ -754,8 +755,8 @@ fn depends_on(deliveries: &[DeliveryRow], artifact_id: &str, connection_id: &str
     };
     match (d.status.as_str(), &d.ehr_resource_id) {
         ("done", Some(id)) => Dependency::Written(id.clone()),
-        ("dead", _) if !d.blocks_visit() => {
-            Dependency::NoPath(d.plan.clone().unwrap_or_else(|| "not deliverable".to_owned()))
+        ("dead", _) if d.plan.as_deref().is_some_and(|p| p.starts_with("not deliverable")) => {
+            Dependency::NoPath(d.plan.clone().unwrap_or_default())
         }
         _ => Dependency::Waiting,
     }

@@ -816,3 +816,100 @@ async fn athena_24_ids_carry_the_practice_searches_need_ah_practice_page_by_curs
     assert_eq!(client.profile.native_id("a-195900.E-5001"), "5001");
     env.stop().await;
 }
+
+#[tokio::test]
+async fn athena_25_events_are_id_only_duplicated_unordered_hmac_signed_and_retried() {
+    let env = TestEnv::start_vendor(Engine::Sqlite, Personality::Athena, "athena").await;
+    let url = format!("{}/ehr-notifications/sandbox", env.server.base_url);
+    let appointments: Vec<String> = env.sandbox.sandbox.appointment_ids()[..3].to_vec();
+    let pause = std::time::Duration::from_millis(10);
+    let known = |id: String| {
+        let store = env.store.clone();
+        async move { store.known_appointment(TENANT, "sandbox", &id).await.unwrap() }
+    };
+    // Signed with another secret: every attempt is refused, athena retries, then gives up;
+    // Telechart keeps nothing.
+    let refused = env
+        .sandbox
+        .sandbox
+        .send_appointment_events(&url, b"another-secret-another-secret-00", &appointments[..1], 3, pause)
+        .await;
+    assert_eq!(refused, telechart_sandbox::EventRun { sent: 2, attempts: 6, given_up: 2 });
+    assert!(known(appointments[0].clone()).await.is_none());
+    // Signed with the connection's secret: five deliveries (two duplicated), newest first, each
+    // id-only; Telechart reads each appointment from the EHR and keeps it once.
+    let run = env.sandbox.sandbox.send_appointment_events(&url, NOTIFY_SECRET, &appointments, 3, pause).await;
+    assert_eq!(run, telechart_sandbox::EventRun { sent: 5, attempts: 5, given_up: 0 });
+    for id in &appointments {
+        let kept = known(id.clone()).await.unwrap_or_else(|| panic!("Appointment/{id} not kept"));
+        assert_eq!(kept.status, "booked");
+    }
+    // A visit is open on the second; the EHR cancels it; the event (twice, with the others)
+    // moves the visit to cancelled, once.
+    let (status, visit) = env.post("/visits", json!({"appointment": format!("Appointment/{}", appointments[1])})).await;
+    assert_eq!(status, 201, "{visit}");
+    let visit_id = visit["id"].as_str().unwrap().to_owned();
+    env.sandbox.sandbox.set_appointment_status(&appointments[1], "cancelled").unwrap();
+    let again = [appointments[1].clone(), appointments[1].clone(), appointments[0].clone()];
+    let run = env.sandbox.sandbox.send_appointment_events(&url, NOTIFY_SECRET, &again, 3, pause).await;
+    assert_eq!(run.given_up, 0);
+    assert_eq!(known(appointments[1].clone()).await.unwrap().status, "cancelled");
+    let (_, view) = env.get(&format!("{}/visits/{visit_id}", env.api)).await;
+    assert_eq!(view["state"], "cancelled", "{view}");
+    let audit = env.store.audit_for_visit(TENANT, &visit_id).await.unwrap();
+    let cancelled = audit.iter().filter(|a| a.detail.contains("cancelled") && a.action.starts_with("visit.")).count();
+    assert_eq!(cancelled, 1, "{audit:?}");
+    env.stop().await;
+}
+
+/// VENDORS.md §8 item 27, on every personality: a write throttled with 429 + `Retry-After`, one
+/// answered 503, and one the EHR committed whose reply was lost. Telechart waits as asked,
+/// retries, and reconciles by identifier where the EHR can be searched; where it cannot (a
+/// practice API), the lost reply becomes a dead letter asking a person to check the chart —
+/// never a second copy.
+#[tokio::test]
+async fn all_27_throttling_unavailability_and_lost_replies_on_every_personality() {
+    for (personality, profile) in [
+        (Personality::Generic, "generic"),
+        (Personality::Epic, "epic"),
+        (Personality::Oracle, "oracle"),
+        (Personality::Athena, "athena"),
+    ] {
+        let env = TestEnv::start_vendor(Engine::Sqlite, personality, profile).await;
+        let id = env.full_visit(1).await;
+        let fhir = personality != Personality::Athena;
+        let (vitals, note) = if fhir { ("Observation", "DocumentReference") } else { ("vitals", "clinicaldocument") };
+        for fault in [
+            json!({"status": 429, "retryAfter": 5, "method": "POST", "resourceType": vitals}),
+            json!({"status": 503, "method": "POST", "resourceType": vitals}),
+            json!({"status": 500, "method": "POST", "resourceType": note, "afterCommit": true}),
+        ] {
+            env.sandbox.sandbox.inject(serde_json::from_value(fault).unwrap());
+        }
+        let started = env.clock.now_ms();
+        env.drain(&env.worker("w", FaultPlan::default())).await;
+        let trace = env.store.deliveries_for_visit(TENANT, &id).await.unwrap();
+        let first_vital = trace.iter().find(|d| d.resource_type == "Observation").unwrap();
+        assert_eq!(
+            (first_vital.status.as_str(), first_vital.attempts),
+            ("done", 3),
+            "{profile}: 429, 503, then written"
+        );
+        assert!(first_vital.completed_at.unwrap() >= started + 5_000, "{profile}: Retry-After 5 s honoured");
+        let written = trace.iter().find(|d| d.resource_type == "DocumentReference").unwrap();
+        if fhir {
+            assert!(trace.iter().all(|d| d.status == "done"), "{profile}: {trace:?}");
+            assert_eq!(written.attempts, 2, "{profile}: the lost reply's write found and adopted");
+            for d in trace.iter().filter(|d| d.resource_type != "Encounter") {
+                let token = format!("{SYSTEM}|{}", d.identifier);
+                assert_eq!(env.sandbox.sandbox.count_with_identifier(&d.resource_type, &token), 1, "{profile}");
+            }
+        } else {
+            assert_eq!(written.status, "dead", "{profile}");
+            assert!(written.last_error.as_deref().unwrap().contains("a person must check the chart"), "{written:?}");
+            let stats = get(format!("{}/_sandbox/stats", env.sandbox.root)).await;
+            assert_eq!(stats["writes"]["DocumentReference"], 1, "uploaded once, not twice: {stats}");
+        }
+        env.stop().await;
+    }
+}
