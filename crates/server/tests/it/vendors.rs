@@ -156,7 +156,7 @@ async fn oracle_17_updates_need_if_match_and_a_stale_one_is_409() {
 }
 
 #[tokio::test]
-async fn athena_22_fhir_writes_are_refused_and_telechart_sends_nothing_it_cannot_deliver() {
+async fn athena_22_fhir_writes_are_refused_and_notes_and_vitals_go_through_the_practice_apis() {
     let env = TestEnv::start_vendor(Engine::Sqlite, Personality::Athena, "athena").await;
     let patient = patient_of(&env, 0).await;
     let observation = json!({"resourceType": "Observation", "status": "final", "code": {"text": "x"}, "subject": {"reference": patient}});
@@ -538,12 +538,12 @@ async fn oracle_21_pages_by_context_token_repeat_a_record_and_telechart_dedupes(
 /// as ORU^R01 to the EHR's listener, ACK AA → delivered; AE → a refusal with the EHR's reason.
 /// Every message is read back by a third-party HL7 parser (PyPI `hl7`).
 #[tokio::test]
-async fn hl7v2_over_mllp_carries_vitals_where_fhir_cannot() {
-    // An athena practice without the vitals API: FHIR takes no vitals, so HL7v2 carries them.
+async fn hl7v2_over_mllp_carries_vitals_and_notes_where_fhir_and_the_practice_apis_cannot() {
+    // An athena practice without its vitals and document APIs: HL7v2 carries vitals and notes.
     let env = TestEnv::start_vendor_with_mllp(
         Engine::Sqlite,
         Personality::Athena,
-        r#"{"base": "athena", "vitals_api": false}"#,
+        r#"{"base": "athena", "vitals_api": false, "document_api": false}"#,
     )
     .await;
     let (_, visit) = env.post("/visits", json!({"appointment": format!("Appointment/{}", env.appointment(1))})).await;
@@ -557,6 +557,15 @@ async fn hl7v2_over_mllp_carries_vitals_where_fhir_cannot() {
         )
         .await;
     assert_eq!(status, 201);
+    env.post(&format!("/visits/{id}/transitions"), json!({"to": "in-progress"})).await;
+    let (status, _) = env
+        .post(
+            &format!("/visits/{id}/notes"),
+            json!({"title": "Visit note", "text": "S: well.\nA|P: stable; BP 128/82.", "author": visit["practitioner"],
+                   "signedAt": "2026-11-26T09:00:00Z"}),
+        )
+        .await;
+    assert_eq!(status, 201);
     env.drain(&env.worker("w", FaultPlan::default())).await;
     let trace = env.store.deliveries_for_visit(TENANT, &id).await.unwrap();
     let vitals: Vec<_> = trace.iter().filter(|d| d.resource_type == "Observation").collect();
@@ -566,15 +575,18 @@ async fn hl7v2_over_mllp_carries_vitals_where_fhir_cannot() {
         "{vitals:?}"
     );
     assert!(vitals.iter().all(|d| d.plan.as_deref() == Some("fallback: HL7v2 ORU^R01 over MLLP")));
+    let note = trace.iter().find(|d| d.resource_type == "DocumentReference").unwrap();
+    assert_eq!((note.status.as_str(), note.plan.as_deref()), ("done", Some("fallback: HL7v2 MDM^T02 over MLLP")));
     let messages = env.sandbox.sandbox.hl7_messages();
-    assert_eq!(messages.len(), 2);
+    assert_eq!(messages.len(), 3);
     assert!(messages[0].contains("OBX|1|NM|8480-6^") && messages[0].contains("OBX|2|NM|8462-4^"), "{}", messages[0]);
-    // A third-party reader agrees: message type, patient, and the observations.
+    // A third-party reader agrees on every message: type, patient, and the observations.
     let python = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../.venv-tests/bin/python");
     if python.exists() {
         let patient = patient_of(&env, 1).await;
+        let mut types = Vec::new();
         for message in &messages {
-            let script = "import hl7, sys\nm = hl7.parse(sys.stdin.read())\nprint(m.segment('MSH')[9], m.segment('PID')[3], len(m.segments('OBX')), m.segments('OBX')[0][3][0][0])";
+            let script = "import hl7, sys\nm = hl7.parse(sys.stdin.read())\nobx = m.segments('OBX')\nprint(m.segment('MSH')[9], m.segment('PID')[3], len(obx), obx[0][2], obx[0][3][0][0], len(m.segments('TXA')) if str(m.segment('MSH')[9]).startswith('MDM') else 0)";
             let mut child = std::process::Command::new(&python)
                 .args(["-c", script])
                 .stdin(std::process::Stdio::piped())
@@ -584,13 +596,21 @@ async fn hl7v2_over_mllp_carries_vitals_where_fhir_cannot() {
             use std::io::Write;
             child.stdin.take().unwrap().write_all(message.as_bytes()).unwrap();
             let out = child.wait_with_output().unwrap();
-            let parsed = String::from_utf8_lossy(&out.stdout);
+            let parsed = String::from_utf8_lossy(&out.stdout).trim().to_owned();
             assert!(out.status.success(), "{parsed}");
-            assert!(
-                parsed.starts_with("ORU^R01^ORU_R01 ") && parsed.contains(patient.trim_start_matches("Patient/")),
-                "{parsed}"
-            );
+            let fields: Vec<&str> = parsed.split(' ').collect();
+            assert_eq!(fields[1], patient.trim_start_matches("Patient/"), "{parsed}");
+            types.push((fields[0].to_owned(), fields[3].to_owned(), fields[5].to_owned()));
         }
+        types.sort();
+        assert_eq!(
+            types,
+            [
+                ("MDM^T02^MDM_T02".to_owned(), "TX".to_owned(), "1".to_owned()),
+                ("ORU^R01^ORU_R01".to_owned(), "NM".to_owned(), "0".to_owned()),
+                ("ORU^R01^ORU_R01".to_owned(), "NM".to_owned(), "0".to_owned()),
+            ]
+        );
     } else {
         assert!(std::env::var("TELECHART_REQUIRE_OIDC").as_deref() != Ok("1"), ".venv-tests (with hl7) is missing");
     }
@@ -912,4 +932,57 @@ async fn all_27_throttling_unavailability_and_lost_replies_on_every_personality(
         }
         env.stop().await;
     }
+}
+
+#[tokio::test]
+async fn epic_9_creates_ignore_if_none_exist_answer_201_with_a_relative_location_no_etag_and_a_body_only_when_asked() {
+    let env = TestEnv::start_vendor(Engine::Sqlite, Personality::Epic, "epic").await;
+    let base = env.sandbox.fhir_base.clone();
+    let patient = patient_of(&env, 0).await;
+    let vital = json!({"resourceType": "Observation", "status": "final", "subject": {"reference": patient},
+        "identifier": [{"system": "urn:example", "value": "v-1"}],
+        "category": [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/observation-category", "code": "vital-signs"}]}],
+        "code": {"coding": [{"system": "http://loinc.org", "code": "8867-4"}]},
+        "valueQuantity": {"value": 70, "unit": "/min", "system": "http://unitsofmeasure.org", "code": "/min"}});
+    let post = |prefer: Option<&'static str>| {
+        let (url, body) = (format!("{base}/Observation"), vital.to_string());
+        async move {
+            let mut request = reqwest::Client::new()
+                .post(url)
+                .header("content-type", "application/fhir+json")
+                .header("if-none-exist", "identifier=urn:example|v-1");
+            if let Some(p) = prefer {
+                request = request.header("prefer", p);
+            }
+            let response = request.body(body).send().await.unwrap();
+            let (status, headers) = (response.status().as_u16(), response.headers().clone());
+            (status, headers, response.text().await.unwrap())
+        }
+    };
+    let (status, headers, body) = post(None).await;
+    assert_eq!(status, 201);
+    assert!(body.is_empty(), "no body unless asked: {body}");
+    assert!(!headers.contains_key("etag"), "no ETag");
+    let location = headers["location"].to_str().unwrap();
+    assert!(location.starts_with("Observation/"), "a relative Location: {location}");
+    let (status, headers, body) = post(Some("return=representation")).await;
+    assert_eq!(status, 201, "If-None-Exist matched one, and was ignored");
+    assert!(!headers.contains_key("etag"));
+    let second: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(second["resourceType"], "Observation", "the body, when asked for");
+    assert_eq!(env.sandbox.sandbox.count_with_identifier("Observation", "urn:example|v-1"), 2, "a duplicate");
+    // Telechart never relies on conditional create: each vital goes once, identified by its own
+    // identifier, with its id taken from the relative Location or the body.
+    let id = visit(&env).await;
+    env.drain(&env.worker("w", FaultPlan::default())).await;
+    let trace = env.store.deliveries_for_visit(TENANT, &id).await.unwrap();
+    for d in trace.iter().filter(|d| d.resource_type == "Observation") {
+        assert_eq!(d.status, "done");
+        let token = format!("{SYSTEM}|{}", d.identifier);
+        assert_eq!(env.sandbox.sandbox.count_with_identifier("Observation", &token), 1);
+        let kept = get(format!("{base}/Observation/{}", d.ehr_resource_id.clone().unwrap())).await;
+        assert_eq!(kept["identifier"][0]["value"], d.identifier.as_str());
+        assert!(d.readback.is_some(), "read back");
+    }
+    env.stop().await;
 }
