@@ -428,7 +428,14 @@ async fn run_vendor(mut config: Config, args: &DemoArgs, vendor: &str) -> anyhow
         counts.total(),
         100.0 * counts.done as f64 / counts.total().max(1) as f64
     );
-    println!("  dead        {}", counts.dead);
+    let no_path = telechart
+        .store
+        .dead_letters(&config.tenant)
+        .await?
+        .iter()
+        .filter(|d| d.plan.as_deref().is_some_and(|p| p.starts_with("not deliverable")))
+        .count();
+    println!("  dead        {} ({no_path} with no path in this EHR, each named)", counts.dead);
     println!("  pending     {}", counts.pending + counts.in_flight);
     println!("  elapsed     {:.2} s", elapsed.as_secs_f64());
     if let Some(first) = visit_ids.first() {

@@ -31,7 +31,7 @@ pub struct Quirks {
     /// The EHR opens encounters itself; Encounter create/update and Appointment create → 405 [5].
     pub encounter_owned_by_ehr: bool,
     /// A visit moves by JSON Patch of `Appointment.status`; an Encounter's status is not
-    /// patchable [18].
+    /// patchable and an Encounter is never replaced (PUT) [18].
     pub status_on_appointment: bool,
     /// Observation create takes vital signs only (59187) [6].
     pub vitals_only: bool,
@@ -237,6 +237,11 @@ impl Personality {
             // §8.5: Encounter create/update and Appointment create are not offered.
             ("POST" | "PUT", "Encounter") | ("POST", "Appointment") if q.encounter_owned_by_ehr => {
                 not_supported("is not supported by this server")
+            }
+            // §8.18 (VENDORS.md §2): an Encounter is created and patched on listed paths, never
+            // replaced.
+            ("PUT", "Encounter") if q.status_on_appointment => {
+                not_supported("is not supported: patch listed paths; move the visit on its Appointment")
             }
             ("POST", t) if q.refuses(t) => not_supported("is not supported by this server"),
             // §8.7: notes are plain text only, on an encounter.

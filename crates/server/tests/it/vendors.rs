@@ -117,7 +117,7 @@ async fn epic_7_notes_are_plain_text_on_an_encounter_first_attachment_kept() {
 
 #[tokio::test]
 async fn oracle_16_creates_answer_201_empty_with_location_and_etag() {
-    let env = TestEnv::start_vendor(Engine::Sqlite, Personality::Oracle, "generic").await;
+    let env = TestEnv::start_vendor(Engine::Sqlite, Personality::Oracle, "oracle").await;
     let patient = patient_of(&env, 0).await;
     let observation = json!({"resourceType": "Observation", "status": "final", "code": {"text": "x"}, "subject": {"reference": patient}});
     let (status, headers, body) =
@@ -139,19 +139,31 @@ async fn oracle_16_creates_answer_201_empty_with_location_and_etag() {
 
 #[tokio::test]
 async fn oracle_17_updates_need_if_match_and_a_stale_one_is_409() {
-    let env = TestEnv::start_vendor(Engine::Sqlite, Personality::Oracle, "generic").await;
+    let env = TestEnv::start_vendor(Engine::Sqlite, Personality::Oracle, "oracle").await;
     let id = visit(&env).await;
     env.drain(&env.worker("w", FaultPlan::default())).await;
-    let encounter_id = env.store.visit(TENANT, &id).await.unwrap().unwrap().ehr_encounter_id.unwrap();
-    let url = format!("{}/Encounter/{encounter_id}", env.sandbox.fhir_base);
+    let trace = env.store.deliveries_for_visit(TENANT, &id).await.unwrap();
+    let observation = trace.iter().find(|d| d.resource_type == "Observation").unwrap();
+    let url = format!("{}/Observation/{}", env.sandbox.fhir_base, observation.ehr_resource_id.clone().unwrap());
     let current = get(url.clone()).await;
     let (status, _, outcome) = send(reqwest::Method::PUT, url.clone(), &current, None).await;
     assert_eq!((status, outcome["issue"][0]["code"].as_str()), (412, Some("conflict")));
-    let (status, _, outcome) = send(reqwest::Method::PUT, url, &current, Some("W/\"1\"")).await;
+    let (status, _, outcome) = send(reqwest::Method::PUT, url.clone(), &current, Some("W/\"7\"")).await;
     assert_eq!((status, outcome["issue"][0]["code"].as_str()), (409, Some("conflict")));
-    // Telechart sent every status change with If-Match, so all of them landed (checked above by
-    // the visit's Encounter being finished).
-    assert_eq!(current["status"], "finished");
+    let (status, _, _) = send(reqwest::Method::PUT, url, &current, Some("W/\"1\"")).await;
+    assert_eq!(status, 200, "the current version");
+    // An Encounter is never replaced here.
+    let encounter = env.store.visit(TENANT, &id).await.unwrap().unwrap().ehr_encounter_id.unwrap();
+    let encounter_url = format!("{}/Encounter/{encounter}", env.sandbox.fhir_base);
+    let (status, _, _) =
+        send(reqwest::Method::PUT, encounter_url.clone(), &get(encounter_url).await, Some("W/\"1\"")).await;
+    assert_eq!(status, 405);
+    // Telechart sent each status change as a JSON Patch with If-Match (the Appointment's
+    // version, read first): every one landed, so the visit's Appointment is fulfilled.
+    assert!(trace.iter().all(|d| d.status == "done"), "{trace:?}");
+    let booked = env.store.visit(TENANT, &id).await.unwrap().unwrap().appointment_id;
+    let appointment = get(format!("{}/Appointment/{booked}", env.sandbox.fhir_base)).await;
+    assert_eq!(appointment["status"], "fulfilled", "{appointment}");
     env.stop().await;
 }
 
