@@ -607,6 +607,22 @@ async fn vread(State(sandbox): State<Sandbox>, Path((rtype, id, vid)): Path<(Str
     }
 }
 
+/// A vendor's opaque paging parameter (`-pageContext`, `cursor`: the offset, base64url) as
+/// the plain `_offset` the search runs on.
+fn opaque_offset(params: &mut [(String, String)], name: &str) {
+    for (k, v) in params.iter_mut().filter(|(k, _)| k == name) {
+        *k = "_offset".into();
+        let decoded =
+            base64::Engine::decode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, v.as_bytes()).unwrap_or_default();
+        *v = String::from_utf8(decoded).unwrap_or_default();
+    }
+}
+
+/// The offset as a vendor's opaque paging token.
+fn opaque_token(offset: usize) -> String {
+    base64::Engine::encode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, offset.to_string())
+}
+
 async fn search_type(State(sandbox): State<Sandbox>, Path(rtype): Path<String>, RawQuery(query): RawQuery) -> Response {
     sandbox.delay().await;
     if let Some(r) = unknown_type(&rtype) {
@@ -621,16 +637,7 @@ async fn search_type(State(sandbox): State<Sandbox>, Path(rtype): Path<String>, 
     let oracle = sandbox.state.personality.quirks().context_paging;
     if oracle {
         params.retain(|(k, _)| k != "-pageDirection");
-        for (k, v) in params.iter_mut() {
-            if k == "-pageContext" {
-                *k = "_offset".into();
-                *v = String::from_utf8(
-                    base64::Engine::decode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, v.as_bytes())
-                        .unwrap_or_default(),
-                )
-                .unwrap_or_default();
-            }
-        }
+        opaque_offset(&mut params, "-pageContext");
     }
     // §8.24: an athena-like server searches within a practice (`ah-practice`), pages by
     // `cursor`, and takes `_lastUpdated` to the day only.
@@ -660,16 +667,7 @@ async fn search_type(State(sandbox): State<Sandbox>, Path(rtype): Path<String>, 
                 "_lastUpdated takes a date only (YYYY-MM-DD)",
             );
         }
-        for (k, v) in params.iter_mut() {
-            if k == "cursor" {
-                *k = "_offset".into();
-                *v = String::from_utf8(
-                    base64::Engine::decode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, v.as_bytes())
-                        .unwrap_or_default(),
-                )
-                .unwrap_or_default();
-            }
-        }
+        opaque_offset(&mut params, "cursor");
     }
     let epic = sandbox.state.personality == Personality::Epic;
     let mut ignored = Vec::new();
@@ -714,13 +712,11 @@ async fn search_type(State(sandbox): State<Sandbox>, Path(rtype): Path<String>, 
         let mut pairs: Vec<(String, String)> = request.filters.clone();
         pairs.push(("_count".into(), request.count.to_string()));
         if oracle {
-            let context = base64::Engine::encode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, offset.to_string());
-            pairs.push(("-pageContext".into(), context));
+            pairs.push(("-pageContext".into(), opaque_token(offset)));
             pairs.push(("-pageDirection".into(), "NEXT".into()));
         } else if athena {
-            let cursor = base64::Engine::encode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, offset.to_string());
             pairs.insert(0, ("ah-practice".into(), format!("Organization/a-1.Practice-{ATHENA_PRACTICE}")));
-            pairs.push(("cursor".into(), cursor));
+            pairs.push(("cursor".into(), opaque_token(offset)));
         } else {
             pairs.push(("_offset".into(), offset.to_string()));
         }

@@ -124,10 +124,7 @@ impl Worker {
             return Err(EhrError::NotSupported("no document API".into()).into());
         };
         if claimed.must_reconcile {
-            return Err(SyncError::NeedsReview(
-                "an earlier upload may have reached the EHR's document API, which cannot be searched; replay if it did not"
-                    .into(),
-            ));
+            return Err(unsearchable("document"));
         }
         let Some(("Patient", patient)) = telechart_fhir::parse_reference(&ctx.patient) else {
             return Err(SyncError::Mapping {
@@ -142,14 +139,8 @@ impl Worker {
         let sent = serde_json::json!({"description": title, "content": [{"attachment": {
             "contentType": "application/pdf",
             "data": base64::Engine::encode(&base64::engine::general_purpose::STANDARD, pdf)}}]});
-        let readback = match client.read("DocumentReference", &written.id).await {
-            Ok(kept) => Some(telechart_fhir::readback::compare(&sent, &kept.resource)),
-            Err(e) => {
-                tracing::warn!(status = ?e.http_status(), "read-back of an uploaded document failed");
-                None
-            }
-        };
-        Ok(Delivered { written, adopted: false, readback })
+        let kept = client.read("DocumentReference", &written.id).await.map(|read| read.resource);
+        Ok(Delivered { written, adopted: false, readback: read_back(&sent, kept, "document") })
     }
 
     /// An encounter's readings through the EHR's vitals API, read back from the same API. Like
@@ -166,10 +157,7 @@ impl Worker {
             return Err(EhrError::NotSupported("no vitals API".into()).into());
         };
         if claimed.must_reconcile {
-            return Err(SyncError::NeedsReview(
-                "an earlier upload may have reached the EHR's vitals API, which cannot be searched; replay if it did not"
-                    .into(),
-            ));
+            return Err(unsearchable("vitals"));
         }
         let readings = vital_readings(vital).ok_or_else(|| SyncError::Mapping {
             artifact_id: claimed.row.artifact_id.clone(),
@@ -180,14 +168,8 @@ impl Worker {
         }
         let (written, sent) = client.upload_vitals(&upload, encounter, &readings).await?;
         let ids: Vec<&str> = written.id.split(',').collect();
-        let readback = match client.read_vitals(&upload, encounter, &ids).await {
-            Ok(kept) => Some(telechart_fhir::readback::compare(&sent, &kept)),
-            Err(e) => {
-                tracing::warn!(status = ?e.http_status(), "read-back of uploaded vitals failed");
-                None
-            }
-        };
-        Ok(Delivered { written, adopted: false, readback })
+        let kept = client.read_vitals(&upload, encounter, &ids).await;
+        Ok(Delivered { written, adopted: false, readback: read_back(&sent, kept, "vitals") })
     }
 
     /// Moves the EHR's Appointment to the visit's status (R4 vocabulary), unless it is there.
@@ -239,4 +221,27 @@ pub(super) fn vital_readings(vital: &VitalMeasurement) -> Option<Vec<telechart_e
             reading(&telechart_fhir::terminology::DIASTOLIC, diastolic.to_string()),
         ],
     })
+}
+
+/// An upload through an EHR API that cannot be searched may already be there: a person checks.
+fn unsearchable(api: &str) -> SyncError {
+    SyncError::NeedsReview(format!(
+        "an earlier upload may have reached the EHR's {api} API, which cannot be searched; replay if it did not"
+    ))
+}
+
+/// What the EHR kept compared with what was sent. The upload stands either way: a failed read
+/// only leaves the accuracy unmeasured.
+fn read_back(
+    sent: &serde_json::Value,
+    kept: Result<serde_json::Value, EhrError>,
+    what: &str,
+) -> Option<telechart_fhir::readback::ReadBack> {
+    match kept {
+        Ok(kept) => Some(telechart_fhir::readback::compare(sent, &kept)),
+        Err(e) => {
+            tracing::warn!(what, status = ?e.http_status(), "read-back of an upload failed");
+            None
+        }
+    }
 }
