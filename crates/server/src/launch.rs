@@ -430,6 +430,7 @@ fn ehr_client(
     let clock = state.clock.clone();
     Ok(telechart_ehr::FhirClient::new(&connection.base_url, profile, state.connections.timeout())
         .map_err(|e| ApiError::Internal(e.to_string()))?
+        .with_tenant(telechart_sync::connection_tenant(connection))
         .with_user_auth(access.tokens.clone(), Arc::new(move || clock.now())))
 }
 

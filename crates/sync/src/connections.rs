@@ -134,8 +134,7 @@ impl Connections {
         let profile = VendorProfile::parse(&row.profile)?;
         let mut client = FhirClient::new(&row.base_url, profile, self.timeout)?;
         let settings: serde_json::Value = serde_json::from_str(&row.settings).unwrap_or_default();
-        let tenant = settings.pointer("/auth/tenant").and_then(serde_json::Value::as_str).map(str::to_owned);
-        client = client.with_tenant(tenant);
+        client = client.with_tenant(connection_tenant(&row));
         let mllp = settings.get("mllp").and_then(serde_json::Value::as_str).map(str::to_owned);
         if let Some(address) = &mllp {
             // HL7v2 carries PHI like any FHIR write: the listener must be covered too.
@@ -162,4 +161,11 @@ impl Connections {
         }
         Ok(client)
     }
+}
+
+/// The connection's tenant (`auth.tenant`: a tenant GUID in the path, a practice id), which the EHR's
+/// searches and own APIs need.
+pub fn connection_tenant(row: &telechart_store::ConnectionRow) -> Option<String> {
+    let settings: serde_json::Value = serde_json::from_str(&row.settings).unwrap_or_default();
+    settings.pointer("/auth/tenant").and_then(serde_json::Value::as_str).map(str::to_owned)
 }

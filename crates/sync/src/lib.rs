@@ -14,7 +14,7 @@ pub mod webhooks;
 mod worker;
 
 pub use backoff::Backoff;
-pub use connections::Connections;
+pub use connections::{Connections, connection_tenant};
 pub use faults::{FaultPlan, FaultPoint};
 pub use inbound::{Applied, AppointmentInbox, PollReport};
 pub use orders::OrderTracker;

@@ -466,3 +466,27 @@ async fn oracle_15_scopes_in_the_apps_syntax_only_and_insufficient_scope_is_non_
     assert!(client.search("Observation", &[("patient", "x")]).await.is_ok());
     sandbox.shutdown().await;
 }
+
+/// athena-like searches carry the connection's practice (`ah-practice`); without a tenant the
+/// client says what to configure instead of sending a search the EHR refuses.
+#[tokio::test]
+async fn searches_carry_the_practice_the_profile_names() {
+    let sandbox = personality_sandbox(telechart_sandbox::Personality::Athena, Vec::new(), false).await;
+    let athena = || {
+        telechart_ehr::FhirClient::new(
+            &sandbox.fhir_base,
+            telechart_ehr::VendorProfile::by_name("athena").unwrap(),
+            std::time::Duration::from_secs(5),
+        )
+        .unwrap()
+    };
+    let err = athena().search("Appointment", &[("date", "ge2026-11-26")]).await.unwrap_err();
+    assert!(err.to_string().contains("auth.tenant"), "{err}");
+    let found = athena()
+        .with_tenant(Some(telechart_sandbox::ATHENA_PRACTICE.into()))
+        .search("Appointment", &[("date", "ge2026-11-26")])
+        .await
+        .unwrap();
+    assert_eq!(found.len(), sandbox.sandbox.appointment_ids().len());
+    sandbox.shutdown().await;
+}
