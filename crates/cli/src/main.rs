@@ -366,6 +366,11 @@ async fn connections(config: Config, which: ConnectionsCommand) -> anyhow::Resul
             let json = serde_json::to_string_pretty(&contract)?;
             let version = telechart.store.save_contract(&config.tenant, &id, &json, clock.now_ms()).await?;
             println!("connection {id}, contract version {version}\n{json}");
+            // How each kind of artifact will reach this EHR, before any visit does.
+            println!("\nwrite plan (profile {}):", client.profile.name);
+            for (what, plan) in telechart_sync::plan::plan_table(&client.profile, client.mllp().is_some()) {
+                println!("  {what:<40} {}", plan.label());
+            }
         }
     }
     telechart.store.close().await;

@@ -3,7 +3,7 @@
 //! here (and why). It reads the connection's profile flags only; it never names a vendor.
 
 use telechart_ehr::{EncounterWrite, VendorProfile};
-use telechart_visit::{Artifact, OrderKind};
+use telechart_visit::{Artifact, ArtifactKind};
 
 /// A planned non-FHIR path.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -72,11 +72,55 @@ fn not_deliverable(reason: impl Into<String>) -> WritePlan {
     WritePlan::NotDeliverable { reason: reason.into() }
 }
 
+/// What the planner looks at in an artifact: its kind, and a note's or document's content type.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Shape<'a> {
+    pub kind: ArtifactKind,
+    pub content_type: Option<&'a str>,
+}
+
+impl<'a> Shape<'a> {
+    pub fn of(artifact: &'a Artifact) -> Self {
+        let content_type = match artifact {
+            Artifact::Note(note) => Some(note.content_type.as_str()),
+            Artifact::Document(doc) => Some(doc.content_type.as_str()),
+            _ => None,
+        };
+        Shape { kind: artifact.kind(), content_type }
+    }
+}
+
 /// Plans one artifact for one connection. `mllp`: whether the connection has an HL7v2 listener.
 pub fn plan(artifact: &Artifact, profile: &VendorProfile, mllp: bool) -> WritePlan {
+    plan_shape(Shape::of(artifact), profile, mllp)
+}
+
+/// The plan for every kind of artifact a visit makes (documents by content type) on one
+/// connection: what `telechart connections show` prints before any visit.
+pub fn plan_table(profile: &VendorProfile, mllp: bool) -> Vec<(String, WritePlan)> {
+    let shape = |kind, content_type| Shape { kind, content_type };
+    let rows = [
+        ("encounter status", shape(ArtifactKind::EncounterStatus, None)),
+        ("vital sign", shape(ArtifactKind::Vital, None)),
+        ("signed note (text/plain)", shape(ArtifactKind::Note, Some("text/plain"))),
+        ("document: text (chat, transcript)", shape(ArtifactKind::Document, Some("text/plain"))),
+        ("document: PDF (consent form, summary)", shape(ArtifactKind::Document, Some("application/pdf"))),
+        ("document: image (photo)", shape(ArtifactKind::Document, Some("image/png"))),
+        ("diagnosis", shape(ArtifactKind::Diagnosis, None)),
+        ("Encounter.diagnosis", shape(ArtifactKind::EncounterDiagnoses, None)),
+        ("lab / imaging / referral order", shape(ArtifactKind::ServiceOrder, None)),
+        ("prescription", shape(ArtifactKind::MedicationOrder, None)),
+        ("care plan", shape(ArtifactKind::CarePlan, None)),
+        ("consent", shape(ArtifactKind::Consent, None)),
+    ];
+    rows.into_iter().map(|(label, shape)| (label.to_owned(), plan_shape(shape, profile, mllp))).collect()
+}
+
+fn plan_shape(shape: Shape<'_>, profile: &VendorProfile, mllp: bool) -> WritePlan {
     let caps = &profile.capabilities;
-    match artifact {
-        Artifact::EncounterStatus(_) => {
+    let content_type = shape.content_type.unwrap_or_default();
+    match shape.kind {
+        ArtifactKind::EncounterStatus => {
             if caps.encounter_update {
                 written("Encounter")
             } else if caps.visit_status_on_appointment {
@@ -87,74 +131,64 @@ pub fn plan(artifact: &Artifact, profile: &VendorProfile, mllp: bool) -> WritePl
                 transformed("Encounter", "created; later status changes kept by the EHR")
             }
         }
-        Artifact::Vital(_) if caps.observation_create => written("Observation"),
-        Artifact::Vital(_) if profile.vitals_upload.is_some() => WritePlan::Fallback(Fallback::VitalsApi),
-        Artifact::Vital(_) if mllp => WritePlan::Fallback(Fallback::Hl7Oru),
-        Artifact::Vital(_) => not_deliverable("no Observation create, vitals API or HL7v2 listener"),
-        Artifact::Note(note) if caps.document_reference_create => {
+        ArtifactKind::Vital if caps.observation_create => written("Observation"),
+        ArtifactKind::Vital if profile.vitals_upload.is_some() => WritePlan::Fallback(Fallback::VitalsApi),
+        ArtifactKind::Vital if mllp => WritePlan::Fallback(Fallback::Hl7Oru),
+        ArtifactKind::Vital => not_deliverable("no Observation create, vitals API or HL7v2 listener"),
+        ArtifactKind::Note if caps.document_reference_create => {
             let takes = profile.note_content_type;
-            if caps.documents_plain_text_only && note.content_type == "text/html" {
+            if caps.documents_plain_text_only && content_type == "text/html" {
                 return if mllp {
                     WritePlan::Fallback(Fallback::Hl7Mdm)
                 } else {
                     not_deliverable("an HTML note, and this EHR takes plain-text notes only")
                 };
             }
-            let sent = if note.content_type == "text/plain" { "text/plain; charset=utf-8" } else { &note.content_type };
+            let sent = if content_type == "text/plain" { "text/plain; charset=utf-8" } else { content_type };
             if takes.starts_with("text/plain") && sent != takes {
                 transformed("DocumentReference", format!("content type {takes}"))
             } else {
                 written("DocumentReference")
             }
         }
-        Artifact::Note(_) if profile.document_upload.is_some() => WritePlan::Fallback(Fallback::DocumentApi),
-        Artifact::Note(_) if mllp => WritePlan::Fallback(Fallback::Hl7Mdm),
-        Artifact::Note(_) => not_deliverable("no DocumentReference create, document API or HL7v2 listener"),
-        Artifact::Document(doc) if caps.document_reference_create => {
-            let text = doc.content_type.starts_with("text/");
-            match (caps.documents_plain_text_only, text) {
+        ArtifactKind::Note if profile.document_upload.is_some() => WritePlan::Fallback(Fallback::DocumentApi),
+        ArtifactKind::Note if mllp => WritePlan::Fallback(Fallback::Hl7Mdm),
+        ArtifactKind::Note => not_deliverable("no DocumentReference create, document API or HL7v2 listener"),
+        ArtifactKind::Document if caps.document_reference_create => {
+            match (caps.documents_plain_text_only, content_type.starts_with("text/")) {
                 (false, _) => written("DocumentReference"),
                 (true, true) => transformed("DocumentReference", "content type text/plain"),
-                (true, false) => {
-                    not_deliverable(format!("{} documents: this EHR takes plain text only", doc.content_type))
-                }
+                (true, false) => not_deliverable(format!("{content_type} documents: this EHR takes plain text only")),
             }
         }
-        Artifact::Document(doc) if profile.document_upload.is_some() => {
-            if doc.content_type == "application/pdf" || doc.content_type.starts_with("text/") {
+        ArtifactKind::Document if profile.document_upload.is_some() => {
+            if content_type == "application/pdf" || content_type.starts_with("text/") {
                 WritePlan::Fallback(Fallback::DocumentApi)
             } else {
-                not_deliverable(format!("{} documents: the document API takes PDF only", doc.content_type))
+                not_deliverable(format!("{content_type} documents: the document API takes PDF only"))
             }
         }
-        Artifact::Document(doc) if mllp && doc.content_type.starts_with("text/") => {
-            WritePlan::Fallback(Fallback::Hl7Mdm)
-        }
-        Artifact::Document(_) => not_deliverable("no DocumentReference create or document API"),
-        Artifact::Diagnosis(_) if caps.condition_create => match profile.condition_verification {
+        ArtifactKind::Document if mllp && content_type.starts_with("text/") => WritePlan::Fallback(Fallback::Hl7Mdm),
+        ArtifactKind::Document => not_deliverable("no DocumentReference create or document API"),
+        ArtifactKind::Diagnosis if caps.condition_create => match profile.condition_verification {
             "confirmed" => written("Condition"),
             other => transformed("Condition", format!("verificationStatus {other}")),
         },
-        Artifact::Diagnosis(_) => not_deliverable("no Condition create"),
-        Artifact::EncounterDiagnoses(_) if caps.encounter_update => written("Encounter"),
-        Artifact::EncounterDiagnoses(_) => {
+        ArtifactKind::Diagnosis => not_deliverable("no Condition create"),
+        ArtifactKind::EncounterDiagnoses if caps.encounter_update => written("Encounter"),
+        ArtifactKind::EncounterDiagnoses => {
             not_deliverable("no Encounter update; the diagnoses stand as Conditions of the encounter where taken")
         }
-        Artifact::Order(order) if order.kind == OrderKind::Medication => {
-            if caps.medication_request_create {
-                written("MedicationRequest")
-            } else {
-                not_deliverable(
-                    "no MedicationRequest order create (a prescription is never sent as a reported medication)",
-                )
-            }
+        ArtifactKind::MedicationOrder if caps.medication_request_create => written("MedicationRequest"),
+        ArtifactKind::MedicationOrder => {
+            not_deliverable("no MedicationRequest order create (a prescription is never sent as a reported medication)")
         }
-        Artifact::Order(_) if caps.service_request_create => written("ServiceRequest"),
-        Artifact::Order(_) => not_deliverable("no ServiceRequest create"),
-        Artifact::CarePlan(_) if caps.care_plan_create => written("CarePlan"),
-        Artifact::CarePlan(_) => not_deliverable("no CarePlan create"),
-        Artifact::Consent(_) if caps.consent_create => written("Consent"),
-        Artifact::Consent(_) => not_deliverable("no Consent create"),
+        ArtifactKind::ServiceOrder if caps.service_request_create => written("ServiceRequest"),
+        ArtifactKind::ServiceOrder => not_deliverable("no ServiceRequest create"),
+        ArtifactKind::CarePlan if caps.care_plan_create => written("CarePlan"),
+        ArtifactKind::CarePlan => not_deliverable("no CarePlan create"),
+        ArtifactKind::Consent if caps.consent_create => written("Consent"),
+        ArtifactKind::Consent => not_deliverable("no Consent create"),
     }
 }
 
@@ -206,5 +240,10 @@ mod tests {
         read_only.document_upload = None;
         assert_eq!(plan(&note("text/plain"), &read_only, true), WritePlan::Fallback(Fallback::Hl7Mdm));
         assert!(matches!(plan(&note("text/plain"), &read_only, false), WritePlan::NotDeliverable { .. }));
+        // The table a connection shows holds every kind, and agrees with the per-artifact plan.
+        let table = plan_table(&plain_only, false);
+        assert_eq!(table.len(), 12);
+        assert_eq!(table[2].1, plan(&note("text/plain"), &plain_only, false));
+        assert!(table.iter().all(|(_, p)| !p.label().is_empty()));
     }
 }

@@ -327,8 +327,16 @@ fn connections_show_the_capability_contract_against_a_sandbox_personality() {
     };
     let first = show(dir.path());
     assert!(first.starts_with("connection ehr, contract version 1"), "{first}");
-    let json: serde_json::Value = serde_json::from_str(first.split_once('\n').unwrap().1).unwrap();
+    let (contract, plan) = first.split_once("\nwrite plan (profile epic):\n").expect("the write plan follows");
+    let json: serde_json::Value = serde_json::from_str(contract.split_once('\n').unwrap().1).unwrap();
     assert_eq!(json["profile"], "epic");
+    // Before any visit: how each kind of artifact will reach this EHR.
+    let line = |what: &str| plan.lines().find(|l| l.trim_start().starts_with(what)).unwrap_or_default().to_owned();
+    assert!(line("vital sign").ends_with(" written"), "{plan}");
+    assert!(line("signed note").ends_with("transformed: content type text/plain"), "{plan}");
+    assert!(line("document: image").contains("not deliverable: image/png documents"), "{plan}");
+    assert!(line("care plan").contains("not deliverable: no CarePlan create"), "{plan}");
+    assert_eq!(plan.lines().count(), 12, "{plan}");
     assert_eq!(json["resources"]["Encounter"]["create"], false, "Epic-like: the EHR's own Encounters only");
     assert_eq!(json["resources"]["Observation"]["create"], true);
     assert!(show(dir.path()).starts_with("connection ehr, contract version 1"), "unchanged: same version");
