@@ -471,9 +471,7 @@ impl Worker {
         // HL7v2 PV1-19: the EHR's Encounter id when known, else the appointment.
         let visit_number = item.visit.ehr_encounter_id.clone().unwrap_or_else(|| item.visit.appointment_id.clone());
         match (artifact, &plan) {
-            (Artifact::EncounterStatus(change), _) => {
-                self.write_encounter(&client, &ctx, &item, &token, &change).await.map(Delivered::from)
-            }
+            (Artifact::EncounterStatus(change), _) => self.write_encounter(&client, &ctx, &item, &token, &change).await,
             (Artifact::Vital(vital), WritePlan::Fallback(Fallback::VitalsApi)) => {
                 self.upload_vitals(&client, claimed, &encounter_id(&item)?, &vital).await
             }
@@ -655,19 +653,7 @@ impl Worker {
             return Err(SyncError::Crashed(FaultPoint::BeforeSend));
         }
         let written = client.create(resource_type, &resource).await?;
-        let kept = match &written.resource {
-            Some(kept) => Some(kept.clone()),
-            // The EHR answered without a body: read what it kept. The write stands either way;
-            // a failed read only leaves the accuracy unmeasured.
-            None => match client.read(resource_type, &written.id).await {
-                Ok(read) => Some(read.resource),
-                Err(e) => {
-                    tracing::warn!(resource_type, status = ?e.http_status(), "read-back after create failed");
-                    None
-                }
-            },
-        };
-        let readback = kept.map(|kept| telechart_fhir::readback::compare(&resource, &kept));
+        let readback = read_back(client, resource_type, &written, &resource).await;
         Ok(Delivered { written, adopted: false, readback })
     }
 
@@ -680,7 +666,7 @@ impl Worker {
         item: &WorkItem,
         token: &str,
         change: &EncounterStatusChange,
-    ) -> Result<(Written, bool), SyncError> {
+    ) -> Result<Delivered, SyncError> {
         let caps = &client.profile.capabilities;
         let existing = match &item.visit.ehr_encounter_id {
             Some(id) => Some(client.read("Encounter", id).await?),
@@ -717,26 +703,45 @@ impl Worker {
                 if changed && !caps.encounter_update && caps.visit_status_on_appointment {
                     // This EHR moves a visit on its Appointment: a JSON Patch of `/status`.
                     self.patch_appointment_status(client, ctx, change).await?;
-                    return Ok((Written { id, version: current.version, resource: None }, false));
+                    return Ok((Written { id, version: current.version, resource: None }, false).into());
                 }
                 if !changed || !caps.encounter_update {
                     // Already there (a replay), or the EHR keeps encounter status itself.
-                    return Ok((Written { id, version: current.version, resource: None }, true));
+                    return Ok((Written { id, version: current.version, resource: None }, true).into());
                 }
                 let written = client.update("Encounter", &id, &current.resource, current.version.as_deref()).await?;
-                Ok((written, false))
+                let readback = read_back(client, "Encounter", &written, &current.resource).await;
+                Ok(Delivered { written, adopted: false, readback })
             }
             None if caps.encounter == EncounterWrite::FindOrCreate => {
                 let encounter = telechart_visit::encounter_for_create(ctx, change);
                 let body = serde_json::to_value(&encounter)
                     .map_err(|e| SyncError::Mapping { artifact_id: item.artifact.id.clone(), reason: e.to_string() })?;
-                Ok((client.create("Encounter", &body).await?, false))
+                let written = client.create("Encounter", &body).await?;
+                let readback = read_back(client, "Encounter", &written, &body).await;
+                Ok(Delivered { written, adopted: false, readback })
             }
             None => {
                 Err(SyncError::NotReady(format!("the EHR's Encounter for {} (it creates its own)", ctx.appointment)))
             }
         }
     }
+}
+
+/// What the EHR kept of a write (the reply's body, else a read) compared with what was sent.
+/// The write stands either way: a failed read only leaves the accuracy unmeasured.
+async fn read_back(client: &FhirClient, resource_type: &str, written: &Written, sent: &Value) -> Option<ReadBack> {
+    let kept = match &written.resource {
+        Some(kept) => kept.clone(),
+        None => match client.read(resource_type, &written.id).await {
+            Ok(read) => read.resource,
+            Err(e) => {
+                tracing::warn!(resource_type, status = ?e.http_status(), "read-back after a write failed");
+                return None;
+            }
+        },
+    };
+    Some(telechart_fhir::readback::compare(sent, &kept))
 }
 
 /// Where an artifact another one refers to stands in the same EHR.
