@@ -235,11 +235,7 @@ impl BackendServices {
                 reason: e.to_string(),
             })?;
         let status = response.status();
-        let retry_after = response
-            .headers()
-            .get(reqwest::header::RETRY_AFTER)
-            .and_then(|v| v.to_str().ok())
-            .and_then(crate::RetryAfter::parse);
+        let retry_after = crate::RetryAfter::from_headers(response.headers());
         let body = response.bytes().await.map_err(|e| EhrError::Unreachable {
             method: "token",
             resource_type: "token".into(),

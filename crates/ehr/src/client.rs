@@ -3,7 +3,7 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use reqwest::header::{ACCEPT, CONTENT_TYPE, ETAG, HeaderMap, IF_MATCH, LOCATION, RETRY_AFTER};
+use reqwest::header::{ACCEPT, CONTENT_TYPE, ETAG, HeaderMap, IF_MATCH, LOCATION};
 use reqwest::{Method, StatusCode};
 use serde_json::Value;
 use telechart_fhir::{Bundle, parse_reference};
@@ -240,11 +240,7 @@ impl FhirClient {
             retry_after: None,
         })?;
         let status = response.status();
-        let retry_after = response
-            .headers()
-            .get(reqwest::header::RETRY_AFTER)
-            .and_then(|v| v.to_str().ok())
-            .and_then(crate::RetryAfter::parse);
+        let retry_after = crate::RetryAfter::from_headers(response.headers());
         let body: Value = response.json().await.unwrap_or(Value::Null);
         if status.is_success() && body.get("error").is_none() && body["success"] != Value::Bool(false) {
             return Ok(body);
@@ -255,22 +251,19 @@ impl FhirClient {
             .or_else(|| body["detailedmessage"].as_str())
             .unwrap_or("refused")
             .to_owned();
-        Err(match status.as_u16() {
-            // 503 says the request was not handled (RFC 9110 §15.6.4): retried as it is. Other
-            // 5xx to a write leave its fate unknown, and these APIs cannot be searched for it.
-            503 => EhrError::Throttled { method: verb, resource_type: what.into(), status: 503, retry_after, message },
-            500..=599 if method == Method::GET => EhrError::Throttled {
-                method: verb,
-                resource_type: what.into(),
-                status: status.as_u16(),
-                retry_after,
-                message,
-            },
+        let code = status.as_u16();
+        // 429 and 503 say the request was not handled (RFC 9110 §15.6.4), and a failed read
+        // changed nothing: retried as they are. Other 5xx to a write leave its fate unknown, and
+        // these APIs cannot be searched for it.
+        let not_handled = code == 429 || code == 503 || (status.is_server_error() && method == Method::GET);
+        Err(match code {
+            _ if not_handled => {
+                EhrError::Throttled { method: verb, resource_type: what.into(), status: code, retry_after, message }
+            }
             500..=599 => {
                 EhrError::OutcomeUnknown { method: verb, resource_type: what.into(), reason: message, retry_after }
             }
-            429 => EhrError::Throttled { method: verb, resource_type: what.into(), status: 429, retry_after, message },
-            code => EhrError::Refused { method: verb, resource_type: what.into(), status: code, message },
+            _ => EhrError::Refused { method: verb, resource_type: what.into(), status: code, message },
         })
     }
 
@@ -567,7 +560,7 @@ fn check_status(
         return Ok(());
     }
     let code = status.as_u16();
-    let retry_after = headers.get(RETRY_AFTER).and_then(|v| v.to_str().ok()).and_then(RetryAfter::parse);
+    let retry_after = RetryAfter::from_headers(headers);
     let message = outcome_message(body);
     let resource_type = resource_type.to_owned();
     if restricted_record(body) {

@@ -66,6 +66,11 @@ impl RetryAfter {
         chrono::DateTime::parse_from_rfc2822(value).ok().map(|at| RetryAfter::At(at.with_timezone(&chrono::Utc)))
     }
 
+    /// The `Retry-After` of a reply, when it has a readable one.
+    pub fn from_headers(headers: &reqwest::header::HeaderMap) -> Option<RetryAfter> {
+        headers.get(reqwest::header::RETRY_AFTER).and_then(|v| v.to_str().ok()).and_then(RetryAfter::parse)
+    }
+
     /// The delay from `now`, never negative.
     pub fn delay_from(&self, now: chrono::DateTime<chrono::Utc>) -> Duration {
         match self {

@@ -45,7 +45,7 @@ pub(crate) async fn athena_document(
         "type": {"text": class}, "subject": {"reference": format!("Patient/{patient}")}, "date": stamp,
         "description": field("internalnote").unwrap_or_default(),
         "content": [{"attachment": {"contentType": "application/pdf", "data": contents, "size": pdf.len()}}],
-        "extension": [{"url": "https://fhir.athena.io/StructureDefinition/ah-practice", "valueReference": {"reference": format!("Organization/a-1.Practice-{practice}")}}]});
+        "extension": [{"url": "https://fhir.athena.io/StructureDefinition/ah-practice", "valueReference": {"reference": athena_practice(&practice)}}]});
     if let Err(e) = db.write(document, 1, &stamp) {
         return error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string());
     }

@@ -264,11 +264,7 @@ impl WebhookSender {
             }
             Ok(response) => {
                 let status = response.status().as_u16();
-                let retry_after = response
-                    .headers()
-                    .get(reqwest::header::RETRY_AFTER)
-                    .and_then(|v| v.to_str().ok())
-                    .and_then(telechart_ehr::RetryAfter::parse);
+                let retry_after = telechart_ehr::RetryAfter::from_headers(response.headers());
                 (Some(status), retry_after, format!("HTTP {status}"))
             }
             Err(e) => {

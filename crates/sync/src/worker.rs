@@ -732,16 +732,21 @@ impl Worker {
 /// The write stands either way: a failed read only leaves the accuracy unmeasured.
 async fn read_back(client: &FhirClient, resource_type: &str, written: &Written, sent: &Value) -> Option<ReadBack> {
     let kept = match &written.resource {
-        Some(kept) => kept.clone(),
-        None => match client.read(resource_type, &written.id).await {
-            Ok(read) => read.resource,
-            Err(e) => {
-                tracing::warn!(resource_type, status = ?e.http_status(), "read-back after a write failed");
-                return None;
-            }
-        },
+        Some(kept) => Ok(kept.clone()),
+        None => client.read(resource_type, &written.id).await.map(|read| read.resource),
     };
-    Some(telechart_fhir::readback::compare(sent, &kept))
+    compared(sent, kept, resource_type)
+}
+
+/// `sent` compared with what the EHR kept, when that could be read.
+fn compared(sent: &Value, kept: Result<Value, EhrError>, what: &str) -> Option<ReadBack> {
+    match kept {
+        Ok(kept) => Some(telechart_fhir::readback::compare(sent, &kept)),
+        Err(e) => {
+            tracing::warn!(what, status = ?e.http_status(), "read-back after a write failed");
+            None
+        }
+    }
 }
 
 /// Where an artifact another one refers to stands in the same EHR.

@@ -7,7 +7,7 @@ use telechart_ehr::{EhrError, FhirClient, Written};
 use telechart_store::{AuditEntry, ClaimedDelivery};
 use telechart_visit::{EncounterStatusChange, VisitContext, VitalMeasurement, VitalValue};
 
-use super::{Delivered, Worker};
+use super::{Delivered, Worker, compared};
 use crate::{FaultPoint, SyncError};
 
 impl Worker {
@@ -140,7 +140,7 @@ impl Worker {
             "contentType": "application/pdf",
             "data": base64::Engine::encode(&base64::engine::general_purpose::STANDARD, pdf)}}]});
         let kept = client.read("DocumentReference", &written.id).await.map(|read| read.resource);
-        Ok(Delivered { written, adopted: false, readback: read_back(&sent, kept, "document") })
+        Ok(Delivered { written, adopted: false, readback: compared(&sent, kept, "document") })
     }
 
     /// An encounter's readings through the EHR's vitals API, read back from the same API. Like
@@ -169,7 +169,7 @@ impl Worker {
         let (written, sent) = client.upload_vitals(&upload, encounter, &readings).await?;
         let ids: Vec<&str> = written.id.split(',').collect();
         let kept = client.read_vitals(&upload, encounter, &ids).await;
-        Ok(Delivered { written, adopted: false, readback: read_back(&sent, kept, "vitals") })
+        Ok(Delivered { written, adopted: false, readback: compared(&sent, kept, "vitals") })
     }
 
     /// Moves the EHR's Appointment to the visit's status (R4 vocabulary), unless it is there.
@@ -228,20 +228,4 @@ fn unsearchable(api: &str) -> SyncError {
     SyncError::NeedsReview(format!(
         "an earlier upload may have reached the EHR's {api} API, which cannot be searched; replay if it did not"
     ))
-}
-
-/// What the EHR kept compared with what was sent. The upload stands either way: a failed read
-/// only leaves the accuracy unmeasured.
-fn read_back(
-    sent: &serde_json::Value,
-    kept: Result<serde_json::Value, EhrError>,
-    what: &str,
-) -> Option<telechart_fhir::readback::ReadBack> {
-    match kept {
-        Ok(kept) => Some(telechart_fhir::readback::compare(sent, &kept)),
-        Err(e) => {
-            tracing::warn!(what, status = ?e.http_status(), "read-back of an upload failed");
-            None
-        }
-    }
 }
