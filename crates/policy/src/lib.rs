@@ -1,7 +1,9 @@
-//! Who may do what: roles and permissions as data. (Consent, break-glass and egress rules join
-//! this crate with their issues.)
+//! Who may do what: roles and permissions as data, FHIR Consent evaluation (`consent`), and the
+//! egress registry.
 //!
-//! Invariant: no I/O. Callers hand in the role; this crate answers.
+//! Invariant: no I/O. Callers hand in the role, the consents and the request; this crate answers.
+
+pub mod consent;
 
 use std::fmt;
 use std::str::FromStr;
