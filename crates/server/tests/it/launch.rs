@@ -38,7 +38,8 @@ pub async fn launch_env_as(
     let store = crate::sqlite_store(dir.path()).await;
     let port = free_port();
     let base = format!("http://127.0.0.1:{port}");
-    let mut config = SandboxConfig::new("2026-11-26".parse().unwrap());
+    // Today by the system clock: the standalone picker offers the EHR's appointments of today.
+    let mut config = SandboxConfig::new(telechart_store::Clock::system().now().date_naive());
     config.app_launch_url = Some(format!("{base}/launch"));
     config.approve_page = approve_page;
     config.personality = personality;
