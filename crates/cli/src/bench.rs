@@ -212,6 +212,7 @@ async fn prepare(
         visit_id: Some(visit.into()),
         phi: true,
         detail: String::new(),
+        ..AuditEntry::default()
     };
     let mut bodies = Vec::new();
     let mut prepared = Vec::new();

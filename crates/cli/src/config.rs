@@ -41,6 +41,54 @@ pub struct Config {
     /// Telehealth platforms: signed webhooks to them, signed events from them.
     #[serde(default)]
     pub platforms: Vec<PlatformConfig>,
+    /// The audit log's witness and checkpoint key.
+    #[serde(default)]
+    pub audit: AuditConfig,
+}
+
+/// Signed checkpoints of the audit chain, kept outside the database.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuditConfig {
+    /// The append-only witness file. In production, on storage the database's administrators
+    /// cannot rewrite (another host's mount, a WORM bucket's sync directory).
+    pub witness_file: PathBuf,
+    /// The Ed25519 checkpoint key (PKCS#8, `telechart audit keygen`); made on first use when absent.
+    pub signing_key_file: PathBuf,
+    /// A checkpoint after this many new records of a tenant…
+    pub checkpoint_every_records: i64,
+    /// …or when its oldest unwitnessed record is this old.
+    pub checkpoint_every_seconds: i64,
+}
+
+impl Default for AuditConfig {
+    fn default() -> Self {
+        AuditConfig {
+            witness_file: PathBuf::from("telechart-data/audit-witness.jsonl"),
+            signing_key_file: PathBuf::from("telechart-data/audit-checkpoint.key"),
+            checkpoint_every_records: 1_000,
+            checkpoint_every_seconds: 60,
+        }
+    }
+}
+
+impl AuditConfig {
+    /// The checkpoint signer; a new key is made (owner-only) when the file does not exist yet.
+    pub fn signer(&self) -> anyhow::Result<telechart_audit::CheckpointSigner> {
+        let path = &self.signing_key_file;
+        if path.exists() {
+            return Ok(telechart_audit::CheckpointSigner::load(path)?);
+        }
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        }
+        tracing::warn!(path = %path.display(), "made a new audit checkpoint key; keep it outside the database's reach");
+        Ok(telechart_audit::CheckpointSigner::generate(path)?)
+    }
+
+    pub fn witness(&self) -> telechart_audit::Witness {
+        telechart_audit::Witness::new(&self.witness_file)
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -319,6 +367,7 @@ const CONFIG_KEYS: &[&str] = &[
     "connections",
     "egress",
     "platforms",
+    "audit",
 ];
 
 impl Default for Config {
@@ -352,6 +401,7 @@ impl Default for Config {
             connections: Vec::new(),
             egress: Vec::new(),
             platforms: Vec::new(),
+            audit: AuditConfig::default(),
         }
     }
 }

@@ -2,6 +2,7 @@
 // The binary's job includes printing reports to stdout; libraries never do.
 #![allow(clippy::print_stdout)]
 
+mod audit;
 mod bench;
 mod check;
 mod config;
@@ -55,6 +56,11 @@ enum Command {
     Users {
         #[command(subcommand)]
         which: UsersCommand,
+    },
+    /// The audit log: verify it against the witness, checkpoint it, export it as FHIR AuditEvent.
+    Audit {
+        #[command(subcommand)]
+        which: audit::AuditCommand,
     },
     /// Apply the retention policy now (the server also applies it hourly).
     Retention,
@@ -199,6 +205,10 @@ fn main() -> ExitCode {
                 Command::Bench { which } => {
                     runtime::init_logging("warn");
                     bench::run(which).await.map(|()| ExitCode::SUCCESS)
+                }
+                Command::Audit { which } => {
+                    runtime::init_logging("warn");
+                    audit::run(config, which).await
                 }
                 Command::Queue { which } => queue(config, which).await.map(|()| ExitCode::SUCCESS),
                 Command::Connections { which } => connections(config, which).await.map(|()| ExitCode::SUCCESS),

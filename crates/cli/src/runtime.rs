@@ -197,6 +197,38 @@ pub async fn start(config: &Config, keys: KeyConfig, clock: Clock, tap: Option<W
         Ok(())
     });
     workers.push((tx, handle));
+    // The audit checkpointer: signs each tenant's new records into the outside witness.
+    let signer = config.audit.signer()?;
+    let witness = config.audit.witness();
+    let (every_records, every_ms) =
+        (config.audit.checkpoint_every_records.max(1), config.audit.checkpoint_every_seconds.max(0) * 1000);
+    let (audit_store, audit_clock) = (store.clone(), clock.clone());
+    let (tx, mut rx) = tokio::sync::oneshot::channel::<()>();
+    let handle = tokio::spawn(async move {
+        loop {
+            let stopping = tokio::select! {
+                _ = &mut rx => true,
+                () = tokio::time::sleep(Duration::from_secs(1)) => false,
+            };
+            // On the way out, witness everything so a clean stop leaves nothing unwitnessed.
+            let records = if stopping { 1 } else { every_records };
+            let ms = if stopping { 0 } else { every_ms };
+            match audit_store.checkpoint_audit(&signer, &witness, audit_clock.now_ms(), records, ms).await {
+                Ok(passes) => {
+                    for p in passes {
+                        if let telechart_store::CheckpointPass::Broken(f) = p {
+                            tracing::error!(tenant = %f.tenant_id, record = f.tenant_seq, problem = f.problem, "audit chain broken: {}", f.detail);
+                        }
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "audit checkpoint failed; will retry"),
+            }
+            if stopping {
+                return Ok(());
+            }
+        }
+    });
+    workers.push((tx, handle));
     Ok(Telechart { store, server, workers })
 }
 

@@ -129,6 +129,8 @@ fn audit(caller: &Caller, action: &str, visit_id: &str, detail: String) -> Audit
         visit_id: Some(visit_id.to_owned()),
         phi: true,
         detail,
+        purpose_of_use: Some("TREAT".to_owned()),
+        ..AuditEntry::default()
     }
 }
 

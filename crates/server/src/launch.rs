@@ -359,6 +359,7 @@ async fn callback(
                 visit_id: None,
                 phi: false,
                 detail: format!("SMART launch from {}; amr {}", connection.id, claims.amr.join(" ")),
+                ..Default::default()
             },
             now,
         )
@@ -527,6 +528,9 @@ async fn open_visit(
         visit_id: Some(visit_id.clone()),
         phi: true,
         detail: format!("SMART launch from {} for Appointment/{appointment}", connection.id),
+        patient: Some(format!("Patient/{}", patient.trim_start_matches("Patient/"))),
+        purpose_of_use: Some("TREAT".into()),
+        ..Default::default()
     };
     let new = NewVisit {
         tenant_id: tenant.clone(),
@@ -566,6 +570,9 @@ async fn workspace(
         visit_id: Some(id.clone()),
         phi: true,
         detail: "workspace".into(),
+        patient: Some(visit.patient.expose().to_owned()),
+        purpose_of_use: Some("TREAT".into()),
+        ..Default::default()
     };
     state.store.audit(&entry, state.clock.now_ms()).await?;
     let trace = state.store.deliveries_for_visit(&caller.tenant_id, &id).await?;

@@ -314,6 +314,7 @@ async fn callback(State(state): State<AppState>, Query(params): Query<CallbackPa
                 visit_id: None,
                 phi: false,
                 detail: format!("amr {}", amr.join(" ")),
+                ..Default::default()
             },
             now,
         )

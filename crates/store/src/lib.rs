@@ -28,7 +28,7 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 use sqlx::{PgPool, SqlitePool};
 
 pub use appointments::{AppointmentSnapshot, KnownAppointment};
-pub use audit::{AuditEntry, AuditRow};
+pub use audit::{AuditEntry, AuditRow, CheckpointPass};
 pub use clock::Clock;
 pub use identity::{PendingLogin, SessionLimits, SessionRow, SmartLaunchState, TotpState, UserRow};
 pub use key_admin::DataKeyStatus;
@@ -58,6 +58,8 @@ pub enum StoreError {
     Corrupt(String),
     #[error("encryption key: {0}")]
     Key(String),
+    #[error("audit: {0}")]
+    Audit(#[from] telechart_audit::AuditError),
     #[error("cannot create the data directory {path}: {source}")]
     DataDir { path: String, source: std::io::Error },
 }
@@ -138,6 +140,7 @@ impl Store {
         };
         let store = Store { db, keys: Arc::new(keys::Keyring::new(keys)) };
         store.migrate().await?;
+        store.chain_legacy_audit().await?;
         Ok(store)
     }
 

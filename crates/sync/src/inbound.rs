@@ -184,6 +184,8 @@ impl AppointmentInbox {
             visit_id: Some(visit.id.clone()),
             phi: true,
             detail: format!("the EHR set Appointment/{appointment_id} {status}; visit {from} → {to}"),
+            purpose_of_use: Some("TREAT".to_owned()),
+            ..Default::default()
         };
         self.store
             .record_event(

@@ -424,6 +424,8 @@ impl Worker {
             visit_id: Some(row.visit_id.clone()),
             phi: true,
             detail,
+            purpose_of_use: Some("TREAT".to_owned()),
+            ..AuditEntry::default()
         }
     }
 

@@ -52,6 +52,7 @@ async fn phi_never_goes_where_no_baa_covers_it() {
         visit_id: Some("v-offsite".into()),
         phi: true,
         detail: String::new(),
+        ..Default::default()
     };
     env.store.create_visit(&visit, &entry, 0).await.unwrap();
     let change = Artifact::EncounterStatus(EncounterStatusChange {

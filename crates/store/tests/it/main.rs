@@ -79,6 +79,7 @@ pub fn audit(action: &str, entity_id: &str) -> AuditEntry {
         visit_id: Some(entity_id.into()),
         phi: true,
         detail: String::new(),
+        ..AuditEntry::default()
     }
 }
 

@@ -58,6 +58,8 @@ impl Worker {
             visit_id: Some(visit_id.to_owned()),
             phi: true,
             detail: format!("the EHR merged the visit's patient; now {current} (was {recorded})"),
+            purpose_of_use: Some("TREAT".to_owned()),
+            ..Default::default()
         };
         self.store
             .repoint_visit_patient(
