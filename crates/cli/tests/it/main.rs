@@ -1,5 +1,29 @@
 //! The `telechart` binary as users run it, and the architecture's rules as tests.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod audit;
 mod cli;
 mod tidy;
+
+/// Fails unless the shared validator (HL7's R4 schema and an independent parser) accepts every
+/// resource of the NDJSON file `path` under `--strict`.
+pub fn validate_ndjson(path: &std::path::Path) {
+    let workspace = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let python = std::env::var("TELECHART_FHIR_PYTHON")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|_| workspace.join(".venv-fhir/bin/python"));
+    assert!(python.exists(), "the FHIR validator's venv is missing: scripts/test makes .venv-fhir");
+    let out = std::process::Command::new(python)
+        .arg(workspace.join("../shared/tools/fhir-validate"))
+        .args(["--strict", "--ndjson"])
+        .arg(path)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "fhir-validate refused {}:\n{}{}",
+        path.display(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
