@@ -15,6 +15,11 @@ use telechart_visit::{Artifact, EncounterStatusChange, VisitState, VitalInput};
 
 #[derive(clap::Subcommand)]
 pub enum BenchCommand {
+    /// The audit chain: batched appends, a checkpoint and `audit verify` over a large log, and
+    /// one append's CPU next to one delivery's.
+    Audit(audit::AuditBenchArgs),
+    /// Consent decisions on a tenant with many consents: p50 / p99 latency.
+    Consent(consent::ConsentBenchArgs),
     /// Pipeline throughput versus a raw HTTP client.
     Sync(SyncBenchArgs),
     /// Backend Services tokens: requests to the token endpoint under concurrent callers.
@@ -49,12 +54,24 @@ pub struct SyncBenchArgs {
     postgres: Option<String>,
 }
 
+mod audit;
+mod consent;
+
+impl SyncBenchArgs {
+    /// A short run with no added latency: enough deliveries for a steady CPU figure.
+    fn small(postgres: Option<String>) -> Self {
+        SyncBenchArgs { visits: 100, per_visit: 5, latency_ms: 0, concurrency: 16, postgres }
+    }
+}
+
 const TENANT: &str = "bench";
 const SYSTEM: &str = "urn:telechart:bench";
 
 pub async fn run(which: BenchCommand) -> anyhow::Result<()> {
     match which {
         BenchCommand::Sync(args) => sync(args).await,
+        BenchCommand::Audit(args) => audit::run(args).await,
+        BenchCommand::Consent(args) => consent::run(args),
         BenchCommand::Tokens { callers, lifetime_seconds, seconds } => tokens(callers, lifetime_seconds, seconds).await,
     }
 }
@@ -171,6 +188,31 @@ async fn sync(args: SyncBenchArgs) -> anyhow::Result<()> {
     }
     running.shutdown().await;
     Ok(())
+}
+
+/// Telechart's own CPU milliseconds per delivery on `engine` (a fresh database): the pipeline's
+/// CPU minus a raw client's sending the same bodies, so neither the in-process EHR emulator nor
+/// the HTTP exchange counts — the smallest fair figure. `None` where /proc is not readable.
+async fn delivery_cpu_ms(args: &SyncBenchArgs, engine: &str) -> anyhow::Result<Option<f64>> {
+    let mut config = SandboxConfig::new(Clock::system().now().date_naive());
+    config.seed_dir = None;
+    config.appointments_per_patient = args.visits.div_ceil(4) + 1;
+    let sandbox = Sandbox::new(&config)?;
+    let appointments = sandbox.appointment_ids();
+    let running = sandbox.clone().spawn(SocketAddr::from(([127, 0, 0, 1], 0))).await?;
+    let dir = tempfile::tempdir()?;
+    let url = match (engine, &args.postgres) {
+        ("postgres", Some(pg)) => scratch_postgres(pg).await?,
+        _ => format!("sqlite:{}", dir.path().join("delivery.db").display()),
+    };
+    let store = Store::open(&url, 16, telechart_store::KeyConfig::new(telechart_store::Kek::generate()?)).await?;
+    let client = FhirClient::new(&running.fhir_base, VendorProfile::generic(), Duration::from_secs(30))?;
+    let bodies = prepare(&store, &client, &appointments, args, &running.fhir_base).await?;
+    let raw = raw_client(&client, &bodies, args.concurrency).await?;
+    let measured = pipeline(&store, args, args.visits * args.per_visit).await?;
+    store.close().await;
+    running.shutdown().await;
+    Ok(measured.cpu_ms_per_delivery.zip(raw.cpu_ms_per_delivery).map(|(p, r)| (p - r).max(0.0)))
 }
 
 async fn scratch_postgres(admin_url: &str) -> anyhow::Result<String> {

@@ -5,6 +5,7 @@
 //! `TELECHART_REQUIRE_POSTGRES=1` (CI sets it), in which case its absence fails the suite.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod audit;
 mod identity;
 mod keys;
 mod queue;
