@@ -49,7 +49,8 @@ pub struct AuditEntry {
     /// Whether the action touched PHI.
     pub phi: bool,
     pub detail: String,
-    /// `Patient/{id}` whose data this was.
+    /// `Patient/{id}` whose data this was — only where no visit is named: a patient reference
+    /// is PHI, so a record of a visit leaves it to the visit's sealed column (export resolves it).
     pub patient: Option<String>,
     /// HL7 v3 PurposeOfUse code (TREAT, ETREAT, BTG, HRESCH…).
     pub purpose_of_use: Option<String>,

@@ -131,13 +131,29 @@ pub async fn run(config: Config, which: AuditCommand) -> anyhow::Result<ExitCode
                 )),
                 None => Box::new(std::io::BufWriter::new(std::io::stdout().lock())),
             };
+            // Records name the visit; its patient is sealed there and resolved here, so the log
+            // itself holds no patient reference in clear.
+            let mut patients: std::collections::HashMap<String, Option<String>> = std::collections::HashMap::new();
             let (mut after, mut count) = (0i64, 0u64);
             loop {
-                let page = store.audit_export_page(&tenant, since_ms, patient.as_deref(), after, 2_000).await?;
+                let page = store.audit_export_page(&tenant, since_ms, None, after, 2_000).await?;
                 let Some(last) = page.last() else { break };
                 after = last.seq;
                 for row in &page {
-                    sink.write_all(telechart_audit::ndjson_line(&row.record()).as_bytes())?;
+                    let mut record = row.record();
+                    if record.entry.patient.is_none()
+                        && let Some(visit) = &record.entry.visit_id
+                    {
+                        if !patients.contains_key(visit) {
+                            let found = store.visit(&tenant, visit).await?.map(|v| v.patient.into_inner());
+                            patients.insert(visit.clone(), found);
+                        }
+                        record.entry.patient = patients.get(visit).cloned().flatten();
+                    }
+                    if patient.as_ref().is_some_and(|p| record.entry.patient.as_ref() != Some(p)) {
+                        continue;
+                    }
+                    sink.write_all(telechart_audit::ndjson_line(&record).as_bytes())?;
                     count += 1;
                 }
             }
@@ -151,8 +167,10 @@ pub async fn run(config: Config, which: AuditCommand) -> anyhow::Result<ExitCode
                 entity_type: "audit-log".into(),
                 entity_id: tenant.clone(),
                 phi: true,
-                detail: format!("{count} AuditEvent(s) since {since_ms}"),
-                patient,
+                detail: format!(
+                    "{count} AuditEvent(s) since {since_ms}{}",
+                    if patient.is_some() { " of one patient" } else { "" }
+                ),
                 purpose_of_use: Some("HOPERAT".into()),
                 ..AuditEntry::default()
             };

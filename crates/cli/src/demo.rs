@@ -630,6 +630,9 @@ async fn run_visit(
         "data": base64::engine::general_purpose::STANDARD.encode(telechart_visit::pdf::text_pdf("Telehealth informed consent", "I consent to receive care by video.")),
         "author": patient});
     record(&post(http, &format!("{url}/documents"), consent).await?, "consent form (PDF)");
+    // …and agrees to the call being transcribed (without it, no transcript is kept).
+    let recording = json!({"category": "recording-ai", "decision": "permit", "textVersion": "2026-11"});
+    post(http, &format!("{url}/consents"), recording).await?;
     let weight = 58.0 + (i % 40) as f64 + 0.5;
     let height = 158.0 + (i % 30) as f64;
     let bmi = (weight / (height / 100.0).powi(2) * 10.0).round() / 10.0;

@@ -4,6 +4,7 @@
 //! Invariant: no I/O. Callers hand in the role, the consents and the request; this crate answers.
 
 pub mod consent;
+pub mod governed;
 
 use std::fmt;
 use std::str::FromStr;

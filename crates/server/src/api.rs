@@ -40,6 +40,14 @@ pub(crate) fn routes() -> Routes {
             telechart_visit::DOCUMENT_MAX_BYTES / 3 * 4 + 64 * 1024,
             attach_document,
         )
+        .add(Method::POST, "/api/v1/visits/{id}/consents", Access::Requires(VisitDocument), crate::consent::record)
+        .add(Method::GET, "/api/v1/visits/{id}/consents", Access::Requires(VisitRead), crate::consent::list)
+        .add(
+            Method::POST,
+            "/api/v1/visits/{id}/consents/{consent}/withdraw",
+            Access::Requires(VisitDocument),
+            crate::consent::withdraw,
+        )
         .add(Method::GET, "/api/v1/visits/{id}/trace", Access::Requires(VisitTrace), trace)
         .add(Method::POST, "/api/v1/visits/{id}/replay", Access::Requires(QueueReplay), replay)
         .add(Method::GET, "/api/v1/queue", Access::Requires(QueueRead), queue)
@@ -368,6 +376,11 @@ pub(crate) async fn move_visit(
     let from: VisitState =
         visit.state.parse().map_err(|_| ApiError::Internal(format!("visit {} has unknown state", visit.id)))?;
     let artifacts = from.move_to(to, state.clock.now())?;
+    // The call starts only with the patient's consent to telehealth care.
+    if to == VisitState::InProgress && from != VisitState::InProgress {
+        crate::consent::gate(state, caller, visit, &telechart_policy::governed::GovernedFlow::StartTelehealthVisit)
+            .await?;
+    }
     record(state, caller, visit, to, artifacts, action).await
 }
 
@@ -602,18 +615,39 @@ pub(crate) async fn attach_document(
     let request: telechart_visit::DocumentInput = parse(&body)?;
     let (visit, current) = load_with_state(&state, &caller, &id).await?;
     let document = current.attach_document(request, state.clock.now())?;
+    // A transcript is a recording of the conversation: kept only with the patient's consent.
+    if matches!(
+        document.kind,
+        telechart_visit::DocumentKind::ChatTranscript | telechart_visit::DocumentKind::VideoTranscript
+    ) {
+        crate::consent::gate(&state, &caller, &visit, &telechart_policy::governed::GovernedFlow::RecordOrDraft).await?;
+    }
     let document_id = uuid::Uuid::now_v7().to_string();
     let mut artifacts = Vec::with_capacity(2);
     // A signed consent form is also the patient's Consent, with the form as its source.
-    if document.kind == telechart_visit::DocumentKind::ConsentForm {
-        let consent =
-            telechart_visit::ConsentRecord { form_artifact: document_id.clone(), signed_at: document.created_at };
+    let signed_form = (document.kind == telechart_visit::DocumentKind::ConsentForm).then_some(document.created_at);
+    if let Some(signed_at) = signed_form {
+        let consent = telechart_visit::ConsentRecord { form_artifact: document_id.clone(), signed_at };
         artifacts.push((document_id.clone(), Artifact::Document(document)));
         artifacts.push((uuid::Uuid::now_v7().to_string(), Artifact::Consent(consent)));
     } else {
-        artifacts.push((document_id, Artifact::Document(document)));
+        artifacts.push((document_id.clone(), Artifact::Document(document)));
     }
     let result = record_with_ids(&state, &caller, &visit, current, artifacts, "visit.document").await?;
+    // …and Telechart's consent gate reads it from now on: a telehealth opt-in.
+    if let Some(signed_at) = signed_form {
+        crate::consent::record_decision(
+            &state,
+            &caller,
+            &visit,
+            telechart_policy::governed::ConsentCategory::Telehealth,
+            telechart_policy::consent::Outcome::Permit,
+            signed_at,
+            Some(format!("urn:telechart:artifact:{document_id}")),
+            None,
+        )
+        .await?;
+    }
     Ok((StatusCode::CREATED, Json(result)))
 }
 
@@ -668,9 +702,32 @@ async fn trace(
     caller: Caller,
     Path(id): Path<String>,
 ) -> Result<Json<Vec<TraceEntry>>, ApiError> {
-    load(&state, &caller, &id).await?;
+    let visit = load(&state, &caller, &id).await?;
     let rows = state.store.deliveries_for_visit(&caller.tenant_id, &id).await?;
-    Ok(Json(rows.into_iter().map(TraceEntry::from).collect()))
+    let mut entries: Vec<TraceEntry> = rows.into_iter().map(TraceEntry::from).collect();
+    // Flows the patient's consent refused: nothing was sent, and the trace says why.
+    for refused in state.store.audit_for_visit(&caller.tenant_id, &id).await? {
+        if refused.action == crate::consent::DECISION_ACTION && refused.outcome == "denied" {
+            entries.push(TraceEntry {
+                delivery: format!("audit:{}", refused.seq),
+                artifact: refused.detail.clone(),
+                seq: refused.seq,
+                resource_type: "Consent".into(),
+                connection: visit.connection_id.clone(),
+                identifier: String::new(),
+                status: "refused-by-consent".into(),
+                attempts: 0,
+                last_error: refused.consent.clone(),
+                ehr_resource: None,
+                ehr_version: None,
+                next_attempt_at: None,
+                completed_at: DateTime::from_timestamp_millis(refused.at),
+                plan: Some("not sent".into()),
+                readback: None,
+            });
+        }
+    }
+    Ok(Json(entries))
 }
 
 #[derive(Serialize)]

@@ -33,6 +33,7 @@ pub(crate) fn routes() -> Routes {
         )
         .add(Method::POST, "/workspace/visits/{id}/vitals", Access::Requires(Permission::VisitVitals), form_vitals)
         .add(Method::POST, "/workspace/visits/{id}/note", Access::Requires(Permission::VisitNote), form_note)
+        .add(Method::POST, "/workspace/visits/{id}/consent", Access::Requires(Permission::VisitDocument), form_consent)
         .add(
             Method::POST,
             "/workspace/appointments/{id}/open",
@@ -64,6 +65,21 @@ async fn form_transition(
     let to = field(&pairs, "to").ok_or_else(|| ApiError::invalid("to", "which state?"))?;
     let json = serde_json::json!({ "to": to }).to_string();
     let _event = crate::api::transition(state, caller, Path(id.clone()), json.into()).await?;
+    Ok(back_to(&id))
+}
+
+/// The consent buttons: the patient's spoken or signed decision, recorded as the API records it.
+async fn form_consent(
+    state: State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    body: axum::body::Bytes,
+) -> Result<Response, ApiError> {
+    let pairs = form(&body);
+    let category = field(&pairs, "category").ok_or_else(|| ApiError::invalid("category", "which consent?"))?;
+    let decision = field(&pairs, "decision").ok_or_else(|| ApiError::invalid("decision", "permit or deny?"))?;
+    let json = serde_json::json!({ "category": category, "decision": decision }).to_string();
+    let _recorded = crate::consent::record(state, caller, Path(id.clone()), json.into()).await?;
     Ok(back_to(&id))
 }
 
@@ -528,7 +544,6 @@ async fn open_visit(
         visit_id: Some(visit_id.clone()),
         phi: true,
         detail: format!("SMART launch from {} for Appointment/{appointment}", connection.id),
-        patient: Some(format!("Patient/{}", patient.trim_start_matches("Patient/"))),
         purpose_of_use: Some("TREAT".into()),
         ..Default::default()
     };
@@ -570,7 +585,6 @@ async fn workspace(
         visit_id: Some(id.clone()),
         phi: true,
         detail: "workspace".into(),
-        patient: Some(visit.patient.expose().to_owned()),
         purpose_of_use: Some("TREAT".into()),
         ..Default::default()
     };
@@ -680,8 +694,20 @@ fn workspace_forms(id: &str, csrf: &str, current: telechart_visit::VisitState) -
     .iter()
     .map(|(name, label)| format!("<label>{label} <input name=\"{name}\" id=\"{name}\" inputmode=\"decimal\"></label>"))
     .collect();
+    let consents: String = [("telehealth", "Telehealth care"), ("recording-ai", "Recording and AI drafting")]
+        .iter()
+        .map(|(category, label)| {
+            format!(
+                "<form method=\"post\" action=\"/workspace/visits/{id}/consent\">{hidden}\
+                 <input type=\"hidden\" name=\"category\" value=\"{category}\">{label}: \
+                 <button name=\"decision\" value=\"permit\" id=\"consent-{category}-permit\">patient consents</button>\
+                 <button name=\"decision\" value=\"deny\" id=\"consent-{category}-deny\">patient declines</button></form>"
+            )
+        })
+        .collect();
     format!(
-        "<section><h2>Status</h2>{buttons}</section>\
+        "<section><h2>Consent</h2>{consents}</section>\
+         <section><h2>Status</h2>{buttons}</section>\
          <section><h2>Vitals</h2><form method=\"post\" action=\"/workspace/visits/{id}/vitals\">{hidden}{fields}\
          <button id=\"save-vitals\">Save vitals</button></form></section>\
          <section><h2>Note</h2><form method=\"post\" action=\"/workspace/visits/{id}/note\">{hidden}\

@@ -6,6 +6,7 @@
 
 mod api;
 mod auth;
+mod consent;
 mod error;
 mod launch;
 mod login;

@@ -40,6 +40,7 @@ pub const PHI_COLUMNS: &[(&str, &str)] = &[
     ("webhook_deliveries", "payload"),
     ("ehr_appointments", "patient"),
     ("order_tracking", "results"),
+    ("consents", "resource"),
 ];
 
 impl Store {

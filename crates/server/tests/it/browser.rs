@@ -113,6 +113,7 @@ async fn a_clinician_starts_the_second_visit_from_the_ehr_schedule_and_charts_it
         input.send_keys(value).await.unwrap();
     }
     click("save-vitals").await;
+    click("consent-telehealth-permit").await;
     click("to-in-progress").await;
     let title = browser.wait().at_most(Duration::from_secs(10)).for_element(Locator::Id("note-title")).await.unwrap();
     title.send_keys("Video visit").await.unwrap();

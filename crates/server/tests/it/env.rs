@@ -251,6 +251,13 @@ impl TestEnv {
         (status, response.json().await.unwrap_or(Value::Null))
     }
 
+    /// The patient of visit `id` consents to telehealth care (the call cannot start without it).
+    pub async fn consent_to_telehealth(&self, id: &str) {
+        let (status, reply) =
+            self.post(&format!("/visits/{id}/consents"), json!({"category": "telehealth", "decision": "permit"})).await;
+        assert_eq!(status, 201, "{reply}");
+    }
+
     pub fn appointment(&self, n: usize) -> String {
         self.sandbox.sandbox.appointment_ids()[n].clone()
     }
@@ -281,6 +288,8 @@ impl TestEnv {
                 )
                 .unwrap(),
             ),
+            // The patient's consent to telehealth care, before the call starts.
+            ("consents", json!({"category": "telehealth", "decision": "permit", "textVersion": "2026-11"})),
             ("transitions", json!({"to": "in-progress"})),
             (
                 "notes",

@@ -64,6 +64,8 @@ async fn whole_visit(env: &TestEnv, n: usize) -> String {
                  "device": {"type": "blood-pressure-cuff", "manufacturer": "Omron", "model": "BP7250"}},
                 {"type": "heart-rate", "value": 72, "unit": "/min"}]}),
         ),
+        ("consents", json!({"category": "telehealth", "decision": "permit"})),
+        ("consents", json!({"category": "recording-ai", "decision": "permit"})),
         ("transitions", json!({"to": "in-progress"})),
         (
             "documents",

@@ -170,6 +170,7 @@ async fn an_ehr_launch_opens_the_workspace_of_the_appointment_in_context() {
                 ("temperature", "36.9".into()),
             ],
         ),
+        (at("consent"), vec![("category", "telehealth".to_owned()), ("decision", "permit".to_owned())]),
         (at("transition"), vec![("to", "in-progress".to_owned())]),
         (at("note"), vec![("title", "Video visit".into()), ("text", "Stable; continue plan.".into())]),
         (at("transition"), vec![("to", "finished".to_owned())]),

@@ -63,6 +63,7 @@ async fn no_phi_reaches_the_logs() {
     assert_eq!(status, 422);
     env.post(&format!("/visits/{id}/vitals"), json!({"vitals": [{"type": "heart-rate", "value": 71, "unit": "/min"}]}))
         .await;
+    env.consent_to_telehealth(&id).await;
     env.post(&format!("/visits/{id}/transitions"), json!({"to": "in-progress"})).await;
     let note = json!({"title": format!("{note_canary} title"), "text": format!("{note_canary} text"),
                       "author": visit["practitioner"], "signedAt": "2026-11-26T09:00:00Z"});

@@ -6,6 +6,7 @@
 mod backend_auth;
 mod bad_input;
 mod browser;
+mod consent;
 mod crash;
 mod egress;
 mod env;

@@ -14,6 +14,7 @@ async fn a_lab_order_completed_in_the_ehr_shows_completed_with_its_result() {
         let (_, visit) =
             env.post("/visits", json!({"appointment": format!("Appointment/{}", env.appointment(0))})).await;
         let id = visit["id"].as_str().unwrap().to_owned();
+        env.consent_to_telehealth(&id).await;
         for to in ["arrived", "in-progress"] {
             env.post(&format!("/visits/{id}/transitions"), json!({"to": to})).await;
         }

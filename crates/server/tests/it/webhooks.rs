@@ -88,6 +88,7 @@ async fn webhooks_are_signed_both_ways_and_act_once() {
     assert_eq!(status, 201);
     let id = visit["id"].as_str().unwrap().to_owned();
     env.post(&format!("/visits/{id}/transitions"), json!({"to": "arrived"})).await;
+    env.consent_to_telehealth(&id).await;
 
     // In: forged, stale or unknown-platform events change nothing.
     let started = json!({"id": "evt-1", "type": "call.started", "data": {"visitId": id}});

@@ -54,6 +54,7 @@ async fn athena_22_fhir_writes_are_refused_and_notes_and_vitals_go_through_the_p
     let other = reqwest::get(format!("{root}/v1/1/chart/encounter/{numeric}/vitals")).await.unwrap();
     assert_eq!(other.status().as_u16(), 403);
     // The planned fallback: the signed note goes as a PDF through the practice's document API.
+    env.consent_to_telehealth(&id).await;
     for to in ["in-progress"] {
         env.post(&format!("/visits/{id}/transitions"), json!({"to": to})).await;
     }

@@ -92,6 +92,7 @@ async fn epic_6_and_8_only_vitals_are_filed_and_conditions_go_in_as_provisional(
     // Telechart: the epic profile files its diagnoses as provisional, and they are kept.
     let (_, visit) = env.post("/visits", json!({"appointment": format!("Appointment/{}", env.appointment(0))})).await;
     let id = visit["id"].as_str().unwrap().to_owned();
+    env.consent_to_telehealth(&id).await;
     for to in ["arrived", "in-progress"] {
         env.post(&format!("/visits/{id}/transitions"), json!({"to": to})).await;
     }

@@ -105,6 +105,7 @@ async fn hl7v2_over_mllp_carries_vitals_and_notes_where_fhir_and_the_practice_ap
         )
         .await;
     assert_eq!(status, 201);
+    env.consent_to_telehealth(&id).await;
     env.post(&format!("/visits/{id}/transitions"), json!({"to": "in-progress"})).await;
     let (status, _) = env
         .post(

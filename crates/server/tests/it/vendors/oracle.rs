@@ -82,6 +82,7 @@ async fn oracle_19_and_20_notes_need_a_charset_and_final_status_and_medication_r
     // "reported" medication (it is not one): it is a dead letter that says the EHR takes none.
     let (_, visit) = env.post("/visits", json!({"appointment": format!("Appointment/{}", env.appointment(0))})).await;
     let id = visit["id"].as_str().unwrap().to_owned();
+    env.consent_to_telehealth(&id).await;
     for to in ["arrived", "in-progress"] {
         env.post(&format!("/visits/{id}/transitions"), json!({"to": to})).await;
     }
@@ -144,6 +145,7 @@ async fn oracle_18_visit_status_goes_on_the_appointment_not_the_encounter() {
     // Telechart: the oracle profile moves the visit on the Appointment, by JSON Patch with If-Match.
     let (_, visit) = env.post("/visits", json!({"appointment": format!("Appointment/{first}")})).await;
     let id = visit["id"].as_str().unwrap().to_owned();
+    env.consent_to_telehealth(&id).await;
     for to in ["arrived", "in-progress"] {
         env.post(&format!("/visits/{id}/transitions"), json!({"to": to})).await;
     }

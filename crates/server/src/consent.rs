@@ -1,0 +1,279 @@
+//! Consent before data moves: the patient's decisions recorded per visit (versioned, withdrawable)
+//! and the gate every governed flow passes — decided by the FHIR Consent engine, audited either
+//! way, and refused with the engine's explanation.
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use telechart_policy::consent::{Consent, ConsentPolicy, ConsentSet, Decision, Outcome};
+use telechart_policy::governed::{ConsentCategory, GovernedFlow, PatientDecision, consent_resource};
+use telechart_store::{AuditEntry, AuditOutcome, ConsentVersion, Phi, VisitRow};
+
+use crate::api::{load, parse};
+use crate::auth::Caller;
+use crate::{ApiError, AppState};
+
+/// The audit action of every consent decision; the trace lists the refusals.
+pub(crate) const DECISION_ACTION: &str = "consent.decision";
+
+/// The tenant's consents as the engine reads them. A stored consent that no longer parses is
+/// an internal fault, never silently skipped (it could be the one that denies).
+async fn consent_set(state: &AppState, tenant_id: &str) -> Result<ConsentSet, ApiError> {
+    let mut consents = Vec::new();
+    for version in state.store.current_consents(tenant_id).await? {
+        let json: serde_json::Value = serde_json::from_str(version.resource.expose())
+            .map_err(|e| ApiError::Internal(format!("consent {} is not JSON: {e}", version.consent_id)))?;
+        consents.push(
+            Consent::from_fhir(&json)
+                .map_err(|e| ApiError::Internal(format!("consent {} does not parse: {e}", version.consent_id)))?,
+        );
+    }
+    Ok(ConsentSet::new(consents))
+}
+
+/// Decides `flow` for the visit's patient now, audits the decision, and refuses a denied flow
+/// with a 403 OperationOutcome carrying the engine's explanation. Nothing of the flow happens
+/// before this returns `Ok`.
+pub(crate) async fn gate(
+    state: &AppState,
+    caller: &Caller,
+    visit: &VisitRow,
+    flow: &GovernedFlow,
+) -> Result<Decision, ApiError> {
+    let set = consent_set(state, &caller.tenant_id).await?;
+    let request = flow.request(visit.patient.expose(), state.clock.now());
+    let decision = set.decide(&ConsentPolicy::default(), &request);
+    let denied = decision.outcome == Outcome::Deny;
+    let consent = match &decision.consent_id {
+        Some(id) => format!("{}: Consent/{id}: {}", decision.outcome.as_str(), decision.explanation),
+        None => format!("{}: {}", decision.outcome.as_str(), decision.explanation),
+    };
+    let entry = AuditEntry {
+        tenant_id: caller.tenant_id.clone(),
+        actor: caller.actor.clone(),
+        action: DECISION_ACTION.into(),
+        entity_type: "visit".into(),
+        entity_id: visit.id.clone(),
+        visit_id: Some(visit.id.clone()),
+        phi: true,
+        detail: flow.name(),
+        purpose_of_use: request.purpose.as_ref().map(|p| p.code.clone()),
+        outcome: if denied { AuditOutcome::Denied } else { AuditOutcome::Success },
+        consent: Some(consent),
+        ..AuditEntry::default()
+    };
+    // Fail closed: an unaudited decision lets nothing through.
+    state.store.audit(&entry, state.clock.now_ms()).await?;
+    if denied {
+        let by = decision.consent_id.as_ref().map(|id| format!(" (Consent/{id})")).unwrap_or_default();
+        return Err(ApiError::Forbidden(format!(
+            "{} is not permitted by the patient's consent{by}: {}",
+            flow.name(),
+            decision.explanation
+        )));
+    }
+    Ok(decision)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub(crate) struct RecordConsent {
+    /// `telehealth`, `recording-ai`, `disclosure` or `research`.
+    category: String,
+    /// `permit` or `deny`.
+    decision: String,
+    /// When the patient decided; default now. Not in the future.
+    #[serde(default)]
+    decided_at: Option<DateTime<Utc>>,
+    /// The version of the consent text the patient read.
+    #[serde(default)]
+    text_version: Option<String>,
+    /// The signed form already attached to this visit (a `consent-form` document's artifact id).
+    #[serde(default)]
+    form_artifact: Option<String>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct ConsentView {
+    id: String,
+    version: i64,
+    category: String,
+    status: String,
+    recorded_by: String,
+    recorded_at: Option<DateTime<Utc>>,
+    resource: serde_json::Value,
+}
+
+fn view(v: &ConsentVersion) -> Result<ConsentView, ApiError> {
+    Ok(ConsentView {
+        id: v.consent_id.clone(),
+        version: v.version,
+        category: v.category.clone(),
+        status: v.status.clone(),
+        recorded_by: v.actor.clone(),
+        recorded_at: DateTime::from_timestamp_millis(v.at),
+        resource: serde_json::from_str(v.resource.expose())
+            .map_err(|e| ApiError::Internal(format!("consent {} is not JSON: {e}", v.consent_id)))?,
+    })
+}
+
+fn audit(caller: &Caller, action: &str, visit: &VisitRow, detail: String) -> AuditEntry {
+    AuditEntry {
+        tenant_id: caller.tenant_id.clone(),
+        actor: caller.actor.clone(),
+        action: action.into(),
+        entity_type: "consent".into(),
+        entity_id: visit.id.clone(),
+        visit_id: Some(visit.id.clone()),
+        phi: true,
+        detail,
+        purpose_of_use: Some("TREAT".into()),
+        ..AuditEntry::default()
+    }
+}
+
+/// `POST /api/v1/visits/{id}/consents`: the patient's decision for one category, as a new
+/// active Consent (version 1).
+pub(crate) async fn record(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Result<(StatusCode, Json<ConsentView>), ApiError> {
+    let request: RecordConsent = parse(&body)?;
+    let category = ConsentCategory::parse(&request.category).ok_or_else(|| {
+        ApiError::invalid("category", "must be one of telehealth, recording-ai, disclosure, research")
+    })?;
+    let decision = match request.decision.as_str() {
+        "permit" => Outcome::Permit,
+        "deny" => Outcome::Deny,
+        _ => return Err(ApiError::invalid("decision", "must be permit or deny")),
+    };
+    let now = state.clock.now();
+    let decided_at = request.decided_at.unwrap_or(now);
+    if decided_at > now + chrono::Duration::minutes(5) {
+        return Err(ApiError::invalid("decidedAt", "must not be in the future"));
+    }
+    if request.text_version.as_deref().is_some_and(|v| v.trim().is_empty() || v.len() > 64) {
+        return Err(ApiError::invalid("textVersion", "must be 1 to 64 characters"));
+    }
+    let visit = load(&state, &caller, &id).await?;
+    let form = match &request.form_artifact {
+        Some(artifact) => {
+            let known = state.store.artifacts(&caller.tenant_id, &visit.id).await?;
+            let found = known.iter().find(|a| &a.id == artifact).ok_or_else(|| {
+                ApiError::invalid("formArtifact", format!("visit {} has no artifact {artifact}", visit.id))
+            })?;
+            let delivered = state.store.deliveries_for_visit(&caller.tenant_id, &visit.id).await?;
+            // The EHR's DocumentReference once the form reached it; Telechart's own id before.
+            Some(
+                delivered
+                    .iter()
+                    .find(|d| d.artifact_id == found.id && d.resource_type == "DocumentReference")
+                    .and_then(|d| d.ehr_resource_id.as_ref())
+                    .map_or_else(
+                        || format!("urn:telechart:artifact:{}", found.id),
+                        |e| format!("DocumentReference/{e}"),
+                    ),
+            )
+        }
+        None => None,
+    };
+    let version =
+        record_decision(&state, &caller, &visit, category, decision, decided_at, form, request.text_version).await?;
+    Ok((StatusCode::CREATED, Json(view(&version)?)))
+}
+
+/// Records the patient's decision as version 1 of a new active Consent.
+#[allow(clippy::too_many_arguments)] // each is one fact of the decision
+pub(crate) async fn record_decision(
+    state: &AppState,
+    caller: &Caller,
+    visit: &VisitRow,
+    category: ConsentCategory,
+    decision: Outcome,
+    decided_at: DateTime<Utc>,
+    form: Option<String>,
+    text_version: Option<String>,
+) -> Result<ConsentVersion, ApiError> {
+    let consent_id = uuid::Uuid::now_v7().to_string();
+    let patient_decision = PatientDecision {
+        consent_id: consent_id.clone(),
+        patient: visit.patient.expose().to_owned(),
+        category,
+        decision,
+        decided_at,
+        form,
+        text_version,
+    };
+    let resource = consent_resource(&patient_decision, "active");
+    let version = ConsentVersion {
+        consent_id: consent_id.clone(),
+        version: 1,
+        visit_id: Some(visit.id.clone()),
+        category: category.code().into(),
+        status: "active".into(),
+        resource: Phi::new(resource.to_string()),
+        actor: caller.actor.clone(),
+        at: state.clock.now_ms(),
+    };
+    let detail = format!("{} {} (Consent/{consent_id})", category.code(), decision.as_str());
+    let entry = audit(caller, "consent.record", visit, detail);
+    state.store.record_consent(&caller.tenant_id, &version, &entry).await?;
+    Ok(version)
+}
+
+/// `POST /api/v1/visits/{id}/consents/{consent}/withdraw`: the consent becomes `inactive` (how
+/// R4 shows a withdrawal) in a new version; governed flows after it are decided without it.
+pub(crate) async fn withdraw(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path((id, consent_id)): Path<(String, String)>,
+) -> Result<(StatusCode, Json<ConsentView>), ApiError> {
+    let visit = load(&state, &caller, &id).await?;
+    let history = state.store.consent_history(&caller.tenant_id, &consent_id).await?;
+    let not_found = || ApiError::NotFound { field: None, message: format!("consent {consent_id} not found") };
+    let latest = history.last().ok_or_else(not_found)?;
+    // Consents are the patient's, across visits; but one is withdrawn through a visit of theirs.
+    let mut resource: serde_json::Value = serde_json::from_str(latest.resource.expose())
+        .map_err(|e| ApiError::Internal(format!("consent {consent_id} is not JSON: {e}")))?;
+    if resource["patient"]["reference"].as_str() != Some(visit.patient.expose()) {
+        return Err(not_found());
+    }
+    if latest.status != "active" {
+        return Err(ApiError::Conflict {
+            field: None,
+            message: format!("consent {consent_id} is {} already; only an active consent is withdrawn", latest.status),
+        });
+    }
+    resource["status"] = "inactive".into();
+    let version = ConsentVersion {
+        consent_id: consent_id.clone(),
+        version: latest.version + 1,
+        visit_id: Some(visit.id.clone()),
+        category: latest.category.clone(),
+        status: "inactive".into(),
+        resource: Phi::new(resource.to_string()),
+        actor: caller.actor.clone(),
+        at: state.clock.now_ms(),
+    };
+    let entry =
+        audit(&caller, "consent.withdraw", &visit, format!("{} withdrawn (Consent/{consent_id})", latest.category));
+    state.store.record_consent(&caller.tenant_id, &version, &entry).await?;
+    Ok((StatusCode::CREATED, Json(view(&version)?)))
+}
+
+/// `GET /api/v1/visits/{id}/consents`: every consent version recorded in the visit.
+pub(crate) async fn list(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Json<Vec<ConsentView>>, ApiError> {
+    let visit = load(&state, &caller, &id).await?;
+    let versions = state.store.consents_of_visit(&caller.tenant_id, &visit.id).await?;
+    Ok(Json(versions.iter().map(view).collect::<Result<_, _>>()?))
+}
