@@ -235,27 +235,26 @@ impl Store {
         Ok(rows.into_iter().map(|r| r.0).collect())
     }
 
-    /// Records of `tenant_id` after chain position `after`, in chain order, a page at a time.
-    /// Rows without a position come first (position 0), so verification meets them.
+    /// Records of `tenant_id` after chain position `after`, in chain order, a page at a time
+    /// (through the chain's index). Rows without a position are not here: `for_each_audit`
+    /// gives them to verification, which flags them.
     pub async fn audit_page(&self, tenant_id: &str, after: i64, limit: i64) -> Result<Vec<AuditRow>> {
         let rows = on_pool!(self, pool => sqlx::query_as::<_, AuditRow>(
-            "SELECT * FROM audit_log WHERE tenant_id = $1 AND COALESCE(tenant_seq, 0) > $2 \
-             ORDER BY COALESCE(tenant_seq, 0), seq LIMIT $3")
+            "SELECT * FROM audit_log WHERE tenant_id = $1 AND tenant_seq > $2 ORDER BY tenant_seq, seq LIMIT $3")
             .bind(tenant_id).bind(after).bind(limit.min(PAGE * 4)).fetch_all(pool).await)?;
         Ok(rows)
     }
 
-    /// Calls `each` for every record of `tenant_id` in chain order, without holding them all.
+    /// Calls `each` for every record of `tenant_id` in chain order, without holding them all:
+    /// rows without a position first (verification flags them), then the chain a page at a time.
     pub async fn for_each_audit(&self, tenant_id: &str, mut each: impl FnMut(&AuditRow)) -> Result<()> {
         let first = on_pool!(self, pool => sqlx::query_as::<_, AuditRow>(
             "SELECT * FROM audit_log WHERE tenant_id = $1 AND tenant_seq IS NULL ORDER BY seq")
             .bind(tenant_id).fetch_all(pool).await)?;
         first.iter().for_each(&mut each);
-        let mut after = 0;
+        let mut after = i64::MIN;
         loop {
-            let page = on_pool!(self, pool => sqlx::query_as::<_, AuditRow>(
-                "SELECT * FROM audit_log WHERE tenant_id = $1 AND tenant_seq > $2 ORDER BY tenant_seq, seq LIMIT $3")
-                .bind(tenant_id).bind(after).bind(PAGE).fetch_all(pool).await)?;
+            let page = self.audit_page(tenant_id, after, PAGE).await?;
             let Some(last) = page.last() else { break };
             after = last.tenant_seq.unwrap_or(after);
             page.iter().for_each(&mut each);
