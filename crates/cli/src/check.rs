@@ -8,20 +8,26 @@ use crate::config::Config;
 pub struct Finding {
     pub control: &'static str,
     pub passed: bool,
+    /// Passed, but something needs doing soon (printed WARN).
+    pub warning: bool,
     pub detail: String,
     pub fix: &'static str,
 }
 
 fn finding(control: &'static str, passed: bool, detail: String, fix: &'static str) -> Finding {
-    Finding { control, passed, detail, fix }
+    Finding { control, passed, warning: false, detail, fix }
 }
+
+/// A BAA this close to its end is reported, so it is renewed before egress stops.
+const BAA_WARNING_DAYS: i64 = 30;
 
 fn is_loopback_host(host: &str) -> bool {
     host == "localhost" || host.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
 }
 
-/// Evaluates every control against `config` (reading the key and certificate files it names).
-pub fn run(config: &Config) -> Vec<Finding> {
+/// Evaluates every control against `config` on `today` (reading the key and certificate files
+/// it names).
+pub fn run(config: &Config, today: chrono::NaiveDate) -> Vec<Finding> {
     let mut findings = Vec::new();
 
     // Transmission security (45 CFR 164.312(e)).
@@ -136,7 +142,7 @@ pub fn run(config: &Config) -> Vec<Finding> {
         .iter()
         .map(|c| (c.id.as_str(), c.base_url.as_str()))
         .chain(config.platforms.iter().filter_map(|p| p.webhook_url.as_deref().map(|u| (p.id.as_str(), u))))
-        .filter_map(|(id, url)| registry.check(url).err().map(|e| format!("{id} ({e})")))
+        .filter_map(|(id, url)| registry.check(url, today).err().map(|e| format!("{id} ({e})")))
         .collect();
     findings.push(finding(
         "egress-baa",
@@ -148,6 +154,37 @@ pub fn run(config: &Config) -> Vec<Finding> {
         },
         "add an [[egress]] entry (origin and BAA reference) for each EHR connection and platform webhook",
     ));
+
+    // Every BAA with its counterparty and term: expired or undated fails, ending soon warns.
+    let mut failing = Vec::new();
+    let mut ending = Vec::new();
+    for e in registry.entries() {
+        match (&e.counterparty, e.expires, e.not_in_force(today)) {
+            (None, _, _) => failing.push(format!("{} ({}) names no counterparty", e.baa, e.origin)),
+            (_, None, _) => failing.push(format!("{} ({}) has no expiry date", e.baa, e.origin)),
+            (_, _, Some(reason)) => failing.push(format!("{reason} ({})", e.origin)),
+            (_, Some(expires), None) => {
+                let left = (expires - today).num_days();
+                if left <= BAA_WARNING_DAYS {
+                    ending.push(format!("{} ({}) expires on {expires}, in {left} day(s)", e.baa, e.origin));
+                }
+            }
+        }
+    }
+    let mut baa_term = finding(
+        "baa-term",
+        failing.is_empty(),
+        if !failing.is_empty() {
+            failing.join("; ")
+        } else if !ending.is_empty() {
+            ending.join("; ")
+        } else {
+            format!("{} BAA(s) in force, none ending within {BAA_WARNING_DAYS} days", registry.entries().len())
+        },
+        "record counterparty, starts and expires for each [[egress]] BAA and renew it before it expires: egress stops the day after",
+    );
+    baa_term.warning = failing.is_empty() && !ending.is_empty();
+    findings.push(baa_term);
 
     // Retention: PHI purged once delivered, audit kept six years.
     let retention = &config.retention;

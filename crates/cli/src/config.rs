@@ -115,6 +115,15 @@ pub struct EgressConfig {
     pub origin: String,
     /// The business associate agreement's reference.
     pub baa: String,
+    /// The other party to the agreement.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub counterparty: Option<String>,
+    /// First day in force (`YYYY-MM-DD`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub starts: Option<chrono::NaiveDate>,
+    /// Last day in force (`YYYY-MM-DD`): from the day after, nothing is sent there.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires: Option<chrono::NaiveDate>,
 }
 
 impl Config {
@@ -122,7 +131,13 @@ impl Config {
         telechart_policy::EgressRegistry::new(
             self.egress
                 .iter()
-                .map(|e| telechart_policy::EgressEntry { origin: e.origin.clone(), baa: e.baa.clone() })
+                .map(|e| telechart_policy::EgressEntry {
+                    origin: e.origin.clone(),
+                    baa: e.baa.clone(),
+                    counterparty: e.counterparty.clone(),
+                    starts: e.starts,
+                    expires: e.expires,
+                })
                 .collect(),
         )
     }

@@ -174,11 +174,15 @@ fn main() -> ExitCode {
         rt.block_on(async move {
             match cli.command {
                 Command::Check => {
-                    let findings = check::run(&config);
+                    let findings = check::run(&config, telechart_store::Clock::system().now().date_naive());
                     for f in &findings {
-                        let mark = if f.passed { "PASS" } else { "FAIL" };
+                        let mark = match (f.passed, f.warning) {
+                            (false, _) => "FAIL",
+                            (true, true) => "WARN",
+                            (true, false) => "PASS",
+                        };
                         println!("{mark}  {:<22} {}", f.control, f.detail);
-                        if !f.passed {
+                        if !f.passed || f.warning {
                             println!("      fix: {}", f.fix);
                         }
                     }

@@ -9,6 +9,7 @@ pub mod governed;
 use std::fmt;
 use std::str::FromStr;
 
+use chrono::NaiveDate;
 use serde::{Deserialize, Serialize};
 
 /// One thing a route lets its caller do.
@@ -215,12 +216,28 @@ pub struct EgressRegistry {
     entries: Vec<EgressEntry>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct EgressEntry {
     /// `scheme://host[:port]`, lower-case.
     pub origin: String,
     /// The BAA's reference, e.g. `BAA-2026-0042`.
     pub baa: String,
+    /// The other party to the agreement.
+    pub counterparty: Option<String>,
+    /// First day the agreement is in force.
+    pub starts: Option<NaiveDate>,
+    /// Last day the agreement is in force; after it, nothing is sent.
+    pub expires: Option<NaiveDate>,
+}
+
+impl EgressEntry {
+    /// Why the agreement does not cover `today`, if it does not.
+    pub fn not_in_force(&self, today: NaiveDate) -> Option<String> {
+        if let Some(starts) = self.starts.filter(|s| today < *s) {
+            return Some(format!("{} is not in force until {starts}", self.baa));
+        }
+        self.expires.filter(|e| today > *e).map(|e| format!("{} expired on {e}", self.baa))
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -229,6 +246,8 @@ pub enum EgressRefused {
     NotAUrl(String),
     #[error("no business associate agreement is registered for {0}; PHI may not be sent there")]
     NoBaa(String),
+    #[error("the business associate agreement for {origin} is not in force: {reason}; PHI may not be sent there")]
+    BaaNotInForce { origin: String, reason: String },
 }
 
 impl EgressRegistry {
@@ -237,7 +256,7 @@ impl EgressRegistry {
             .into_iter()
             .map(|e| EgressEntry {
                 origin: Self::origin_of(&e.origin).map_or_else(|| e.origin.to_ascii_lowercase(), |(o, _)| o),
-                baa: e.baa,
+                ..e
             })
             .collect();
         EgressRegistry { entries }
@@ -250,8 +269,13 @@ impl EgressRegistry {
         Some((parsed.origin().ascii_serialization(), host))
     }
 
-    /// May PHI go to `url`? Answers with the covering BAA, `None` for loopback.
-    pub fn check(&self, url: &str) -> Result<Option<&EgressEntry>, EgressRefused> {
+    pub fn entries(&self) -> &[EgressEntry] {
+        &self.entries
+    }
+
+    /// May PHI go to `url` on `today`? Answers with the covering BAA (registered and in force
+    /// that day), `None` for loopback.
+    pub fn check(&self, url: &str, today: NaiveDate) -> Result<Option<&EgressEntry>, EgressRefused> {
         let (origin, host) = Self::origin_of(url).ok_or_else(|| EgressRefused::NotAUrl(url.to_owned()))?;
         let loopback = host == "localhost"
             || host == "[::1]"
@@ -259,7 +283,12 @@ impl EgressRegistry {
         if loopback {
             return Ok(None);
         }
-        self.entries.iter().find(|e| e.origin == origin).map(Some).ok_or(EgressRefused::NoBaa(origin))
+        let entry =
+            self.entries.iter().find(|e| e.origin == origin).ok_or_else(|| EgressRefused::NoBaa(origin.clone()))?;
+        match entry.not_in_force(today) {
+            Some(reason) => Err(EgressRefused::BaaNotInForce { origin, reason }),
+            None => Ok(Some(entry)),
+        }
     }
 }
 
@@ -267,22 +296,54 @@ impl EgressRegistry {
 mod egress_tests {
     use super::*;
 
+    fn day(s: &str) -> NaiveDate {
+        s.parse().unwrap()
+    }
+
     #[test]
     fn only_registered_origins_and_loopback_receive_phi() {
-        let registry =
-            EgressRegistry::new(vec![EgressEntry { origin: "https://EHR.example/".into(), baa: "BAA-1".into() }]);
-        assert_eq!(registry.check("https://ehr.example/fhir/r4").unwrap().unwrap().baa, "BAA-1");
-        assert!(registry.check("http://127.0.0.1:8090/fhir").unwrap().is_none());
-        assert!(registry.check("http://localhost/fhir").unwrap().is_none());
+        let registry = EgressRegistry::new(vec![EgressEntry {
+            origin: "https://EHR.example/".into(),
+            baa: "BAA-1".into(),
+            ..Default::default()
+        }]);
+        let today = day("2026-12-06");
+        assert_eq!(registry.check("https://ehr.example/fhir/r4", today).unwrap().unwrap().baa, "BAA-1");
+        assert!(registry.check("http://127.0.0.1:8090/fhir", today).unwrap().is_none());
+        assert!(registry.check("http://localhost/fhir", today).unwrap().is_none());
         assert_eq!(
-            registry.check("https://ehr.example:8443/fhir"),
+            registry.check("https://ehr.example:8443/fhir", today),
             Err(EgressRefused::NoBaa("https://ehr.example:8443".into())),
             "another port is another origin"
         );
-        assert!(matches!(registry.check("https://evil.example/ehr.example"), Err(EgressRefused::NoBaa(_))));
+        assert!(matches!(registry.check("https://evil.example/ehr.example", today), Err(EgressRefused::NoBaa(_))));
         assert!(
-            matches!(registry.check("https://user@evil.example"), Err(EgressRefused::NoBaa(o)) if o == "https://evil.example")
+            matches!(registry.check("https://user@evil.example", today), Err(EgressRefused::NoBaa(o)) if o == "https://evil.example")
         );
-        assert!(matches!(registry.check("not a url"), Err(EgressRefused::NotAUrl(_))));
+        assert!(matches!(registry.check("not a url", today), Err(EgressRefused::NotAUrl(_))));
+    }
+
+    #[test]
+    fn a_baa_covers_only_the_days_it_is_in_force() {
+        let registry = EgressRegistry::new(vec![EgressEntry {
+            origin: "https://ehr.example".into(),
+            baa: "BAA-2".into(),
+            counterparty: Some("General Hospital".into()),
+            starts: Some(day("2026-01-01")),
+            expires: Some(day("2026-12-31")),
+        }]);
+        let url = "https://ehr.example/fhir";
+        assert!(registry.check(url, day("2026-01-01")).is_ok(), "from its first day");
+        assert!(registry.check(url, day("2026-12-31")).is_ok(), "through its last day");
+        let refused = registry.check(url, day("2027-01-01")).unwrap_err();
+        assert_eq!(
+            refused.to_string(),
+            "the business associate agreement for https://ehr.example is not in force: BAA-2 expired on 2026-12-31; PHI may not be sent there"
+        );
+        assert!(
+            matches!(registry.check(url, day("2025-12-31")), Err(EgressRefused::BaaNotInForce { reason, .. }) if reason.contains("not in force until 2026-01-01"))
+        );
+        // Loopback never needed one.
+        assert!(registry.check("http://127.0.0.1/fhir", day("2030-01-01")).is_ok());
     }
 }

@@ -50,7 +50,7 @@ impl Connections {
 
     /// May PHI (or a request that leads to it) go to `url`?
     pub fn check_egress(&self, url: &str) -> Result<(), SyncError> {
-        self.egress.check(url).map(|_| ()).map_err(|e| SyncError::Egress(e.to_string()))
+        self.egress.check(url, self.clock.now().date_naive()).map(|_| ()).map_err(|e| SyncError::Egress(e.to_string()))
     }
 
     pub fn timeout(&self) -> Duration {
@@ -93,11 +93,13 @@ impl Connections {
             Some(url) => url,
             None => {
                 // Discovery is a request too: the destination must be covered before it is made.
-                self.egress.check(base_url).map_err(|e| SyncError::Egress(e.to_string()))?;
+                self.egress
+                    .check(base_url, self.clock.now().date_naive())
+                    .map_err(|e| SyncError::Egress(e.to_string()))?;
                 telechart_ehr::discover_token_endpoint(base_url, self.timeout).await?
             }
         };
-        self.egress.check(&token_url).map_err(|e| SyncError::Egress(e.to_string()))?;
+        self.egress.check(&token_url, self.clock.now().date_naive()).map_err(|e| SyncError::Egress(e.to_string()))?;
         let newest = self.store.signing_keys().await?.into_iter().next().ok_or_else(|| {
             SyncError::UnknownConnection(format!(
                 "{connection_id} uses Backend Services but no signing key exists: run `telechart keys backend-generate`"
@@ -122,6 +124,8 @@ impl Connections {
     pub async fn client(&self, tenant_id: &str, connection_id: &str) -> Result<FhirClient, SyncError> {
         let key = (tenant_id.to_owned(), connection_id.to_owned());
         if let Some(client) = self.clients.read().ok().and_then(|c| c.get(&key).cloned()) {
+            // A BAA can end while its client is cached: checked again on every use.
+            self.check_egress(client.base_url())?;
             return Ok(client);
         }
         let row = self
@@ -130,7 +134,9 @@ impl Connections {
             .await?
             .ok_or_else(|| SyncError::UnknownConnection(connection_id.to_owned()))?;
         // Checked before any client exists: no byte of PHI leaves without a BAA behind it.
-        self.egress.check(&row.base_url).map_err(|e| SyncError::Egress(e.to_string()))?;
+        self.egress
+            .check(&row.base_url, self.clock.now().date_naive())
+            .map_err(|e| SyncError::Egress(e.to_string()))?;
         let profile = VendorProfile::parse(&row.profile)?;
         let mut client = FhirClient::new(&row.base_url, profile, self.timeout)?;
         let settings: serde_json::Value = serde_json::from_str(&row.settings).unwrap_or_default();
@@ -138,7 +144,9 @@ impl Connections {
         let mllp = settings.get("mllp").and_then(serde_json::Value::as_str).map(str::to_owned);
         if let Some(address) = &mllp {
             // HL7v2 carries PHI like any FHIR write: the listener must be covered too.
-            self.egress.check(&format!("mllp://{address}")).map_err(|e| SyncError::Egress(e.to_string()))?;
+            self.egress
+                .check(&format!("mllp://{address}"), self.clock.now().date_naive())
+                .map_err(|e| SyncError::Egress(e.to_string()))?;
         }
         client = client.with_mllp(mllp);
         if let Some(backend) = settings.get("backend").filter(|b| !b.is_null()) {

@@ -241,7 +241,7 @@ impl WebhookSender {
             return dead(format!("platform {} has no webhook_url", row.platform_id), None).await;
         };
         // Event bodies name patients: they go only where a BAA covers them.
-        if let Err(refused) = self.egress.check(url) {
+        if let Err(refused) = self.egress.check(url, self.clock.now().date_naive()) {
             return dead(refused.to_string(), None).await;
         }
         let body = row.payload.expose().as_bytes().to_vec();

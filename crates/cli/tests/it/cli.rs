@@ -242,7 +242,34 @@ fn check_fails_a_development_setup_and_passes_the_production_example() {
     let out = run(&kek);
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{stdout}");
-    assert!(stdout.contains("9 controls, 0 failed"), "{stdout}");
+    assert!(stdout.contains("10 controls, 0 failed"), "{stdout}");
+    assert!(stdout.contains("PASS  baa-term"), "{stdout}");
+
+    // The same BAA ending in ten days warns; ended yesterday, it fails (and egress-baa with it).
+    let today = telechart_store::Clock::system().now().date_naive();
+    let text = std::fs::read_to_string(&example).unwrap();
+    for (expires, mark) in
+        [(today + chrono::Duration::days(10), "WARN  baa-term"), (today - chrono::Duration::days(1), "FAIL  baa-term")]
+    {
+        let edited = dir.path().join("edited.toml");
+        std::fs::write(&edited, text.replace("expires = \"2029-03-01\"", &format!("expires = \"{expires}\""))).unwrap();
+        let out = telechart(dir.path())
+            .arg("--config")
+            .arg(&edited)
+            .arg("check")
+            .env("TELECHART_KEYS__KEK_FILE", &kek)
+            .env("TELECHART_TLS__CERT_FILE", &cert)
+            .env("TELECHART_TLS__KEY_FILE", &key)
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(stdout.contains(mark), "{mark}: {stdout}");
+        assert_eq!(out.status.success(), mark.starts_with("WARN"), "{stdout}");
+        if mark.starts_with("FAIL") {
+            assert!(stdout.contains(&format!("BAA-2026-0042 expired on {expires}")), "{stdout}");
+            assert!(stdout.contains("FAIL  egress-baa"), "{stdout}");
+        }
+    }
 
     // A key file others can read fails the check.
     use std::os::unix::fs::PermissionsExt;

@@ -78,3 +78,42 @@ async fn phi_never_goes_where_no_baa_covers_it() {
     );
     env.stop().await;
 }
+
+/// A BAA covers the days it is in force: the client to that EHR works through its last day and
+/// is refused from the next — even one already made and cached.
+#[tokio::test]
+async fn egress_stops_the_day_after_the_baa_expires() {
+    let env = TestEnv::start(Engine::Sqlite).await;
+    env.store
+        .upsert_connection(&ConnectionRow {
+            tenant_id: TENANT.into(),
+            id: "partner".into(),
+            name: "A partner EHR".into(),
+            profile: "generic".into(),
+            base_url: "https://ehr.partner.example/fhir".into(),
+            settings: "{}".into(),
+            created_at: 0,
+            updated_at: 0,
+        })
+        .await
+        .unwrap();
+    let clock = telechart_store::Clock::manual("2026-12-31T23:00:00Z".parse().unwrap());
+    let registry = telechart_policy::EgressRegistry::new(vec![telechart_policy::EgressEntry {
+        origin: "https://ehr.partner.example".into(),
+        baa: "BAA-7".into(),
+        counterparty: Some("Partner Health".into()),
+        starts: Some("2026-01-01".parse().unwrap()),
+        expires: Some("2026-12-31".parse().unwrap()),
+    }]);
+    let connections = telechart_sync::Connections::new(env.store.clone(), std::time::Duration::from_secs(5))
+        .with_clock(clock.clone())
+        .with_egress(registry);
+    assert!(connections.client(TENANT, "partner").await.is_ok(), "in force on its last day");
+    clock.advance(std::time::Duration::from_secs(2 * 3600));
+    let refused = connections.client(TENANT, "partner").await.unwrap_err().to_string();
+    assert!(
+        refused.contains("BAA-7 expired on 2026-12-31") && refused.contains("PHI may not be sent there"),
+        "{refused}"
+    );
+    env.stop().await;
+}
