@@ -25,6 +25,8 @@ pub struct VerifyReport {
     /// Records whose hash a signed checkpoint also holds.
     pub witnessed: u64,
     pub checkpoints: usize,
+    /// Records appended but not chained yet (set by the reader, not the verifier).
+    pub pending: u64,
     pub findings: Vec<Finding>,
 }
 

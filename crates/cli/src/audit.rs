@@ -93,6 +93,9 @@ pub async fn run(config: Config, which: AuditCommand) -> anyhow::Result<ExitCode
                 report.checkpoints,
                 config.audit.witness_file.display()
             );
+            if report.pending > 0 {
+                println!("{} record(s) appended since the last chaining pass are not chained yet", report.pending);
+            }
             for f in &report.findings {
                 println!("FAIL  tenant {} record {}: {} — {}", f.tenant_id, f.tenant_seq, f.problem, f.detail);
             }

@@ -7,7 +7,7 @@ use telechart_audit::{AuditOutcome, AuditRecord, GENESIS, Hash};
 
 pub use telechart_audit::AuditEntry;
 
-use crate::{Result, Store, StoreError, on_pool};
+use crate::{Result, Store, on_pool};
 
 /// One audit record as stored (for the per-visit trace).
 #[derive(Debug, Clone, PartialEq, Eq, FromRow)]
@@ -73,70 +73,57 @@ impl AuditRow {
     }
 }
 
-pub(crate) const HEAD_ADVANCE: &str = "UPDATE audit_heads SET seq = seq + 1 WHERE tenant_id = $1 RETURNING seq, hash";
-pub(crate) const HEAD_CREATE: &str =
+/// Takes the tenant's chain head (its row lock serialises chainers on every instance).
+const HEAD_LOCK: &str = "UPDATE audit_heads SET seq = seq WHERE tenant_id = $1 RETURNING seq, hash";
+const HEAD_CREATE: &str =
     "INSERT INTO audit_heads (tenant_id, seq, hash) VALUES ($1, 0, $2) ON CONFLICT (tenant_id) DO NOTHING";
-pub(crate) const HEAD_SET: &str = "UPDATE audit_heads SET hash = $2 WHERE tenant_id = $1";
+const HEAD_SET: &str = "UPDATE audit_heads SET seq = $2, hash = $3 WHERE tenant_id = $1";
 pub(crate) const INSERT: &str = "INSERT INTO audit_log (tenant_id, at, actor, action, entity_type, entity_id, visit_id, phi, detail, \
-     tenant_seq, hash, patient, purpose_of_use, outcome, source_ip, session, consent, labels) \
-     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18)";
+     patient, purpose_of_use, outcome, source_ip, session, consent, labels) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)";
+/// Records chained per transaction.
+const CHAIN_BATCH: i64 = 5_000;
+/// Rows per chaining UPDATE (three binds each, under both engines' limits).
+const CHAIN_ROWS: usize = 1_000;
 
-pub(crate) fn prev_hash(bytes: &[u8]) -> std::result::Result<Hash, sqlx::Error> {
+fn prev_hash(bytes: &[u8]) -> std::result::Result<Hash, sqlx::Error> {
     bytes.try_into().map_err(|_| sqlx::Error::Decode("audit_heads.hash is not 32 bytes".into()))
 }
 
-pub(crate) fn genesis() -> Vec<u8> {
+fn genesis() -> Vec<u8> {
     GENESIS.to_vec()
 }
 
 /// Appends `entry` on a connection of either engine, normally an open transaction's, so the
-/// record commits or rolls back with the work it describes. Evaluates to `Result<(), sqlx::Error>`.
+/// record commits or rolls back with the work it describes: one INSERT. Its place in the
+/// tenant's hash chain is given after commit by `chain_pending_audit` (the checkpointer runs it
+/// every second), so concurrent writers never queue on the chain head. Evaluates to
+/// `Result<(), sqlx::Error>`.
 macro_rules! append_audit {
     ($conn:expr, $entry:expr, $now:expr) => {{
         let conn = $conn;
         let entry: &$crate::AuditEntry = $entry;
         let now: i64 = $now;
-        async {
-            let mut head: Option<(i64, Vec<u8>)> =
-                sqlx::query_as($crate::audit::HEAD_ADVANCE).bind(&entry.tenant_id).fetch_optional(&mut *conn).await?;
-            if head.is_none() {
-                sqlx::query($crate::audit::HEAD_CREATE)
-                    .bind(&entry.tenant_id)
-                    .bind($crate::audit::genesis())
-                    .execute(&mut *conn)
-                    .await?;
-                head = Some(
-                    sqlx::query_as($crate::audit::HEAD_ADVANCE).bind(&entry.tenant_id).fetch_one(&mut *conn).await?,
-                );
-            }
-            let (seq, prev) = head.unwrap_or_default();
-            let prev = $crate::audit::prev_hash(&prev)?;
-            let hash = telechart_audit::chain_hash(&prev, seq, now, entry, &mut Vec::new());
-            sqlx::query($crate::audit::HEAD_SET).bind(&entry.tenant_id).bind(hash.to_vec()).execute(&mut *conn).await?;
-            sqlx::query($crate::audit::INSERT)
-                .bind(&entry.tenant_id)
-                .bind(now)
-                .bind(&entry.actor)
-                .bind(&entry.action)
-                .bind(&entry.entity_type)
-                .bind(&entry.entity_id)
-                .bind(&entry.visit_id)
-                .bind(i64::from(entry.phi))
-                .bind(&entry.detail)
-                .bind(seq)
-                .bind(hash.to_vec())
-                .bind(&entry.patient)
-                .bind(&entry.purpose_of_use)
-                .bind(entry.outcome.as_str())
-                .bind(&entry.source_ip)
-                .bind(&entry.session)
-                .bind(&entry.consent)
-                .bind(entry.labels.join(","))
-                .execute(&mut *conn)
-                .await?;
-            Ok::<(), sqlx::Error>(())
-        }
-        .await
+        sqlx::query($crate::audit::INSERT)
+            .bind(&entry.tenant_id)
+            .bind(now)
+            .bind(&entry.actor)
+            .bind(&entry.action)
+            .bind(&entry.entity_type)
+            .bind(&entry.entity_id)
+            .bind(&entry.visit_id)
+            .bind(i64::from(entry.phi))
+            .bind(&entry.detail)
+            .bind(&entry.patient)
+            .bind(&entry.purpose_of_use)
+            .bind(entry.outcome.as_str())
+            .bind(&entry.source_ip)
+            .bind(&entry.session)
+            .bind(&entry.consent)
+            .bind(entry.labels.join(","))
+            .execute(&mut *conn)
+            .await
+            .map(|_| ())
     }};
 }
 pub(crate) use append_audit;
@@ -157,67 +144,67 @@ impl Store {
     }
 
     /// Appends `entries` (each with its instant) in one transaction, in order: all or none.
-    /// For imports of earlier logs and for benchmarks; live PHI access appends one at a time.
-    /// Each tenant's run moves its chain head once and goes in as multi-row inserts.
+    /// For imports of earlier logs and for benchmarks; each is the same INSERT a PHI write makes.
     pub async fn audit_batch(&self, entries: &[(AuditEntry, i64)]) -> Result<()> {
-        // 18 columns a row: 1 000 rows stay under both engines' bound-parameter limits.
-        const ROWS: usize = 1_000;
-        let mut scratch = Vec::with_capacity(512);
         on_pool!(self, pool => {
             let mut tx = pool.begin().await?;
-            let mut rest = entries;
-            while let Some((first, _)) = rest.first() {
-                let tenant = first.tenant_id.as_str();
-                let run = rest.iter().take_while(|(e, _)| e.tenant_id == tenant).count();
-                let (this, next) = rest.split_at(run);
-                rest = next;
-                sqlx::query(HEAD_CREATE).bind(tenant).bind(genesis()).execute(&mut *tx).await?;
-                let (last, prev): (i64, Vec<u8>) =
-                    sqlx::query_as("UPDATE audit_heads SET seq = seq + $2 WHERE tenant_id = $1 RETURNING seq, hash")
-                        .bind(tenant)
-                        .bind(run as i64)
-                        .fetch_one(&mut *tx)
-                        .await?;
-                let mut prev = prev_hash(&prev)?;
-                let mut seq = last - run as i64;
-                for chunk in this.chunks(ROWS) {
-                    let mut hashes = Vec::with_capacity(chunk.len());
-                    for (entry, at) in chunk {
-                        seq += 1;
-                        prev = telechart_audit::chain_hash(&prev, seq, *at, entry, &mut scratch);
-                        hashes.push((seq, prev));
-                    }
-                    let mut insert = sqlx::QueryBuilder::new(
-                        "INSERT INTO audit_log (tenant_id, at, actor, action, entity_type, entity_id, visit_id, phi, \
-                         detail, tenant_seq, hash, patient, purpose_of_use, outcome, source_ip, session, consent, labels) ",
-                    );
-                    insert.push_values(chunk.iter().zip(&hashes), |mut row, ((e, at), (seq, hash))| {
-                        row.push_bind(&e.tenant_id)
-                            .push_bind(*at)
-                            .push_bind(&e.actor)
-                            .push_bind(&e.action)
-                            .push_bind(&e.entity_type)
-                            .push_bind(&e.entity_id)
-                            .push_bind(&e.visit_id)
-                            .push_bind(i64::from(e.phi))
-                            .push_bind(&e.detail)
-                            .push_bind(*seq)
-                            .push_bind(hash.to_vec())
-                            .push_bind(&e.patient)
-                            .push_bind(&e.purpose_of_use)
-                            .push_bind(e.outcome.as_str())
-                            .push_bind(&e.source_ip)
-                            .push_bind(&e.session)
-                            .push_bind(&e.consent)
-                            .push_bind(e.labels.join(","));
-                    });
-                    insert.build().execute(&mut *tx).await?;
-                }
-                sqlx::query(HEAD_SET).bind(tenant).bind(prev.to_vec()).execute(&mut *tx).await?;
+            for (entry, at) in entries {
+                append_audit!(&mut *tx, entry, *at)?;
             }
             tx.commit().await?;
         });
         Ok(())
+    }
+
+    /// Gives every record not yet chained its place in its tenant's chain, in append order
+    /// (`seq`), and its hash; a transaction per tenant and batch, under the tenant's head lock.
+    /// Returns how many were chained.
+    pub async fn chain_pending_audit(&self) -> Result<u64> {
+        let tenants: Vec<(String,)> = on_pool!(self, pool => sqlx::query_as(
+            "SELECT DISTINCT tenant_id FROM audit_log WHERE tenant_seq IS NULL ORDER BY 1")
+            .fetch_all(pool).await)?;
+        let mut chained = 0u64;
+        let mut scratch = Vec::with_capacity(512);
+        for (tenant,) in tenants {
+            loop {
+                let n = on_pool!(self, pool => {
+                    let mut tx = pool.begin().await?;
+                    sqlx::query(HEAD_CREATE).bind(&tenant).bind(genesis()).execute(&mut *tx).await?;
+                    let (mut seq, prev): (i64, Vec<u8>) =
+                        sqlx::query_as(HEAD_LOCK).bind(&tenant).fetch_one(&mut *tx).await?;
+                    let mut prev = prev_hash(&prev)?;
+                    let rows = sqlx::query_as::<_, AuditRow>(
+                        "SELECT * FROM audit_log WHERE tenant_id = $1 AND tenant_seq IS NULL ORDER BY seq LIMIT $2")
+                        .bind(&tenant).bind(CHAIN_BATCH).fetch_all(&mut *tx).await?;
+                    for chunk in rows.chunks(CHAIN_ROWS) {
+                        let mut placed = Vec::with_capacity(chunk.len());
+                        for row in chunk {
+                            seq += 1;
+                            let r = row.record();
+                            prev = telechart_audit::chain_hash(&prev, seq, r.at, &r.entry, &mut scratch);
+                            placed.push((row.seq, seq, prev.to_vec()));
+                        }
+                        // UPDATE … FROM VALUES: both engines name the columns column1…3.
+                        let mut update = sqlx::QueryBuilder::new(
+                            "UPDATE audit_log SET tenant_seq = v.column2, hash = v.column3 FROM (",
+                        );
+                        update.push_values(&placed, |mut row, (id, position, hash)| {
+                            row.push_bind(*id).push_bind(*position).push_bind(hash.clone());
+                        });
+                        update.push(") AS v WHERE audit_log.seq = v.column1 AND audit_log.tenant_seq IS NULL");
+                        update.build().execute(&mut *tx).await?;
+                    }
+                    sqlx::query(HEAD_SET).bind(&tenant).bind(seq).bind(prev.to_vec()).execute(&mut *tx).await?;
+                    tx.commit().await?;
+                    rows.len() as i64
+                });
+                chained += n as u64;
+                if n < CHAIN_BATCH {
+                    break;
+                }
+            }
+        }
+        Ok(chained)
     }
 
     pub async fn audit_for_visit(&self, tenant_id: &str, visit_id: &str) -> Result<Vec<AuditRow>> {
@@ -287,36 +274,6 @@ impl Store {
             .bind(tenant_id).bind(size).bind(head).bind(at).bind(kind).execute(pool).await.map(|_| ()))?;
         Ok(())
     }
-
-    /// Chains records written before the chain existed (migration 0018), once, in their order.
-    pub(crate) async fn chain_legacy_audit(&self) -> Result<()> {
-        on_pool!(self, pool => {
-            let mut tx = pool.begin().await?;
-            let rows = sqlx::query_as::<_, AuditRow>("SELECT * FROM audit_log WHERE tenant_seq IS NULL ORDER BY seq")
-                .fetch_all(&mut *tx).await?;
-            if rows.is_empty() {
-                return Ok(());
-            }
-            for row in rows {
-                let head: Option<(i64, Vec<u8>)> = sqlx::query_as(HEAD_ADVANCE).bind(&row.tenant_id).fetch_optional(&mut *tx).await?;
-                let (seq, prev) = match head {
-                    Some(h) => h,
-                    None => {
-                        sqlx::query(HEAD_CREATE).bind(&row.tenant_id).bind(genesis()).execute(&mut *tx).await?;
-                        sqlx::query_as(HEAD_ADVANCE).bind(&row.tenant_id).fetch_one(&mut *tx).await?
-                    }
-                };
-                let prev = prev_hash(&prev)?;
-                let record = row.record();
-                let hash = telechart_audit::chain_hash(&prev, seq, row.at, &record.entry, &mut Vec::new());
-                sqlx::query(HEAD_SET).bind(&row.tenant_id).bind(hash.to_vec()).execute(&mut *tx).await?;
-                sqlx::query("UPDATE audit_log SET tenant_seq = $2, hash = $3 WHERE seq = $1")
-                    .bind(row.seq).bind(seq).bind(hash.to_vec()).execute(&mut *tx).await?;
-            }
-            tx.commit().await?;
-        });
-        Ok::<(), StoreError>(())
-    }
 }
 
 /// What one checkpointer pass did for one tenant.
@@ -343,6 +300,7 @@ impl Store {
         every_records: i64,
         every_ms: i64,
     ) -> Result<Vec<CheckpointPass>> {
+        self.chain_pending_audit().await?;
         let mut passes = Vec::new();
         for tenant in self.audit_tenants().await? {
             let (base, base_head) = match self.last_audit_checkpoint(&tenant).await? {
@@ -426,9 +384,14 @@ impl Store {
                 tenants.push(c.tenant_id.clone());
             }
         }
-        let mut read = 0u64;
+        let (mut read, mut pending) = (0u64, 0u64);
         for tenant in tenants {
             self.for_each_audit(&tenant, |row| {
+                // Appended, not yet chained: the next checkpointer pass places it.
+                if row.tenant_seq.is_none() && row.hash.is_none() {
+                    pending += 1;
+                    return;
+                }
                 let r = row.record();
                 verifier.feed(&tenant, r.tenant_seq, r.at, &r.entry, &r.hash);
                 read += 1;
@@ -439,7 +402,9 @@ impl Store {
             .await?;
         }
         progress(read);
-        Ok(verifier.finish())
+        let mut report = verifier.finish();
+        report.pending = pending;
+        Ok(report)
     }
 
     /// Audit records for export, oldest first: since `since_ms`, optionally of one patient.

@@ -143,7 +143,7 @@ impl Store {
         };
         let store = Store { db, keys: Arc::new(keys::Keyring::new(keys)) };
         store.migrate().await?;
-        store.chain_legacy_audit().await?;
+        store.chain_pending_audit().await?;
         Ok(store)
     }
 

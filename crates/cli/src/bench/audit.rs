@@ -13,9 +13,6 @@ pub struct AuditBenchArgs {
     /// Records in the log that is checkpointed and verified.
     #[arg(long, default_value_t = 1_000_000)]
     records: usize,
-    /// Single appends, each in its own transaction, for the per-append CPU cost.
-    #[arg(long, default_value_t = 2_000)]
-    appends: usize,
     /// PostgreSQL URL for the PostgreSQL half (a scratch database is created there).
     #[arg(long, env = "TELECHART_BENCH_POSTGRES_URL")]
     postgres: Option<String>,
@@ -51,14 +48,25 @@ pub async fn run(args: AuditBenchArgs) -> anyhow::Result<()> {
         println!("  (no --postgres URL: PostgreSQL half skipped)");
     }
     let signer = CheckpointSigner::generate(&dir.path().join("checkpoint.key"))?;
-    println!("bench audit: {} chained records, then {} single appends", args.records, args.appends);
+    println!("bench audit: {} records appended, chained, checkpointed and verified", args.records);
     println!(
-        "{:<10} {:>14} {:>14} {:>12} {:>14} {:>16} {:>16} {:>10}",
-        "engine", "append /s", "checkpoint s", "verify s", "verify /s", "append CPU µs", "delivery CPU µs", "ratio"
+        "{:<10} {:>11} {:>9} {:>12} {:>10} {:>11} {:>12} {:>11} {:>13} {:>7}",
+        "engine",
+        "append /s",
+        "chain s",
+        "checkpoint s",
+        "verify s",
+        "verify /s",
+        "append CPU µs",
+        "chain CPU µs",
+        "delivery CPU µs",
+        "ratio"
     );
     for (engine, url) in engines {
         let store = Store::open(&url, 4, telechart_store::KeyConfig::new(telechart_store::Kek::generate()?)).await?;
+        // Appends as PHI writes make them: one INSERT each inside an open transaction.
         let started = Instant::now();
+        let cpu0 = cpu_seconds();
         let mut batch = Vec::with_capacity(10_000);
         let base_ms = telechart_store::Clock::system().now_ms();
         for i in 0..args.records {
@@ -70,6 +78,15 @@ pub async fn run(args: AuditBenchArgs) -> anyhow::Result<()> {
         }
         store.audit_batch(&batch).await?;
         let append_per_s = args.records as f64 / started.elapsed().as_secs_f64();
+        let append_cpu_us = cpu0.zip(cpu_seconds()).map(|(a, b)| (b - a) * 1e6 / args.records as f64);
+
+        // The chainer places and hashes them after commit, in batches.
+        let started = Instant::now();
+        let cpu0 = cpu_seconds();
+        let chained = store.chain_pending_audit().await?;
+        let chain_s = started.elapsed().as_secs_f64();
+        let chain_cpu_us = cpu0.zip(cpu_seconds()).map(|(a, b)| (b - a) * 1e6 / args.records as f64);
+        anyhow::ensure!(chained as usize == args.records, "{chained} of {} chained", args.records);
 
         let witness = Witness::new(dir.path().join(format!("{engine}-witness.jsonl")));
         let started = Instant::now();
@@ -87,28 +104,25 @@ pub async fn run(args: AuditBenchArgs) -> anyhow::Result<()> {
             report.witnessed,
             args.records
         );
-
-        // One append per PHI access, each in its own transaction: the most it can cost.
-        let cpu0 = cpu_seconds();
-        for i in 0..args.appends {
-            store.audit(&entry(args.records + i), base_ms + (args.records + i) as i64).await?;
-        }
-        let append_cpu_us = cpu0.zip(cpu_seconds()).map(|(a, b)| (b - a) * 1e6 / args.appends as f64);
         store.close().await;
 
         let delivery = delivery_cpu_ms(&SyncBenchArgs::small(args.postgres.clone()), engine).await?;
         let delivery_us = delivery.map(|ms| ms * 1000.0);
         let fmt = |v: Option<f64>| v.map_or("n/a".to_owned(), |v| format!("{v:.1}"));
-        let ratio = append_cpu_us.zip(delivery_us).map(|(a, d)| format!("{:.3}", a / d));
+        let overhead = append_cpu_us.zip(chain_cpu_us).map(|(a, c)| a + c);
+        let ratio = overhead.zip(delivery_us).map(|(o, d)| format!("{:.3}", o / d));
         println!(
-            "{engine:<10} {append_per_s:>14.0} {checkpoint_s:>14.2} {verify_s:>12.2} {:>14.0} {:>16} {:>16} {:>10}",
+            "{engine:<10} {append_per_s:>11.0} {chain_s:>9.2} {checkpoint_s:>12.2} {verify_s:>10.2} {:>11.0} {:>12} {:>11} {:>13} {:>7}",
             args.records as f64 / verify_s,
             fmt(append_cpu_us),
+            fmt(chain_cpu_us),
             fmt(delivery_us),
             ratio.unwrap_or_else(|| "n/a".into())
         );
     }
     println!("  delivery CPU: Telechart's own per delivery (pipeline minus a raw client sending the same bodies)");
-    println!("  targets: verify ≥ 1 000 000 records in 10 s; append CPU < 0.1 × a delivery's CPU");
+    println!("  append CPU: one INSERT inside an open transaction; chain CPU: its share of the chainer's batches");
+    println!("  ratio: (append + chain) CPU ÷ delivery CPU");
+    println!("  targets: verify ≥ 1 000 000 records in 10 s; ratio < 0.1");
     Ok(())
 }

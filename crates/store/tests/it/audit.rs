@@ -26,8 +26,11 @@ async fn batches_and_single_appends_chain_per_tenant_and_verify() {
         store.audit(&other("visit.read"), 4_001).await.unwrap();
         let report = store.verify_audit(&witness.read().unwrap(), Some(&signer.verifier()), |_| {}).await.unwrap();
         assert!(report.intact(), "{:?}", report.findings);
-        assert_eq!(report.records, 2_503);
-        assert_eq!(report.witnessed, 2_502, "all but the last append are checkpointed");
+        assert_eq!((report.records, report.pending), (2_502, 1), "the last append awaits chaining");
+        assert_eq!(report.witnessed, 2_502);
+        assert_eq!(store.chain_pending_audit().await.unwrap(), 1);
+        let report = store.verify_audit(&witness.read().unwrap(), Some(&signer.verifier()), |_| {}).await.unwrap();
+        assert!(report.intact() && report.records == 2_503 && report.pending == 0, "{report:?}");
         let t1 = store.audit_page(TENANT, 0, 10_000).await.unwrap();
         let seqs: Vec<i64> = t1.iter().filter_map(|r| r.tenant_seq).collect();
         assert_eq!(seqs, (1..=2_302).collect::<Vec<_>>(), "positions 1..n with no gap, in append order");
