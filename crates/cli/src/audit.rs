@@ -44,6 +44,25 @@ pub enum AuditCommand {
     Keygen,
     /// Print the checkpoint key's public half (hex), for pinning at the verifier.
     PublicKey,
+    /// The break-glass review queue: every grant (or only those pending), newest first.
+    BreakGlass {
+        #[arg(long)]
+        pending: bool,
+        /// Default: the configured tenant.
+        #[arg(long)]
+        tenant: Option<String>,
+    },
+    /// Approve or flag one break-glass grant, with a note (once).
+    Review {
+        grant: String,
+        /// `approved` or `flagged`.
+        #[arg(long, value_parser = ["approved", "flagged"])]
+        verdict: String,
+        #[arg(long)]
+        note: String,
+        #[arg(long)]
+        tenant: Option<String>,
+    },
 }
 
 fn parse_since(s: &str) -> anyhow::Result<i64> {
@@ -179,6 +198,43 @@ pub async fn run(config: Config, which: AuditCommand) -> anyhow::Result<ExitCode
             };
             store.audit(&entry, Clock::system().now_ms()).await?;
             eprintln!("exported {count} AuditEvent(s)");
+            ExitCode::SUCCESS
+        }
+        AuditCommand::BreakGlass { pending, tenant } => {
+            let tenant = tenant.unwrap_or_else(|| config.tenant.clone());
+            let grants = store.break_glass_grants(&tenant, pending).await?;
+            println!(
+                "{:<36}  {:<8}  {:<8}  {:>4}  {:<20}  {:<36}  actor",
+                "grant", "reason", "review", "uses", "granted", "visit"
+            );
+            for g in &grants {
+                let granted = chrono::DateTime::from_timestamp_millis(g.granted_at)
+                    .map(|t| t.format("%Y-%m-%d %H:%M:%SZ").to_string())
+                    .unwrap_or_default();
+                println!(
+                    "{:<36}  {:<8}  {:<8}  {:>4}  {granted:<20}  {:<36}  {}",
+                    g.id, g.reason_code, g.review, g.uses, g.visit_id, g.actor
+                );
+            }
+            println!("{} grant(s)", grants.len());
+            ExitCode::SUCCESS
+        }
+        AuditCommand::Review { grant, verdict, note, tenant } => {
+            let tenant = tenant.unwrap_or_else(|| config.tenant.clone());
+            anyhow::ensure!(!note.trim().is_empty(), "--note must say why");
+            let entry = AuditEntry {
+                tenant_id: tenant.clone(),
+                actor: format!("cli:{}", std::env::var("USER").unwrap_or_else(|_| "unknown".into())),
+                action: "break-glass.review".into(),
+                entity_type: "break-glass".into(),
+                entity_id: grant.clone(),
+                detail: verdict.clone(),
+                purpose_of_use: Some("HOPERAT".into()),
+                ..AuditEntry::default()
+            };
+            let note = telechart_store::Phi::new(note.trim());
+            store.review_break_glass(&tenant, &grant, &verdict, &note, &entry, Clock::system().now_ms()).await?;
+            println!("grant {grant}: {verdict}");
             ExitCode::SUCCESS
         }
         AuditCommand::Keygen | AuditCommand::PublicKey => ExitCode::SUCCESS,

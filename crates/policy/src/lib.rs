@@ -41,10 +41,14 @@ pub enum Permission {
     QueueReplay,
     /// Scrape Prometheus metrics.
     MetricsRead,
+    /// Break the glass: time-boxed access past a consent refusal, with a coded reason.
+    BreakGlass,
+    /// Review break-glass uses (approve or flag).
+    BreakGlassReview,
 }
 
 impl Permission {
-    pub const ALL: [Permission; 13] = [
+    pub const ALL: [Permission; 15] = [
         Permission::VisitOpen,
         Permission::VisitRead,
         Permission::VisitTransition,
@@ -58,6 +62,8 @@ impl Permission {
         Permission::QueueRead,
         Permission::QueueReplay,
         Permission::MetricsRead,
+        Permission::BreakGlass,
+        Permission::BreakGlassReview,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -75,6 +81,8 @@ impl Permission {
             Permission::QueueRead => "queue:read",
             Permission::QueueReplay => "queue:replay",
             Permission::MetricsRead => "metrics:read",
+            Permission::BreakGlass => "visit:break-glass",
+            Permission::BreakGlassReview => "break-glass:review",
         }
     }
 }
@@ -147,11 +155,12 @@ impl Role {
                 VisitOrder,
                 VisitBilling,
                 VisitTrace,
+                BreakGlass,
             ],
             Role::Nurse => &[VisitRead, VisitTransition, VisitVitals, VisitDocument, VisitTrace],
             Role::Scheduler => &[VisitOpen, VisitRead, VisitTransition],
             Role::Billing => &[VisitRead, VisitBilling, VisitTrace],
-            Role::ComplianceOfficer => &[VisitRead, VisitTrace, QueueRead],
+            Role::ComplianceOfficer => &[VisitRead, VisitTrace, QueueRead, BreakGlassReview],
             Role::IntegrationAdmin => &[VisitTrace, QueueRead, QueueReplay, MetricsRead],
             Role::Platform => &[
                 VisitOpen,

@@ -48,6 +48,14 @@ pub(crate) fn routes() -> Routes {
             Access::Requires(VisitDocument),
             crate::consent::withdraw,
         )
+        .add(Method::POST, "/api/v1/visits/{id}/break-glass", Access::Requires(BreakGlass), crate::break_glass::grant)
+        .add(Method::GET, "/api/v1/break-glass", Access::Requires(BreakGlassReview), crate::break_glass::list)
+        .add(
+            Method::POST,
+            "/api/v1/break-glass/{id}/review",
+            Access::Requires(BreakGlassReview),
+            crate::break_glass::review,
+        )
         .add(Method::GET, "/api/v1/visits/{id}/trace", Access::Requires(VisitTrace), trace)
         .add(Method::POST, "/api/v1/visits/{id}/replay", Access::Requires(QueueReplay), replay)
         .add(Method::GET, "/api/v1/queue", Access::Requires(QueueRead), queue)

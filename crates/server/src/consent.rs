@@ -46,11 +46,23 @@ pub(crate) async fn gate(
     let set = consent_set(state, &caller.tenant_id).await?;
     let request = flow.request(visit.patient.expose(), state.clock.now());
     let decision = set.decide(&ConsentPolicy::default(), &request);
-    let denied = decision.outcome == Outcome::Deny;
-    let consent = match &decision.consent_id {
+    let mut denied = decision.outcome == Outcome::Deny;
+    let mut consent = match &decision.consent_id {
         Some(id) => format!("{}: Consent/{id}: {}", decision.outcome.as_str(), decision.explanation),
         None => format!("{}: {}", decision.outcome.as_str(), decision.explanation),
     };
+    let mut purpose = request.purpose.as_ref().map(|p| p.code.clone());
+    // A break-glass grant of this clinician for this visit, in force now, lets a refused flow
+    // through — under the grant's purpose of use, counted, and said so in the audit record.
+    if denied
+        && let Some(grant) =
+            state.store.active_break_glass(&caller.tenant_id, &caller.actor, &visit.id, state.clock.now_ms()).await?
+    {
+        denied = false;
+        consent = format!("permit by break-glass {} ({}) over {consent}", grant.id, grant.reason_code);
+        purpose = Some(grant.reason_code.clone());
+        state.store.use_break_glass(&caller.tenant_id, &grant.id).await?;
+    }
     let entry = AuditEntry {
         tenant_id: caller.tenant_id.clone(),
         actor: caller.actor.clone(),
@@ -60,7 +72,7 @@ pub(crate) async fn gate(
         visit_id: Some(visit.id.clone()),
         phi: true,
         detail: flow.name(),
-        purpose_of_use: request.purpose.as_ref().map(|p| p.code.clone()),
+        purpose_of_use: purpose,
         outcome: if denied { AuditOutcome::Denied } else { AuditOutcome::Success },
         consent: Some(consent),
         ..AuditEntry::default()

@@ -6,6 +6,7 @@
 
 mod api;
 mod auth;
+mod break_glass;
 mod consent;
 mod error;
 mod launch;

@@ -6,6 +6,7 @@
 
 mod appointments;
 mod audit;
+mod break_glass;
 mod clock;
 mod consents;
 mod identity;
@@ -30,6 +31,7 @@ use sqlx::{PgPool, SqlitePool};
 
 pub use appointments::{AppointmentSnapshot, KnownAppointment};
 pub use audit::{AuditEntry, AuditRow, CheckpointPass};
+pub use break_glass::BreakGlassGrant;
 pub use clock::Clock;
 pub use consents::ConsentVersion;
 pub use identity::{PendingLogin, SessionLimits, SessionRow, SmartLaunchState, TotpState, UserRow};

@@ -41,6 +41,8 @@ pub const PHI_COLUMNS: &[(&str, &str)] = &[
     ("ehr_appointments", "patient"),
     ("order_tracking", "results"),
     ("consents", "resource"),
+    ("break_glass", "reason_text"),
+    ("break_glass", "review_note"),
 ];
 
 impl Store {

@@ -383,3 +383,50 @@ async fn audit_events_export_as_valid_fhir() {
     the_export_is_valid_fhir_and_audited("sqlite").await;
     the_export_is_valid_fhir_and_audited("postgres").await;
 }
+
+/// The break-glass review queue from the command line: listed, reviewed once, audited.
+#[tokio::test]
+async fn break_glass_grants_are_listed_and_reviewed_from_the_cli() {
+    let env = seeded("sqlite").await.unwrap();
+    let grant = telechart_store::BreakGlassGrant {
+        id: "g-1".into(),
+        actor: "token:dr".into(),
+        visit_id: "visit-1".into(),
+        reason_code: "BTG".into(),
+        reason_text: telechart_store::Phi::new("patient unresponsive on the call"),
+        granted_at: 5_000,
+        expires_at: 5_000 + 3_600_000,
+        uses: 0,
+        review: "pending".into(),
+        reviewer: None,
+        review_note: None,
+        reviewed_at: None,
+    };
+    let granted = AuditEntry { tenant_id: "t1".into(), action: "break-glass.grant".into(), ..entry("t1", 99) };
+    env.store.grant_break_glass("t1", &grant, &granted).await.unwrap();
+    let (code, out) = env.audit(&["break-glass", "--pending", "--tenant", "t1"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains("g-1") && out.contains("BTG") && out.contains("pending") && out.contains("1 grant(s)"),
+        "{out}"
+    );
+    let out = env
+        .telechart()
+        .args(["audit", "review", "g-1", "--verdict", "flagged", "--note", "no emergency found", "--tenant", "t1"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let again = env
+        .telechart()
+        .args(["audit", "review", "g-1", "--verdict", "approved", "--note", "x", "--tenant", "t1"])
+        .output()
+        .unwrap();
+    assert!(!again.status.success());
+    assert!(String::from_utf8_lossy(&again.stderr).contains("already reviewed"));
+    let (_, out) = env.audit(&["break-glass", "--pending", "--tenant", "t1"]);
+    assert!(out.contains("0 grant(s)"), "{out}");
+    let reviewed = env.store.break_glass_grants("t1", false).await.unwrap();
+    assert_eq!(reviewed[0].review, "flagged");
+    assert_eq!(reviewed[0].review_note.as_ref().unwrap().expose(), "no emergency found");
+    env.store.close().await;
+}

@@ -5,6 +5,7 @@
 
 mod backend_auth;
 mod bad_input;
+mod break_glass;
 mod browser;
 mod consent;
 mod crash;

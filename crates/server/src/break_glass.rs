@@ -1,0 +1,179 @@
+//! Break-glass: a clinician's time-boxed way past a consent refusal for one visit's patient,
+//! with a coded reason; compliance officers are alerted at once and review each grant. It
+//! governs data Telechart holds: it never unlocks the EHR (an EHR's own break-the-glass refusal
+//! stays a dead letter saying "break the glass in the EHR").
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use telechart_store::{AuditEntry, BreakGlassGrant, Phi};
+
+use crate::api::{load, parse};
+use crate::auth::Caller;
+use crate::{ApiError, AppState};
+
+/// How long a grant lasts.
+pub const GRANT_MINUTES: i64 = 60;
+
+/// HL7 v3 ActReason codes a grant may give, with their meaning.
+const REASONS: &[(&str, &str)] =
+    &[("ETREAT", "emergency treatment"), ("BTG", "break the glass"), ("ERTREAT", "emergency room treatment")];
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct GrantRequest {
+    /// HL7 v3 ActReason: `ETREAT`, `BTG` or `ERTREAT`.
+    reason: String,
+    /// Why, in the clinician's words (10 to 1 000 characters).
+    text: String,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct GrantView {
+    id: String,
+    actor: String,
+    visit: String,
+    reason: String,
+    text: String,
+    granted_at: Option<DateTime<Utc>>,
+    expires_at: Option<DateTime<Utc>>,
+    uses: i64,
+    review: String,
+    reviewer: Option<String>,
+    review_note: Option<String>,
+    reviewed_at: Option<DateTime<Utc>>,
+}
+
+fn view(g: &BreakGlassGrant) -> GrantView {
+    GrantView {
+        id: g.id.clone(),
+        actor: g.actor.clone(),
+        visit: g.visit_id.clone(),
+        reason: g.reason_code.clone(),
+        text: g.reason_text.expose().to_owned(),
+        granted_at: DateTime::from_timestamp_millis(g.granted_at),
+        expires_at: DateTime::from_timestamp_millis(g.expires_at),
+        uses: g.uses,
+        review: g.review.clone(),
+        reviewer: g.reviewer.clone(),
+        review_note: g.review_note.as_ref().map(|n| n.expose().to_owned()),
+        reviewed_at: g.reviewed_at.and_then(DateTime::from_timestamp_millis),
+    }
+}
+
+/// `POST /api/v1/visits/{id}/break-glass`.
+pub(crate) async fn grant(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Result<(StatusCode, Json<GrantView>), ApiError> {
+    let request: GrantRequest = parse(&body)?;
+    let Some((code, meaning)) = REASONS.iter().find(|(c, _)| *c == request.reason) else {
+        return Err(ApiError::invalid(
+            "reason",
+            "must be an HL7 v3 ActReason for emergency access: ETREAT, BTG or ERTREAT",
+        ));
+    };
+    let text = request.text.trim();
+    if text.chars().count() < 10 || text.chars().count() > 1_000 {
+        return Err(ApiError::invalid("text", "say why in 10 to 1 000 characters"));
+    }
+    let visit = load(&state, &caller, &id).await?;
+    let now = state.clock.now_ms();
+    let grant = BreakGlassGrant {
+        id: uuid::Uuid::now_v7().to_string(),
+        actor: caller.actor.clone(),
+        visit_id: visit.id.clone(),
+        reason_code: (*code).to_owned(),
+        reason_text: Phi::new(text),
+        granted_at: now,
+        expires_at: now + GRANT_MINUTES * 60_000,
+        uses: 0,
+        review: "pending".into(),
+        reviewer: None,
+        review_note: None,
+        reviewed_at: None,
+    };
+    let entry = AuditEntry {
+        tenant_id: caller.tenant_id.clone(),
+        actor: caller.actor.clone(),
+        action: "break-glass.grant".into(),
+        entity_type: "break-glass".into(),
+        entity_id: grant.id.clone(),
+        visit_id: Some(visit.id.clone()),
+        phi: true,
+        detail: format!("{code} ({meaning}) for {GRANT_MINUTES} min"),
+        purpose_of_use: Some((*code).to_owned()),
+        ..AuditEntry::default()
+    };
+    state.store.grant_break_glass(&caller.tenant_id, &grant, &entry).await?;
+    // The compliance alert: at once, to the log sink (ids only), and in the review queue.
+    tracing::warn!(
+        target: "telechart::alert",
+        alert = "break-glass",
+        tenant = %caller.tenant_id,
+        grant = %grant.id,
+        actor = %caller.actor,
+        visit = %visit.id,
+        reason = code,
+        "break-glass access granted; review it"
+    );
+    Ok((StatusCode::CREATED, Json(view(&grant))))
+}
+
+/// `GET /api/v1/break-glass`: every grant, newest first, for review.
+pub(crate) async fn list(State(state): State<AppState>, caller: Caller) -> Result<Json<Vec<GrantView>>, ApiError> {
+    let grants = state.store.break_glass_grants(&caller.tenant_id, false).await?;
+    Ok(Json(grants.iter().map(view).collect()))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct Review {
+    /// `approved` or `flagged`.
+    verdict: String,
+    note: String,
+}
+
+/// `POST /api/v1/break-glass/{id}/review`: approve or flag a grant, once, with a note.
+pub(crate) async fn review(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Result<Json<GrantView>, ApiError> {
+    let request: Review = parse(&body)?;
+    if !matches!(request.verdict.as_str(), "approved" | "flagged") {
+        return Err(ApiError::invalid("verdict", "must be approved or flagged"));
+    }
+    if request.note.trim().is_empty() || request.note.len() > 2_000 {
+        return Err(ApiError::invalid("note", "must be 1 to 2 000 characters"));
+    }
+    let entry = AuditEntry {
+        tenant_id: caller.tenant_id.clone(),
+        actor: caller.actor.clone(),
+        action: "break-glass.review".into(),
+        entity_type: "break-glass".into(),
+        entity_id: id.clone(),
+        phi: false,
+        detail: request.verdict.clone(),
+        purpose_of_use: Some("HOPERAT".into()),
+        ..AuditEntry::default()
+    };
+    let now = state.clock.now_ms();
+    state
+        .store
+        .review_break_glass(&caller.tenant_id, &id, &request.verdict, &Phi::new(request.note.trim()), &entry, now)
+        .await?;
+    let grants = state.store.break_glass_grants(&caller.tenant_id, false).await?;
+    let reviewed = grants
+        .iter()
+        .find(|g| g.id == id)
+        .ok_or_else(|| ApiError::NotFound { field: None, message: format!("break-glass grant {id} not found") })?;
+    Ok(Json(view(reviewed)))
+}
