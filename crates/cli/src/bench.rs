@@ -331,7 +331,7 @@ async fn prepare(
         for vital in vitals {
             let a = Artifact::Vital(vital.clone());
             let row = artifact(&a, &visit_id)?;
-            let obs = telechart_visit::vital_observation(&ctx, &row.id, &vital, &encounter_id, clock.now())?;
+            let obs = telechart_visit::vital_observation(&ctx, &row.id, &vital, Some(&encounter_id), clock.now())?;
             bodies.push(serde_json::to_value(obs)?);
             artifacts.push(row);
         }
@@ -348,6 +348,7 @@ fn artifact(a: &Artifact, visit_id: &str) -> anyhow::Result<NewArtifact> {
         resource_type: a.kind().resource_type().into(),
         identifier,
         payload: Phi::new(serde_json::to_string(a)?),
+        disclosable: a.kind().disclosable(),
         id,
     })
 }

@@ -409,7 +409,7 @@ async fn run_vendor(mut config: Config, args: &DemoArgs, vendor: &str) -> anyhow
         let c = telechart.store.queue_counts(&config.tenant).await?;
         // Platform events add status changes of their own: the queue holds the true total.
         bar.set_length(c.total().max(artifacts as i64) as u64);
-        bar.set_position((c.done + c.dead) as u64);
+        bar.set_position((c.done + c.dead + c.withheld) as u64);
         bar.set_message(if c.dead > 0 { format!("{} dead", c.dead) } else { String::new() });
         if c.pending + c.in_flight == 0 || Instant::now() > deadline {
             break c;

@@ -396,7 +396,10 @@ async fn queue(config: Config, which: QueueCommand) -> anyhow::Result<()> {
     match which {
         QueueCommand::Status => {
             let c = store.queue_counts(&config.tenant).await?;
-            println!("pending {}  in_flight {}  done {}  dead {}", c.pending, c.in_flight, c.done, c.dead);
+            println!(
+                "pending {}  in_flight {}  done {}  dead {}  withheld {}",
+                c.pending, c.in_flight, c.done, c.dead, c.withheld
+            );
         }
         QueueCommand::Dead => {
             for d in store.dead_letters(&config.tenant).await? {

@@ -45,10 +45,12 @@ pub enum Permission {
     BreakGlass,
     /// Review break-glass uses (approve or flag).
     BreakGlassReview,
+    /// Share a visit's record with another organisation's EHR connection (consent decides).
+    VisitDisclose,
 }
 
 impl Permission {
-    pub const ALL: [Permission; 15] = [
+    pub const ALL: [Permission; 16] = [
         Permission::VisitOpen,
         Permission::VisitRead,
         Permission::VisitTransition,
@@ -64,6 +66,7 @@ impl Permission {
         Permission::MetricsRead,
         Permission::BreakGlass,
         Permission::BreakGlassReview,
+        Permission::VisitDisclose,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -83,6 +86,7 @@ impl Permission {
             Permission::MetricsRead => "metrics:read",
             Permission::BreakGlass => "visit:break-glass",
             Permission::BreakGlassReview => "break-glass:review",
+            Permission::VisitDisclose => "visit:disclose",
         }
     }
 }
@@ -156,6 +160,7 @@ impl Role {
                 VisitBilling,
                 VisitTrace,
                 BreakGlass,
+                VisitDisclose,
             ],
             Role::Nurse => &[VisitRead, VisitTransition, VisitVitals, VisitDocument, VisitTrace],
             Role::Scheduler => &[VisitOpen, VisitRead, VisitTransition],
@@ -173,6 +178,7 @@ impl Role {
                 VisitOrder,
                 VisitBilling,
                 VisitTrace,
+                VisitDisclose,
             ],
             Role::Monitor => &[MetricsRead, QueueRead],
         }

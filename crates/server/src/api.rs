@@ -48,6 +48,13 @@ pub(crate) fn routes() -> Routes {
             Access::Requires(VisitDocument),
             crate::consent::withdraw,
         )
+        .add(
+            Method::POST,
+            "/api/v1/visits/{id}/disclosures",
+            Access::Requires(VisitDisclose),
+            crate::disclosure::disclose,
+        )
+        .add(Method::GET, "/api/v1/visits/{id}/disclosures", Access::Requires(VisitRead), crate::disclosure::list)
         .add(Method::POST, "/api/v1/visits/{id}/break-glass", Access::Requires(BreakGlass), crate::break_glass::grant)
         .add(Method::GET, "/api/v1/break-glass", Access::Requires(BreakGlassReview), crate::break_glass::list)
         .add(
@@ -332,6 +339,7 @@ async fn record_with_ids(
             resource_type: kind.resource_type().to_owned(),
             identifier,
             payload: Phi::new(payload),
+            disclosable: kind.disclosable(),
         });
         refs.push(ArtifactRef { id, kind: kind.as_str(), resource_type: kind.resource_type() });
     }
@@ -721,7 +729,12 @@ async fn trace(
                 artifact: refused.detail.clone(),
                 seq: refused.seq,
                 resource_type: "Consent".into(),
-                connection: visit.connection_id.clone(),
+                // A refused disclosure is shown against the connection it would have gone to.
+                connection: refused
+                    .detail
+                    .strip_prefix("disclosure to connection ")
+                    .unwrap_or(&visit.connection_id)
+                    .to_owned(),
                 identifier: String::new(),
                 status: "refused-by-consent".into(),
                 attempts: 0,
@@ -810,9 +823,11 @@ struct Queue {
     in_flight: i64,
     done: i64,
     dead: i64,
+    /// Not sent: the patient's consent withheld them (disclosures).
+    withheld: i64,
 }
 
 async fn queue(State(state): State<AppState>, caller: Caller) -> Result<Json<Queue>, ApiError> {
     let c = state.store.queue_counts(&caller.tenant_id).await?;
-    Ok(Json(Queue { pending: c.pending, in_flight: c.in_flight, done: c.done, dead: c.dead }))
+    Ok(Json(Queue { pending: c.pending, in_flight: c.in_flight, done: c.done, dead: c.dead, withheld: c.withheld }))
 }

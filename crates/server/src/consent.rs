@@ -8,7 +8,7 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use telechart_policy::consent::{Consent, ConsentPolicy, ConsentSet, Decision, Outcome};
+use telechart_policy::consent::{Decision, Outcome};
 use telechart_policy::governed::{ConsentCategory, GovernedFlow, PatientDecision, consent_resource};
 use telechart_store::{AuditEntry, AuditOutcome, ConsentVersion, Phi, VisitRow};
 
@@ -19,21 +19,6 @@ use crate::{ApiError, AppState};
 /// The audit action of every consent decision; the trace lists the refusals.
 pub(crate) const DECISION_ACTION: &str = "consent.decision";
 
-/// The tenant's consents as the engine reads them. A stored consent that no longer parses is
-/// an internal fault, never silently skipped (it could be the one that denies).
-async fn consent_set(state: &AppState, tenant_id: &str) -> Result<ConsentSet, ApiError> {
-    let mut consents = Vec::new();
-    for version in state.store.current_consents(tenant_id).await? {
-        let json: serde_json::Value = serde_json::from_str(version.resource.expose())
-            .map_err(|e| ApiError::Internal(format!("consent {} is not JSON: {e}", version.consent_id)))?;
-        consents.push(
-            Consent::from_fhir(&json)
-                .map_err(|e| ApiError::Internal(format!("consent {} does not parse: {e}", version.consent_id)))?,
-        );
-    }
-    Ok(ConsentSet::new(consents))
-}
-
 /// Decides `flow` for the visit's patient now, audits the decision, and refuses a denied flow
 /// with a 403 OperationOutcome carrying the engine's explanation. Nothing of the flow happens
 /// before this returns `Ok`.
@@ -43,9 +28,18 @@ pub(crate) async fn gate(
     visit: &VisitRow,
     flow: &GovernedFlow,
 ) -> Result<Decision, ApiError> {
-    let set = consent_set(state, &caller.tenant_id).await?;
-    let request = flow.request(visit.patient.expose(), state.clock.now());
-    let decision = set.decide(&ConsentPolicy::default(), &request);
+    let (request, decision) = telechart_sync::consent::decide(
+        &state.store,
+        &caller.tenant_id,
+        visit.patient.expose(),
+        flow,
+        state.clock.now(),
+    )
+    .await
+    .map_err(|e| match e {
+        telechart_sync::SyncError::Store(e) => ApiError::from(e),
+        other => ApiError::Internal(other.to_string()),
+    })?;
     let mut denied = decision.outcome == Outcome::Deny;
     let mut consent = match &decision.consent_id {
         Some(id) => format!("{}: Consent/{id}: {}", decision.outcome.as_str(), decision.explanation),
@@ -53,8 +47,10 @@ pub(crate) async fn gate(
     };
     let mut purpose = request.purpose.as_ref().map(|p| p.code.clone());
     // A break-glass grant of this clinician for this visit, in force now, lets a refused flow
-    // through — under the grant's purpose of use, counted, and said so in the audit record.
+    // through — under the grant's purpose of use, counted, and said so in the audit record. It
+    // opens what Telechart holds to the clinician; it never discloses to another organisation.
     if denied
+        && !matches!(flow, GovernedFlow::Disclose { .. })
         && let Some(grant) =
             state.store.active_break_glass(&caller.tenant_id, &caller.actor, &visit.id, state.clock.now_ms()).await?
     {

@@ -8,6 +8,7 @@ mod api;
 mod auth;
 mod break_glass;
 mod consent;
+mod disclosure;
 mod error;
 mod launch;
 mod login;

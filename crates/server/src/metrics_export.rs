@@ -47,9 +47,13 @@ async fn jwks(State(state): State<AppState>) -> Result<Response, ApiError> {
 
 async fn render(State(state): State<AppState>, caller: Caller) -> Result<Response, ApiError> {
     let counts = state.store.queue_counts(&caller.tenant_id).await?;
-    for (status, n) in
-        [("pending", counts.pending), ("in_flight", counts.in_flight), ("done", counts.done), ("dead", counts.dead)]
-    {
+    for (status, n) in [
+        ("pending", counts.pending),
+        ("in_flight", counts.in_flight),
+        ("done", counts.done),
+        ("dead", counts.dead),
+        ("withheld", counts.withheld),
+    ] {
         metrics::gauge!("telechart_deliveries", "status" => status, "tenant" => caller.tenant_id.clone()).set(n as f64);
     }
     let text = prometheus_handle().map(|h| h.render()).unwrap_or_default();

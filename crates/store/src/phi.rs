@@ -43,6 +43,7 @@ pub const PHI_COLUMNS: &[(&str, &str)] = &[
     ("consents", "resource"),
     ("break_glass", "reason_text"),
     ("break_glass", "review_note"),
+    ("disclosures", "recipient_patient"),
 ];
 
 impl Store {

@@ -15,6 +15,8 @@ pub enum DeliveryStatus {
     InFlight,
     Done,
     Dead,
+    /// Not sent: the patient's consent does not let it leave (a disclosure). Terminal.
+    Withheld,
 }
 
 impl DeliveryStatus {
@@ -24,6 +26,7 @@ impl DeliveryStatus {
             DeliveryStatus::InFlight => "in_flight",
             DeliveryStatus::Done => "done",
             DeliveryStatus::Dead => "dead",
+            DeliveryStatus::Withheld => "withheld",
         }
     }
 }
@@ -100,18 +103,19 @@ pub struct QueueCounts {
     pub in_flight: i64,
     pub done: i64,
     pub dead: i64,
+    pub withheld: i64,
 }
 
 impl QueueCounts {
     pub fn total(&self) -> i64 {
-        self.pending + self.in_flight + self.done + self.dead
+        self.pending + self.in_flight + self.done + self.dead + self.withheld
     }
 }
 
 // Per-visit ordering: only the lowest unfinished seq of a (visit, connection) may be claimed, so
 // the Encounter is written before anything references it and status changes land in order.
 const HEAD_OF_VISIT: &str = "NOT EXISTS (SELECT 1 FROM deliveries e WHERE e.tenant_id = d.tenant_id \
-    AND e.visit_id = d.visit_id AND e.connection_id = d.connection_id AND e.seq < d.seq AND e.status <> 'done' \
+    AND e.visit_id = d.visit_id AND e.connection_id = d.connection_id AND e.seq < d.seq AND e.status NOT IN ('done', 'withheld') \
     AND NOT (e.status = 'dead' AND e.blocks_visit = 0))";
 
 // Two kinds of due row, each found through its own index in due order, so a claim reads only
@@ -307,6 +311,7 @@ impl Store {
                 "in_flight" => counts.in_flight = n,
                 "done" => counts.done = n,
                 "dead" => counts.dead = n,
+                "withheld" => counts.withheld = n,
                 _ => {}
             }
         }

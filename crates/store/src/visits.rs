@@ -107,6 +107,8 @@ pub struct NewArtifact {
     /// The value of the Telechart identifier the written resource carries.
     pub identifier: String,
     pub payload: Phi,
+    /// Whether it also goes to the connections the visit is disclosed to (see `disclosures`).
+    pub disclosable: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -225,8 +227,9 @@ impl Store {
     }
 
     /// Records one visit event in one transaction: the state change (if any), its artifacts, one
-    /// delivery per artifact and target connection, and the audit record. `expected_version` guards
-    /// against a concurrent event; a mismatch is a conflict and nothing is written.
+    /// delivery per artifact and target connection (and, for a disclosable artifact, per connection
+    /// the visit is disclosed to), and the audit record. `expected_version` guards against a
+    /// concurrent event; a mismatch is a conflict and nothing is written.
     #[allow(clippy::too_many_arguments)]
     pub async fn record_event(
         &self,
@@ -258,6 +261,10 @@ impl Store {
             match base {
                 None => Ok::<bool, StoreError>(false),
                 Some((base,)) => {
+                    // Read after the version check: a disclosure made concurrently conflicted instead.
+                    let disclosed: Vec<(String,)> = sqlx::query_as(
+                        "SELECT connection_id FROM disclosures WHERE tenant_id = $1 AND visit_id = $2 ORDER BY connection_id")
+                        .bind(tenant_id).bind(visit_id).fetch_all(&mut *tx).await?;
                     for ((offset, artifact), payload) in (1_i64..).zip(artifacts).zip(&payloads) {
                         let seq = base + offset;
                         sqlx::query(
@@ -266,7 +273,8 @@ impl Store {
                             .bind(tenant_id).bind(&artifact.id).bind(visit_id).bind(seq).bind(&artifact.kind)
                             .bind(payload).bind(now_ms)
                             .execute(&mut *tx).await?;
-                        for connection_id in targets {
+                        let recipients = disclosed.iter().filter(|_| artifact.disclosable).map(|(c,)| c);
+                        for connection_id in targets.iter().chain(recipients) {
                             sqlx::query(
                                 "INSERT INTO deliveries (tenant_id, id, artifact_id, visit_id, connection_id, seq, \
                                  resource_type, identifier, status, attempts, next_attempt_at, created_at, updated_at) \

@@ -165,6 +165,7 @@ impl AppointmentInbox {
                 resource_type: change.kind().resource_type().to_owned(),
                 identifier: visit.id.clone(),
                 payload: Phi::new(payload),
+                disclosable: false,
             });
         }
         let body = json!({

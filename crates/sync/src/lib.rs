@@ -6,6 +6,7 @@
 
 mod backoff;
 mod connections;
+pub mod consent;
 mod faults;
 pub mod inbound;
 mod orders;
@@ -42,4 +43,10 @@ pub enum SyncError {
     NeedsReview(String),
     #[error("the worker stopped at fault point {0:?}")]
     Crashed(FaultPoint),
+    /// A stored consent cannot be read: nothing governed by consent moves until it is fixed.
+    #[error("{0}")]
+    Consent(String),
+    /// The patient's consent does not let this leave; it is not sent, ever.
+    #[error("withheld: {0}")]
+    Withheld(String),
 }

@@ -85,6 +85,10 @@ pub enum DeliveryOutcome {
     Dead {
         reason: String,
     },
+    /// Not sent: the patient's consent does not let it leave.
+    Withheld {
+        reason: String,
+    },
     /// Another worker holds it now (our lease had expired).
     LeaseLost,
     /// A fault point fired: the worker dies here.
@@ -98,6 +102,9 @@ struct Prepared {
     client: FhirClient,
     ctx: VisitContext,
     plan: WritePlan,
+    /// Set for a delivery to an organisation the visit is disclosed to: the consent decision
+    /// that let it go, for its audit record.
+    disclosed: Option<String>,
 }
 
 /// What a write left in the EHR.
@@ -265,6 +272,7 @@ impl Worker {
         let row = &claimed.row;
         let prepared = self.prepare(&claimed).await;
         let plan = prepared.as_ref().ok().map(|p| p.plan.label());
+        let consent = prepared.as_ref().ok().and_then(|p| p.disclosed.clone());
         let result = match prepared {
             Ok(prepared) => self.write(&claimed, prepared).await,
             Err(e) => Err(e),
@@ -282,7 +290,8 @@ impl Worker {
                     row.connection_id,
                     plan.as_deref().unwrap_or("-"),
                 );
-                let audit = self.audit(row, "delivery.written", detail);
+                let mut audit = self.audit(row, "delivery.written", detail);
+                audit.consent = consent;
                 if let Some(r) = &readback {
                     metrics::counter!("telechart_readback_fields_sent_total", "resource_type" => row.resource_type.clone())
                         .increment(u64::from(r.fields_sent));
@@ -303,6 +312,7 @@ impl Worker {
                 if ours { DeliveryOutcome::Done { resource, adopted } } else { DeliveryOutcome::LeaseLost }
             }
             Err(SyncError::Crashed(point)) => return Ok(DeliveryOutcome::Crashed(point)),
+            Err(SyncError::Withheld(reason)) => self.withhold(row, &reason).await?,
             Err(SyncError::Store(e)) => return Err(SyncError::Store(e)),
             Err(err) => {
                 // Found out only on the way (the EHR, or what this depends on, has no path for
@@ -327,6 +337,7 @@ impl Worker {
             DeliveryOutcome::Done { .. } => "done",
             DeliveryOutcome::Retry { .. } => "retry",
             DeliveryOutcome::Dead { .. } => "dead",
+            DeliveryOutcome::Withheld { .. } => "withheld",
             DeliveryOutcome::LeaseLost => "lease_lost",
             DeliveryOutcome::Crashed(_) => "crashed",
         };
@@ -349,8 +360,12 @@ impl Worker {
             SyncError::UnknownConnection(_)
             | SyncError::Mapping { .. }
             | SyncError::Egress(_)
-            | SyncError::NeedsReview(_) => FailureClass::Permanent,
-            SyncError::Store(_) | SyncError::Crashed(_) => FailureClass::Transient { retry_after: None },
+            | SyncError::NeedsReview(_)
+            | SyncError::Withheld(_) => FailureClass::Permanent,
+            // A stored consent that cannot be read holds governed flows until someone fixes it.
+            SyncError::Store(_) | SyncError::Crashed(_) | SyncError::Consent(_) => {
+                FailureClass::Transient { retry_after: None }
+            }
         };
         // A refusal may mean the patient was merged away: follow the merge and try again at once.
         if class == FailureClass::Permanent
@@ -414,6 +429,17 @@ impl Worker {
         Ok(if ours { DeliveryOutcome::Dead { reason: reason.to_owned() } } else { DeliveryOutcome::LeaseLost })
     }
 
+    /// Ends the delivery unsent: the patient's consent does not let it leave.
+    async fn withhold(&self, row: &DeliveryRow, reason: &str) -> Result<DeliveryOutcome, SyncError> {
+        tracing::info!(delivery = %row.id, "delivery withheld by the patient's consent");
+        let mut audit = self.audit(row, "delivery.withheld", format!("not sent to connection {}", row.connection_id));
+        audit.outcome = telechart_store::AuditOutcome::Denied;
+        audit.consent = Some(reason.to_owned());
+        let ours =
+            self.store.withhold_delivery(row, &self.config.worker_id, reason, &audit, self.clock.now_ms()).await?;
+        Ok(if ours { DeliveryOutcome::Withheld { reason: reason.to_owned() } } else { DeliveryOutcome::LeaseLost })
+    }
+
     fn audit(&self, row: &DeliveryRow, action: &str, detail: String) -> AuditEntry {
         AuditEntry {
             tenant_id: row.tenant_id.clone(),
@@ -440,22 +466,71 @@ impl Worker {
         let artifact: Artifact = serde_json::from_str(item.artifact.payload.expose()).map_err(|e| {
             SyncError::Mapping { artifact_id: row.artifact_id.clone(), reason: format!("stored payload: {e}") }
         })?;
+        // A delivery to a connection other than the visit's own is a disclosure to another
+        // organisation: the patient's consent is decided again now, before any byte leaves, so
+        // a withdrawal stops what was queued before it.
+        let (patient, disclosed) = if row.connection_id == item.visit.connection_id {
+            (item.visit.patient.expose().to_owned(), None)
+        } else {
+            let Some(disclosure) = self.store.disclosure(&row.tenant_id, &row.visit_id, &row.connection_id).await?
+            else {
+                return Err(SyncError::Withheld(format!(
+                    "visit {} is not disclosed to connection {}",
+                    row.visit_id, row.connection_id
+                )));
+            };
+            let flow = crate::consent::disclosure_flow(&row.connection_id);
+            let (_, decision) = crate::consent::decide(
+                &self.store,
+                &row.tenant_id,
+                item.visit.patient.expose(),
+                &flow,
+                self.clock.now(),
+            )
+            .await?;
+            let said = match &decision.consent_id {
+                Some(id) => format!("{}: Consent/{id}: {}", decision.outcome.as_str(), decision.explanation),
+                None => format!("{}: {}", decision.outcome.as_str(), decision.explanation),
+            };
+            if decision.outcome == telechart_policy::consent::Outcome::Deny {
+                return Err(SyncError::Withheld(said));
+            }
+            (disclosure.recipient_patient.expose().to_owned(), Some(said))
+        };
         let client = self.connections.client(&row.tenant_id, &row.connection_id).await?;
         let ctx = VisitContext {
             identifier_system: self.config.identifier_system.clone(),
             visit_id: item.visit.id.clone(),
-            patient: item.visit.patient.expose().to_owned(),
+            patient,
             practitioner: item.visit.practitioner.clone(),
             appointment: format!("Appointment/{}", item.visit.appointment_id),
         };
-        let plan = crate::plan::plan(&artifact, &client.profile, client.mllp().is_some());
-        Ok(Prepared { item, artifact, client, ctx, plan })
+        let mut plan = crate::plan::plan(&artifact, &client.profile, client.mllp().is_some());
+        if disclosed.is_some() && !matches!(plan, WritePlan::Written { .. } | WritePlan::Transformed { .. }) {
+            // The fallbacks file into the visit's Encounter there, which the recipient lacks.
+            plan = WritePlan::NotDeliverable {
+                reason: "a disclosure goes over FHIR, and this EHR does not take it there".to_owned(),
+            };
+        }
+        Ok(Prepared { item, artifact, client, ctx, plan, disclosed })
     }
 
     /// Writes by the plan; returns what the EHR kept, whether we adopted an earlier write, and
     /// the read-back.
     async fn write(&self, claimed: &ClaimedDelivery, prepared: Prepared) -> Result<Delivered, SyncError> {
-        let Prepared { item, artifact, client, ctx, plan } = prepared;
+        let Prepared { item, artifact, client, ctx, plan, disclosed } = prepared;
+        // The recipient of a disclosure has no Encounter of this visit: its resources stand alone.
+        let encounter = || -> Result<Option<String>, SyncError> {
+            if disclosed.is_some() { Ok(None) } else { encounter_id(&item).map(Some) }
+        };
+        // …and names the visit's practitioners by identifier, not by a reference that EHR cannot resolve.
+        let practitioners = format!("{}:practitioner:{}", self.config.identifier_system, item.visit.connection_id);
+        let for_recipient = |mut body: Value| {
+            if disclosed.is_some() {
+                telechart_visit::detach_practitioners(&mut body, &practitioners);
+            }
+            body
+        };
         let row = &claimed.row;
         if let WritePlan::NotDeliverable { reason } = &plan {
             return Err(EhrError::NotSupported(format!("no path for it in this EHR: {reason}")).into());
@@ -489,11 +564,12 @@ impl Worker {
                     &ctx,
                     &row.artifact_id,
                     &vital,
-                    &encounter_id(&item)?,
+                    encounter()?.as_deref(),
                     self.clock.now(),
                 )
                 .map_err(|e| mapping(&e))?;
-                self.create_once(&client, claimed, "Observation", &token, to_json(&observation, row)?).await
+                self.create_once(&client, claimed, "Observation", &token, for_recipient(to_json(&observation, row)?))
+                    .await
             }
             (Artifact::Note(note), WritePlan::Fallback(Fallback::DocumentApi)) => {
                 let pdf = telechart_visit::pdf::text_pdf(&note.title, &note.text);
@@ -505,14 +581,14 @@ impl Worker {
                 self.send_hl7(&client, &row.artifact_id, &message).await.map(Delivered::from)
             }
             (Artifact::Note(note), _) => {
-                let document = telechart_visit::note_document(&ctx, &row.artifact_id, &note, &encounter_id(&item)?);
+                let document = telechart_visit::note_document(&ctx, &row.artifact_id, &note, encounter()?.as_deref());
                 let mut body = to_json(&document, row)?;
                 if let WritePlan::Transformed { .. } = plan {
                     // A text note goes in the content type this EHR takes notes in.
                     body["content"][0]["attachment"]["contentType"] =
                         Value::String(client.profile.note_content_type.to_owned());
                 }
-                self.create_once(&client, claimed, "DocumentReference", &token, body).await
+                self.create_once(&client, claimed, "DocumentReference", &token, for_recipient(body)).await
             }
             (Artifact::Document(doc), WritePlan::Fallback(fallback)) => {
                 let bytes = base64::Engine::decode(&base64::engine::general_purpose::STANDARD, &doc.data)
@@ -532,15 +608,15 @@ impl Worker {
                 self.upload_document(&client, claimed, &ctx, &doc.title, &pdf).await
             }
             (Artifact::Document(doc), _) => {
-                let document = telechart_visit::visit_document(&ctx, &row.artifact_id, &doc, &encounter_id(&item)?);
+                let document = telechart_visit::visit_document(&ctx, &row.artifact_id, &doc, encounter()?.as_deref());
                 let mut body = to_json(&document, row)?;
                 if let WritePlan::Transformed { .. } = plan {
                     body["content"][0]["attachment"]["contentType"] = Value::String("text/plain".to_owned());
                 }
-                self.create_once(&client, claimed, "DocumentReference", &token, body).await
+                self.create_once(&client, claimed, "DocumentReference", &token, for_recipient(body)).await
             }
             (Artifact::Diagnosis(diagnosis), _) => {
-                let condition = telechart_visit::condition(&ctx, &row.artifact_id, &diagnosis, &encounter_id(&item)?);
+                let condition = telechart_visit::condition(&ctx, &row.artifact_id, &diagnosis, encounter()?.as_deref());
                 let mut body = to_json(&condition, row)?;
                 if let WritePlan::Transformed { .. } = plan {
                     // Filed as this EHR files a new diagnosis (some hold them as provisional).
@@ -549,7 +625,7 @@ impl Worker {
                         "system": telechart_fhir::terminology::CONDITION_VERIFICATION,
                         "code": verification}], "text": verification});
                 }
-                self.create_once(&client, claimed, "Condition", &token, body).await
+                self.create_once(&client, claimed, "Condition", &token, for_recipient(body)).await
             }
             (Artifact::Order(order), _) => {
                 let encounter = encounter_id(&item)?;

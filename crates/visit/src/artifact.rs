@@ -66,6 +66,13 @@ impl ArtifactKind {
             ArtifactKind::Note | ArtifactKind::Document => "DocumentReference",
         }
     }
+
+    /// Whether the artifact also goes to an organisation the visit is disclosed to: the clinical
+    /// record of the visit (vitals, notes, documents, diagnoses) — not the visit's Encounter, its
+    /// orders, care plan or consents, which belong to the organisation that holds the visit.
+    pub fn disclosable(self) -> bool {
+        matches!(self, ArtifactKind::Vital | ArtifactKind::Note | ArtifactKind::Document | ArtifactKind::Diagnosis)
+    }
 }
 
 impl Artifact {

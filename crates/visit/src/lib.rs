@@ -25,8 +25,8 @@ pub use diagnosis::{
 pub use document::{DOCUMENT_MAX_BYTES, DocumentInput, DocumentKind, VisitDocument, validate_document};
 pub use mapping::{
     VisitContext, apply_encounter_diagnoses, apply_encounter_status, care_plan, condition, consent,
-    encounter_for_create, format_instant, medication_request, note_document, service_request, visit_document,
-    vital_observation,
+    detach_practitioners, encounter_for_create, format_instant, medication_request, note_document, service_request,
+    visit_document, vital_observation,
 };
 pub use order::{Order, OrderInput, OrderKind, OrdersInput, validate_orders};
 pub use state::VisitState;

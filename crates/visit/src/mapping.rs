@@ -149,7 +149,7 @@ pub fn vital_observation(
     ctx: &VisitContext,
     artifact_id: &str,
     vital: &VitalMeasurement,
-    encounter_id: &str,
+    encounter_id: Option<&str>,
     issued: DateTime<Utc>,
 ) -> Result<Observation, VisitError> {
     let spec = vital.spec().ok_or_else(|| VisitError::invalid("type", format!("unknown vital sign {}", vital.name)))?;
@@ -206,7 +206,7 @@ pub fn vital_observation(
         category: vec![CodeableConcept::coded(terminology::OBSERVATION_CATEGORY, "vital-signs", "Vital Signs")],
         code: loinc(spec),
         subject: Reference::to(ctx.patient.clone()),
-        encounter: Some(Reference::to(telechart_fhir::reference_string("Encounter", encounter_id))),
+        encounter: encounter_id.map(|e| Reference::to(telechart_fhir::reference_string("Encounter", e))),
         effective_date_time: format_instant(vital.effective),
         issued: Some(format_instant(issued)),
         performer: ctx.practitioner.iter().map(|p| Reference::to(p.clone())).collect(),
@@ -228,7 +228,7 @@ struct DocumentParts {
 fn document_reference(
     ctx: &VisitContext,
     artifact_id: &str,
-    encounter_id: &str,
+    encounter_id: Option<&str>,
     parts: DocumentParts,
 ) -> DocumentReference {
     let (code, display) = parts.type_;
@@ -247,10 +247,31 @@ fn document_reference(
         authenticator: parts.authenticator.map(Reference::to),
         description: Some(parts.description),
         content: vec![DocumentReferenceContent { attachment: parts.attachment }],
-        context: Some(DocumentReferenceContext {
-            encounter: vec![Reference::to(telechart_fhir::reference_string("Encounter", encounter_id))],
+        context: encounter_id.map(|e| DocumentReferenceContext {
+            encounter: vec![Reference::to(telechart_fhir::reference_string("Encounter", e))],
             period: None,
         }),
+    }
+}
+
+/// Makes `resource` stand on its own in another organisation's EHR, which holds none of the
+/// visit's practitioners: each literal `Practitioner/{id}` reference becomes a logical one — the
+/// type and an identifier naming the id in the source EHR (`system`) — which R4 allows
+/// (Reference.identifier) and which never points at a wrong record there.
+pub fn detach_practitioners(resource: &mut Value, system: &str) {
+    match resource {
+        Value::Object(map) => {
+            let id = map.get("reference").and_then(Value::as_str).and_then(|r| r.strip_prefix("Practitioner/"));
+            if let Some(id) = id.map(str::to_owned) {
+                map.remove("reference");
+                map.insert("type".into(), Value::String("Practitioner".into()));
+                map.insert("identifier".into(), json!({"system": system, "value": id}));
+            } else {
+                map.values_mut().for_each(|v| detach_practitioners(v, system));
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(|v| detach_practitioners(v, system)),
+        _ => {}
     }
 }
 
@@ -259,7 +280,7 @@ pub fn note_document(
     ctx: &VisitContext,
     artifact_id: &str,
     note: &SignedNote,
-    encounter_id: &str,
+    encounter_id: Option<&str>,
 ) -> DocumentReference {
     let data = base64::engine::general_purpose::STANDARD.encode(note.text.as_bytes());
     let signed_at = format_instant(note.signed_at);
@@ -292,7 +313,7 @@ pub fn visit_document(
     ctx: &VisitContext,
     artifact_id: &str,
     document: &VisitDocument,
-    encounter_id: &str,
+    encounter_id: Option<&str>,
 ) -> DocumentReference {
     let type_ = match document.kind {
         DocumentKind::ConsentForm => terminology::CONSENT_DOCUMENT,
@@ -332,7 +353,12 @@ pub fn visit_document(
 
 /// A diagnosis as an R4 Condition: ICD-10-CM code, category `encounter-diagnosis`, active and
 /// confirmed, recorded by the clinician in this Encounter.
-pub fn condition(ctx: &VisitContext, artifact_id: &str, diagnosis: &Diagnosis, encounter_id: &str) -> Condition {
+pub fn condition(
+    ctx: &VisitContext,
+    artifact_id: &str,
+    diagnosis: &Diagnosis,
+    encounter_id: Option<&str>,
+) -> Condition {
     Condition {
         resource_type: Default::default(),
         id: None,
@@ -346,7 +372,7 @@ pub fn condition(ctx: &VisitContext, artifact_id: &str, diagnosis: &Diagnosis, e
         )],
         code: CodeableConcept::coded(telechart_fhir::icd10cm::SYSTEM, &diagnosis.code, &diagnosis.display),
         subject: Reference::to(ctx.patient.clone()),
-        encounter: Some(Reference::to(telechart_fhir::reference_string("Encounter", encounter_id))),
+        encounter: encounter_id.map(|e| Reference::to(telechart_fhir::reference_string("Encounter", e))),
         recorded_date: Some(format_instant(diagnosis.recorded_at)),
         recorder: Some(Reference::to(diagnosis.recorder.clone())),
     }
@@ -506,7 +532,7 @@ mod tests {
                 serial_number: None,
             }),
         };
-        let obs = vital_observation(&ctx(), "art-1", &vital, "e9", at("2026-11-26T10:01:00Z")).unwrap();
+        let obs = vital_observation(&ctx(), "art-1", &vital, Some("e9"), at("2026-11-26T10:01:00Z")).unwrap();
         let json = serde_json::to_value(&obs).unwrap();
         assert_eq!(json["code"]["coding"][0]["code"], "85354-9");
         assert_eq!(json["component"][0]["code"]["coding"][0]["code"], "8480-6");
@@ -539,5 +565,23 @@ mod tests {
         assert_eq!(enc["identifier"][0]["value"], "v1");
         // A replay of the same change writes nothing.
         assert!(!apply_encounter_status(&mut enc, &ctx(), &change).unwrap());
+    }
+
+    #[test]
+    fn practitioners_become_logical_references_for_another_organisation() {
+        let mut resource = json!({
+            "subject": {"reference": "Patient/p9"},
+            "author": [{"reference": "Practitioner/d1"}],
+            "authenticator": {"reference": "Practitioner/d1"},
+            "contained": [{"performer": [{"reference": "Practitioner/d2", "display": "Dr Two"}]}],
+        });
+        detach_practitioners(&mut resource, "urn:telechart:practitioner:ehr-a");
+        let logical = |id: &str| json!({"type": "Practitioner", "identifier": {"system": "urn:telechart:practitioner:ehr-a", "value": id}});
+        assert_eq!(resource["subject"], json!({"reference": "Patient/p9"}), "the patient is the recipient's own");
+        assert_eq!(resource["author"][0], logical("d1"));
+        assert_eq!(resource["authenticator"], logical("d1"));
+        let mut performer = logical("d2");
+        performer["display"] = json!("Dr Two");
+        assert_eq!(resource["contained"][0]["performer"][0], performer);
     }
 }

@@ -66,6 +66,7 @@ async fn phi_never_goes_where_no_baa_covers_it() {
         resource_type: "Encounter".into(),
         identifier: "v-offsite".into(),
         payload: Phi::new(serde_json::to_string(&change).unwrap()),
+        disclosable: false,
     };
     env.store
         .record_event(TENANT, "v-offsite", 1, "arrived", &[artifact], &["offsite".to_owned()], &[], &entry, 0)

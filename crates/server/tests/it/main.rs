@@ -9,6 +9,7 @@ mod break_glass;
 mod browser;
 mod consent;
 mod crash;
+mod disclosure;
 mod egress;
 mod env;
 mod fifth;

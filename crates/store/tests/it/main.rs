@@ -120,6 +120,7 @@ pub fn artifact(id: &str, resource_type: &str) -> NewArtifact {
         resource_type: resource_type.into(),
         identifier: id.into(),
         payload: Phi::new(format!("{{\"artifact\":\"{id}\"}}")),
+        disclosable: false,
     }
 }
 
