@@ -180,6 +180,23 @@ async fn disclosure_follows_the_patients_consent_and_stops_at_withdrawal() {
             .filter(|a| a.action == "delivery.written" && a.consent.as_deref().is_some_and(|c| c.starts_with("permit")))
             .count();
         assert_eq!(disclosed_writes, 2, "each disclosed write carries its consent decision");
+        // What the recipient holds is valid R4 on its own (vital-signs profile included).
+        let mut received = Vec::new();
+        let sent = trace
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|t| t["connection"] == "valley-primary-care" && t["status"] == "done");
+        for t in sent {
+            let (resource_type, identifier) = (t["resourceType"].as_str().unwrap(), t["identifier"].as_str().unwrap());
+            let url = format!("{}/{resource_type}?identifier={}", partner.fhir_base, token(identifier));
+            let bundle: Value = reqwest::get(url).await.unwrap().json().await.unwrap();
+            for entry in bundle["entry"].as_array().into_iter().flatten() {
+                received.push(entry["resource"].clone());
+            }
+        }
+        assert_eq!(received.len(), 2, "the vital and the first note: {received:?}");
+        crate::validator::assert_valid(&received);
         let (_, listed) = env.get(&format!("{}/visits/{id}/disclosures", env.api)).await;
         assert_eq!(listed[0]["artifacts"], 4, "{listed}");
         partner.shutdown().await;
