@@ -6,12 +6,14 @@
 //! transaction that does the audited work) and streams them back; this crate computes and judges.
 //! Its only I/O is the witness file, which by design lives outside the database.
 
+mod alerts;
 mod checkpoint;
 mod export;
 
 mod record;
 mod verify;
 
+pub use alerts::{Alert, AlertEngine, AlertRule, AlertRules, Observed, PersonAccess};
 pub use checkpoint::{Checkpoint, CheckpointKind, CheckpointSigner, CheckpointVerifier, Witness};
 
 pub use export::{audit_event, ndjson_line};

@@ -52,6 +52,14 @@ pub enum AuditCommand {
         #[arg(long)]
         tenant: Option<String>,
     },
+    /// The alerts the audit rules fired, newest first (ids and counts, no patient).
+    Alerts {
+        #[arg(long, default_value_t = 50)]
+        limit: i64,
+        /// Default: the configured tenant.
+        #[arg(long)]
+        tenant: Option<String>,
+    },
     /// Approve or flag one break-glass grant, with a note (once).
     Review {
         grant: String,
@@ -117,6 +125,18 @@ pub async fn run(config: Config, which: AuditCommand) -> anyhow::Result<ExitCode
             }
             for f in &report.findings {
                 println!("FAIL  tenant {} record {}: {} — {}", f.tenant_id, f.tenant_seq, f.problem, f.detail);
+                // A broken chain is itself an alert for the compliance officers.
+                let alert = telechart_audit::Alert {
+                    rule: telechart_audit::AlertRule::VerificationFailure,
+                    at: Clock::system().now_ms(),
+                    actor: "system".into(),
+                    visit_id: None,
+                    detail: format!("audit verify: record {}: {}", f.tenant_seq, f.problem),
+                    tenant_seq: f.tenant_seq,
+                };
+                if let Err(e) = store.record_alerts(&f.tenant_id, &[alert], 0).await {
+                    eprintln!("could not keep the alert for tenant {}: {e}", f.tenant_id);
+                }
             }
             if report.intact() {
                 println!("intact");
@@ -143,6 +163,26 @@ pub async fn run(config: Config, which: AuditCommand) -> anyhow::Result<ExitCode
                 }
             }
             if broken { ExitCode::FAILURE } else { ExitCode::SUCCESS }
+        }
+        AuditCommand::Alerts { limit, tenant } => {
+            anyhow::ensure!((1..=1000).contains(&limit), "--limit must be 1 to 1000");
+            let tenant = tenant.unwrap_or_else(|| config.tenant.clone());
+            let alerts = store.alerts(&tenant, limit).await?;
+            for a in &alerts {
+                let at = chrono::DateTime::from_timestamp_millis(a.at).map(|t| t.to_rfc3339()).unwrap_or_default();
+                let sent = if a.sent_at.is_some() { "sent" } else { "unsent" };
+                println!(
+                    "{at}  {:<22} {:<24} {:<38} {sent}  {}",
+                    a.rule,
+                    a.actor,
+                    a.visit_id.as_deref().unwrap_or("-"),
+                    a.detail
+                );
+            }
+            if alerts.is_empty() {
+                println!("no alerts");
+            }
+            ExitCode::SUCCESS
         }
         AuditCommand::Export { since, patient, tenant, out } => {
             let since_ms = since.as_deref().map(parse_since).transpose()?.unwrap_or(0);

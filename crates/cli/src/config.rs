@@ -59,6 +59,44 @@ pub struct AuditConfig {
     pub checkpoint_every_records: i64,
     /// …or when its oldest unwitnessed record is this old.
     pub checkpoint_every_seconds: i64,
+    /// The alert rules evaluated over the log (`[audit.alerts]`).
+    pub alerts: telechart_audit::AlertRules,
+    /// Where alerts go besides `GET /api/v1/alerts` (`[[audit.alert_sinks]]`).
+    pub alert_sinks: Vec<AlertSinkConfig>,
+}
+
+/// One alert sink: an NDJSON file, or a webhook (covered by `[[egress]]` unless loopback),
+/// HMAC-signed when a secret file is given.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AlertSinkConfig {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub file: Option<PathBuf>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub webhook_url: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_file: Option<PathBuf>,
+}
+
+impl AlertSinkConfig {
+    pub fn sink(&self) -> anyhow::Result<telechart_sync::alerts::AlertSink> {
+        match (&self.file, &self.webhook_url) {
+            (Some(path), None) => Ok(telechart_sync::alerts::AlertSink::File(path.clone())),
+            (None, Some(url)) => {
+                let secret = match &self.secret_file {
+                    Some(path) => Some(
+                        std::fs::read(path)
+                            .with_context(|| format!("alert sink secret_file {}", path.display()))?
+                            .trim_ascii()
+                            .to_vec(),
+                    ),
+                    None => None,
+                };
+                Ok(telechart_sync::alerts::AlertSink::Webhook { url: url.clone(), secret })
+            }
+            _ => anyhow::bail!("each [[audit.alert_sinks]] entry names exactly one of file or webhook_url"),
+        }
+    }
 }
 
 impl Default for AuditConfig {
@@ -68,6 +106,8 @@ impl Default for AuditConfig {
             signing_key_file: PathBuf::from("telechart-data/audit-checkpoint.key"),
             checkpoint_every_records: 1_000,
             checkpoint_every_seconds: 60,
+            alerts: telechart_audit::AlertRules::default(),
+            alert_sinks: Vec::new(),
         }
     }
 }

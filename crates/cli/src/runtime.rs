@@ -197,6 +197,25 @@ pub async fn start(config: &Config, keys: KeyConfig, clock: Clock, tap: Option<W
         Ok(())
     });
     workers.push((tx, handle));
+    // The audit alert runner: the rules over each tenant's new records, then the sinks.
+    let sinks = config.audit.alert_sinks.iter().map(|s| s.sink()).collect::<anyhow::Result<Vec<_>>>()?;
+    let runner = telechart_sync::alerts::AlertRunner::new(
+        store.clone(),
+        clock.clone(),
+        config.audit.alerts.clone(),
+        sinks,
+        config.egress_registry(),
+    )?;
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let handle = tokio::spawn(async move {
+        runner
+            .run(Duration::from_secs(2), async {
+                let _ = rx.await;
+            })
+            .await;
+        Ok(())
+    });
+    workers.push((tx, handle));
     // The audit checkpointer: signs each tenant's new records into the outside witness.
     let signer = config.audit.signer()?;
     let witness = config.audit.witness();
@@ -218,6 +237,17 @@ pub async fn start(config: &Config, keys: KeyConfig, clock: Clock, tap: Option<W
                     for p in passes {
                         if let telechart_store::CheckpointPass::Broken(f) = p {
                             tracing::error!(tenant = %f.tenant_id, record = f.tenant_seq, problem = f.problem, "audit chain broken: {}", f.detail);
+                            let alert = telechart_audit::Alert {
+                                rule: telechart_audit::AlertRule::VerificationFailure,
+                                at: audit_clock.now_ms(),
+                                actor: "system".into(),
+                                visit_id: None,
+                                detail: format!("audit chain broken at record {}: {}", f.tenant_seq, f.problem),
+                                tenant_seq: f.tenant_seq,
+                            };
+                            if let Err(e) = audit_store.record_alerts(&f.tenant_id, &[alert], 0).await {
+                                tracing::warn!(error = %e, "could not keep the verification-failure alert");
+                            }
                         }
                     }
                 }

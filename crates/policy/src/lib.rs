@@ -47,10 +47,12 @@ pub enum Permission {
     BreakGlassReview,
     /// Share a visit's record with another organisation's EHR connection (consent decides).
     VisitDisclose,
+    /// Read the alerts the audit rules fired.
+    AuditAlerts,
 }
 
 impl Permission {
-    pub const ALL: [Permission; 16] = [
+    pub const ALL: [Permission; 17] = [
         Permission::VisitOpen,
         Permission::VisitRead,
         Permission::VisitTransition,
@@ -67,6 +69,7 @@ impl Permission {
         Permission::BreakGlass,
         Permission::BreakGlassReview,
         Permission::VisitDisclose,
+        Permission::AuditAlerts,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -87,6 +90,7 @@ impl Permission {
             Permission::BreakGlass => "visit:break-glass",
             Permission::BreakGlassReview => "break-glass:review",
             Permission::VisitDisclose => "visit:disclose",
+            Permission::AuditAlerts => "audit:alerts",
         }
     }
 }
@@ -165,7 +169,7 @@ impl Role {
             Role::Nurse => &[VisitRead, VisitTransition, VisitVitals, VisitDocument, VisitTrace],
             Role::Scheduler => &[VisitOpen, VisitRead, VisitTransition],
             Role::Billing => &[VisitRead, VisitBilling, VisitTrace],
-            Role::ComplianceOfficer => &[VisitRead, VisitTrace, QueueRead, BreakGlassReview],
+            Role::ComplianceOfficer => &[VisitRead, VisitTrace, QueueRead, BreakGlassReview, AuditAlerts],
             Role::IntegrationAdmin => &[VisitTrace, QueueRead, QueueReplay, MetricsRead],
             Role::Platform => &[
                 VisitOpen,

@@ -63,6 +63,7 @@ pub(crate) fn routes() -> Routes {
             Access::Requires(BreakGlassReview),
             crate::break_glass::review,
         )
+        .add(Method::GET, "/api/v1/alerts", Access::Requires(AuditAlerts), alerts)
         .add(Method::GET, "/api/v1/visits/{id}/trace", Access::Requires(VisitTrace), trace)
         .add(Method::POST, "/api/v1/visits/{id}/replay", Access::Requires(QueueReplay), replay)
         .add(Method::GET, "/api/v1/queue", Access::Requires(QueueRead), queue)
@@ -749,6 +750,29 @@ async fn trace(
         }
     }
     Ok(Json(entries))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AlertsQuery {
+    #[serde(default)]
+    limit: Option<i64>,
+}
+
+/// `GET /api/v1/alerts?limit=`: the alerts the audit rules fired, newest first (ids and counts,
+/// no patient).
+async fn alerts(
+    State(state): State<AppState>,
+    caller: Caller,
+    query: Result<axum::extract::Query<AlertsQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<Vec<serde_json::Value>>, ApiError> {
+    let axum::extract::Query(query) = query.map_err(|e| ApiError::invalid("limit", e.body_text()))?;
+    let limit = query.limit.unwrap_or(100);
+    if !(1..=1000).contains(&limit) {
+        return Err(ApiError::invalid("limit", "must be 1 to 1000"));
+    }
+    let rows = state.store.alerts(&caller.tenant_id, limit).await?;
+    Ok(Json(rows.iter().map(telechart_sync::alerts::alert_json).collect()))
 }
 
 #[derive(Serialize)]

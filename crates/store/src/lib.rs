@@ -4,6 +4,7 @@
 //! is written once and runs on both engines (text ids, BIGINT Unix-millisecond times, `$n` binds).
 //! Every PHI column goes through [`Phi`]; every PHI read or write appends an [`AuditEntry`].
 
+mod alerts;
 mod appointments;
 mod audit;
 mod break_glass;
@@ -30,6 +31,7 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{PgPool, SqlitePool};
 
+pub use alerts::AlertRow;
 pub use appointments::{AppointmentSnapshot, KnownAppointment};
 pub use audit::{AuditEntry, AuditRow, CheckpointPass};
 pub use break_glass::BreakGlassGrant;

@@ -4,6 +4,7 @@
 //!
 //! Invariant: no vendor names here. What an EHR accepts comes from its profile's capabilities.
 
+pub mod alerts;
 mod backoff;
 mod connections;
 pub mod consent;

@@ -3,6 +3,7 @@
 //! HL7's schema through `../shared/tools/fhir-validate`.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::print_stdout)]
 
+mod alerts;
 mod backend_auth;
 mod bad_input;
 mod break_glass;
