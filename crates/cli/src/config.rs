@@ -231,7 +231,12 @@ pub struct RetentionConfig {
     /// record; ids, times and the delivery trail stay). Unset: kept forever.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub delivered_payload_days: Option<u32>,
+    /// Days after which a fully delivered chat or video transcript is purged (shorter than other
+    /// payloads where a recording consent asks for it). Unset: as `delivered_payload_days`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub transcript_days: Option<u32>,
     /// Years the audit log is kept; HIPAA asks six for its documentation (45 CFR 164.316(b)(2)).
+    /// Older, witnessed records are deleted a whole segment at a time behind a signed tombstone.
     pub audit_log_years: u32,
 }
 
@@ -450,7 +455,7 @@ impl Default for Config {
                 ..KeysConfig::default()
             },
             tls: TlsConfig::default(),
-            retention: RetentionConfig { delivered_payload_days: Some(30), audit_log_years: 6 },
+            retention: RetentionConfig { delivered_payload_days: Some(30), transcript_days: None, audit_log_years: 6 },
             oidc: None,
             sessions: SessionsConfig::default(),
             connections: Vec::new(),

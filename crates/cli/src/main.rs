@@ -7,6 +7,7 @@ mod bench;
 mod check;
 mod config;
 mod demo;
+mod hold;
 mod runtime;
 
 use std::path::PathBuf;
@@ -64,6 +65,11 @@ enum Command {
     },
     /// Apply the retention policy now (the server also applies it hourly).
     Retention,
+    /// Legal holds: suspend every purge of a visit's or a patient's data.
+    Hold {
+        #[command(subcommand)]
+        which: hold::HoldCommand,
+    },
     /// API tokens for telehealth platforms and other clients.
     Tokens {
         #[command(subcommand)]
@@ -214,17 +220,33 @@ fn main() -> ExitCode {
                     runtime::init_logging("warn");
                     audit::run(config, which).await
                 }
+                Command::Hold { which } => {
+                    runtime::init_logging("warn");
+                    hold::run(config, which).await
+                }
                 Command::Queue { which } => queue(config, which).await.map(|()| ExitCode::SUCCESS),
                 Command::Connections { which } => connections(config, which).await.map(|()| ExitCode::SUCCESS),
                 Command::Retention => {
                     let store = telechart_store::Store::open(&config.database_url, 2, config.keys.load()?).await?;
-                    let Some(days) = config.retention.delivered_payload_days else {
-                        anyhow::bail!("retention.delivered_payload_days is not set: nothing is purged");
-                    };
-                    let purged =
-                        runtime::apply_retention(&store, &config.tenant, days, &telechart_store::Clock::system())
+                    let report =
+                        runtime::apply_retention(&store, &config, &config.tenant, &telechart_store::Clock::system())
                             .await?;
-                    println!("purged the PHI payload of {purged} fully delivered artifact(s) older than {days} days");
+                    match config.retention.delivered_payload_days {
+                        Some(days) => println!(
+                            "purged the PHI payload of {} fully delivered artifact(s) older than {days} days",
+                            report.payloads
+                        ),
+                        None => println!("retention.delivered_payload_days is not set: payloads are kept"),
+                    }
+                    println!("purged {} fully delivered transcript(s)", report.transcripts);
+                    match &report.audit {
+                        Some(a) => println!(
+                            "deleted audit records {}..={} (older than {} years) behind a signed tombstone",
+                            a.from, a.to, config.retention.audit_log_years
+                        ),
+                        None => println!("no audit records past {} years", config.retention.audit_log_years),
+                    }
+                    println!("{} visit(s) under legal hold kept", report.held_visits);
                     store.close().await;
                     Ok(ExitCode::SUCCESS)
                 }

@@ -262,17 +262,101 @@ pub async fn start(config: &Config, keys: KeyConfig, clock: Clock, tap: Option<W
     Ok(Telechart { store, server, workers })
 }
 
-/// Purges payloads of fully delivered artifacts older than `days`; returns how many.
-pub async fn apply_retention(store: &Store, tenant: &str, days: u32, clock: &Clock) -> anyhow::Result<u64> {
-    let cutoff = clock.now_ms() - i64::from(days) * 86_400_000;
-    let mut purged = 0;
-    loop {
-        let n = store.purge_delivered_payloads(tenant, cutoff, 500).await?;
-        if n == 0 {
-            return Ok(purged);
+/// What one retention pass purged.
+#[derive(Debug, Default)]
+pub struct RetentionReport {
+    pub payloads: u64,
+    pub transcripts: u64,
+    pub audit: Option<telechart_store::AuditPurge>,
+    /// Visits under a legal hold, whose data was kept.
+    pub held_visits: usize,
+}
+
+const DAY_MS: i64 = 86_400_000;
+
+/// Applies `[retention]` to one tenant: fully delivered transcripts after `transcript_days`, other
+/// delivered payloads after `delivered_payload_days`, and audit records older than
+/// `audit_log_years` (whole witnessed segments, behind a signed tombstone) — nothing of a visit
+/// under legal hold. The pass is itself audited.
+pub async fn apply_retention(
+    store: &Store,
+    config: &Config,
+    tenant: &str,
+    clock: &Clock,
+) -> anyhow::Result<RetentionReport> {
+    let retention = &config.retention;
+    let now = clock.now_ms();
+    let held = store.held_visits(tenant).await?;
+    let mut report = RetentionReport { held_visits: held.len(), ..RetentionReport::default() };
+    let is_transcript = |payload: &telechart_store::Phi| {
+        matches!(
+            serde_json::from_str::<telechart_visit::Artifact>(payload.expose()),
+            Ok(telechart_visit::Artifact::Document(d)) if matches!(
+                d.kind,
+                telechart_visit::DocumentKind::ChatTranscript | telechart_visit::DocumentKind::VideoTranscript
+            )
+        )
+    };
+    if let Some(days) = retention.transcript_days.or(retention.delivered_payload_days) {
+        let mut after = String::new();
+        loop {
+            let page = store
+                .purge_delivered_page(
+                    tenant,
+                    now - i64::from(days) * DAY_MS,
+                    Some("document"),
+                    &after,
+                    500,
+                    &held,
+                    is_transcript,
+                )
+                .await?;
+            report.transcripts += page.purged;
+            match page.next {
+                Some(next) => after = next,
+                None => break,
+            }
         }
-        purged += n;
     }
+    if let Some(days) = retention.delivered_payload_days {
+        let mut after = String::new();
+        loop {
+            let page = store
+                .purge_delivered_page(tenant, now - i64::from(days) * DAY_MS, None, &after, 500, &held, |_| true)
+                .await?;
+            report.payloads += page.purged;
+            match page.next {
+                Some(next) => after = next,
+                None => break,
+            }
+        }
+    }
+    // Leap days included: a year of retention is never cut short.
+    let audit_cutoff = now - i64::from(retention.audit_log_years) * 366 * DAY_MS;
+    let signer = config.audit.signer()?;
+    report.audit =
+        store.purge_audit_segment(&signer, &config.audit.witness(), tenant, audit_cutoff, &held, now).await?;
+    if report.payloads + report.transcripts > 0 || report.audit.is_some() {
+        let entry = telechart_store::AuditEntry {
+            tenant_id: tenant.to_owned(),
+            actor: "system:retention".into(),
+            action: "retention.purge".into(),
+            entity_type: "tenant".into(),
+            entity_id: tenant.to_owned(),
+            phi: true,
+            detail: format!(
+                "{} payload(s), {} transcript(s), audit records {}; {} visit(s) under legal hold kept",
+                report.payloads,
+                report.transcripts,
+                report.audit.as_ref().map_or_else(|| "none".to_owned(), |a| format!("{}..={}", a.from, a.to)),
+                report.held_visits
+            ),
+            purpose_of_use: Some("HOPERAT".into()),
+            ..telechart_store::AuditEntry::default()
+        };
+        store.audit(&entry, now).await?;
+    }
+    Ok(report)
 }
 
 pub async fn serve(config: Config) -> anyhow::Result<()> {
@@ -281,19 +365,25 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     }
     let keys = config.keys.load()?;
     let telechart = start(&config, keys, Clock::system(), None).await?;
-    let sweeper = config.retention.delivered_payload_days.map(|days| {
-        let (store, tenant) = (telechart.store.clone(), config.tenant.clone());
-        tokio::spawn(async move {
+    let sweeper = {
+        let (store, config) = (telechart.store.clone(), config.clone());
+        Some(tokio::spawn(async move {
             loop {
-                match apply_retention(&store, &tenant, days, &Clock::system()).await {
-                    Ok(0) => {}
-                    Ok(n) => tracing::info!(purged = n, "retention purged delivered payloads"),
+                match apply_retention(&store, &config, &config.tenant, &Clock::system()).await {
+                    Ok(r) if r.payloads + r.transcripts > 0 || r.audit.is_some() => tracing::info!(
+                        payloads = r.payloads,
+                        transcripts = r.transcripts,
+                        audit_to = r.audit.as_ref().map(|a| a.to),
+                        held_visits = r.held_visits,
+                        "retention purged"
+                    ),
+                    Ok(_) => {}
                     Err(e) => tracing::warn!(error = %e, "retention sweep failed; will retry"),
                 }
                 tokio::time::sleep(Duration::from_secs(3600)).await;
             }
-        })
-    });
+        }))
+    };
     tracing::info!(url = %telechart.server.base_url, engine = telechart.store.engine(), "telechart is serving");
     tokio::signal::ctrl_c().await.context("waiting for Ctrl-C")?;
     tracing::info!("shutting down: finishing in-flight deliveries");

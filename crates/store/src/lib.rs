@@ -44,7 +44,7 @@ pub use keys::{Kek, KeyConfig};
 pub use orders::{FINAL_ORDER_STATUSES, OpenOrder, TrackedOrder};
 pub use phi::{PHI_COLUMNS, Phi};
 pub use queue::{ClaimedDelivery, Completion, DeadLetter, DeliveryRow, DeliveryStatus, QueueCounts};
-pub use retention::PURGED_PAYLOAD;
+pub use retention::{AuditPurge, LegalHold, PURGED_PAYLOAD, PurgePage};
 pub use signing_keys::{SYSTEM_TENANT, SigningKeyRow};
 pub use telechart_audit::AuditOutcome;
 pub use tokens::{ApiTokenRow, IssuedToken};

@@ -44,6 +44,7 @@ pub const PHI_COLUMNS: &[(&str, &str)] = &[
     ("break_glass", "reason_text"),
     ("break_glass", "review_note"),
     ("disclosures", "recipient_patient"),
+    ("legal_holds", "patient"),
 ];
 
 impl Store {

@@ -430,3 +430,63 @@ async fn break_glass_grants_are_listed_and_reviewed_from_the_cli() {
     assert_eq!(reviewed[0].review_note.as_ref().unwrap().expose(), "no emergency found");
     env.store.close().await;
 }
+
+/// Retention of the audit log: whole witnessed segments older than `audit_log_years` go behind a
+/// signed tombstone and the log still verifies; a legal hold stops the segment before the held
+/// visit's first record, and its release lets the purge go on.
+async fn audit_retention_leaves_a_verifiable_log(engine: &str) {
+    let Some(env) = seeded(engine).await else { return };
+    let hold = telechart_store::LegalHold {
+        id: "h-9".into(),
+        visit_id: Some("visit-12".into()),
+        patient: None,
+        reason: "matter 2026-114".into(),
+        placed_by: "cli:counsel".into(),
+        placed_at: telechart_store::Clock::system().now_ms(),
+        released_by: None,
+        released_at: None,
+    };
+    let placed = AuditEntry { action: "legal-hold.place".into(), visit_id: None, ..entry("t1", 0) };
+    env.store.place_legal_hold("t1", &hold, &placed).await.unwrap();
+    let retention = |env: &Env| {
+        let out = env.telechart().env("TELECHART_TENANT", "t1").arg("retention").output().unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    // Records 1..=35 are from 1970; 1..=30 are witnessed; visit-12's first record is 12.
+    let out = retention(&env);
+    assert!(out.contains("deleted audit records 1..=11") && out.contains("1 visit(s) under legal hold"), "{out}");
+    let (code, out) = env.audit(&["verify"]);
+    assert_eq!(code, 0, "the log verifies after the purge: {out}");
+    assert!(out.contains("intact"), "{out}");
+
+    let out = env.telechart().args(["hold", "release", "h-9", "--tenant", "t1"]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let listed = env.telechart().args(["hold", "list", "--all", "--tenant", "t1"]).output().unwrap();
+    assert!(String::from_utf8_lossy(&listed.stdout).contains("released by cli:"));
+    // Witness the old tail, then the purge reaches the first record of this century.
+    let (code, out) = env.audit(&["checkpoint"]);
+    assert_eq!(code, 0, "{out}");
+    let out = retention(&env);
+    assert!(out.contains("deleted audit records 12..=35"), "{out}");
+    let (code, out) = env.audit(&["verify"]);
+    assert_eq!(code, 0, "{out}");
+    // An attacker deleting records at the new start is still caught.
+    let db = env.db().await;
+    db.exec("DELETE FROM audit_log WHERE tenant_id = 't1' AND tenant_seq = 36").await;
+    let (code, out) = env.audit(&["verify"]);
+    assert_eq!(code, 1, "{out}");
+    assert_eq!(t1_finding(&out).map(|f| f.0), Some(36), "{out}");
+    db.close().await;
+    env.store.close().await;
+}
+
+#[tokio::test]
+async fn audit_retention_on_sqlite() {
+    audit_retention_leaves_a_verifiable_log("sqlite").await;
+}
+
+#[tokio::test]
+async fn audit_retention_on_postgres() {
+    audit_retention_leaves_a_verifiable_log("postgres").await;
+}
