@@ -37,6 +37,11 @@ impl AuditRow {
     /// The record as the chain sees it. A row without a position or with a hash of the wrong
     /// length becomes position 0 / a zero hash, which verification reports.
     pub fn record(&self) -> AuditRecord {
+        self.clone().into_record()
+    }
+
+    /// As [`Self::record`], moving the strings (the verifier reads millions).
+    pub fn into_record(self) -> AuditRecord {
         let mut hash = [0u8; 32];
         if let Some(h) = &self.hash
             && h.len() == 32
@@ -47,21 +52,21 @@ impl AuditRow {
             tenant_seq: self.tenant_seq.unwrap_or(0),
             at: self.at,
             entry: AuditEntry {
-                tenant_id: self.tenant_id.clone(),
-                actor: self.actor.clone(),
-                action: self.action.clone(),
-                entity_type: self.entity_type.clone(),
-                entity_id: self.entity_id.clone(),
-                visit_id: self.visit_id.clone(),
+                tenant_id: self.tenant_id,
+                actor: self.actor,
+                action: self.action,
+                entity_type: self.entity_type,
+                entity_id: self.entity_id,
+                visit_id: self.visit_id,
                 phi: self.phi != 0,
-                detail: self.detail.clone(),
-                patient: self.patient.clone(),
-                purpose_of_use: self.purpose_of_use.clone(),
+                detail: self.detail,
+                patient: self.patient,
+                purpose_of_use: self.purpose_of_use,
                 // An outcome the code does not know is kept as a failure and breaks the hash.
                 outcome: AuditOutcome::parse(&self.outcome).unwrap_or(AuditOutcome::Failure),
-                source_ip: self.source_ip.clone(),
-                session: self.session.clone(),
-                consent: self.consent.clone(),
+                source_ip: self.source_ip,
+                session: self.session,
+                consent: self.consent,
                 labels: if self.labels.is_empty() {
                     Vec::new()
                 } else {
@@ -234,22 +239,50 @@ impl Store {
 
     /// Calls `each` for every record of `tenant_id` in chain order, without holding them all:
     /// rows without a position first (verification flags them), then the chain a page at a time.
-    pub async fn for_each_audit(&self, tenant_id: &str, mut each: impl FnMut(&AuditRow)) -> Result<()> {
+    pub async fn for_each_audit(&self, tenant_id: &str, mut each: impl FnMut(AuditRow)) -> Result<()> {
         let first = on_pool!(self, pool => sqlx::query_as::<_, AuditRow>(
             "SELECT * FROM audit_log WHERE tenant_id = $1 AND tenant_seq IS NULL ORDER BY seq")
             .bind(tenant_id).fetch_all(pool).await)?;
-        first.iter().for_each(&mut each);
-        let mut after = i64::MIN;
-        loop {
-            let page = self.audit_page(tenant_id, after, PAGE).await?;
-            let Some(last) = page.last() else { break };
-            after = last.tenant_seq.unwrap_or(after);
-            page.iter().for_each(&mut each);
-            if (page.len() as i64) < PAGE {
-                break;
+        first.into_iter().for_each(&mut each);
+        // The next page is read while `each` works through this one: decoding rows and hashing
+        // them then run side by side.
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<Result<Vec<AuditRow>>>(2);
+        let (store, tenant) = (self.clone(), tenant_id.to_owned());
+        let reader = tokio::spawn(async move {
+            let mut after = i64::MIN;
+            loop {
+                let page = store.audit_page(&tenant, after, PAGE).await;
+                let (last, full) = match &page {
+                    Ok(rows) => (rows.last().and_then(|r| r.tenant_seq), rows.len() as i64 >= PAGE),
+                    Err(_) => (None, false),
+                };
+                if tx.send(page).await.is_err() {
+                    return;
+                }
+                match last {
+                    Some(seq) if full => after = seq,
+                    _ => return,
+                }
+            }
+        });
+        let mut outcome = Ok(());
+        while let Some(page) = rx.recv().await {
+            match page {
+                Ok(rows) => rows.into_iter().for_each(&mut each),
+                Err(e) => {
+                    outcome = Err(e);
+                    break;
+                }
             }
         }
-        Ok(())
+        drop(rx);
+        // A reader that stopped early must not pass for the end of the log.
+        if let Err(e) = reader.await
+            && outcome.is_ok()
+        {
+            outcome = Err(crate::StoreError::Corrupt(format!("reading tenant {tenant_id}'s audit log stopped: {e}")));
+        }
+        outcome
     }
 
     /// The last checkpoint the checkpointer wrote for `tenant_id`: (size, head).
@@ -392,7 +425,7 @@ impl Store {
                     pending += 1;
                     return;
                 }
-                let r = row.record();
+                let r = row.into_record();
                 verifier.feed(&tenant, r.tenant_seq, r.at, &r.entry, &r.hash);
                 read += 1;
                 if read.is_multiple_of(10_000) {

@@ -3,7 +3,7 @@
 
 use crate::audit::append_audit;
 use crate::keys::PhiSlot;
-use crate::{AuditEntry, Phi, Result, Store, StoreError, on_pool};
+use crate::{AuditEntry, Phi, Result, Store, on_pool};
 
 /// One version of a consent.
 #[derive(Debug, Clone, PartialEq)]
@@ -39,35 +39,20 @@ impl Store {
     /// its audit record, in one transaction. A version already taken is a conflict, so two
     /// concurrent withdrawals cannot both win.
     pub async fn record_consent(&self, tenant_id: &str, consent: &ConsentVersion, audit: &AuditEntry) -> Result<()> {
+        let sealed = self.seal_consent(tenant_id, consent).await?;
+        on_pool!(self, pool => {
+            let mut tx = pool.begin().await?;
+            insert_consent!(tx, tenant_id, consent, &sealed)?;
+            append_audit!(&mut *tx, audit, consent.at)?;
+            tx.commit().await?;
+        });
+        Ok(())
+    }
+
+    pub(crate) async fn seal_consent(&self, tenant_id: &str, consent: &ConsentVersion) -> Result<String> {
         let id = format!("{}.{}", consent.consent_id, consent.version);
         let slot = PhiSlot { tenant_id, table: "consents", column: "resource", row_id: &id };
-        let sealed = self.seal(slot, &consent.resource).await?;
-        let outcome = on_pool!(self, pool => {
-            let mut tx = pool.begin().await?;
-            let (latest,): (Option<i64>,) = sqlx::query_as(
-                "SELECT MAX(version) FROM consents WHERE tenant_id = $1 AND consent_id = $2")
-                .bind(tenant_id).bind(&consent.consent_id).fetch_one(&mut *tx).await?;
-            if latest.unwrap_or(0) + 1 != consent.version {
-                Err(latest.unwrap_or(0))
-            } else {
-                sqlx::query(
-                    "INSERT INTO consents (tenant_id, id, consent_id, version, visit_id, category, status, resource, actor, at) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)")
-                    .bind(tenant_id).bind(&id).bind(&consent.consent_id).bind(consent.version)
-                    .bind(&consent.visit_id).bind(&consent.category).bind(&consent.status).bind(&sealed)
-                    .bind(&consent.actor).bind(consent.at)
-                    .execute(&mut *tx).await?;
-                append_audit!(&mut *tx, audit, consent.at)?;
-                tx.commit().await?;
-                Ok(())
-            }
-        });
-        outcome.map_err(|latest| {
-            StoreError::Conflict(format!(
-                "consent {} is at version {latest}; version {} cannot be recorded",
-                consent.consent_id, consent.version
-            ))
-        })
+        self.seal(slot, &consent.resource).await
     }
 
     /// The latest version of every consent of the tenant.
@@ -114,3 +99,44 @@ impl Store {
         Ok(out)
     }
 }
+
+/// Inserts one consent version (sealed as `sealed`) in the open transaction `$tx`, if it is the
+/// next version of its consent; a conflict otherwise.
+macro_rules! insert_consent {
+    ($tx:ident, $tenant:expr, $consent:expr, $sealed:expr) => {{
+        let consent: &$crate::ConsentVersion = $consent;
+        let (latest,): (Option<i64>,) =
+            sqlx::query_as("SELECT MAX(version) FROM consents WHERE tenant_id = $1 AND consent_id = $2")
+                .bind($tenant)
+                .bind(&consent.consent_id)
+                .fetch_one(&mut *$tx)
+                .await?;
+        if latest.unwrap_or(0) + 1 != consent.version {
+            Err($crate::StoreError::Conflict(format!(
+                "consent {} is at version {}; version {} cannot be recorded",
+                consent.consent_id,
+                latest.unwrap_or(0),
+                consent.version
+            )))
+        } else {
+            sqlx::query(
+                "INSERT INTO consents (tenant_id, id, consent_id, version, visit_id, category, status, resource, actor, at) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+            )
+            .bind($tenant)
+            .bind(format!("{}.{}", consent.consent_id, consent.version))
+            .bind(&consent.consent_id)
+            .bind(consent.version)
+            .bind(&consent.visit_id)
+            .bind(&consent.category)
+            .bind(&consent.status)
+            .bind($sealed)
+            .bind(&consent.actor)
+            .bind(consent.at)
+            .execute(&mut *$tx)
+            .await?;
+            Ok::<(), $crate::StoreError>(())
+        }
+    }};
+}
+pub(crate) use insert_consent;

@@ -243,7 +243,43 @@ impl Store {
         audit: &AuditEntry,
         now_ms: i64,
     ) -> Result<VisitRow> {
+        self.record_event_with_consent(
+            tenant_id,
+            visit_id,
+            expected_version,
+            new_state,
+            artifacts,
+            targets,
+            webhooks,
+            None,
+            audit,
+            now_ms,
+        )
+        .await
+    }
+
+    /// As [`Store::record_event`], also keeping a version of the patient's consent in the same
+    /// transaction (the Consent the gate reads and the artifact that takes it to the EHR commit
+    /// together).
+    #[allow(clippy::too_many_arguments)]
+    pub async fn record_event_with_consent(
+        &self,
+        tenant_id: &str,
+        visit_id: &str,
+        expected_version: i64,
+        new_state: &str,
+        artifacts: &[NewArtifact],
+        targets: &[String],
+        webhooks: &[crate::NewWebhook],
+        consent: Option<&crate::ConsentVersion>,
+        audit: &AuditEntry,
+        now_ms: i64,
+    ) -> Result<VisitRow> {
         let count = i64::try_from(artifacts.len()).unwrap_or(i64::MAX);
+        let sealed_consent = match consent {
+            Some(c) => Some(self.seal_consent(tenant_id, c).await?),
+            None => None,
+        };
         let sealed_webhooks = self.seal_webhooks(tenant_id, webhooks).await?;
         // Sealed before the transaction opens: sealing may create the tenant's first data key.
         let mut payloads = Vec::with_capacity(artifacts.len());
@@ -286,6 +322,9 @@ impl Store {
                         }
                     }
                     crate::webhooks::insert_webhooks!(tx, tenant_id, webhooks, sealed_webhooks, now_ms)?;
+                    if let (Some(c), Some(sealed)) = (consent, &sealed_consent) {
+                        crate::consents::insert_consent!(tx, tenant_id, c, sealed)?;
+                    }
                     append_audit!(&mut *tx, audit, now_ms)?;
                     tx.commit().await?;
                     Ok(true)
