@@ -530,7 +530,10 @@ async fn run_vendor(mut config: Config, args: &DemoArgs, vendor: &str) -> anyhow
     let mut deliveries = Vec::new();
     for visit in &visit_ids {
         for d in telechart.store.deliveries_for_visit(&config.tenant, visit).await? {
-            let label = labels.get(&d.artifact_id).cloned().unwrap_or_else(|| "encounter-status".to_owned());
+            // Made by the server, not named in a reply: status changes and the patient's consents.
+            let label = labels.get(&d.artifact_id).cloned().unwrap_or_else(|| {
+                if d.resource_type == "Consent" { "consent" } else { "encounter-status" }.to_owned()
+            });
             let readback = d.readback.as_deref().and_then(|r| serde_json::from_str(r).ok());
             deliveries.push(PlannedDelivery { label, status: d.status, plan: d.plan, readback });
         }

@@ -251,7 +251,11 @@ fn is_fhir_id(s: &str) -> bool {
 }
 
 /// The visit and its state, parsed.
-async fn load_with_state(state: &AppState, caller: &Caller, id: &str) -> Result<(VisitRow, VisitState), ApiError> {
+pub(crate) async fn load_with_state(
+    state: &AppState,
+    caller: &Caller,
+    id: &str,
+) -> Result<(VisitRow, VisitState), ApiError> {
     let visit = load(state, caller, id).await?;
     let current: VisitState =
         visit.state.parse().map_err(|_| ApiError::Internal(format!("visit {id} has unknown state")))?;
@@ -313,6 +317,21 @@ async fn record_with_ids(
     artifacts: Vec<(String, Artifact)>,
     action: &str,
 ) -> Result<EventResult, ApiError> {
+    let entry = audit(caller, action, &visit.id, format!("{} artifact(s); state {}", artifacts.len(), new_state));
+    record_artifacts(state, caller, visit, new_state, artifacts, None, entry).await
+}
+
+/// Stores the artifacts (and a version of the patient's consent, when one comes with them) with
+/// their deliveries, the state change, the platforms' webhooks and `entry`, in one transaction.
+pub(crate) async fn record_artifacts(
+    state: &AppState,
+    caller: &Caller,
+    visit: &VisitRow,
+    new_state: VisitState,
+    artifacts: Vec<(String, Artifact)>,
+    consent: Option<&telechart_store::ConsentVersion>,
+    entry: telechart_store::AuditEntry,
+) -> Result<EventResult, ApiError> {
     // The platforms hear of every state change, in the same commit as the change.
     let webhooks = if new_state.as_str() == visit.state {
         Vec::new()
@@ -331,8 +350,13 @@ async fn record_with_ids(
     for (id, artifact) in &artifacts {
         let id = id.clone();
         let kind = artifact.kind();
-        // The Encounter's identifier is the visit's, so every change to it finds the same one.
-        let identifier = if kind.resource_type() == "Encounter" { visit.id.clone() } else { id.clone() };
+        // The Encounter's identifier is the visit's, so every change to it finds the same one;
+        // each version of a consent carries the consent's.
+        let identifier = match artifact {
+            _ if kind.resource_type() == "Encounter" => visit.id.clone(),
+            Artifact::Consent(c) => c.consent_id.clone().unwrap_or_else(|| id.clone()),
+            _ => id.clone(),
+        };
         let payload = serde_json::to_string(artifact).map_err(|e| ApiError::Internal(e.to_string()))?;
         rows.push(NewArtifact {
             id: id.clone(),
@@ -344,10 +368,9 @@ async fn record_with_ids(
         });
         refs.push(ArtifactRef { id, kind: kind.as_str(), resource_type: kind.resource_type() });
     }
-    let entry = audit(caller, action, &visit.id, format!("{} artifact(s); state {}", rows.len(), new_state));
     let updated = state
         .store
-        .record_event(
+        .record_event_with_consent(
             &caller.tenant_id,
             &visit.id,
             visit.version,
@@ -355,6 +378,7 @@ async fn record_with_ids(
             &rows,
             std::slice::from_ref(&visit.connection_id),
             &webhooks,
+            consent,
             &entry,
             state.clock.now_ms(),
         )
@@ -640,31 +664,23 @@ pub(crate) async fn attach_document(
         crate::consent::gate(&state, &caller, &visit, &telechart_policy::governed::GovernedFlow::RecordOrDraft).await?;
     }
     let document_id = uuid::Uuid::now_v7().to_string();
-    let mut artifacts = Vec::with_capacity(2);
-    // A signed consent form is also the patient's Consent, with the form as its source.
-    let signed_form = (document.kind == telechart_visit::DocumentKind::ConsentForm).then_some(document.created_at);
-    if let Some(signed_at) = signed_form {
-        let consent = telechart_visit::ConsentRecord { form_artifact: document_id.clone(), signed_at };
-        artifacts.push((document_id.clone(), Artifact::Document(document)));
-        artifacts.push((uuid::Uuid::now_v7().to_string(), Artifact::Consent(consent)));
-    } else {
-        artifacts.push((document_id.clone(), Artifact::Document(document)));
+    // A signed consent form is also the patient's telehealth opt-in, with the form as its source:
+    // the form, the Consent the gate reads and the one the EHR receives commit together.
+    if document.kind == telechart_visit::DocumentKind::ConsentForm {
+        let decision = crate::consent::Decided {
+            category: telechart_policy::governed::ConsentCategory::Telehealth,
+            decision: telechart_policy::consent::Outcome::Permit,
+            decided_at: document.created_at,
+            form_artifact: Some(document_id.clone()),
+            text_version: None,
+        };
+        let document = (document_id, Artifact::Document(document));
+        let (result, _) =
+            crate::consent::record_decision(&state, &caller, &visit, current, decision, vec![document]).await?;
+        return Ok((StatusCode::CREATED, Json(result)));
     }
+    let artifacts = vec![(document_id, Artifact::Document(document))];
     let result = record_with_ids(&state, &caller, &visit, current, artifacts, "visit.document").await?;
-    // …and Telechart's consent gate reads it from now on: a telehealth opt-in.
-    if let Some(signed_at) = signed_form {
-        crate::consent::record_decision(
-            &state,
-            &caller,
-            &visit,
-            telechart_policy::governed::ConsentCategory::Telehealth,
-            telechart_policy::consent::Outcome::Permit,
-            signed_at,
-            Some(format!("urn:telechart:artifact:{document_id}")),
-            None,
-        )
-        .await?;
-    }
     Ok((StatusCode::CREATED, Json(result)))
 }
 

@@ -11,8 +11,9 @@ use serde::{Deserialize, Serialize};
 use telechart_policy::consent::{Decision, Outcome};
 use telechart_policy::governed::{ConsentCategory, GovernedFlow, PatientDecision, consent_resource};
 use telechart_store::{AuditEntry, AuditOutcome, ConsentVersion, Phi, VisitRow};
+use telechart_visit::{Artifact, ConsentRecord, VisitState};
 
-use crate::api::{load, parse};
+use crate::api::{EventResult, load, load_with_state, parse, record_artifacts};
 use crate::auth::Caller;
 use crate::{ApiError, AppState};
 
@@ -145,7 +146,7 @@ fn audit(caller: &Caller, action: &str, visit: &VisitRow, detail: String) -> Aud
 }
 
 /// `POST /api/v1/visits/{id}/consents`: the patient's decision for one category, as a new
-/// active Consent (version 1).
+/// active Consent (version 1), delivered to the visit's EHR.
 pub(crate) async fn record(
     State(state): State<AppState>,
     caller: Caller,
@@ -169,80 +170,92 @@ pub(crate) async fn record(
     if request.text_version.as_deref().is_some_and(|v| v.trim().is_empty() || v.len() > 64) {
         return Err(ApiError::invalid("textVersion", "must be 1 to 64 characters"));
     }
-    let visit = load(&state, &caller, &id).await?;
-    let form = match &request.form_artifact {
-        Some(artifact) => {
-            let known = state.store.artifacts(&caller.tenant_id, &visit.id).await?;
-            let found = known.iter().find(|a| &a.id == artifact).ok_or_else(|| {
-                ApiError::invalid("formArtifact", format!("visit {} has no artifact {artifact}", visit.id))
-            })?;
-            let delivered = state.store.deliveries_for_visit(&caller.tenant_id, &visit.id).await?;
-            // The EHR's DocumentReference once the form reached it; Telechart's own id before.
-            Some(
-                delivered
-                    .iter()
-                    .find(|d| d.artifact_id == found.id && d.resource_type == "DocumentReference")
-                    .and_then(|d| d.ehr_resource_id.as_ref())
-                    .map_or_else(
-                        || format!("urn:telechart:artifact:{}", found.id),
-                        |e| format!("DocumentReference/{e}"),
-                    ),
-            )
+    let (visit, current) = load_with_state(&state, &caller, &id).await?;
+    if let Some(artifact) = &request.form_artifact {
+        let known = state.store.artifacts(&caller.tenant_id, &visit.id).await?;
+        if !known.iter().any(|a| &a.id == artifact) {
+            return Err(ApiError::invalid("formArtifact", format!("visit {} has no artifact {artifact}", visit.id)));
         }
-        None => None,
+    }
+    let decided = Decided {
+        category,
+        decision,
+        decided_at,
+        form_artifact: request.form_artifact,
+        text_version: request.text_version,
     };
-    let version =
-        record_decision(&state, &caller, &visit, category, decision, decided_at, form, request.text_version).await?;
+    let (_, version) = record_decision(&state, &caller, &visit, current, decided, Vec::new()).await?;
     Ok((StatusCode::CREATED, Json(view(&version)?)))
 }
 
-/// Records the patient's decision as version 1 of a new active Consent.
-#[allow(clippy::too_many_arguments)] // each is one fact of the decision
+/// One decision of the patient, as a handler hands it over.
+pub(crate) struct Decided {
+    pub category: ConsentCategory,
+    pub decision: Outcome,
+    pub decided_at: DateTime<Utc>,
+    /// The signed form's artifact id (in this visit).
+    pub form_artifact: Option<String>,
+    /// The version of the consent text the patient read.
+    pub text_version: Option<String>,
+}
+
+/// Records the decision as version 1 of a new active Consent — the one the gate reads — and, in
+/// the same transaction, the artifact that delivers it to the visit's EHR (after `artifacts`, e.g.
+/// the signed form it rests on).
 pub(crate) async fn record_decision(
     state: &AppState,
     caller: &Caller,
     visit: &VisitRow,
-    category: ConsentCategory,
-    decision: Outcome,
-    decided_at: DateTime<Utc>,
-    form: Option<String>,
-    text_version: Option<String>,
-) -> Result<ConsentVersion, ApiError> {
+    current: VisitState,
+    d: Decided,
+    mut artifacts: Vec<(String, Artifact)>,
+) -> Result<(EventResult, ConsentVersion), ApiError> {
     let consent_id = uuid::Uuid::now_v7().to_string();
     let patient_decision = PatientDecision {
         consent_id: consent_id.clone(),
         patient: visit.patient.expose().to_owned(),
-        category,
-        decision,
-        decided_at,
-        form,
-        text_version,
+        category: d.category,
+        decision: d.decision,
+        decided_at: d.decided_at,
+        form: d.form_artifact.as_ref().map(|a| format!("urn:telechart:artifact:{a}")),
+        text_version: d.text_version,
     };
     let resource = consent_resource(&patient_decision, "active");
     let version = ConsentVersion {
         consent_id: consent_id.clone(),
         version: 1,
         visit_id: Some(visit.id.clone()),
-        category: category.code().into(),
+        category: d.category.code().into(),
         status: "active".into(),
         resource: Phi::new(resource.to_string()),
         actor: caller.actor.clone(),
         at: state.clock.now_ms(),
     };
-    let detail = format!("{} {} (Consent/{consent_id})", category.code(), decision.as_str());
+    // The first version's artifact id is the consent's: later versions find it in the EHR by it.
+    artifacts.push((
+        consent_id.clone(),
+        Artifact::Consent(ConsentRecord {
+            form_artifact: d.form_artifact,
+            signed_at: d.decided_at,
+            consent_id: Some(consent_id.clone()),
+            resource: Some(resource),
+        }),
+    ));
+    let detail = format!("{} {} (Consent/{consent_id})", d.category.code(), d.decision.as_str());
     let entry = audit(caller, "consent.record", visit, detail);
-    state.store.record_consent(&caller.tenant_id, &version, &entry).await?;
-    Ok(version)
+    let result = record_artifacts(state, caller, visit, current, artifacts, Some(&version), entry).await?;
+    Ok((result, version))
 }
 
 /// `POST /api/v1/visits/{id}/consents/{consent}/withdraw`: the consent becomes `inactive` (how
-/// R4 shows a withdrawal) in a new version; governed flows after it are decided without it.
+/// R4 shows a withdrawal) in a new version, and so in the EHR; governed flows after it are
+/// decided without it.
 pub(crate) async fn withdraw(
     State(state): State<AppState>,
     caller: Caller,
     Path((id, consent_id)): Path<(String, String)>,
 ) -> Result<(StatusCode, Json<ConsentView>), ApiError> {
-    let visit = load(&state, &caller, &id).await?;
+    let (visit, current) = load_with_state(&state, &caller, &id).await?;
     let history = state.store.consent_history(&caller.tenant_id, &consent_id).await?;
     let not_found = || ApiError::NotFound { field: None, message: format!("consent {consent_id} not found") };
     let latest = history.last().ok_or_else(not_found)?;
@@ -269,9 +282,16 @@ pub(crate) async fn withdraw(
         actor: caller.actor.clone(),
         at: state.clock.now_ms(),
     };
+    let withdrawal = Artifact::Consent(ConsentRecord {
+        form_artifact: None,
+        signed_at: state.clock.now(),
+        consent_id: Some(consent_id.clone()),
+        resource: Some(resource),
+    });
     let entry =
         audit(&caller, "consent.withdraw", &visit, format!("{} withdrawn (Consent/{consent_id})", latest.category));
-    state.store.record_consent(&caller.tenant_id, &version, &entry).await?;
+    let artifacts = vec![(uuid::Uuid::now_v7().to_string(), withdrawal)];
+    record_artifacts(&state, &caller, &visit, current, artifacts, Some(&version), entry).await?;
     Ok((StatusCode::CREATED, Json(view(&version)?)))
 }
 

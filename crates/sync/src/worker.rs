@@ -646,26 +646,61 @@ impl Worker {
             }
             (Artifact::Consent(record), _) => {
                 // Its source is the signed form: that DocumentReference must be in the EHR first.
-                let deliveries = self.store.deliveries_for_visit(&row.tenant_id, &row.visit_id).await?;
-                let form = match depends_on(&deliveries, &record.form_artifact, &row.connection_id) {
-                    Dependency::Written(id) => id,
-                    Dependency::NoPath(plan) => {
-                        return Err(EhrError::NotSupported(format!("its signed form has no path here ({plan})")).into());
+                let form = match &record.form_artifact {
+                    Some(form_artifact) => {
+                        let deliveries = self.store.deliveries_for_visit(&row.tenant_id, &row.visit_id).await?;
+                        match depends_on(&deliveries, form_artifact, &row.connection_id) {
+                            Dependency::Written(id) => Some(id),
+                            Dependency::NoPath(plan) => {
+                                return Err(EhrError::NotSupported(format!(
+                                    "its signed form has no path here ({plan})"
+                                ))
+                                .into());
+                            }
+                            Dependency::Waiting => {
+                                return Err(SyncError::NotReady(format!(
+                                    "the signed form of artifact {form_artifact}"
+                                )));
+                            }
+                        }
                     }
-                    Dependency::Waiting => {
-                        return Err(SyncError::NotReady(format!(
-                            "the signed form of artifact {}",
-                            record.form_artifact
-                        )));
-                    }
+                    None => None,
                 };
-                let body = telechart_visit::consent(&ctx, &row.artifact_id, &record, &form);
+                let body = telechart_visit::consent(&ctx, &row.identifier, &record, form.as_deref());
+                if record.withdraws() {
+                    return self.withdraw_consent(&client, &ctx, &token).await.map(Delivered::from);
+                }
                 self.create_once(&client, claimed, "Consent", &token, body).await
             }
             (Artifact::EncounterDiagnoses(link), _) => {
                 self.write_encounter_diagnoses(&client, &item, &row.connection_id, &link).await.map(Delivered::from)
             }
         }
+    }
+
+    /// A withdrawal: the Consent the EHR holds for this consent (found by Telechart's identifier,
+    /// which every version carries) becomes `inactive` by an `If-Match` update. Not there yet
+    /// (its first version is still on its way): wait for it.
+    async fn withdraw_consent(
+        &self,
+        client: &FhirClient,
+        ctx: &VisitContext,
+        token: &str,
+    ) -> Result<(Written, bool), SyncError> {
+        let found = client.find_by_identifier("Consent", token, Some(ctx.patient.as_str())).await?;
+        let Some(id) = found.first().and_then(|c| c["id"].as_str()).map(str::to_owned) else {
+            return Err(SyncError::NotReady("the Consent being withdrawn, in the EHR".into()));
+        };
+        let mut current = client.read("Consent", &id).await?;
+        if current.resource["status"] == "inactive" {
+            return Ok((Written { id, version: current.version, resource: None }, true));
+        }
+        current.resource["status"] = Value::String("inactive".into());
+        if self.faults.fires(FaultPoint::BeforeSend) {
+            return Err(SyncError::Crashed(FaultPoint::BeforeSend));
+        }
+        let written = client.update("Consent", &id, &current.resource, current.version.as_deref()).await?;
+        Ok((written, false))
     }
 
     /// Lists the visit's Conditions on its Encounter (`diagnosis`, use billing, ranked), once

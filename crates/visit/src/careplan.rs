@@ -42,12 +42,29 @@ pub struct CarePlanRecord {
     pub created_at: DateTime<Utc>,
 }
 
-/// The patient's consent to telehealth care, evidenced by the signed form (a document artifact).
+/// A patient's consent on its way to the EHR: the FHIR Consent Telechart's engine reads (active,
+/// or inactive for a withdrawal), with the signed form it rests on when there is one. Records
+/// kept before consents carried their resource hold only the form: a telehealth opt-in.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ConsentRecord {
-    pub form_artifact: String,
+    /// The signed form's artifact id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub form_artifact: Option<String>,
     pub signed_at: DateTime<Utc>,
+    /// Telechart's id of the consent: the identifier each of its versions carries in the EHR.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub consent_id: Option<String>,
+    /// The FHIR R4 Consent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resource: Option<serde_json::Value>,
+}
+
+impl ConsentRecord {
+    /// Whether this version withdraws the consent (R4: status `inactive`).
+    pub fn withdraws(&self) -> bool {
+        self.resource.as_ref().is_some_and(|r| r["status"] == "inactive")
+    }
 }
 
 pub fn validate_care_plan(input: &CarePlanInput, now: DateTime<Utc>) -> Result<CarePlanRecord, VisitError> {

@@ -482,21 +482,41 @@ pub fn care_plan(ctx: &VisitContext, artifact_id: &str, plan: &CarePlanRecord, e
 
 /// The patient's consent to telehealth care as an R4 Consent (scope treatment, opt-in, permit
 /// from the signature on), its source the signed form the EHR already holds.
-pub fn consent(ctx: &VisitContext, artifact_id: &str, record: &ConsentRecord, form_document_id: &str) -> Value {
+/// The Consent as the EHR receives it: Telechart's own resource without its local id, with the
+/// identifier every version shares, the patient as this EHR knows them, and the signed form as it
+/// is filed there. `identifier` is the value of Telechart's identifier for the consent.
+pub fn consent(ctx: &VisitContext, identifier: &str, record: &ConsentRecord, form_document_id: Option<&str>) -> Value {
     let signed = format_instant(record.signed_at);
-    json!({
+    if let Some(resource) = &record.resource {
+        let mut c = resource.clone();
+        if let Some(map) = c.as_object_mut() {
+            map.remove("id");
+            map.remove("sourceReference");
+        }
+        c["identifier"] = json!([ctx.identifier(identifier)]);
+        c["patient"] = json!({"reference": ctx.patient});
+        c["performer"] = json!([{"reference": ctx.patient}]);
+        if let Some(form) = form_document_id {
+            c["sourceReference"] = json!({"reference": telechart_fhir::reference_string("DocumentReference", form)});
+        }
+        return c;
+    }
+    let mut c = json!({
         "resourceType": "Consent",
-        "identifier": [ctx.identifier(artifact_id)],
+        "identifier": [ctx.identifier(identifier)],
         "status": "active",
         "scope": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/consentscope", "code": "treatment", "display": "Treatment"}]},
         "category": [{"coding": [{"system": terminology::LOINC, "code": terminology::CONSENT_DOCUMENT.0, "display": terminology::CONSENT_DOCUMENT.1}]}],
         "patient": {"reference": ctx.patient},
         "dateTime": signed,
         "performer": [{"reference": ctx.patient}],
-        "sourceReference": {"reference": telechart_fhir::reference_string("DocumentReference", form_document_id)},
         "policyRule": {"coding": [{"system": terminology::ACT_CODE, "code": "OPTIN", "display": "opt-in"}]},
         "provision": {"type": "permit", "period": {"start": signed}},
-    })
+    });
+    if let Some(form) = form_document_id {
+        c["sourceReference"] = json!({"reference": telechart_fhir::reference_string("DocumentReference", form)});
+    }
+    c
 }
 
 #[cfg(test)]

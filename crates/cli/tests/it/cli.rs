@@ -81,7 +81,8 @@ fn the_demo_charts_every_visit_and_exports_what_it_wrote() {
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
-    assert!(stdout.contains("delivered   69 / 69 (100.0 %)"), "{stdout}");
+    // 23 per visit: 22 chart writes and the telehealth Consent.
+    assert!(stdout.contains("delivered   72 / 72 (100.0 %)"), "{stdout}");
     assert!(stdout.contains("dead        0"), "{stdout}");
     let lines = |p: &Path| {
         std::fs::read_to_string(p)
@@ -92,17 +93,19 @@ fn the_demo_charts_every_visit_and_exports_what_it_wrote() {
     };
     let written = lines(&written);
     // Per visit: one Encounter (five versions of it), eight Observations, six DocumentReferences
-    // (consent form, chat transcript, photo, note, video transcript, after-visit summary), a
-    // Consent, two Conditions, a CarePlan, one lab ServiceRequest (completed by the sandbox's lab
-    // and read back).
-    assert_eq!(written.len(), 60);
-    for rtype in ["Consent", "CarePlan"] {
-        assert_eq!(written.iter().filter(|r| r["resourceType"] == rtype).count(), 3, "{rtype}");
-    }
+    // (consent form, chat transcript, photo, note, video transcript, after-visit summary), two
+    // Consents (telehealth, from the signed form; recording and AI, recorded through the API), two
+    // Conditions, a CarePlan, one lab ServiceRequest (completed by the sandbox's lab and read back).
+    assert_eq!(written.len(), 63);
+    assert_eq!(written.iter().filter(|r| r["resourceType"] == "CarePlan").count(), 3);
+    let consents: Vec<&serde_json::Value> = written.iter().filter(|r| r["resourceType"] == "Consent").collect();
+    assert_eq!(consents.len(), 6);
+    let from_forms: Vec<&&serde_json::Value> =
+        consents.iter().filter(|c| c["sourceReference"]["reference"].is_string()).collect();
+    assert_eq!(from_forms.len(), 3, "the signed forms' Consents name their DocumentReference");
     assert!(
-        written
+        from_forms
             .iter()
-            .filter(|r| r["resourceType"] == "Consent")
             .all(|c| c["sourceReference"]["reference"].as_str().unwrap().starts_with("DocumentReference/"))
     );
     assert!(stdout.contains("Orders: 3 / 3 lab orders completed in the EHR"), "{stdout}");
@@ -140,7 +143,7 @@ fn the_demo_charts_every_visit_and_exports_what_it_wrote() {
     );
     assert!(documents.iter().all(|d| d["context"]["encounter"][0]["reference"].is_string()));
     let sent = lines(&sent);
-    assert_eq!(sent.len(), 69, "every delivery sent exactly once");
+    assert_eq!(sent.len(), 72, "every delivery sent exactly once");
 }
 
 #[test]

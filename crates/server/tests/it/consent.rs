@@ -145,3 +145,55 @@ async fn bad_consent_input_is_refused_with_the_field_named() {
     assert!(env.store.current_consents(TENANT).await.unwrap().is_empty(), "nothing half-written");
     env.stop().await;
 }
+
+/// A consent recorded over the API reaches the visit's EHR as a Consent (one, found by the
+/// consent's identifier); its withdrawal makes that same Consent `inactive` there (an update, not
+/// a second resource), and what the EHR holds is valid R4.
+#[tokio::test]
+async fn a_recorded_consent_and_its_withdrawal_reach_the_ehr() {
+    for engine in engines() {
+        let env = TestEnv::start(engine).await;
+        let (_, visit) = env.post("/visits", json!({"appointment": env.appointment(0)})).await;
+        let id = visit["id"].as_str().unwrap().to_owned();
+        let (status, recording) = env
+            .post(&format!("/visits/{id}/consents"), json!({"category": "recording-ai", "decision": "permit"}))
+            .await;
+        assert_eq!(status, 201, "{recording}");
+        let consent_id = recording["id"].as_str().unwrap().to_owned();
+        let outcomes = env.drain(&env.worker("w", FaultPlan::default())).await;
+        assert!(!outcomes.is_empty());
+
+        let token = format!("{SYSTEM}|{consent_id}");
+        let url = format!("{}/Consent?identifier={token}", env.sandbox.fhir_base);
+        let held = |bundle: &Value| -> Vec<Value> {
+            bundle["entry"].as_array().into_iter().flatten().map(|e| e["resource"].clone()).collect()
+        };
+        let bundle: Value = reqwest::get(&url).await.unwrap().json().await.unwrap();
+        let before = held(&bundle);
+        assert_eq!(before.len(), 1, "one Consent in the EHR: {bundle}");
+        assert_eq!(before[0]["status"], "active");
+        assert_eq!(before[0]["policyRule"]["coding"][0]["code"], "OPTIN", "{}", before[0]);
+        let ehr_id = before[0]["id"].as_str().unwrap().to_owned();
+
+        let (status, _) = env.post(&format!("/visits/{id}/consents/{consent_id}/withdraw"), json!({})).await;
+        assert_eq!(status, 201);
+        env.drain(&env.worker("w", FaultPlan::default())).await;
+        let bundle: Value = reqwest::get(&url).await.unwrap().json().await.unwrap();
+        let after = held(&bundle);
+        assert_eq!(after.len(), 1, "still one Consent: the withdrawal updated it: {bundle}");
+        assert_eq!((after[0]["id"].as_str(), after[0]["status"].as_str()), (Some(ehr_id.as_str()), Some("inactive")));
+        assert_eq!(env.sandbox.sandbox.count_with_identifier("Consent", &token), 1);
+
+        let (_, trace) = env.get(&format!("{}/visits/{id}/trace", env.api)).await;
+        let consents: Vec<&str> = trace
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|t| t["resourceType"] == "Consent")
+            .map(|t| t["status"].as_str().unwrap())
+            .collect();
+        assert_eq!(consents, ["done", "done"], "the consent and its withdrawal, each delivered: {trace}");
+        crate::validator::assert_valid(&[before[0].clone(), after[0].clone()]);
+        env.stop().await;
+    }
+}

@@ -37,7 +37,7 @@ async fn crash_every_delivery(engine: Engine, point: FaultPoint) {
         }
         let deliveries = env.store.deliveries_for_visit(TENANT, &visit).await.unwrap();
         assert_eq!(crashes, deliveries.len(), "every delivery crashed once");
-        assert_eq!(crashes, 12);
+        assert_eq!(crashes, 13);
         for d in &deliveries {
             assert_eq!((d.status.as_str(), d.attempts), ("done", 2), "{}", d.id);
             let token = format!("{SYSTEM}|{}", d.identifier);

@@ -142,7 +142,7 @@ async fn an_unnamed_fifth_personality_drawn_at_random_is_charted_by_its_flags() 
         let mut written = Vec::new();
         for visit in &visits {
             let deliveries = env.store.deliveries_for_visit(TENANT, visit).await.unwrap();
-            assert_eq!(deliveries.len(), 16, "{ctx}");
+            assert_eq!(deliveries.len(), 18, "{ctx}");
             for d in &deliveries {
                 let plan = d.plan.as_deref().unwrap_or_default();
                 let what = format!("{ctx}: {} {plan}: {:?}", d.resource_type, d.last_error);

@@ -29,17 +29,19 @@ async fn visits_are_charted_exactly_once_on_each_engine() {
         let adopted = env.full_visit(1).await;
         let worker = env.worker("w1", FaultPlan::default());
         let outcomes = env.drain(&worker).await;
-        assert_eq!(outcomes.len(), 24, "{engine:?}: {outcomes:?}");
+        // 12 per visit: 11 chart writes and the patient's telehealth Consent.
+        assert_eq!(outcomes.len(), 26, "{engine:?}: {outcomes:?}");
         assert!(outcomes.iter().all(|o| matches!(o, DeliveryOutcome::Done { .. })), "{outcomes:?}");
 
         for visit in [&created, &adopted] {
             let (_, trace) = env.get(&format!("{}/visits/{visit}/trace", env.api)).await;
             let trace = trace.as_array().unwrap();
-            assert_eq!(trace.len(), 12);
+            assert_eq!(trace.len(), 13);
             let kinds: Vec<&str> = trace.iter().map(|t| t["resourceType"].as_str().unwrap()).collect();
             assert_eq!(kinds[0], "Encounter");
             assert_eq!(kinds.iter().filter(|k| **k == "Observation").count(), 8);
-            assert_eq!(kinds[10], "DocumentReference");
+            assert_eq!(kinds[9], "Consent", "the telehealth consent, before the call");
+            assert_eq!(kinds[11], "DocumentReference");
             for t in trace {
                 assert_eq!(t["status"], "done", "{t}");
                 let token = format!("{SYSTEM}|{}", t["identifier"].as_str().unwrap());
@@ -89,7 +91,7 @@ async fn visits_are_charted_exactly_once_on_each_engine() {
         );
         let audit = env.store.audit_for_visit(TENANT, &created).await.unwrap();
         let actions: Vec<&str> = audit.iter().map(|a| a.action.as_str()).collect();
-        assert_eq!(actions.iter().filter(|a| **a == "delivery.written").count(), 12, "{actions:?}");
+        assert_eq!(actions.iter().filter(|a| **a == "delivery.written").count(), 13, "{actions:?}");
 
         let metrics = reqwest::Client::new()
             .get(format!("{}/metrics", env.server.base_url))
@@ -100,7 +102,7 @@ async fn visits_are_charted_exactly_once_on_each_engine() {
             .text()
             .await
             .unwrap();
-        assert!(metrics.contains("telechart_deliveries{status=\"done\",tenant=\"default\"} 24"), "{metrics}");
+        assert!(metrics.contains("telechart_deliveries{status=\"done\",tenant=\"default\"} 26"), "{metrics}");
         assert!(metrics.contains("telechart_delivery_attempt_seconds"), "{metrics}");
         env.stop().await;
     }

@@ -20,7 +20,7 @@ async fn epic_5_encounter_and_appointment_writes_are_refused_and_telechart_adopt
     let id = visit(&env).await;
     env.drain(&env.worker("w", FaultPlan::default())).await;
     let trace = env.store.deliveries_for_visit(TENANT, &id).await.unwrap();
-    assert!(trace.iter().all(|d| d.status == "done"), "{trace:?}");
+    assert!(trace.iter().all(super::charted), "{trace:?}");
     let adopted = format!("enc-{}", env.appointment(0));
     assert!(
         trace
@@ -263,7 +263,7 @@ async fn epic_11_required_search_parameters_4111_and_59159_and_unknown_ones_igno
     );
     env.drain(&env.worker("w", FaultPlan::default())).await;
     let deliveries = env.store.deliveries_for_visit(TENANT, &visit).await.unwrap();
-    assert!(deliveries.iter().all(|d| d.status == "done"), "{deliveries:?}");
+    assert!(deliveries.iter().all(super::charted), "{deliveries:?}");
     let reconciled = deliveries.iter().find(|d| d.resource_type == "Observation").unwrap();
     assert_eq!(reconciled.attempts, 2, "the first reply was lost; the second attempt found the write");
     for d in deliveries.iter().filter(|d| d.resource_type == "Observation") {
