@@ -9,6 +9,7 @@ mod config;
 mod demo;
 mod hold;
 mod runtime;
+mod scribe;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -65,6 +66,11 @@ enum Command {
     },
     /// Apply the retention policy now (the server also applies it hourly).
     Retention,
+    /// The note drafter: evaluate it on a file of dialogues.
+    Scribe {
+        #[command(subcommand)]
+        which: scribe::ScribeCommand,
+    },
     /// Legal holds: suspend every purge of a visit's or a patient's data.
     Hold {
         #[command(subcommand)]
@@ -220,6 +226,7 @@ fn main() -> ExitCode {
                     runtime::init_logging("warn");
                     audit::run(config, which).await
                 }
+                Command::Scribe { which } => scribe::run(which),
                 Command::Hold { which } => {
                     runtime::init_logging("warn");
                     hold::run(config, which).await

@@ -1,0 +1,161 @@
+//! `telechart scribe eval`: drafts a note for every dialogue of a CSV in the ACI-Bench layout
+//! (`dataset, encounter_id, dialogue[, note]`) or the MTS-Dialog layout (`ID, section_header,
+//! section_text, dialogue`) and writes `encounter_id,note` (or `ID,section_text`) for
+//! `../shared/tools/note-score`; prints what the drafts hold and how long they took.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use clap::{Subcommand, ValueEnum};
+use telechart_scribe::builtin::Builtin;
+use telechart_scribe::template::TemplateSection;
+use telechart_scribe::{SectionSource, Template, Templates, VisitInput, transcript};
+
+#[derive(Subcommand)]
+pub enum ScribeCommand {
+    /// Draft every dialogue of a CSV and write the notes for scoring.
+    Eval {
+        /// The dialogues: a CSV with a `dialogue` column (ACI-Bench or MTS-Dialog layout).
+        #[arg(long)]
+        dialogues: PathBuf,
+        /// Where to write the drafted notes (CSV).
+        #[arg(long)]
+        out: PathBuf,
+        /// The drafting engine.
+        #[arg(long, value_enum, default_value_t = EngineName::Builtin)]
+        engine: EngineName,
+        /// The note template (ACI-Bench layout only): general-follow-up, urgent-virtual-consult,
+        /// chronic-care, behavioural-health, paediatric.
+        #[arg(long, default_value = "general-follow-up")]
+        template: String,
+        /// The file's layout.
+        #[arg(long, value_enum, default_value_t = Format::AciBench)]
+        format: Format,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+pub enum EngineName {
+    Builtin,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Format {
+    AciBench,
+    MtsDialog,
+}
+
+pub fn run(which: ScribeCommand) -> anyhow::Result<ExitCode> {
+    match which {
+        ScribeCommand::Eval { dialogues, out, engine: EngineName::Builtin, template, format } => {
+            eval(&dialogues, &out, &template, format)
+        }
+    }
+}
+
+/// The single section an MTS-Dialog row asks for, as a one-section template.
+fn mts_template(header: &str) -> Template {
+    let source = match header.to_ascii_uppercase().as_str() {
+        "CC" => SectionSource::ChiefComplaint,
+        "ROS" => SectionSource::ReviewOfSystems,
+        "MEDICATIONS" => SectionSource::Medications,
+        "FAM/SOCHX" => SectionSource::SocialHistory,
+        "EXAM" => SectionSource::Exam,
+        "LABS" | "IMAGING" => SectionSource::Results,
+        "ASSESSMENT" | "PLAN" | "DIAGNOSIS" | "DISPOSITION" | "EDCOURSE" => SectionSource::AssessmentAndPlan,
+        _ => SectionSource::History,
+    };
+    Template {
+        id: format!("mts-{}", header.to_ascii_lowercase()),
+        title: header.to_owned(),
+        visit_types: Vec::new(),
+        sections: vec![TemplateSection {
+            id: "section".into(),
+            title: header.to_owned(),
+            source,
+            required: false,
+            max_words: Some(120),
+        }],
+    }
+}
+
+fn eval(dialogues: &PathBuf, out: &PathBuf, template: &str, format: Format) -> anyhow::Result<ExitCode> {
+    let engine = Builtin::new()?;
+    let templates = Templates::builtin()?;
+    let note_template = templates.get(template)?.clone();
+    let mut reader = csv::Reader::from_path(dialogues).with_context(|| format!("reading {}", dialogues.display()))?;
+    let headers = reader.headers().with_context(|| format!("{}: no header row", dialogues.display()))?.clone();
+    let column = |name: &str| headers.iter().position(|h| h.trim() == name);
+    let (id_name, note_name) = match format {
+        Format::AciBench => ("encounter_id", "note"),
+        Format::MtsDialog => ("ID", "section_text"),
+    };
+    let Some(id_col) = column(id_name) else {
+        bail!(
+            "{}: no {id_name:?} column (columns: {})",
+            dialogues.display(),
+            headers.iter().collect::<Vec<_>>().join(", ")
+        );
+    };
+    let Some(dialogue_col) = column("dialogue") else {
+        bail!("{}: no \"dialogue\" column", dialogues.display());
+    };
+    let header_col = column("section_header");
+    if format == Format::MtsDialog && header_col.is_none() {
+        bail!("{}: the mts-dialog layout needs a \"section_header\" column", dialogues.display());
+    }
+    let rows: Vec<csv::StringRecord> =
+        reader.records().collect::<Result<_, _>>().with_context(|| format!("reading {}", dialogues.display()))?;
+    let bar = indicatif::ProgressBar::new(rows.len() as u64);
+    let mut writer = csv::Writer::from_path(out).with_context(|| format!("writing {}", out.display()))?;
+    writer.write_record([id_name, note_name])?;
+    let (mut drafted, mut sentences, mut flagged, mut refused) = (0usize, 0usize, 0usize, 0usize);
+    let mut spent = Duration::ZERO;
+    let mut slowest = Duration::ZERO;
+    for (n, row) in rows.iter().enumerate() {
+        bar.inc(1);
+        let id = row.get(id_col).unwrap_or_default();
+        let dialogue = row.get(dialogue_col).unwrap_or_default();
+        let started = Instant::now();
+        let note = match transcript::parse(dialogue.as_bytes()) {
+            Ok(turns) => {
+                let template = match (format, header_col.and_then(|c| row.get(c))) {
+                    (Format::MtsDialog, Some(header)) => mts_template(header),
+                    _ => note_template.clone(),
+                };
+                let draft = engine.draft(&VisitInput { turns, inputs: Vec::new() }, &template);
+                drafted += 1;
+                sentences += draft.sentences().count();
+                flagged += draft.flagged();
+                match format {
+                    Format::AciBench => draft.to_text(),
+                    // The section's text alone, as the references hold it.
+                    Format::MtsDialog => {
+                        draft.sentences().map(|s| s.text.trim_start_matches("• ")).collect::<Vec<_>>().join(" ")
+                    }
+                }
+            }
+            Err(e) => {
+                refused += 1;
+                bar.println(format!("row {} ({id}): {e}", n + 1));
+                String::new()
+            }
+        };
+        let took = started.elapsed();
+        spent += took;
+        slowest = slowest.max(took);
+        writer.write_record([id, note.as_str()])?;
+    }
+    writer.flush()?;
+    bar.finish_and_clear();
+    let per = if drafted > 0 { spent / drafted as u32 } else { Duration::ZERO };
+    println!(
+        "{drafted} drafts ({refused} refused) → {}: {sentences} sentences, {flagged} flagged for the clinician; {:.2} ms per draft, slowest {:.2} ms",
+        out.display(),
+        per.as_secs_f64() * 1e3,
+        slowest.as_secs_f64() * 1e3
+    );
+    Ok(if refused > 0 { ExitCode::from(1) } else { ExitCode::SUCCESS })
+}

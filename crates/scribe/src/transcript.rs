@@ -1,0 +1,243 @@
+//! A visit's conversation as speaker turns, whatever form it came in: ACI-Bench `[doctor]` /
+//! `[patient]` tags, WebVTT cues with `<v Speaker>` voice spans, or plain `Speaker: text` lines.
+//! Every sentence of a draft points back at these turns by their index.
+
+use serde::Serialize;
+
+use crate::ScribeError;
+
+/// The largest transcript the drafter takes (a two-hour visit is about 150 KB of text).
+pub const MAX_TRANSCRIPT_BYTES: usize = 4 * 1024 * 1024;
+
+/// Who spoke a turn, as the drafter needs it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Role {
+    Clinician,
+    Patient,
+    /// A relative, interpreter or anyone else.
+    Other,
+}
+
+/// One speaker turn.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Turn {
+    /// Position in the transcript, from 0: what evidence links name.
+    pub id: usize,
+    pub role: Role,
+    /// The label as written (`doctor`, `Dr. Smith`, `patient_guest`).
+    pub speaker: String,
+    pub text: String,
+}
+
+/// Parses a transcript's bytes. Errors name what is wrong: empty, too large, not UTF-8, or no
+/// speaker labels at all (a drafter cannot tell the patient's words from the clinician's).
+pub fn parse(bytes: &[u8]) -> Result<Vec<Turn>, ScribeError> {
+    if bytes.len() > MAX_TRANSCRIPT_BYTES {
+        return Err(ScribeError::Transcript(format!(
+            "{} bytes; at most {MAX_TRANSCRIPT_BYTES} bytes are drafted",
+            bytes.len()
+        )));
+    }
+    let text = std::str::from_utf8(bytes)
+        .map_err(|e| ScribeError::Transcript(format!("not UTF-8 text (invalid byte at offset {})", e.valid_up_to())))?;
+    let text = text.trim_start_matches('\u{feff}');
+    if text.trim().is_empty() {
+        return Err(ScribeError::Transcript("empty".into()));
+    }
+    let turns = if text.trim_start().starts_with("WEBVTT") {
+        parse_webvtt(text)
+    } else if text.lines().any(|l| bracket_tag(l).is_some()) {
+        parse_bracketed(text)
+    } else {
+        parse_colon_lines(text)
+    };
+    if turns.is_empty() {
+        return Err(ScribeError::Transcript(
+            "no speaker labels: expected [doctor] / [patient] tags, WebVTT <v Speaker> cues or `Speaker: text` lines"
+                .into(),
+        ));
+    }
+    if !turns.iter().any(|t| t.role == Role::Clinician) && !turns.iter().any(|t| t.role == Role::Patient) {
+        return Err(ScribeError::Transcript(
+            "no speaker is recognisable as the clinician or the patient (labels such as doctor, Dr., clinician, patient)"
+                .into(),
+        ));
+    }
+    Ok(turns)
+}
+
+/// `[doctor] text` → (`doctor`, `text`).
+fn bracket_tag(line: &str) -> Option<(&str, &str)> {
+    let rest = line.trim_start().strip_prefix('[')?;
+    let end = rest.find(']')?;
+    let label = &rest[..end];
+    if label.is_empty() || label.len() > 40 || !label.chars().all(|c| c.is_alphanumeric() || "_- .".contains(c)) {
+        return None;
+    }
+    Some((label, rest[end + 1..].trim()))
+}
+
+fn parse_bracketed(text: &str) -> Vec<Turn> {
+    let mut turns: Vec<Turn> = Vec::new();
+    for line in text.lines() {
+        match bracket_tag(line) {
+            Some((label, said)) => push(&mut turns, label, said),
+            // A line without a tag continues the turn before it.
+            None => append(&mut turns, line),
+        }
+    }
+    turns
+}
+
+fn parse_colon_lines(text: &str) -> Vec<Turn> {
+    let mut turns: Vec<Turn> = Vec::new();
+    for line in text.lines() {
+        match colon_label(line) {
+            Some((label, said)) => push(&mut turns, label, said),
+            None => append(&mut turns, line),
+        }
+    }
+    turns
+}
+
+/// `Dr. Smith: text` → (`Dr. Smith`, `text`): a short label of words before the first colon.
+fn colon_label(line: &str) -> Option<(&str, &str)> {
+    let (label, said) = line.split_once(':')?;
+    let label = label.trim();
+    let words = label.split_whitespace().count();
+    if label.is_empty() || words > 4 || label.len() > 40 {
+        return None;
+    }
+    if !label.chars().all(|c| c.is_alphabetic() || " .'-_".contains(c)) {
+        return None;
+    }
+    Some((label, said.trim()))
+}
+
+/// WebVTT: cue text lines with `<v Speaker>` spans; timing lines, cue ids and notes skipped.
+fn parse_webvtt(text: &str) -> Vec<Turn> {
+    let mut turns: Vec<Turn> = Vec::new();
+    let mut in_note = false;
+    for line in text.lines().skip(1) {
+        let line = line.trim();
+        if line.is_empty() {
+            in_note = false;
+            continue;
+        }
+        if in_note || line.starts_with("NOTE") || line.starts_with("STYLE") || line.starts_with("REGION") {
+            in_note = true;
+            continue;
+        }
+        if line.contains("-->") || line.chars().all(|c| c.is_ascii_digit()) {
+            continue;
+        }
+        if let Some(rest) = line.strip_prefix("<v") {
+            let rest = rest.trim_start_matches(|c: char| c == '.' || c.is_alphanumeric()).trim_start();
+            if let Some(end) = rest.find('>') {
+                let label = rest[..end].trim();
+                let said = strip_tags(&rest[end + 1..]);
+                push(&mut turns, label, &said);
+                continue;
+            }
+        }
+        append(&mut turns, &strip_tags(line));
+    }
+    turns
+}
+
+/// Removes WebVTT markup (`</v>`, `<i>`, `<00:01.000>`).
+fn strip_tags(line: &str) -> String {
+    let mut out = String::with_capacity(line.len());
+    let mut depth = false;
+    for c in line.chars() {
+        match c {
+            '<' => depth = true,
+            '>' => depth = false,
+            _ if !depth => out.push(c),
+            _ => {}
+        }
+    }
+    out.trim().to_owned()
+}
+
+fn push(turns: &mut Vec<Turn>, label: &str, said: &str) {
+    let role = role_of(label);
+    // One speaker's consecutive cues are one turn.
+    if let Some(last) = turns.last_mut()
+        && last.speaker == label
+    {
+        if !said.is_empty() {
+            last.text.push(' ');
+            last.text.push_str(said);
+        }
+        return;
+    }
+    turns.push(Turn { id: turns.len(), role, speaker: label.to_owned(), text: said.to_owned() });
+}
+
+fn append(turns: &mut [Turn], line: &str) {
+    let line = line.trim();
+    if let Some(last) = turns.last_mut()
+        && !line.is_empty()
+    {
+        last.text.push(' ');
+        last.text.push_str(line);
+    }
+}
+
+/// The role a speaker label names.
+pub fn role_of(label: &str) -> Role {
+    let l = label.to_ascii_lowercase();
+    let l = l.trim();
+    const CLINICIAN: [&str; 10] =
+        ["doctor", "dr", "dr.", "clinician", "physician", "provider", "np", "pa", "nurse", "md"];
+    if CLINICIAN.iter().any(|c| l == *c || l.starts_with(&format!("{c} ")) || l.starts_with(&format!("{c}_")))
+        || l.starts_with("dr.")
+    {
+        Role::Clinician
+    } else if l == "patient" || l == "pt" || l.starts_with("patient ") || l == "client" {
+        Role::Patient
+    } else {
+        Role::Other
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn aci_tags_become_turns_and_untagged_lines_continue_them() {
+        let turns = parse(b"[doctor] hi , martha .\n[patient] hello .\nstill me\n[patient_guest] her son").unwrap();
+        assert_eq!(turns.len(), 3);
+        assert_eq!((turns[0].role, turns[1].role, turns[2].role), (Role::Clinician, Role::Patient, Role::Other));
+        assert_eq!(turns[1].text, "hello . still me");
+    }
+
+    #[test]
+    fn webvtt_voice_spans_are_speakers() {
+        let vtt = "WEBVTT\n\nNOTE a comment\nstill the note\n\n1\n00:00:01.000 --> 00:00:03.000\n<v Dr. Lee>How are you?</v>\n\n00:00:03.000 --> 00:00:05.000\n<v Patient>My knee hurts.\n";
+        let turns = parse(vtt.as_bytes()).unwrap();
+        assert_eq!(turns.len(), 2, "{turns:?}");
+        assert_eq!((turns[0].role, turns[0].text.as_str()), (Role::Clinician, "How are you?"));
+        assert_eq!(turns[1].text, "My knee hurts.");
+    }
+
+    #[test]
+    fn colon_lines_are_speakers() {
+        let turns = parse(b"Doctor: What brings you in?\nPatient: A cough: three days.\n").unwrap();
+        assert_eq!(turns[1].text, "A cough: three days.");
+    }
+
+    #[test]
+    fn bad_transcripts_say_what_is_wrong() {
+        let err = |b: &[u8]| parse(b).unwrap_err().to_string();
+        assert!(err(b"").contains("empty"));
+        assert!(err(b"   \n").contains("empty"));
+        assert!(err(b"just some words without anyone saying them").contains("no speaker labels"));
+        assert!(err(b"[doctor] caf\xe9").contains("not UTF-8"));
+        assert!(err(&vec![b'a'; MAX_TRANSCRIPT_BYTES + 1]).contains("at most"));
+        assert!(err(b"Alice: hi\nBob: hello").contains("recognisable"));
+    }
+}
