@@ -118,6 +118,8 @@ const PLAN_CUES: [&str; 13] = [
 ];
 const RESULT_VERBS: [&str; 10] =
     ["show", "showed", "shows", "revealed", "reveals", "demonstrates", "came back", "was", "looks", "looked"];
+const REVIEW_CUES: [&str; 8] =
+    ["look at", "go over", "review", "reviewed", "results of", "your results", "looking at", "went over"];
 const EXAM_FINDINGS: [&str; 20] = [
     "appreciate",
     "normal",
@@ -258,7 +260,7 @@ impl<'a> Reading<'a> {
         for turn in &input.turns {
             let raw = language::tokens(&turn.text);
             for sentence in language::sentences(&raw) {
-                let question = sentence.last().is_some_and(|t| t == "?");
+                let question = sentence.last().is_some_and(|t| t == "?") || (!punctuated(&sentence) && asks(&sentence));
                 let words = clean(&sentence);
                 let flat = words.join(" ");
                 // Commands to a dictation assistant are not part of the visit.
@@ -274,13 +276,15 @@ impl<'a> Reading<'a> {
                             || u.flat.starts_with("regarding your"));
                     if late_problem || PLAN_CUES.iter().any(|c| u.has(c)) {
                         phase = Phase::Plan;
-                    } else if phase < Phase::Results
-                        && RESULT_CUES.iter().any(|c| u.has(c))
-                        && RESULT_VERBS.iter().any(|c| u.has(c))
-                    {
-                        phase = Phase::Results;
-                    } else if phase < Phase::Exam && EXAM_CUES.iter().any(|c| u.has(c)) {
+                    } else if phase != Phase::Plan && EXAM_CUES.iter().any(|c| u.has(c)) {
                         phase = Phase::Exam;
+                    } else if phase != Phase::Plan
+                        && RESULT_CUES.iter().any(|c| u.has(c))
+                        && (phase == Phase::Exam || REVIEW_CUES.iter().any(|c| u.has(c)))
+                    {
+                        // Results read out after the exam, or announced as a review; a past
+                        // result mentioned while taking the history stays history.
+                        phase = Phase::Results;
                     }
                     u.phase = phase;
                 }
@@ -313,9 +317,10 @@ impl<'a> Reading<'a> {
             for (system, symptoms) in &self.lexicon.ros {
                 for symptom in symptoms {
                     // The longest phrase wins: "chest pain", not "pain".
-                    if q.has(symptom) && !out.iter().any(|o| o.0.contains(symptom.as_str()) && o.3[0] == q.turn) {
-                        out.retain(|o| !(symptom.contains(o.0.as_str()) && o.3[0] == q.turn));
-                        out.push((symptom.clone(), system.clone(), positive, vec![q.turn, answer.turn]));
+                    let named = symptom.replace("your", self.sex.possessive());
+                    if q.has(symptom) && !out.iter().any(|o| o.0.contains(named.as_str()) && o.3[0] == q.turn) {
+                        out.retain(|o| !(named.contains(o.0.as_str()) && o.3[0] == q.turn));
+                        out.push((named, system.clone(), positive, vec![q.turn, answer.turn]));
                     }
                 }
             }
@@ -361,12 +366,18 @@ impl<'a> Reading<'a> {
         for u in self.summary().into_iter().chain(self.utterances.iter().filter(|u| u.role == Role::Clinician).take(6))
         {
             for cue in [
+                "presents today for",
+                "presents today with",
                 "presents for",
                 "presents with",
+                "presenting for",
+                "presenting with",
+                "here today for",
                 "here for",
                 "here with",
+                "in today for",
                 "in for",
-                "here today for",
+                "referred for",
                 "seeing me for",
                 "to see me for",
                 "following up on",
@@ -436,7 +447,12 @@ impl<'a> Reading<'a> {
         // Pertinent negatives and positives asked about, one sentence each way.
         let denied: Vec<&(String, String, bool, Vec<usize>)> = self.systems.iter().filter(|s| !s.2).collect();
         if !denied.is_empty() {
-            let names: Vec<&str> = denied.iter().map(|s| s.0.as_str()).collect();
+            let mut names: Vec<&str> = Vec::new();
+            for d in &denied {
+                if !names.contains(&d.0.as_str()) {
+                    names.push(&d.0);
+                }
+            }
             let turns: Vec<usize> = denied.iter().flat_map(|s| s.3.iter().copied()).collect();
             let text = format!("{} denies {}.", capitalize(self.sex.subject()), list(&names));
             out.push(candidate(text, &turns, 6.0));
@@ -450,10 +466,9 @@ impl<'a> Reading<'a> {
         let mut by_system: BTreeMap<&str, Findings> = BTreeMap::new();
         for (symptom, system, positive, turns) in &self.systems {
             let entry = by_system.entry(system.as_str()).or_default();
-            if *positive {
-                entry.0.push(symptom)
-            } else {
-                entry.1.push(symptom)
+            let side = if *positive { &mut entry.0 } else { &mut entry.1 };
+            if !side.contains(&symptom.as_str()) {
+                side.push(symptom);
             }
             entry.2.extend(turns);
         }
@@ -589,6 +604,23 @@ impl<'a> Reading<'a> {
     fn instructions(&self) -> Vec<Candidate> {
         self.mentions(Phase::Plan, |u| u.role == Role::Clinician && INSTRUCTION_CUES.iter().any(|c| u.has(c)))
     }
+}
+
+/// Whether a sentence came with its own punctuation (some transcripts have none at all).
+fn punctuated(sentence: &[String]) -> bool {
+    sentence.iter().any(|t| matches!(t.as_str(), "." | "?" | "!" | ","))
+}
+
+/// An unpunctuated sentence that opens like a question.
+fn asks(sentence: &[String]) -> bool {
+    let first: Vec<&str> = sentence.iter().take(2).map(String::as_str).collect();
+    let opener = [
+        "do", "does", "did", "have", "has", "are", "is", "was", "were", "any", "how", "what", "when", "where", "which",
+        "who", "why", "can", "could", "would", "will",
+    ];
+    first.first().is_some_and(|f| opener.contains(f))
+        || (first.first().is_some_and(|f| ["and", "so", "okay", "now"].contains(f))
+            && first.get(1).is_some_and(|f| opener.contains(f)))
 }
 
 /// After "She reports that", the next word is not a sentence start.

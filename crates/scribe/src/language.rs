@@ -95,11 +95,19 @@ fn join_split_contractions(tokens: Vec<String>) -> Vec<String> {
     out
 }
 
-/// Sentences of one turn, as token lists (split after `.`, `?`, `!`).
+/// Words a speaker starts a new thought with: where an unpunctuated transcript is cut.
+const THOUGHT_OPENERS: [&str; 8] = ["okay", "ok", "so", "alright", "now", "well", "um", "but"];
+
+/// Sentences of one turn, as token lists (split after `.`, `?`, `!`). A turn transcribed
+/// without any punctuation is cut before the words that open a new thought.
 pub fn sentences(tokens: &[String]) -> Vec<Vec<String>> {
+    let unpunctuated = !tokens.iter().any(|t| matches!(t.as_str(), "." | "?" | "!" | ","));
     let mut out = Vec::new();
-    let mut current = Vec::new();
+    let mut current: Vec<String> = Vec::new();
     for t in tokens {
+        if unpunctuated && current.len() >= 6 && THOUGHT_OPENERS.contains(&t.as_str()) {
+            out.push(std::mem::take(&mut current));
+        }
         current.push(t.clone());
         if matches!(t.as_str(), "." | "?" | "!") {
             out.push(std::mem::take(&mut current));
@@ -471,6 +479,15 @@ pub fn clinician_to_third(tokens: &[String], sex: Sex) -> Vec<String> {
                         | "from"
                         | "make"
                         | "take"
+                        | "seen"
+                        | "saw"
+                        | "placed"
+                        | "started"
+                        | "told"
+                        | "gave"
+                        | "sent"
+                        | "asked"
+                        | "by"
                 );
                 if object {
                     out.push(sex.object().into());
