@@ -3,6 +3,7 @@
 //! section_text, dialogue`) and writes `encounter_id,note` (or `ID,section_text`) for
 //! `../shared/tools/note-score`; prints what the drafts hold and how long they took.
 
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
@@ -10,8 +11,9 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use clap::{Subcommand, ValueEnum};
 use telechart_scribe::builtin::Builtin;
+use telechart_scribe::language::Sex;
 use telechart_scribe::template::TemplateSection;
-use telechart_scribe::{SectionSource, Template, Templates, VisitInput, transcript};
+use telechart_scribe::{PatientFacts, SectionSource, Template, Templates, VisitInput, transcript};
 
 #[derive(Subcommand)]
 pub enum ScribeCommand {
@@ -33,6 +35,12 @@ pub enum ScribeCommand {
         /// The file's layout.
         #[arg(long, value_enum, default_value_t = Format::AciBench)]
         format: Format,
+        /// What the EHR would supply beside the conversation, per encounter: a CSV in the
+        /// ACI-Bench metadata layout (`encounter_id, patient_gender, patient_age,
+        /// patient_firstname, patient_familyname, cc, 2nd_complaints`) — the Patient resource's
+        /// name, gender and age, the Appointment's reason, the chart's problems.
+        #[arg(long)]
+        metadata: Option<PathBuf>,
     },
 }
 
@@ -49,8 +57,12 @@ pub enum Format {
 
 pub fn run(which: ScribeCommand) -> anyhow::Result<ExitCode> {
     match which {
-        ScribeCommand::Eval { dialogues, out, engine: EngineName::Builtin, template, format } => {
-            eval(&dialogues, &out, &template, format)
+        ScribeCommand::Eval { dialogues, out, engine: EngineName::Builtin, template, format, metadata } => {
+            let facts = match metadata {
+                Some(path) => read_metadata(&path)?,
+                None => HashMap::new(),
+            };
+            eval(&dialogues, &out, &template, format, &facts)
         }
     }
 }
@@ -81,7 +93,65 @@ fn mts_template(header: &str) -> Template {
     }
 }
 
-fn eval(dialogues: &PathBuf, out: &PathBuf, template: &str, format: Format) -> anyhow::Result<ExitCode> {
+/// Encounter id → what the chart says of the patient.
+fn read_metadata(path: &PathBuf) -> anyhow::Result<HashMap<String, PatientFacts>> {
+    let mut reader = csv::Reader::from_path(path).with_context(|| format!("reading {}", path.display()))?;
+    let headers = reader.headers().with_context(|| format!("{}: no header row", path.display()))?.clone();
+    let column = |name: &str| headers.iter().position(|h| h.trim() == name);
+    let Some(id_col) = column("encounter_id") else {
+        bail!("{}: no \"encounter_id\" column", path.display());
+    };
+    let mut out = HashMap::new();
+    for (n, row) in reader.records().enumerate() {
+        let row = row.with_context(|| format!("{}: row {}", path.display(), n + 1))?;
+        let field = |name: &str| {
+            column(name).and_then(|c| row.get(c)).map(str::trim).filter(|v| !v.is_empty()).map(str::to_owned)
+        };
+        let name = [field("patient_firstname"), field("patient_familyname")]
+            .into_iter()
+            .flatten()
+            .map(|n| title_case(&n))
+            .collect::<Vec<_>>()
+            .join(" ");
+        let sex = match field("patient_gender").as_deref().map(str::to_ascii_lowercase).as_deref() {
+            Some("female") => Some(Sex::Female),
+            Some("male") => Some(Sex::Male),
+            _ => None,
+        };
+        let age_years = match field("patient_age") {
+            // Whole years, written `69` or `69.0`.
+            Some(a) => match a.parse::<f64>() {
+                Ok(v) if v.fract() == 0.0 && (0.0..=130.0).contains(&v) => Some(v as u32),
+                _ => bail!("{}: row {}: patient_age {a:?} is not a whole number of years", path.display(), n + 1),
+            },
+            None => None,
+        };
+        let problems = field("2nd_complaints")
+            .map(|p| p.split(';').map(str::trim).filter(|p| !p.is_empty()).map(str::to_owned).collect())
+            .unwrap_or_default();
+        let facts = PatientFacts {
+            name: (!name.is_empty()).then_some(name),
+            sex,
+            age_years,
+            visit_reason: field("cc"),
+            problems,
+        };
+        out.insert(row.get(id_col).unwrap_or_default().trim().to_owned(), facts);
+    }
+    Ok(out)
+}
+
+fn title_case(name: &str) -> String {
+    name.split_whitespace().map(telechart_scribe::language::capitalize).collect::<Vec<_>>().join(" ")
+}
+
+fn eval(
+    dialogues: &PathBuf,
+    out: &PathBuf,
+    template: &str,
+    format: Format,
+    facts: &HashMap<String, PatientFacts>,
+) -> anyhow::Result<ExitCode> {
     let engine = Builtin::new()?;
     let templates = Templates::builtin()?;
     let note_template = templates.get(template)?.clone();
@@ -125,7 +195,8 @@ fn eval(dialogues: &PathBuf, out: &PathBuf, template: &str, format: Format) -> a
                     (Format::MtsDialog, Some(header)) => mts_template(header),
                     _ => note_template.clone(),
                 };
-                let draft = engine.draft(&VisitInput { turns, inputs: Vec::new() }, &template);
+                let input = VisitInput { turns, inputs: Vec::new(), patient: facts.get(id.trim()).cloned() };
+                let draft = engine.draft(&input, &template);
                 drafted += 1;
                 sentences += draft.sentences().count();
                 flagged += draft.flagged();

@@ -118,6 +118,30 @@ const PLAN_CUES: [&str; 13] = [
 ];
 const RESULT_VERBS: [&str; 10] =
     ["show", "showed", "shows", "revealed", "reveals", "demonstrates", "came back", "was", "looks", "looked"];
+const LATE_PLAN_CUES: [&str; 10] = [
+    "diagnosis",
+    "where i am at",
+    "what we are going to do",
+    "i recommend",
+    "i would recommend",
+    "my recommendation",
+    "the plan",
+    "i think you have",
+    "i think this is",
+    "i am going to prescribe",
+];
+/// Greetings and leave-takings: not part of a note.
+const SMALL_TALK: [&str; 9] = [
+    "how are you",
+    "nice to meet you",
+    "good to see you",
+    "nice to see you",
+    "how are you doing today",
+    "take care",
+    "have a good day",
+    "have a great day",
+    "see you later",
+];
 const REVIEW_CUES: [&str; 8] =
     ["look at", "go over", "review", "reviewed", "results of", "your results", "looking at", "went over"];
 const EXAM_FINDINGS: [&str; 20] = [
@@ -249,6 +273,7 @@ struct Reading<'a> {
     lexicon: &'a Lexicon,
     utterances: Vec<Utterance>,
     sex: Sex,
+    facts: crate::PatientFacts,
     /// (symptom, ROS system, positive?, turns)
     systems: Vec<(String, String, bool, Vec<usize>)>,
 }
@@ -264,16 +289,22 @@ impl<'a> Reading<'a> {
                 let words = clean(&sentence);
                 let flat = words.join(" ");
                 // Commands to a dictation assistant are not part of the visit.
-                if words.is_empty() || contains_phrase(&flat, "dragon") {
+                if words.is_empty()
+                    || contains_phrase(&flat, "dragon")
+                    || SMALL_TALK.iter().any(|c| contains_phrase(&flat, c))
+                {
                     continue;
                 }
                 let said = sentence.join(" ");
                 let mut u = Utterance { turn: turn.id, role: turn.role, words, flat, said, phase, question };
                 if u.role == Role::Clinician {
-                    let late_problem = phase >= Phase::Exam
+                    // Weaker cues count only in the second half of the visit.
+                    let late = phase >= Phase::Exam || turn.id * 2 > input.turns.len();
+                    let late_problem = late
                         && (u.flat.starts_with("for your")
                             || u.flat.starts_with("in terms of your")
-                            || u.flat.starts_with("regarding your"));
+                            || u.flat.starts_with("regarding your")
+                            || LATE_PLAN_CUES.iter().any(|c| u.has(c)));
                     if late_problem || PLAN_CUES.iter().any(|c| u.has(c)) {
                         phase = Phase::Plan;
                     } else if phase != Phase::Plan && EXAM_CUES.iter().any(|c| u.has(c)) {
@@ -291,8 +322,9 @@ impl<'a> Reading<'a> {
                 utterances.push(u);
             }
         }
-        let sex = sex_of(&utterances);
-        let mut reading = Reading { lexicon, utterances, sex, systems: Vec::new() };
+        let facts = input.patient.clone().unwrap_or_default();
+        let sex = facts.sex.unwrap_or_else(|| sex_of(&utterances));
+        let mut reading = Reading { lexicon, utterances, sex, facts, systems: Vec::new() };
         reading.systems = reading.pertinent_symptoms();
         reading
     }
@@ -321,6 +353,23 @@ impl<'a> Reading<'a> {
                     if q.has(symptom) && !out.iter().any(|o| o.0.contains(named.as_str()) && o.3[0] == q.turn) {
                         out.retain(|o| !(named.contains(o.0.as_str()) && o.3[0] == q.turn));
                         out.push((named, system.clone(), positive, vec![q.turn, answer.turn]));
+                    }
+                }
+            }
+        }
+        // What the patient volunteers (not negated) is endorsed.
+        for u in self.utterances.iter().filter(|u| u.role == Role::Patient && u.phase == Phase::History) {
+            if ["no", "not", "never", "nothing", "denies", "without"].iter().any(|n| u.words.iter().any(|w| w == n)) {
+                continue;
+            }
+            for (system, symptoms) in &self.lexicon.ros {
+                for symptom in symptoms {
+                    if !symptom.contains("your")
+                        && u.has(symptom)
+                        && !out.iter().any(|o| o.0.contains(symptom.as_str()))
+                    {
+                        out.retain(|o| !symptom.contains(o.0.as_str()));
+                        out.push((symptom.clone(), system.clone(), true, vec![u.turn]));
                     }
                 }
             }
@@ -363,6 +412,9 @@ impl<'a> Reading<'a> {
     }
 
     fn chief_complaint(&self, input: &VisitInput) -> Vec<Candidate> {
+        if let Some(reason) = &self.facts.visit_reason {
+            return vec![from_facts(format!("{}.", capitalize(reason.trim().trim_end_matches('.'))), 1.0)];
+        }
         for u in self.summary().into_iter().chain(self.utterances.iter().filter(|u| u.role == Role::Clinician).take(6))
         {
             for cue in [
@@ -410,10 +462,31 @@ impl<'a> Reading<'a> {
         Vec::new()
     }
 
+    /// `Martha Collins is a 50-year-old female with a past medical history significant for
+    /// hypertension who presents for her annual exam.`, from the chart's facts.
+    fn introduction(&self) -> Option<Candidate> {
+        let f = &self.facts;
+        let (Some(age), Some(sex)) = (f.age_years, f.sex) else { return None };
+        let who = f.name.clone().unwrap_or_else(|| "The patient".into());
+        let sex = if sex == Sex::Female { "female" } else { "male" };
+        let mut text = format!("{who} is a {age}-year-old {sex}");
+        if !f.problems.is_empty() {
+            let problems: Vec<&str> = f.problems.iter().map(String::as_str).collect();
+            text.push_str(&format!(" with a past medical history significant for {}", and_list(&problems)));
+        }
+        if let Some(reason) = &f.visit_reason {
+            text.push_str(&format!(" who presents for {}", reason.trim().trim_end_matches('.')));
+        }
+        text.push('.');
+        Some(from_facts(text, 100.0))
+    }
+
     fn history(&self) -> Vec<Candidate> {
         let mut out = Vec::new();
         if let Some(s) = self.summary() {
             out.push(candidate(render(&s.words), &[s.turn], 100.0));
+        } else if let Some(intro) = self.introduction() {
+            out.push(intro);
         }
         let verbs = ["reports that", "states that", "notes that"];
         let mut v = 0;
@@ -563,6 +636,8 @@ impl<'a> Reading<'a> {
         let mut out = Vec::new();
         if let Some(s) = self.summary() {
             out.push(candidate(render(&s.words), &[s.turn], 50.0));
+        } else if let Some(intro) = self.introduction() {
+            out.push(Candidate { score: 50.0, ..intro });
         }
         for u in &self.utterances {
             if u.phase != Phase::Plan || u.role != Role::Clinician || u.question || u.content_words() < 3 {
@@ -641,6 +716,27 @@ fn lowercase_after_that(text: String) -> String {
     text
 }
 
+/// A sentence resting on the chart's facts about the patient.
+fn from_facts(text: String, score: f64) -> Candidate {
+    Candidate {
+        sentence: Sentence {
+            text,
+            evidence: vec![Evidence::Input { id: crate::PatientFacts::INPUT_ID.into() }],
+            flags: Vec::new(),
+        },
+        score,
+    }
+}
+
+fn and_list(items: &[&str]) -> String {
+    match items {
+        [] => String::new(),
+        [one] => (*one).to_owned(),
+        [a, b] => format!("{a} and {b}"),
+        [rest @ .., last] => format!("{}, and {last}", rest.join(", ")),
+    }
+}
+
 fn list(items: &[&str]) -> String {
     match items {
         [] => String::new(),
@@ -687,9 +783,10 @@ mod tests {
     fn draft() -> Draft {
         let turns = transcript::parse(VISIT.as_bytes()).unwrap();
         let templates = Templates::builtin().unwrap();
-        Builtin::new()
-            .unwrap()
-            .draft(&VisitInput { turns, inputs: Vec::new() }, templates.get("general-follow-up").unwrap())
+        Builtin::new().unwrap().draft(
+            &VisitInput { turns, inputs: Vec::new(), patient: None },
+            templates.get("general-follow-up").unwrap(),
+        )
     }
 
     #[test]
@@ -715,9 +812,10 @@ mod tests {
     fn what_the_visit_did_not_cover_is_named_not_invented() {
         let turns = transcript::parse(b"[doctor] hello .\n[patient] hi .").unwrap();
         let templates = Templates::builtin().unwrap();
-        let d = Builtin::new()
-            .unwrap()
-            .draft(&VisitInput { turns, inputs: Vec::new() }, templates.get("general-follow-up").unwrap());
+        let d = Builtin::new().unwrap().draft(
+            &VisitInput { turns, inputs: Vec::new(), patient: None },
+            templates.get("general-follow-up").unwrap(),
+        );
         assert_eq!(d.missing, ["CHIEF COMPLAINT", "HISTORY OF PRESENT ILLNESS", "ASSESSMENT AND PLAN"]);
         assert!(d.sentences().next().is_none());
     }

@@ -43,6 +43,8 @@ pub struct StructuredInput {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum InputKind {
+    /// Demographics, the visit's reason and the chart's problems ([`PatientFacts`]).
+    Patient,
     Vital,
     Diagnosis,
     Order,
@@ -54,6 +56,46 @@ pub enum InputKind {
 pub struct VisitInput {
     pub turns: Vec<Turn>,
     pub inputs: Vec<StructuredInput>,
+    /// Who the patient is, as the EHR's Patient resource says.
+    pub patient: Option<PatientFacts>,
+}
+
+/// The patient's demographics from the chart (never guessed from the conversation when these
+/// are known). Each is also a structured input with `id` = [`PatientFacts::INPUT_ID`], so that
+/// the sentences built on them cite it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PatientFacts {
+    pub name: Option<String>,
+    pub sex: Option<language::Sex>,
+    pub age_years: Option<u32>,
+    /// The visit's reason (the Appointment's reasonCode or description).
+    pub visit_reason: Option<String>,
+    /// Active problems on the chart.
+    pub problems: Vec<String>,
+}
+
+impl PatientFacts {
+    pub const INPUT_ID: &'static str = "patient";
+
+    /// The structured input that sentences built on these facts cite.
+    pub fn as_input(&self) -> StructuredInput {
+        let sex = match self.sex {
+            Some(language::Sex::Female) => "female",
+            Some(language::Sex::Male) => "male",
+            _ => "",
+        };
+        let mut text = vec![self.name.clone().unwrap_or_default(), sex.to_owned()];
+        if let Some(age) = self.age_years {
+            text.push(format!("{age} years"));
+        }
+        if let Some(reason) = &self.visit_reason {
+            text.push(format!("reason for visit: {reason}"));
+        }
+        if !self.problems.is_empty() {
+            text.push(format!("problems: {}", self.problems.join(", ")));
+        }
+        StructuredInput { id: Self::INPUT_ID.into(), kind: InputKind::Patient, text: text.join("; ") }
+    }
 }
 
 /// What one sentence rests on.
@@ -132,7 +174,9 @@ impl Draft {
     /// output): what each sentence states against what it cites.
     pub fn check(&mut self, input: &VisitInput, lexicon: &Lexicon) {
         let turns: HashMap<usize, &str> = input.turns.iter().map(|t| (t.id, t.text.as_str())).collect();
-        let inputs: HashMap<&str, &str> = input.inputs.iter().map(|i| (i.id.as_str(), i.text.as_str())).collect();
+        let facts = input.patient.as_ref().map(PatientFacts::as_input);
+        let inputs: HashMap<&str, &str> =
+            input.inputs.iter().chain(facts.iter()).map(|i| (i.id.as_str(), i.text.as_str())).collect();
         for section in &mut self.sections {
             for sentence in &mut section.sentences {
                 let cited: Vec<&str> = sentence
