@@ -13,7 +13,7 @@ use clap::{Subcommand, ValueEnum};
 use telechart_scribe::builtin::Builtin;
 use telechart_scribe::language::Sex;
 use telechart_scribe::template::TemplateSection;
-use telechart_scribe::{PatientFacts, SectionSource, Template, Templates, VisitInput, transcript};
+use telechart_scribe::{Age, PatientFacts, SectionSource, Template, Templates, VisitInput, transcript};
 
 #[derive(Subcommand)]
 pub enum ScribeCommand {
@@ -118,24 +118,18 @@ fn read_metadata(path: &PathBuf) -> anyhow::Result<HashMap<String, PatientFacts>
             Some("male") => Some(Sex::Male),
             _ => None,
         };
-        let age_years = match field("patient_age") {
-            // Whole years, written `69` or `69.0`.
-            Some(a) => match a.parse::<f64>() {
-                Ok(v) if v.fract() == 0.0 && (0.0..=130.0).contains(&v) => Some(v as u32),
-                _ => bail!("{}: row {}: patient_age {a:?} is not a whole number of years", path.display(), n + 1),
+        let age = match field("patient_age") {
+            Some(a) => match Age::parse(&a) {
+                Some(age) => Some(age),
+                None => bail!("{}: row {}: patient_age {a:?} is not an age in years or months", path.display(), n + 1),
             },
             None => None,
         };
         let problems = field("2nd_complaints")
             .map(|p| p.split(';').map(str::trim).filter(|p| !p.is_empty()).map(str::to_owned).collect())
             .unwrap_or_default();
-        let facts = PatientFacts {
-            name: (!name.is_empty()).then_some(name),
-            sex,
-            age_years,
-            visit_reason: field("cc"),
-            problems,
-        };
+        let facts =
+            PatientFacts { name: (!name.is_empty()).then_some(name), sex, age, visit_reason: field("cc"), problems };
         out.insert(row.get(id_col).unwrap_or_default().trim().to_owned(), facts);
     }
     Ok(out)

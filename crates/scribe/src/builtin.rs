@@ -466,10 +466,10 @@ impl<'a> Reading<'a> {
     /// hypertension who presents for her annual exam.`, from the chart's facts.
     fn introduction(&self) -> Option<Candidate> {
         let f = &self.facts;
-        let (Some(age), Some(sex)) = (f.age_years, f.sex) else { return None };
+        let (Some(age), Some(sex)) = (f.age, f.sex) else { return None };
         let who = f.name.clone().unwrap_or_else(|| "The patient".into());
         let sex = if sex == Sex::Female { "female" } else { "male" };
-        let mut text = format!("{who} is a {age}-year-old {sex}");
+        let mut text = format!("{who} is a {} {sex}", age.adjective());
         if !f.problems.is_empty() {
             let problems: Vec<&str> = f.problems.iter().map(String::as_str).collect();
             text.push_str(&format!(" with a past medical history significant for {}", and_list(&problems)));
@@ -511,7 +511,15 @@ impl<'a> Reading<'a> {
                     let text = lowercase_after_that(text);
                     out.push(candidate(text, &[u.turn], self.worth(u)));
                 }
-                Role::Clinician if !u.question && u.content_words() >= 4 && u.has("you") && self.worth(u) >= 3.0 => {
+                // The clinician's own summary of the history, where punctuation shows it is a
+                // statement and not a question.
+                Role::Clinician
+                    if !u.question
+                        && u.said.ends_with('.')
+                        && u.content_words() >= 4
+                        && u.has("you")
+                        && self.worth(u) >= 3.0 =>
+                {
                     out.push(candidate(render(&self.third(u)), &[u.turn], self.worth(u) * 0.8));
                 }
                 _ => {}
@@ -550,7 +558,7 @@ impl<'a> Reading<'a> {
             .map(|(system, (positive, negative, turns))| {
                 let mut parts = Vec::new();
                 if !positive.is_empty() {
-                    parts.push(format!("Endorses {}.", list(&positive)));
+                    parts.push(format!("Endorses {}.", and_list(&positive)));
                 }
                 if !negative.is_empty() {
                     parts.push(format!("Denies {}.", list(&negative)));
@@ -644,6 +652,10 @@ impl<'a> Reading<'a> {
                 continue;
             }
             let text = render(&self.third(u));
+            let text = match self.plan_label(u) {
+                Some(label) => format!("• {label}: {text}"),
+                None => text,
+            };
             out.push(candidate(text, &[u.turn], self.worth(u) + 1.0));
         }
         for i in input.inputs.iter().filter(|i| matches!(i.kind, InputKind::Diagnosis | InputKind::Order)) {
@@ -676,6 +688,46 @@ impl<'a> Reading<'a> {
         out
     }
 
+    /// The kind of plan statement, as notes label them.
+    fn plan_label(&self, u: &Utterance) -> Option<&'static str> {
+        const TESTING: [&str; 14] = [
+            "order",
+            "labs",
+            "lab work",
+            "blood work",
+            "x-ray",
+            "mri",
+            "ct",
+            "ultrasound",
+            "echocardiogram",
+            "ekg",
+            "a1c",
+            "test",
+            "biopsy",
+            "scan",
+        ];
+        const TREATMENT: [&str; 9] =
+            ["prescribe", "prescription", "start", "increase", "decrease", "continue", "refill", "dose", "injection"];
+        const REASONING: [&str; 8] =
+            ["i think", "because", "likely", "probably", "due to", "consistent with", "sounds like", "looks like"];
+        const REFERRAL: [&str; 3] = ["refer", "referral", "specialist"];
+        const COUNSELING: [&str; 7] =
+            ["recommend", "encourage", "advise", "explained", "important", "diet", "exercise"];
+        if u.words.iter().any(|w| self.lexicon.is_medication(w)) || TREATMENT.iter().any(|c| u.has(c)) {
+            Some("Medical Treatment")
+        } else if TESTING.iter().any(|c| u.has(c)) {
+            Some("Additional Testing")
+        } else if REFERRAL.iter().any(|c| u.has(c)) {
+            Some("Specialist Referrals")
+        } else if COUNSELING.iter().any(|c| u.has(c)) {
+            Some("Patient Education and Counseling")
+        } else if REASONING.iter().any(|c| u.has(c)) {
+            Some("Medical Reasoning")
+        } else {
+            None
+        }
+    }
+
     fn instructions(&self) -> Vec<Candidate> {
         self.mentions(Phase::Plan, |u| u.role == Role::Clinician && INSTRUCTION_CUES.iter().any(|c| u.has(c)))
     }
@@ -690,8 +742,8 @@ fn punctuated(sentence: &[String]) -> bool {
 fn asks(sentence: &[String]) -> bool {
     let first: Vec<&str> = sentence.iter().take(2).map(String::as_str).collect();
     let opener = [
-        "do", "does", "did", "have", "has", "are", "is", "was", "were", "any", "how", "what", "when", "where", "which",
-        "who", "why", "can", "could", "would", "will",
+        "how's", "what's", "tell", "do", "does", "did", "have", "has", "are", "is", "was", "were", "any", "how",
+        "what", "when", "where", "which", "who", "why", "can", "could", "would", "will",
     ];
     first.first().is_some_and(|f| opener.contains(f))
         || (first.first().is_some_and(|f| ["and", "so", "okay", "now"].contains(f))

@@ -67,11 +67,47 @@ pub struct VisitInput {
 pub struct PatientFacts {
     pub name: Option<String>,
     pub sex: Option<language::Sex>,
-    pub age_years: Option<u32>,
+    pub age: Option<Age>,
     /// The visit's reason (the Appointment's reasonCode or description).
     pub visit_reason: Option<String>,
     /// Active problems on the chart.
     pub problems: Vec<String>,
+}
+
+/// Age as a note states it: months under two years, years after.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Age {
+    Years(u32),
+    Months(u32),
+}
+
+impl Age {
+    /// `50-year-old`, `22-month-old`.
+    pub fn adjective(self) -> String {
+        match self {
+            Age::Years(y) => format!("{y}-year-old"),
+            Age::Months(m) => format!("{m}-month-old"),
+        }
+    }
+
+    /// `69`, `69.0`, `22-month`, `22 months`, `3 years`.
+    pub fn parse(text: &str) -> Option<Age> {
+        let t = text.trim().to_ascii_lowercase();
+        let (number, unit) = match t.find(|c: char| !c.is_ascii_digit() && c != '.') {
+            Some(i) => (&t[..i], t[i..].trim_matches(|c: char| c == '-' || c.is_whitespace())),
+            None => (t.as_str(), ""),
+        };
+        let value: f64 = number.parse().ok()?;
+        if value.fract() != 0.0 || !(0.0..=130.0).contains(&value) {
+            return None;
+        }
+        let value = value as u32;
+        match unit {
+            "" | "year" | "years" | "y" | "yo" => Some(Age::Years(value)),
+            "month" | "months" | "mo" => Some(Age::Months(value)),
+            _ => None,
+        }
+    }
 }
 
 impl PatientFacts {
@@ -85,8 +121,8 @@ impl PatientFacts {
             _ => "",
         };
         let mut text = vec![self.name.clone().unwrap_or_default(), sex.to_owned()];
-        if let Some(age) = self.age_years {
-            text.push(format!("{age} years"));
+        if let Some(age) = self.age {
+            text.push(age.adjective());
         }
         if let Some(reason) = &self.visit_reason {
             text.push(format!("reason for visit: {reason}"));
