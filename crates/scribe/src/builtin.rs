@@ -498,7 +498,13 @@ impl<'a> Reading<'a> {
                 continue;
             }
             match u.role {
-                Role::Patient if u.content_words() >= 3 && !u.question => {
+                // A bare yes or no is read with its question (the review of systems).
+                Role::Patient
+                    if u.content_words() >= 3
+                        && !u.question
+                        && !(u.content_words() < 5
+                            && ["no", "yes", "yeah", "nope", "not really"].iter().any(|a| u.said.starts_with(a))) =>
+                {
                     let words = self.third(u);
                     let starts_with_subject = words.first().is_some_and(|w| w == self.sex.subject());
                     let text = if starts_with_subject && self.sex != Sex::Unknown {
@@ -624,7 +630,7 @@ impl<'a> Reading<'a> {
                 continue;
             }
             let system = self.lexicon.exam.iter().find(|(_, words)| words.iter().any(|w| u.has(w))).map(|(s, _)| s);
-            let text = render(&self.third(u));
+            let text = render(&finding(&self.third(u)));
             let text = match system {
                 Some(s) => format!("• {s}: {text}"),
                 None => text,
@@ -731,6 +737,36 @@ impl<'a> Reading<'a> {
     fn instructions(&self) -> Vec<Candidate> {
         self.mentions(Phase::Plan, |u| u.role == Role::Clinician && INSTRUCTION_CUES.iter().any(|c| u.has(c)))
     }
+}
+
+/// An exam finding without the clinician's narration: `on her heart exam , i do appreciate a
+/// 3/6 murmur` → `a 3/6 murmur`.
+fn finding(words: &[String]) -> Vec<String> {
+    let mut start = 0;
+    let at = |k: usize| words.get(k).map(String::as_str).unwrap_or("");
+    // "on her heart exam ," / "on examination of her knee ,"
+    if at(0) == "on" {
+        if let Some(comma) = words.iter().take(8).position(|w| w == ",") {
+            if words[..comma].iter().any(|w| w.starts_with("exam")) {
+                start = comma + 1;
+            }
+        }
+    }
+    // "i do appreciate" / "i hear" / "i do notice" / "i can see"
+    let mut k = start;
+    if at(k) == "i" {
+        k += 1;
+        if matches!(at(k), "do" | "can" | "did") {
+            k += 1;
+        }
+        if matches!(at(k), "appreciate" | "hear" | "notice" | "see" | "feel" | "note" | "noticed" | "heard" | "felt") {
+            start = k + 1;
+        }
+    }
+    if start >= words.len() {
+        return words.to_vec();
+    }
+    words[start..].to_vec()
 }
 
 /// Whether a sentence came with its own punctuation (some transcripts have none at all).

@@ -105,7 +105,10 @@ pub fn sentences(tokens: &[String]) -> Vec<Vec<String>> {
     let mut out = Vec::new();
     let mut current: Vec<String> = Vec::new();
     for t in tokens {
-        if unpunctuated && current.len() >= 6 && THOUGHT_OPENERS.contains(&t.as_str()) {
+        let opens = THOUGHT_OPENERS.contains(&t.as_str()) && current.len() >= 14;
+        // A long run is also cut where a clause joins.
+        let joins = matches!(t.as_str(), "and" | "because" | "which" | "then") && current.len() >= 14;
+        if unpunctuated && (opens || joins) {
             out.push(std::mem::take(&mut current));
         }
         current.push(t.clone());
