@@ -176,6 +176,7 @@ fn eval(
     let mut writer = csv::Writer::from_path(out).with_context(|| format!("writing {}", out.display()))?;
     writer.write_record([id_name, note_name])?;
     let (mut drafted, mut sentences, mut flagged, mut refused) = (0usize, 0usize, 0usize, 0usize);
+    let (mut cited, mut numbers, mut numbers_said, mut unflagged_unsupported) = (0usize, 0usize, 0usize, 0usize);
     let mut spent = Duration::ZERO;
     let mut slowest = Duration::ZERO;
     for (n, row) in rows.iter().enumerate() {
@@ -193,6 +194,17 @@ fn eval(
                 let draft = engine.draft(&input, &template);
                 drafted += 1;
                 sentences += draft.sentences().count();
+                cited += draft.sentences().filter(|s| !s.evidence.is_empty()).count();
+                // Numbers the draft states that its own dialogue holds.
+                let said: std::collections::HashSet<String> =
+                    telechart_scribe::evidence::numbers(dialogue).into_iter().collect();
+                for s in draft.sentences() {
+                    for n in telechart_scribe::evidence::numbers(&s.text) {
+                        numbers += 1;
+                        numbers_said += usize::from(said.contains(&n));
+                    }
+                    unflagged_unsupported += usize::from(s.flags.is_empty() && s.evidence.is_empty());
+                }
                 flagged += draft.flagged();
                 match format {
                     Format::AciBench => draft.to_text(),
@@ -216,9 +228,12 @@ fn eval(
     writer.flush()?;
     bar.finish_and_clear();
     let per = if drafted > 0 { spent / drafted as u32 } else { Duration::ZERO };
+    let share = |a: usize, b: usize| if b == 0 { 1.0 } else { a as f64 / b as f64 };
     println!(
-        "{drafted} drafts ({refused} refused) → {}: {sentences} sentences, {flagged} flagged for the clinician; {:.2} ms per draft, slowest {:.2} ms",
+        "{drafted} drafts ({refused} refused) → {}: {sentences} sentences, {:.1}% with evidence links, {flagged} flagged for the clinician, {unflagged_unsupported} without evidence unflagged; {numbers} numbers stated, {:.3} of them in their own dialogue; {:.2} ms per draft, slowest {:.2} ms",
         out.display(),
+        100.0 * share(cited, sentences),
+        share(numbers_said, numbers),
         per.as_secs_f64() * 1e3,
         slowest.as_secs_f64() * 1e3
     );

@@ -48,6 +48,11 @@ fn normalized(text: &str) -> Vec<String> {
     out
 }
 
+/// The numbers a text states (spelled or in digits), normalized as the check compares them.
+pub fn numbers(text: &str) -> Vec<String> {
+    normalized(text).into_iter().filter(|t| is_number(t)).collect()
+}
+
 fn is_number(t: &str) -> bool {
     t.chars().any(|c| c.is_ascii_digit()) && t.chars().all(|c| c.is_ascii_digit() || c == '.')
 }
