@@ -745,12 +745,11 @@ fn finding(words: &[String]) -> Vec<String> {
     let mut start = 0;
     let at = |k: usize| words.get(k).map(String::as_str).unwrap_or("");
     // "on her heart exam ," / "on examination of her knee ,"
-    if at(0) == "on" {
-        if let Some(comma) = words.iter().take(8).position(|w| w == ",") {
-            if words[..comma].iter().any(|w| w.starts_with("exam")) {
-                start = comma + 1;
-            }
-        }
+    if at(0) == "on"
+        && let Some(comma) = words.iter().take(8).position(|w| w == ",")
+        && words[..comma].iter().any(|w| w.starts_with("exam"))
+    {
+        start = comma + 1;
     }
     // "i do appreciate" / "i hear" / "i do notice" / "i can see"
     let mut k = start;
