@@ -483,7 +483,8 @@ impl<'a> Reading<'a> {
 
     fn history(&self) -> Vec<Candidate> {
         let mut out = Vec::new();
-        if let Some(s) = self.summary() {
+        let summary = self.summary();
+        if let Some(s) = summary {
             out.push(candidate(render(&s.words), &[s.turn], 100.0));
         } else if let Some(intro) = self.introduction() {
             out.push(intro);
@@ -494,7 +495,7 @@ impl<'a> Reading<'a> {
         while i < self.utterances.len() {
             let u = &self.utterances[i];
             i += 1;
-            if u.phase != Phase::History || self.summary().is_some_and(|s| s.turn == u.turn && s.flat == u.flat) {
+            if u.phase != Phase::History || summary.is_some_and(|s| s.turn == u.turn && s.flat == u.flat) {
                 continue;
             }
             match u.role {
@@ -815,22 +816,22 @@ fn from_facts(text: String, score: f64) -> Candidate {
     }
 }
 
-fn and_list(items: &[&str]) -> String {
+/// `a, b, and c` (or `or`).
+fn joined(items: &[&str], conjunction: &str) -> String {
     match items {
         [] => String::new(),
         [one] => (*one).to_owned(),
-        [a, b] => format!("{a} and {b}"),
-        [rest @ .., last] => format!("{}, and {last}", rest.join(", ")),
+        [a, b] => format!("{a} {conjunction} {b}"),
+        [rest @ .., last] => format!("{}, {conjunction} {last}", rest.join(", ")),
     }
 }
 
+fn and_list(items: &[&str]) -> String {
+    joined(items, "and")
+}
+
 fn list(items: &[&str]) -> String {
-    match items {
-        [] => String::new(),
-        [one] => (*one).to_owned(),
-        [a, b] => format!("{a} or {b}"),
-        [rest @ .., last] => format!("{}, or {last}", rest.join(", ")),
-    }
+    joined(items, "or")
 }
 
 fn sex_of(utterances: &[Utterance]) -> Sex {

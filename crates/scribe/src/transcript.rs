@@ -48,9 +48,9 @@ pub fn parse(bytes: &[u8]) -> Result<Vec<Turn>, ScribeError> {
     let turns = if text.trim_start().starts_with("WEBVTT") {
         parse_webvtt(text)
     } else if text.lines().any(|l| bracket_tag(l).is_some()) {
-        parse_bracketed(text)
+        parse_labelled(text, bracket_tag)
     } else {
-        parse_colon_lines(text)
+        parse_labelled(text, colon_label)
     };
     if turns.is_empty() {
         return Err(ScribeError::Transcript(
@@ -78,23 +78,13 @@ fn bracket_tag(line: &str) -> Option<(&str, &str)> {
     Some((label, rest[end + 1..].trim()))
 }
 
-fn parse_bracketed(text: &str) -> Vec<Turn> {
+/// Turns from lines that open with a speaker label (found by `label`); a line without one
+/// continues the turn before it.
+fn parse_labelled(text: &str, label: fn(&str) -> Option<(&str, &str)>) -> Vec<Turn> {
     let mut turns: Vec<Turn> = Vec::new();
     for line in text.lines() {
-        match bracket_tag(line) {
-            Some((label, said)) => push(&mut turns, label, said),
-            // A line without a tag continues the turn before it.
-            None => append(&mut turns, line),
-        }
-    }
-    turns
-}
-
-fn parse_colon_lines(text: &str) -> Vec<Turn> {
-    let mut turns: Vec<Turn> = Vec::new();
-    for line in text.lines() {
-        match colon_label(line) {
-            Some((label, said)) => push(&mut turns, label, said),
+        match label(line) {
+            Some((speaker, said)) => push(&mut turns, speaker, said),
             None => append(&mut turns, line),
         }
     }
