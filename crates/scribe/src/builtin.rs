@@ -201,6 +201,16 @@ impl Builtin {
 
     /// Drafts the visit's note in the template's sections.
     pub fn draft(&self, input: &VisitInput, template: &Template) -> Draft {
+        <Self as crate::Engine>::draft(self, input, template)
+    }
+}
+
+impl crate::Engine for Builtin {
+    fn name(&self) -> &str {
+        ENGINE_NAME
+    }
+
+    fn draft(&self, input: &VisitInput, template: &Template) -> Draft {
         let visit = Reading::new(input, &self.lexicon);
         let mut sections = Vec::with_capacity(template.sections.len());
         let mut missing = Vec::new();

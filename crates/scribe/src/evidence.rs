@@ -2,13 +2,13 @@
 //! side a sentence states must occur in the turns or structured inputs it cites. A sentence that
 //! fails keeps its flags; nothing is dropped or fixed silently.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::Lexicon;
 use crate::language::{clean, tokens};
 
 /// Why a sentence is flagged for the clinician.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Flag {
     pub kind: FlagKind,
@@ -16,7 +16,7 @@ pub struct Flag {
     pub token: String,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum FlagKind {
     /// The sentence cites nothing.

@@ -6,6 +6,7 @@
 pub mod builtin;
 pub mod evidence;
 pub mod language;
+pub mod llm;
 pub mod template;
 pub mod transcript;
 
@@ -25,6 +26,17 @@ pub enum ScribeError {
     Template(String),
     #[error("lexicon: {0}")]
     Lexicon(String),
+    #[error("engine: {0}")]
+    Engine(String),
+}
+
+/// A note drafter that answers from what it is handed, with no I/O (the builtin engine). The
+/// OpenAI-compatible engine is two halves instead ([`llm`]): the request to send and the reading
+/// of the answer, with the HTTP between them left to the caller.
+pub trait Engine {
+    /// As the draft and the Provenance's Device name it.
+    fn name(&self) -> &str;
+    fn draft(&self, input: &VisitInput, template: &Template) -> Draft;
 }
 
 /// A structured input of the visit a sentence can cite (vitals, diagnoses, orders, the
@@ -144,7 +156,7 @@ pub enum Evidence {
     Input { id: String },
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Sentence {
     pub text: String,
@@ -153,7 +165,7 @@ pub struct Sentence {
     pub flags: Vec<Flag>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Section {
     pub id: String,
@@ -161,7 +173,7 @@ pub struct Section {
     pub sentences: Vec<Sentence>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Draft {
     pub engine: String,

@@ -2,7 +2,7 @@
 //! `[patient]` tags, WebVTT cues with `<v Speaker>` voice spans, or plain `Speaker: text` lines.
 //! Every sentence of a draft points back at these turns by their index.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::ScribeError;
 
@@ -10,7 +10,7 @@ use crate::ScribeError;
 pub const MAX_TRANSCRIPT_BYTES: usize = 4 * 1024 * 1024;
 
 /// Who spoke a turn, as the drafter needs it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Role {
     Clinician,
@@ -20,7 +20,7 @@ pub enum Role {
 }
 
 /// One speaker turn.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Turn {
     /// Position in the transcript, from 0: what evidence links name.
     pub id: usize,
