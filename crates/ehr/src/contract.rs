@@ -19,6 +19,7 @@ const WRITTEN: &[&str] = &[
     "MedicationRequest",
     "CarePlan",
     "Consent",
+    "Provenance",
 ];
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -54,6 +55,7 @@ fn profile_allows(profile: &VendorProfile, rtype: &str) -> (bool, bool) {
         "MedicationRequest" => (c.medication_request_create, false),
         "CarePlan" => (c.care_plan_create, false),
         "Consent" => (c.consent_create, false),
+        "Provenance" => (c.provenance_create, false),
         _ => (false, false),
     }
 }

@@ -28,6 +28,8 @@ pub struct Capabilities {
     pub medication_request_create: bool,
     pub care_plan_create: bool,
     pub consent_create: bool,
+    /// Provenance create: where a drafted note's evidence goes with it.
+    pub provenance_create: bool,
     /// Whether the visit's status goes on the Appointment (JSON Patch of `/status`) because the
     /// Encounter's status cannot be changed.
     pub visit_status_on_appointment: bool,
@@ -158,6 +160,7 @@ fn read_only() -> Capabilities {
         medication_request_create: false,
         care_plan_create: false,
         consent_create: false,
+        provenance_create: false,
         last_updated_search: true,
         identifier_search: false,
         visit_status_on_appointment: false,
@@ -181,6 +184,7 @@ impl VendorProfile {
                 medication_request_create: true,
                 care_plan_create: true,
                 consent_create: true,
+                provenance_create: true,
                 last_updated_search: true,
                 identifier_search: true,
                 visit_status_on_appointment: false,

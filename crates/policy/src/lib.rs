@@ -25,6 +25,10 @@ pub enum Permission {
     VisitVitals,
     /// Attach a signed clinical note.
     VisitNote,
+    /// Have the visit's note drafted from its transcript and inputs (consent decides).
+    NoteDraft,
+    /// Sign a drafted note: a clinician's act, never a platform's.
+    NoteSign,
     /// Attach a transcript, an attachment or a signed consent form.
     VisitDocument,
     /// Record the visit's diagnoses (ICD-10-CM).
@@ -52,12 +56,14 @@ pub enum Permission {
 }
 
 impl Permission {
-    pub const ALL: [Permission; 17] = [
+    pub const ALL: [Permission; 19] = [
         Permission::VisitOpen,
         Permission::VisitRead,
         Permission::VisitTransition,
         Permission::VisitVitals,
         Permission::VisitNote,
+        Permission::NoteDraft,
+        Permission::NoteSign,
         Permission::VisitDocument,
         Permission::VisitDiagnosis,
         Permission::VisitOrder,
@@ -79,6 +85,8 @@ impl Permission {
             Permission::VisitTransition => "visit:transition",
             Permission::VisitVitals => "visit:vitals",
             Permission::VisitNote => "visit:note",
+            Permission::NoteDraft => "note:draft",
+            Permission::NoteSign => "note:sign",
             Permission::VisitDocument => "visit:document",
             Permission::VisitDiagnosis => "visit:diagnosis",
             Permission::VisitOrder => "visit:order",
@@ -158,6 +166,8 @@ impl Role {
                 VisitTransition,
                 VisitVitals,
                 VisitNote,
+                NoteDraft,
+                NoteSign,
                 VisitDocument,
                 VisitDiagnosis,
                 VisitOrder,
@@ -177,6 +187,7 @@ impl Role {
                 VisitTransition,
                 VisitVitals,
                 VisitNote,
+                NoteDraft,
                 VisitDocument,
                 VisitDiagnosis,
                 VisitOrder,
@@ -223,6 +234,8 @@ mod tests {
     fn only_clinical_writers_sign_notes() {
         let signers: Vec<Role> = Role::ALL.into_iter().filter(|r| r.allows(Permission::VisitNote)).collect();
         assert_eq!(signers, [Role::Clinician, Role::Platform]);
+        let draft_signers: Vec<Role> = Role::ALL.into_iter().filter(|r| r.allows(Permission::NoteSign)).collect();
+        assert_eq!(draft_signers, [Role::Clinician], "a platform drafts, only a clinician signs");
         assert!(!Role::Billing.allows(Permission::VisitVitals));
         assert!(!Role::Monitor.allows(Permission::VisitRead));
     }

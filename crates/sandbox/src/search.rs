@@ -126,6 +126,10 @@ fn matcher(rtype: &str, name: &str, value: &str) -> Result<Matcher, SearchError>
             let wanted = alternatives.iter().map(|a| normalize_ref(a, "Encounter")).collect();
             reference_matcher(&["/encounter", "/context/encounter/*"], wanted)
         }
+        "target" if rtype == "Provenance" => {
+            let wanted = alternatives.iter().map(|a| a.to_owned()).collect();
+            reference_matcher(&["/target/*"], wanted)
+        }
         "based-on" => {
             let wanted = alternatives.iter().map(|a| normalize_ref(a, "ServiceRequest")).collect();
             reference_matcher(&["/basedOn/*"], wanted)

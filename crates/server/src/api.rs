@@ -28,6 +28,9 @@ pub(crate) fn routes() -> Routes {
         .add(Method::POST, "/api/v1/visits/{id}/notes", Access::Requires(VisitNote), attach_note)
         .add(Method::POST, "/api/v1/visits/{id}/diagnoses", Access::Requires(VisitDiagnosis), diagnose)
         .add(Method::POST, "/api/v1/visits/{id}/orders", Access::Requires(VisitOrder), place_orders)
+        .add(Method::POST, "/api/v1/visits/{id}/draft", Access::Requires(NoteDraft), crate::drafting::create)
+        .add(Method::GET, "/api/v1/visits/{id}/draft", Access::Requires(VisitRead), crate::drafting::latest)
+        .add(Method::POST, "/api/v1/visits/{id}/draft/sign", Access::Requires(NoteSign), crate::drafting::sign)
         .add(Method::POST, "/api/v1/visits/{id}/care-plan", Access::Requires(VisitNote), plan_care)
         .add(Method::PUT, "/api/v1/visits/{id}/billing", Access::Requires(VisitBilling), set_billing)
         .add(Method::GET, "/api/v1/visits/{id}/claim-readiness", Access::Requires(VisitRead), claim_readiness)
@@ -321,15 +324,16 @@ async fn record_with_ids(
     record_artifacts(state, caller, visit, new_state, artifacts, None, entry).await
 }
 
-/// Stores the artifacts (and a version of the patient's consent, when one comes with them) with
-/// their deliveries, the state change, the platforms' webhooks and `entry`, in one transaction.
+/// Stores the artifacts (and the record they belong with: a version of the patient's consent, a
+/// draft's signature) with their deliveries, the state change, the platforms' webhooks and
+/// `entry`, in one transaction.
 pub(crate) async fn record_artifacts(
     state: &AppState,
     caller: &Caller,
     visit: &VisitRow,
     new_state: VisitState,
     artifacts: Vec<(String, Artifact)>,
-    consent: Option<&telechart_store::ConsentVersion>,
+    with: Option<telechart_store::EventRecord<'_>>,
     entry: telechart_store::AuditEntry,
 ) -> Result<EventResult, ApiError> {
     // The platforms hear of every state change, in the same commit as the change.
@@ -370,7 +374,7 @@ pub(crate) async fn record_artifacts(
     }
     let updated = state
         .store
-        .record_event_with_consent(
+        .record_event_with(
             &caller.tenant_id,
             &visit.id,
             visit.version,
@@ -378,7 +382,7 @@ pub(crate) async fn record_artifacts(
             &rows,
             std::slice::from_ref(&visit.connection_id),
             &webhooks,
-            consent,
+            with,
             &entry,
             state.clock.now_ms(),
         )

@@ -243,7 +243,16 @@ pub(crate) async fn record_decision(
     ));
     let detail = format!("{} {} (Consent/{consent_id})", d.category.code(), d.decision.as_str());
     let entry = audit(caller, "consent.record", visit, detail);
-    let result = record_artifacts(state, caller, visit, current, artifacts, Some(&version), entry).await?;
+    let result = record_artifacts(
+        state,
+        caller,
+        visit,
+        current,
+        artifacts,
+        Some(telechart_store::EventRecord::Consent(&version)),
+        entry,
+    )
+    .await?;
     Ok((result, version))
 }
 
@@ -291,7 +300,16 @@ pub(crate) async fn withdraw(
     let entry =
         audit(&caller, "consent.withdraw", &visit, format!("{} withdrawn (Consent/{consent_id})", latest.category));
     let artifacts = vec![(uuid::Uuid::now_v7().to_string(), withdrawal)];
-    record_artifacts(&state, &caller, &visit, current, artifacts, Some(&version), entry).await?;
+    record_artifacts(
+        &state,
+        &caller,
+        &visit,
+        current,
+        artifacts,
+        Some(telechart_store::EventRecord::Consent(&version)),
+        entry,
+    )
+    .await?;
     Ok((StatusCode::CREATED, Json(view(&version)?)))
 }
 

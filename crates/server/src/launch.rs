@@ -710,6 +710,8 @@ fn workspace_forms(id: &str, csrf: &str, current: telechart_visit::VisitState) -
          <section><h2>Status</h2>{buttons}</section>\
          <section><h2>Vitals</h2><form method=\"post\" action=\"/workspace/visits/{id}/vitals\">{hidden}{fields}\
          <button id=\"save-vitals\">Save vitals</button></form></section>\
+         <section><h2>Drafted note</h2><p><a id=\"review-draft\" href=\"/workspace/visits/{id}/draft\">Draft and review \
+         the note from the transcript</a></p></section>\
          <section><h2>Note</h2><form method=\"post\" action=\"/workspace/visits/{id}/note\">{hidden}\
          <input name=\"title\" id=\"note-title\"><textarea name=\"text\" id=\"note-text\"></textarea>\
          <button id=\"sign-note\">Sign note</button></form></section>"

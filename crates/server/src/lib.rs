@@ -9,12 +9,14 @@ mod auth;
 mod break_glass;
 mod consent;
 mod disclosure;
+mod drafting;
 mod error;
 mod launch;
 mod login;
 mod metrics_export;
 mod notifications;
 mod platform_events;
+mod review;
 mod tls;
 
 use std::net::SocketAddr;
@@ -25,6 +27,7 @@ use telechart_store::{Clock, Store};
 use telechart_sync::{Connections, QueueSignal};
 
 pub use auth::{Access, Caller, RouteSpec, SessionCaller};
+pub use drafting::{Drafting, LlmEngine};
 pub use error::ApiError;
 pub use login::{Oidc, OidcSettings, SESSION_COOKIE};
 pub use metrics_export::prometheus_handle;
@@ -52,6 +55,8 @@ pub struct AppState {
     pub platforms: telechart_sync::Platforms,
     /// EHR connections that send Subscription notifications, with their shared secrets.
     pub notification_secrets: Arc<NotificationSecrets>,
+    /// The note drafter's engines.
+    pub drafting: Arc<Drafting>,
 }
 
 /// Limits and cookie flags of people's sessions, and which roles must prove a second factor.
@@ -107,6 +112,7 @@ fn routes() -> auth::Routes {
         .merge(metrics_export::routes())
         .merge(login::routes())
         .merge(launch::routes())
+        .merge(review::routes())
         .merge(platform_events::routes())
         .merge(notifications::routes())
 }
@@ -125,7 +131,7 @@ fn router_with(state: AppState, https: bool) -> Router {
     // Install the recorder before any worker records, so no early sample is lost.
     prometheus_handle();
     let (router, _) = routes().into_parts();
-    let csp: Arc<str> = Arc::from(format!("default-src 'none'; frame-ancestors {}", state.embedding.frame_ancestors()));
+    let csp: Arc<str> = Arc::from(format!("frame-ancestors {}", state.embedding.frame_ancestors()));
     router
         .layer(axum::middleware::from_fn_with_state(state.clone(), auth::authenticate))
         .layer(axum::middleware::from_fn(move |request, next| security_headers(https, csp.clone(), request, next)))
@@ -193,7 +199,11 @@ async fn security_headers(
     let mut response = next.run(request).await;
     let headers = response.headers_mut();
     headers.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
-    if let Ok(value) = HeaderValue::from_str(&csp) {
+    // A page that loads its own script sets its policy; every other response loads nothing.
+    // Either way, who may frame it is the deployment's.
+    let own =
+        headers.get(header::CONTENT_SECURITY_POLICY).and_then(|v| v.to_str().ok()).unwrap_or("default-src 'none'");
+    if let Ok(value) = HeaderValue::from_str(&format!("{own}; {csp}")) {
         headers.insert(header::CONTENT_SECURITY_POLICY, value);
     }
     headers.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));

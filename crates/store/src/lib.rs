@@ -11,6 +11,7 @@ mod break_glass;
 mod clock;
 mod consents;
 mod disclosures;
+mod drafts;
 mod identity;
 mod key_admin;
 mod keys;
@@ -38,6 +39,7 @@ pub use break_glass::BreakGlassGrant;
 pub use clock::Clock;
 pub use consents::ConsentVersion;
 pub use disclosures::{DisclosedArtifact, Disclosure};
+pub use drafts::{DraftSignature, NewNoteDraft, NoteDraftRow};
 pub use identity::{PendingLogin, SessionLimits, SessionRow, SmartLaunchState, TotpState, UserRow};
 pub use key_admin::DataKeyStatus;
 pub use keys::{Kek, KeyConfig};
@@ -48,7 +50,7 @@ pub use retention::{AuditPurge, LegalHold, PURGED_PAYLOAD, PurgePage};
 pub use signing_keys::{SYSTEM_TENANT, SigningKeyRow};
 pub use telechart_audit::AuditOutcome;
 pub use tokens::{ApiTokenRow, IssuedToken};
-pub use visits::{ArtifactRow, ConnectionRow, NewArtifact, NewVisit, VisitRow, WorkItem};
+pub use visits::{ArtifactRow, ConnectionRow, EventRecord, NewArtifact, NewVisit, VisitRow, WorkItem};
 pub use webhooks::{NewWebhook, WebhookOutcome, WebhookRow};
 
 #[derive(Debug, thiserror::Error)]

@@ -45,6 +45,8 @@ pub const PHI_COLUMNS: &[(&str, &str)] = &[
     ("break_glass", "review_note"),
     ("disclosures", "recipient_patient"),
     ("legal_holds", "patient"),
+    ("note_drafts", "body"),
+    ("note_drafts", "signed_text"),
 ];
 
 impl Store {

@@ -60,6 +60,15 @@ pub struct VisitRow {
     pub billing: Option<String>,
 }
 
+/// What an event's artifacts belong with, kept in the event's transaction.
+#[derive(Debug, Clone, Copy)]
+pub enum EventRecord<'a> {
+    /// A version of the patient's consent.
+    Consent(&'a crate::ConsentVersion),
+    /// The signature of the note draft that the event's note artifact is.
+    DraftSigned(&'a crate::DraftSignature),
+}
+
 impl Store {
     async fn visit_row(&self, r: VisitRecord) -> Result<VisitRow> {
         let slot = PhiSlot { tenant_id: &r.tenant_id, table: "visits", column: "patient", row_id: &r.id };
@@ -243,7 +252,7 @@ impl Store {
         audit: &AuditEntry,
         now_ms: i64,
     ) -> Result<VisitRow> {
-        self.record_event_with_consent(
+        self.record_event_with(
             tenant_id,
             visit_id,
             expected_version,
@@ -258,11 +267,12 @@ impl Store {
         .await
     }
 
-    /// As [`Store::record_event`], also keeping a version of the patient's consent in the same
-    /// transaction (the Consent the gate reads and the artifact that takes it to the EHR commit
-    /// together).
+    /// As [`Store::record_event`], with a record the artifacts belong with, in the same
+    /// transaction: a version of the patient's consent (the Consent the gate reads and the
+    /// artifact that takes it to the EHR commit together), or the signature of the note draft
+    /// the note artifact is.
     #[allow(clippy::too_many_arguments)]
-    pub async fn record_event_with_consent(
+    pub async fn record_event_with(
         &self,
         tenant_id: &str,
         visit_id: &str,
@@ -271,13 +281,16 @@ impl Store {
         artifacts: &[NewArtifact],
         targets: &[String],
         webhooks: &[crate::NewWebhook],
-        consent: Option<&crate::ConsentVersion>,
+        with: Option<EventRecord<'_>>,
         audit: &AuditEntry,
         now_ms: i64,
     ) -> Result<VisitRow> {
         let count = i64::try_from(artifacts.len()).unwrap_or(i64::MAX);
-        let sealed_consent = match consent {
-            Some(c) => Some(self.seal_consent(tenant_id, c).await?),
+        let sealed_with = match with {
+            Some(EventRecord::Consent(c)) => Some(self.seal_consent(tenant_id, c).await?),
+            Some(EventRecord::DraftSigned(s)) => {
+                Some(self.seal(crate::drafts::signed_slot(tenant_id, &s.draft_id), &s.signed_text).await?)
+            }
             None => None,
         };
         let sealed_webhooks = self.seal_webhooks(tenant_id, webhooks).await?;
@@ -322,8 +335,14 @@ impl Store {
                         }
                     }
                     crate::webhooks::insert_webhooks!(tx, tenant_id, webhooks, sealed_webhooks, now_ms)?;
-                    if let (Some(c), Some(sealed)) = (consent, &sealed_consent) {
-                        crate::consents::insert_consent!(tx, tenant_id, c, sealed)?;
+                    match (with, &sealed_with) {
+                        (Some(EventRecord::Consent(c)), Some(sealed)) => {
+                            crate::consents::insert_consent!(tx, tenant_id, c, sealed)?;
+                        }
+                        (Some(EventRecord::DraftSigned(signature)), Some(sealed)) => {
+                            crate::drafts::sign_draft!(tx, tenant_id, signature, sealed)?;
+                        }
+                        _ => {}
                     }
                     append_audit!(&mut *tx, audit, now_ms)?;
                     tx.commit().await?;

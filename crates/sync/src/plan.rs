@@ -112,6 +112,7 @@ pub fn plan_table(profile: &VendorProfile, mllp: bool) -> Vec<(String, WritePlan
         ("prescription", shape(ArtifactKind::MedicationOrder, None)),
         ("care plan", shape(ArtifactKind::CarePlan, None)),
         ("consent", shape(ArtifactKind::Consent, None)),
+        ("drafted note's provenance", shape(ArtifactKind::Provenance, None)),
     ];
     rows.into_iter().map(|(label, shape)| (label.to_owned(), plan_shape(shape, profile, mllp))).collect()
 }
@@ -189,6 +190,10 @@ fn plan_shape(shape: Shape<'_>, profile: &VendorProfile, mllp: bool) -> WritePla
         ArtifactKind::CarePlan => not_deliverable("no CarePlan create"),
         ArtifactKind::Consent if caps.consent_create => written("Consent"),
         ArtifactKind::Consent => not_deliverable("no Consent create"),
+        ArtifactKind::Provenance if caps.provenance_create => written("Provenance"),
+        ArtifactKind::Provenance => {
+            not_deliverable("no Provenance create; the note's evidence stays with its draft in Telechart")
+        }
     }
 }
 

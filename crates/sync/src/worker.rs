@@ -675,7 +675,67 @@ impl Worker {
             (Artifact::EncounterDiagnoses(link), _) => {
                 self.write_encounter_diagnoses(&client, &item, &row.connection_id, &link).await.map(Delivered::from)
             }
+            (Artifact::Provenance(record), _) => self.write_note_provenance(&client, claimed, &record).await,
         }
+    }
+
+    /// A drafted note's Provenance, once the note is in the EHR as a DocumentReference and each
+    /// cited source is there or has no path here (then it is left out). R4 gives Provenance no
+    /// identifier, so an ambiguous earlier attempt is found by its target instead.
+    async fn write_note_provenance(
+        &self,
+        client: &FhirClient,
+        claimed: &ClaimedDelivery,
+        record: &telechart_visit::NoteProvenance,
+    ) -> Result<Delivered, SyncError> {
+        let row = &claimed.row;
+        let deliveries = self.store.deliveries_for_visit(&row.tenant_id, &row.visit_id).await?;
+        let is_fhir = |artifact: &str| {
+            deliveries.iter().any(|d| {
+                d.artifact_id == artifact
+                    && d.connection_id == row.connection_id
+                    && !d.plan.as_deref().is_some_and(|p| p.starts_with("fallback"))
+            })
+        };
+        let target = match depends_on(&deliveries, &record.note_artifact, &row.connection_id) {
+            Dependency::Written(id) if is_fhir(&record.note_artifact) => {
+                telechart_fhir::reference_string("DocumentReference", &id)
+            }
+            Dependency::Written(_) | Dependency::NoPath(_) => {
+                return Err(EhrError::NotSupported("its note is not a DocumentReference in this EHR".into()).into());
+            }
+            Dependency::Waiting => {
+                return Err(SyncError::NotReady(format!("the signed note of artifact {}", record.note_artifact)));
+            }
+        };
+        let mut sources = Vec::with_capacity(record.sources.len());
+        for source in &record.sources {
+            let Some(delivery) =
+                deliveries.iter().find(|d| &d.artifact_id == source && d.connection_id == row.connection_id)
+            else {
+                continue;
+            };
+            match depends_on(&deliveries, source, &row.connection_id) {
+                Dependency::Written(id) if is_fhir(source) => {
+                    sources.push(telechart_fhir::reference_string(&delivery.resource_type, &id))
+                }
+                Dependency::Written(_) | Dependency::NoPath(_) => {}
+                Dependency::Waiting => return Err(SyncError::NotReady(format!("the cited artifact {source}"))),
+            }
+        }
+        let body = telechart_visit::note_provenance(record, &target, &sources);
+        if claimed.must_reconcile
+            && let Some(found) = client.search("Provenance", &[("target", target.as_str())]).await?.into_iter().next()
+        {
+            let readback = Some(telechart_fhir::readback::compare(&body, &found));
+            return Ok(Delivered { written: adopt(found, "Provenance")?, adopted: true, readback });
+        }
+        if self.faults.fires(FaultPoint::BeforeSend) {
+            return Err(SyncError::Crashed(FaultPoint::BeforeSend));
+        }
+        let written = client.create("Provenance", &body).await?;
+        let readback = read_back(client, "Provenance", &written, &body).await;
+        Ok(Delivered { written, adopted: false, readback })
     }
 
     /// A withdrawal: the Consent the EHR holds for this consent (found by Telechart's identifier,

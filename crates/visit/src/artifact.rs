@@ -20,6 +20,7 @@ pub enum Artifact {
     Order(crate::Order),
     CarePlan(crate::CarePlanRecord),
     Consent(crate::ConsentRecord),
+    Provenance(NoteProvenance),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -35,6 +36,7 @@ pub enum ArtifactKind {
     MedicationOrder,
     CarePlan,
     Consent,
+    Provenance,
 }
 
 impl ArtifactKind {
@@ -50,6 +52,7 @@ impl ArtifactKind {
             ArtifactKind::MedicationOrder => "medication-order",
             ArtifactKind::CarePlan => "care-plan",
             ArtifactKind::Consent => "consent",
+            ArtifactKind::Provenance => "provenance",
         }
     }
 
@@ -62,6 +65,7 @@ impl ArtifactKind {
             ArtifactKind::MedicationOrder => "MedicationRequest",
             ArtifactKind::CarePlan => "CarePlan",
             ArtifactKind::Consent => "Consent",
+            ArtifactKind::Provenance => "Provenance",
             ArtifactKind::Vital => "Observation",
             ArtifactKind::Note | ArtifactKind::Document => "DocumentReference",
         }
@@ -88,8 +92,23 @@ impl Artifact {
             Artifact::Order(_) => ArtifactKind::ServiceOrder,
             Artifact::CarePlan(_) => ArtifactKind::CarePlan,
             Artifact::Consent(_) => ArtifactKind::Consent,
+            Artifact::Provenance(_) => ArtifactKind::Provenance,
         }
     }
+}
+
+/// Where a drafted-then-signed note came from: the note artifact it is the Provenance of, the
+/// visit's artifacts its sentences cite (transcripts, vitals, diagnoses, orders), the engine that
+/// drafted it and the clinician who signed it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NoteProvenance {
+    pub note_artifact: String,
+    pub sources: Vec<String>,
+    /// The engine's name (`telechart-builtin`, or the configured model).
+    pub engine: String,
+    /// `Practitioner/{id}` of the signer.
+    pub signer: String,
+    pub signed_at: DateTime<Utc>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

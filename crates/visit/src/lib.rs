@@ -14,8 +14,8 @@ pub mod pdf;
 mod state;
 
 pub use artifact::{
-    Artifact, ArtifactKind, EncounterStatusChange, HomeDevice, HomeDeviceKind, NoteInput, SignedNote, VitalInput,
-    VitalMeasurement, VitalValue, validate_note, validate_vitals,
+    Artifact, ArtifactKind, EncounterStatusChange, HomeDevice, HomeDeviceKind, NoteInput, NoteProvenance, SignedNote,
+    VitalInput, VitalMeasurement, VitalValue, validate_note, validate_vitals,
 };
 pub use billing::{BillingFacts, ClaimCheck, ClaimFacts, Modality, claim_readiness, validate_billing};
 pub use careplan::{ActivityInput, CarePlanInput, CarePlanRecord, ConsentRecord, validate_care_plan};
@@ -24,9 +24,9 @@ pub use diagnosis::{
 };
 pub use document::{DOCUMENT_MAX_BYTES, DocumentInput, DocumentKind, VisitDocument, validate_document};
 pub use mapping::{
-    VisitContext, apply_encounter_diagnoses, apply_encounter_status, care_plan, condition, consent,
-    detach_practitioners, encounter_for_create, format_instant, medication_request, note_document, service_request,
-    visit_document, vital_observation,
+    DRAFTING_ENGINE_SYSTEM, VisitContext, apply_encounter_diagnoses, apply_encounter_status, care_plan, condition,
+    consent, detach_practitioners, encounter_for_create, format_instant, medication_request, note_document,
+    note_provenance, service_request, visit_document, vital_observation,
 };
 pub use order::{Order, OrderInput, OrderKind, OrdersInput, validate_orders};
 pub use state::VisitState;

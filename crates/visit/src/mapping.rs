@@ -480,6 +480,36 @@ pub fn care_plan(ctx: &VisitContext, artifact_id: &str, plan: &CarePlanRecord, e
     resource
 }
 
+/// The system of the Device identifier that names a drafting engine (the EHR holds no Device
+/// for it, so the agent is a logical reference).
+pub const DRAFTING_ENGINE_SYSTEM: &str = "urn:telechart:drafting-engine";
+
+/// The Provenance of a drafted note as R4 has it: target the signed note's DocumentReference,
+/// each cited source an entity (`source` role: the note was derived from it), the engine an
+/// `assembler` Device and the signing Practitioner the `author`. `target` and `sources` are
+/// references in the target EHR.
+pub fn note_provenance(record: &crate::NoteProvenance, target: &str, sources: &[String]) -> Value {
+    let participant = "http://terminology.hl7.org/CodeSystem/provenance-participant-type";
+    let entities: Vec<Value> =
+        sources.iter().map(|what| json!({"role": "source", "what": {"reference": what}})).collect();
+    let mut resource = json!({
+        "resourceType": "Provenance",
+        "target": [{"reference": target}],
+        "recorded": format_instant(record.signed_at),
+        "activity": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v3-DataOperation", "code": "CREATE", "display": "create"}]},
+        "agent": [
+            {"type": {"coding": [{"system": participant, "code": "author", "display": "Author"}]},
+             "who": {"reference": record.signer}},
+            {"type": {"coding": [{"system": participant, "code": "assembler", "display": "Assembler"}]},
+             "who": {"type": "Device", "identifier": {"system": DRAFTING_ENGINE_SYSTEM, "value": record.engine}, "display": record.engine}},
+        ],
+    });
+    if !entities.is_empty() {
+        resource["entity"] = Value::Array(entities);
+    }
+    resource
+}
+
 /// The patient's consent to telehealth care as an R4 Consent (scope treatment, opt-in, permit
 /// from the signature on), its source the signed form the EHR already holds.
 /// The Consent as the EHR receives it: Telechart's own resource without its local id, with the

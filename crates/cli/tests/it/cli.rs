@@ -366,7 +366,8 @@ fn connections_show_the_capability_contract_against_a_sandbox_personality() {
     assert!(line("signed note").ends_with("transformed: content type text/plain"), "{plan}");
     assert!(line("document: image").contains("not deliverable: image/png documents"), "{plan}");
     assert!(line("care plan").contains("not deliverable: no CarePlan create"), "{plan}");
-    assert_eq!(plan.lines().count(), 12, "{plan}");
+    assert!(line("drafted note's provenance").contains("not deliverable: no Provenance create"), "{plan}");
+    assert_eq!(plan.lines().count(), 13, "{plan}");
     assert_eq!(json["resources"]["Encounter"]["create"], false, "Epic-like: the EHR's own Encounters only");
     assert_eq!(json["resources"]["Observation"]["create"], true);
     assert!(show(dir.path()).starts_with("connection ehr, contract version 1"), "unchanged: same version");

@@ -130,3 +130,121 @@ async fn a_clinician_starts_the_second_visit_from_the_ehr_schedule_and_charts_it
     server.shutdown().await;
     sandbox.shutdown().await;
 }
+
+/// The drafted note reviewed in the browser: draft it from the visit's transcript, click a
+/// sentence and see the turns it cites highlighted, edit, sign; the signed note reaches the EHR.
+#[tokio::test]
+async fn a_clinician_reviews_a_drafted_note_clicks_its_evidence_edits_and_signs() {
+    let Some((_driver, webdriver)) = start_driver().await else { return };
+    let LaunchEnv { store, sandbox, server, base, _dir } = launch_env(true).await;
+    let profile = tempfile::tempdir().unwrap();
+    let capabilities = json!({
+        "goog:chromeOptions": {
+            "binary": "/usr/bin/chromium",
+            "args": ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
+                     "--disable-component-update", "--disable-sync", format!("--user-data-dir={}", profile.path().display())]
+        }
+    });
+    let serde_json::Value::Object(capabilities) = capabilities else { unreachable!() };
+    let browser = ClientBuilder::rustls().unwrap().capabilities(capabilities).connect(&webdriver).await.unwrap();
+    browser.goto(&format!("{}/ehr/schedule", sandbox.root)).await.unwrap();
+    let starts = browser.find_all(Locator::Css("a.start")).await.unwrap();
+    let appointment = sandbox.sandbox.appointment_ids()[1].clone();
+    starts[1].click().await.unwrap();
+    browser
+        .wait()
+        .at_most(Duration::from_secs(20))
+        .for_element(Locator::Id("approve"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    browser.wait().at_most(Duration::from_secs(20)).for_element(Locator::Id("patient-banner")).await.unwrap();
+    let visit = browser.current_url().await.unwrap().path().trim_start_matches("/workspace/visits/").to_owned();
+
+    let click = |id: &'static str| {
+        let browser = browser.clone();
+        async move {
+            let button = browser.wait().at_most(Duration::from_secs(10)).for_element(Locator::Id(id)).await.unwrap();
+            button.click().await.unwrap();
+            for _ in 0..100 {
+                if button.is_displayed().await.is_err() {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            panic!("the page did not reload after clicking {id}");
+        }
+    };
+    click("to-arrived").await;
+    click("consent-telehealth-permit").await;
+    click("consent-recording-ai-permit").await;
+    click("to-in-progress").await;
+    // The platform posts the call's transcript, as it does when the call ends.
+    let (_, platform) = store.create_api_token("default", "platform", "platform", 0).await.unwrap();
+    let dialogue = "[doctor] what brings you in today?\n[patient] a sore throat for two days, no fever.\n\
+                    [doctor] your throat is red but there is no exudate.\n\
+                    [doctor] my impression is viral pharyngitis. use salt water gargles and follow up in one week.\n";
+    let posted = reqwest::Client::new()
+        .post(format!("{base}/api/v1/visits/{visit}/documents"))
+        .bearer_auth(platform.expose())
+        .json(
+            &json!({"kind": "video-transcript", "title": "Transcript", "contentType": "text/plain", "text": dialogue}),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(posted.status(), 201);
+
+    browser.goto(&format!("{base}/workspace/visits/{visit}/draft")).await.unwrap();
+    click("draft-note").await;
+    let sentences = browser.wait().at_most(Duration::from_secs(10)).for_element(Locator::Css(".sentence")).await;
+    sentences.unwrap();
+    let all = browser.find_all(Locator::Css(".sentence")).await.unwrap();
+    assert!(all.len() >= 3, "a few sentences drafted");
+    // Click the first sentence citing a transcript turn: exactly its turns light up.
+    let mut chosen = None;
+    for sentence in &all {
+        let cited = sentence.attr("data-evidence").await.unwrap().unwrap_or_default();
+        if cited.split(' ').any(|c| c.starts_with("turn-")) {
+            chosen = Some((sentence.clone(), cited));
+            break;
+        }
+    }
+    let (sentence, cited) = chosen.expect("a sentence citing the transcript");
+    sentence.click().await.unwrap();
+    let highlighted = browser.find_all(Locator::Css(".highlighted")).await.unwrap();
+    let mut lit = Vec::new();
+    for h in &highlighted {
+        lit.push(h.attr("id").await.unwrap().unwrap_or_default());
+    }
+    let mut expected: Vec<String> = cited.split(' ').map(str::to_owned).collect();
+    expected.sort();
+    lit.sort();
+    assert_eq!(lit, expected, "the cited turns and inputs, and only those, are highlighted");
+    assert!(sentence.attr("class").await.unwrap().unwrap_or_default().contains("selected"));
+
+    let editor = browser.find(Locator::Id("note-edit")).await.unwrap();
+    editor.send_keys("\nReviewed with the patient by video.").await.unwrap();
+    click("sign-draft").await;
+    let signed = browser.wait().at_most(Duration::from_secs(10)).for_element(Locator::Id("signed")).await.unwrap();
+    let signed_text = signed.text().await.unwrap();
+    assert!(signed_text.contains("Practitioner/") && signed_text.contains("6 word(s) edited"), "{signed_text}");
+    browser.close().await.unwrap();
+
+    crate::launch::deliver_and_read_back(&store, &sandbox, &appointment).await;
+    let deliveries = store.deliveries_for_visit("default", &visit).await.unwrap();
+    let mut texts = Vec::new();
+    for d in deliveries.iter().filter(|d| d.resource_type == "DocumentReference" && d.status == "done") {
+        let url = format!("{}/DocumentReference/{}", sandbox.fhir_base, d.ehr_resource_id.as_deref().unwrap());
+        let held: serde_json::Value = reqwest::get(url).await.unwrap().json().await.unwrap();
+        let data = held["content"][0]["attachment"]["data"].as_str().unwrap_or_default().to_owned();
+        let bytes = base64::Engine::decode(&base64::engine::general_purpose::STANDARD, data).unwrap_or_default();
+        texts.push((held["docStatus"].clone(), String::from_utf8_lossy(&bytes).into_owned()));
+    }
+    let note = texts.iter().find(|(_, text)| text.contains("Reviewed with the patient by video."));
+    assert!(note.is_some_and(|(status, _)| status == "final"), "the signed, edited note is in the EHR: {texts:?}");
+    server.shutdown().await;
+    sandbox.shutdown().await;
+}

@@ -177,6 +177,7 @@ impl TestEnv {
             notification_secrets: std::sync::Arc::new(telechart_server::NotificationSecrets(
                 [("sandbox".to_owned(), (TENANT.to_owned(), NOTIFY_SECRET.to_vec()))].into(),
             )),
+            drafting: Default::default(),
         };
         let server = telechart_server::spawn(state, SocketAddr::from(([127, 0, 0, 1], 0)), None).await.unwrap();
         let api = format!("{}/api/v1", server.base_url);
@@ -327,6 +328,7 @@ pub fn bare_state(store: &Store, oidc: Option<std::sync::Arc<telechart_server::O
         ehr_tokens: Default::default(),
         platforms: Default::default(),
         notification_secrets: Default::default(),
+        drafting: Default::default(),
     }
 }
 

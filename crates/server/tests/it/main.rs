@@ -11,6 +11,7 @@ mod browser;
 mod consent;
 mod crash;
 mod disclosure;
+mod drafting;
 mod egress;
 mod env;
 mod fifth;
