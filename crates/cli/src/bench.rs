@@ -20,6 +20,8 @@ pub enum BenchCommand {
     Audit(audit::AuditBenchArgs),
     /// Consent decisions on a tenant with many consents: p50 / p99 latency.
     Consent(consent::ConsentBenchArgs),
+    /// The builtin note drafter: time per visit on the longest dialogue, throughput over a file.
+    Scribe(scribe::ScribeBenchArgs),
     /// Pipeline throughput versus a raw HTTP client.
     Sync(SyncBenchArgs),
     /// Backend Services tokens: requests to the token endpoint under concurrent callers.
@@ -56,6 +58,7 @@ pub struct SyncBenchArgs {
 
 mod audit;
 mod consent;
+mod scribe;
 
 impl SyncBenchArgs {
     /// A short run with no added latency: enough deliveries for a steady CPU figure.
@@ -72,6 +75,7 @@ pub async fn run(which: BenchCommand) -> anyhow::Result<()> {
         BenchCommand::Sync(args) => sync(args).await,
         BenchCommand::Audit(args) => audit::run(args).await,
         BenchCommand::Consent(args) => consent::run(args),
+        BenchCommand::Scribe(args) => scribe::run(args),
         BenchCommand::Tokens { callers, lifetime_seconds, seconds } => tokens(callers, lifetime_seconds, seconds).await,
     }
 }

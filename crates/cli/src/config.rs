@@ -44,6 +44,41 @@ pub struct Config {
     /// The audit log's witness and checkpoint key.
     #[serde(default)]
     pub audit: AuditConfig,
+    /// The note drafter: the builtin engine always; an OpenAI-compatible one if configured.
+    #[serde(default)]
+    pub drafting: DraftingConfig,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DraftingConfig {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub llm: Option<LlmConfig>,
+}
+
+/// A chat-completions endpoint. PHI goes there only if its origin is registered under a BAA in
+/// `[[egress]]` (loopback excepted) and the patient's consent permits the disclosure.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LlmConfig {
+    /// E.g. `http://127.0.0.1:8000/v1`; requests go to `{base_url}/chat/completions`.
+    pub base_url: String,
+    pub model: String,
+    /// A file holding the bearer key (none for a local server without one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_key_file: Option<PathBuf>,
+    #[serde(default = "default_llm_timeout_ms")]
+    pub timeout_ms: u64,
+    #[serde(default = "default_llm_attempts")]
+    pub max_attempts: u32,
+}
+
+fn default_llm_timeout_ms() -> u64 {
+    60_000
+}
+
+fn default_llm_attempts() -> u32 {
+    3
 }
 
 /// Signed checkpoints of the audit chain, kept outside the database.
@@ -462,6 +497,7 @@ impl Default for Config {
             egress: Vec::new(),
             platforms: Vec::new(),
             audit: AuditConfig::default(),
+            drafting: DraftingConfig::default(),
         }
     }
 }
@@ -586,6 +622,31 @@ impl Config {
             }
         }
         Ok(telechart_server::NotificationSecrets(secrets))
+    }
+
+    /// The drafter's engines, the key read from its file.
+    pub fn drafting(&self) -> anyhow::Result<telechart_server::Drafting> {
+        let Some(llm) = &self.drafting.llm else { return Ok(telechart_server::Drafting::default()) };
+        url::Url::parse(&llm.base_url).with_context(|| format!("drafting.llm.base_url {:?}", llm.base_url))?;
+        anyhow::ensure!(llm.timeout_ms > 0, "drafting.llm.timeout_ms must be above 0");
+        anyhow::ensure!((1..=10).contains(&llm.max_attempts), "drafting.llm.max_attempts must be 1 to 10");
+        let api_key = match &llm.api_key_file {
+            Some(path) => {
+                let key = std::fs::read_to_string(path)
+                    .with_context(|| format!("drafting.llm: reading api_key_file {}", path.display()))?;
+                Some(key.trim().to_owned())
+            }
+            None => None,
+        };
+        Ok(telechart_server::Drafting {
+            llm: Some(telechart_server::LlmEngine {
+                base_url: llm.base_url.clone(),
+                model: llm.model.clone(),
+                api_key,
+                timeout: std::time::Duration::from_millis(llm.timeout_ms),
+                max_attempts: llm.max_attempts,
+            }),
+        })
     }
 
     /// How people's sessions behave, whichever way they signed in.

@@ -110,7 +110,7 @@ pub async fn start(config: &Config, keys: KeyConfig, clock: Clock, tap: Option<W
         sessions: std::sync::Arc::new(config.session_policy()?),
         platforms: platforms.clone(),
         notification_secrets: std::sync::Arc::new(config.notification_secrets()?),
-        drafting: Default::default(),
+        drafting: std::sync::Arc::new(config.drafting()?),
         ehr_tokens: std::sync::Arc::default(),
         oidc: config
             .oidc_settings()?

@@ -276,6 +276,10 @@ pub(crate) async fn create(
     crate::consent::gate(&state, &caller, &visit, &GovernedFlow::RecordOrDraft).await?;
     if let Some(llm) = &llm {
         state.connections.check_egress(&llm.base_url).map_err(|e| ApiError::Forbidden(e.to_string()))?;
+        if !is_loopback(&llm.base_url) {
+            let recipient = format!("drafting engine {}", origin(&llm.base_url));
+            crate::consent::gate(&state, &caller, &visit, &GovernedFlow::Disclose { recipient }).await?;
+        }
     }
     let material = visit_material(&state, &caller, &visit).await?;
     if material.input.turns.is_empty() && material.input.inputs.is_empty() {
@@ -324,6 +328,20 @@ pub(crate) async fn create(
     );
     let row = state.store.insert_note_draft(&caller.tenant_id, &new, &entry).await?;
     Ok((StatusCode::CREATED, Json(draft_view(&row, &material)?)))
+}
+
+/// `scheme://host[:port]` of a URL, for audit records (never its path or query).
+fn origin(url: &str) -> String {
+    url::Url::parse(url).map(|u| u.origin().ascii_serialization()).unwrap_or_else(|_| "(unparsable URL)".into())
+}
+
+/// An engine on this machine receives nothing that leaves it: no disclosure.
+fn is_loopback(url: &str) -> bool {
+    url::Url::parse(url).ok().and_then(|u| u.host().map(|h| h.to_owned())).is_some_and(|host| match host {
+        url::Host::Domain(d) => d == "localhost",
+        url::Host::Ipv4(ip) => ip.is_loopback(),
+        url::Host::Ipv6(ip) => ip.is_loopback(),
+    })
 }
 
 /// Sends the request to the configured endpoint: egress-checked, time-limited, retried with

@@ -247,7 +247,8 @@ mod tests {
         assert!(matches!(plan(&note("text/plain"), &read_only, false), WritePlan::NotDeliverable { .. }));
         // The table a connection shows holds every kind, and agrees with the per-artifact plan.
         let table = plan_table(&plain_only, false);
-        assert_eq!(table.len(), 12);
+        assert_eq!(table.len(), 13);
+        assert_eq!(table[12].1, WritePlan::Written { resource_type: "Provenance" });
         assert_eq!(table[2].1, plan(&note("text/plain"), &plain_only, false));
         assert!(table.iter().all(|(_, p)| !p.label().is_empty()));
     }

@@ -105,11 +105,26 @@ impl TestEnv {
         Self::build(engine, false, telechart_sync::Platforms::default(), vendor).await
     }
 
+    /// With the note drafter's engines configured (an OpenAI-compatible one).
+    pub async fn start_with_drafting(engine: Engine, drafting: telechart_server::Drafting) -> TestEnv {
+        Self::build_with(engine, false, telechart_sync::Platforms::default(), Vendor::default(), drafting).await
+    }
+
     async fn build(
         engine: Engine,
         backend_auth: bool,
         platforms: telechart_sync::Platforms,
         vendor: Vendor,
+    ) -> TestEnv {
+        Self::build_with(engine, backend_auth, platforms, vendor, telechart_server::Drafting::default()).await
+    }
+
+    async fn build_with(
+        engine: Engine,
+        backend_auth: bool,
+        platforms: telechart_sync::Platforms,
+        vendor: Vendor,
+        drafting: telechart_server::Drafting,
     ) -> TestEnv {
         let dir = tempfile::tempdir().unwrap();
         let clock = Clock::manual("2026-11-26T09:00:00Z".parse().unwrap());
@@ -177,7 +192,7 @@ impl TestEnv {
             notification_secrets: std::sync::Arc::new(telechart_server::NotificationSecrets(
                 [("sandbox".to_owned(), (TENANT.to_owned(), NOTIFY_SECRET.to_vec()))].into(),
             )),
-            drafting: Default::default(),
+            drafting: std::sync::Arc::new(drafting),
         };
         let server = telechart_server::spawn(state, SocketAddr::from(([127, 0, 0, 1], 0)), None).await.unwrap();
         let api = format!("{}/api/v1", server.base_url);

@@ -19,6 +19,7 @@ mod flow;
 mod forged_tokens;
 mod inbound;
 pub mod launch;
+mod llm;
 mod logs;
 mod merge;
 mod oidc;
