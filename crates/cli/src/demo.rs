@@ -380,13 +380,24 @@ async fn run_vendor(mut config: Config, args: &DemoArgs, vendor: &str) -> anyhow
     let mut headers = reqwest::header::HeaderMap::new();
     headers.insert(reqwest::header::AUTHORIZATION, format!("Bearer {}", token.expose()).parse()?);
     let http = reqwest::Client::builder().default_headers(headers).build()?;
+    // …and a clinician reviews and signs each drafted note with a clinician token.
+    let (_, token) = telechart
+        .store
+        .create_api_token(&config.tenant, "demo clinician", "clinician", Clock::system().now_ms())
+        .await?;
+    let mut headers = reqwest::header::HeaderMap::new();
+    headers.insert(reqwest::header::AUTHORIZATION, format!("Bearer {}", token.expose()).parse()?);
+    let clinician = reqwest::Client::builder().default_headers(headers).build()?;
+    let dialogues = Arc::new(train_dialogues()?);
     let semaphore = Arc::new(tokio::sync::Semaphore::new(args.parallel.max(1)));
     let mut tasks = tokio::task::JoinSet::new();
     for (index, appointment) in appointments.into_iter().take(args.visits).enumerate() {
         let (http, api, semaphore, events) = (http.clone(), api.clone(), semaphore.clone(), platform.sender(&api));
+        let clients = Clients { platform: http, clinician: clinician.clone() };
+        let dialogue = (!dialogues.is_empty()).then(|| dialogues[index % dialogues.len()].clone());
         tasks.spawn(async move {
             let _permit = semaphore.acquire_owned().await?;
-            run_visit(&http, &api, &events, &appointment, index).await
+            run_visit(&clients, &api, &events, &appointment, index, dialogue).await
         });
     }
     let mut visit_ids = Vec::new();
@@ -604,15 +615,44 @@ async fn export_written(
     Ok(out)
 }
 
-/// Drives one visit through the API as a telehealth platform would. Returns the visit id and
-/// the artifacts it produced, each with what it is (for the vendor matrix).
+/// The demo's two callers: the telehealth platform, and the clinician who signs.
+struct Clients {
+    platform: reqwest::Client,
+    clinician: reqwest::Client,
+}
+
+/// The ACI-Bench training dialogues (doctor–patient conversations, CC BY 4.0) beside the
+/// project, as the demo's visit transcripts; none when the shared data is absent.
+fn train_dialogues() -> anyhow::Result<Vec<String>> {
+    let Some(path) = ["../shared/data/aci-bench/train.csv", "shared/data/aci-bench/train.csv"]
+        .into_iter()
+        .map(std::path::PathBuf::from)
+        .find(|p| p.is_file())
+    else {
+        return Ok(Vec::new());
+    };
+    let mut reader = csv::Reader::from_path(&path).with_context(|| format!("reading {}", path.display()))?;
+    let column = reader.headers()?.iter().position(|h| h.trim() == "dialogue");
+    let Some(column) = column else { bail!("{}: no dialogue column", path.display()) };
+    let mut out = Vec::new();
+    for row in reader.records() {
+        out.push(row?.get(column).unwrap_or_default().to_owned());
+    }
+    Ok(out)
+}
+
+/// Drives one visit through the API as a telehealth platform would, with the clinician's
+/// review and signature of the drafted note. Returns the visit id and the artifacts it
+/// produced, each with what it is (for the vendor matrix).
 async fn run_visit(
-    http: &reqwest::Client,
+    clients: &Clients,
     api: &str,
     events: &PlatformEvents,
     appointment: &str,
     i: usize,
+    dialogue: Option<String>,
 ) -> anyhow::Result<(String, Vec<(String, String)>)> {
+    let http = &clients.platform;
     let opened =
         post(http, &format!("{api}/visits"), json!({"appointment": format!("Appointment/{appointment}")})).await?;
     let visit = opened["id"].as_str().context("the API returned a visit without an id")?.to_owned();
@@ -660,14 +700,6 @@ async fn run_visit(
     let photo = json!({"kind": "attachment", "title": "Photo shared in the call", "contentType": "image/png",
         "data": base64::engine::general_purpose::STANDARD.encode(DEMO_PNG), "author": patient});
     record(&post(http, &format!("{url}/documents"), photo).await?, "photo (PNG)");
-    let note = json!({
-        "title": "Telehealth follow-up visit note",
-        "text": "Subjective: Follow-up by video. Patient reports feeling well; no new symptoms.\n\
-                 Objective: Vitals captured at home with connected devices; see vital-signs observations.\n\
-                 Assessment: Stable.\nPlan: Continue current plan; follow up in 3 months or sooner if symptoms change.",
-        "author": practitioner,
-        "signedAt": Clock::system().now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
-    });
     let diagnoses = json!({"recorder": practitioner, "diagnoses": [{"code": "I10"}, {"code": "E11.9"}]});
     record(&post(http, &format!("{url}/diagnoses"), diagnoses).await?, "");
     let orders = json!({"requester": practitioner, "orders": [
@@ -680,14 +712,30 @@ async fn run_visit(
         "afterVisitSummary": "Thank you for your visit today. Your blood pressure is well controlled. Please get your \
             HbA1c blood test before your next visit and keep taking your readings at home twice a week."});
     record(&post(http, &format!("{url}/care-plan"), plan).await?, "after-visit summary");
-    let transcript = json!({"kind": "video-transcript", "title": "Video visit transcript", "contentType": "text/vtt",
-        "text": "WEBVTT\n\n00:00:01.000 --> 00:00:04.000\nClinician: How have you been feeling?\n\n\
-                 00:00:04.500 --> 00:00:08.000\nPatient: Much better since the last visit."});
-    record(&post(http, &format!("{url}/documents"), transcript).await?, "video transcript (VTT)");
+    let transcript = match &dialogue {
+        Some(text) => json!({"kind": "video-transcript", "title": "Video visit transcript",
+            "contentType": "text/plain", "text": text}),
+        None => json!({"kind": "video-transcript", "title": "Video visit transcript", "contentType": "text/vtt",
+            "text": "WEBVTT\n\n00:00:01.000 --> 00:00:04.000\nClinician: How have you been feeling?\n\n\
+                     00:00:04.500 --> 00:00:08.000\nPatient: Much better since the last visit."}),
+    };
+    record(&post(http, &format!("{url}/documents"), transcript).await?, "video transcript");
     // The call ends; by the tenant's rule the visit finishes when the clinician signs the note.
     events.send("call.ended", &visit).await?;
-    // Signing after the call ended finishes the visit: the note and the status change.
-    record(&post(http, &format!("{url}/notes"), note).await?, "");
+    // The platform asks for the note's draft; the clinician reviews it, drops any sentence code
+    // flagged (the drafter never has them signed as written) and signs. Signing after the call
+    // ended finishes the visit: the note, its Provenance and the status change.
+    let draft = post(http, &format!("{url}/draft"), json!({})).await?;
+    let mut text = draft["text"].as_str().context("the draft has no text")?.to_owned();
+    for sentence in
+        draft["sections"].as_array().into_iter().flatten().flat_map(|s| s["sentences"].as_array().into_iter().flatten())
+    {
+        if sentence["flags"].as_array().is_some_and(|f| !f.is_empty()) {
+            text = text.replace(sentence["text"].as_str().unwrap_or_default(), "");
+        }
+    }
+    let sign = json!({"draft": draft["id"], "text": text, "title": "Telehealth visit note", "author": practitioner});
+    record(&post(&clients.clinician, &format!("{url}/draft/sign"), sign).await?, "");
     let billing = json!({"procedureCodes": ["99214"], "placeOfService": "10", "modifier": "95", "modality": "video",
         "renderingProvider": practitioner});
     let response = http.put(format!("{url}/billing")).json(&billing).send().await?;

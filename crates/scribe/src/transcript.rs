@@ -91,9 +91,30 @@ fn parse_labelled(text: &str, label: fn(&str) -> Option<(&str, &str)>) -> Vec<Tu
     turns
 }
 
-/// `Dr. Smith: text` → (`Dr. Smith`, `text`): a short label of words before the first colon.
+/// A chat export's time stamp before the speaker (`[10:02] `, `10:02:15 `, `[10:02 AM] `).
+fn strip_timestamp(line: &str) -> &str {
+    let line = line.trim_start();
+    let is_time = |t: &str| {
+        let t = t.trim().trim_end_matches("AM").trim_end_matches("PM").trim_end_matches("am").trim_end_matches("pm");
+        let t = t.trim();
+        t.contains(':') && !t.is_empty() && t.chars().all(|c| c.is_ascii_digit() || c == ':' || c == '.')
+    };
+    if let Some(rest) = line.strip_prefix('[')
+        && let Some(end) = rest.find(']')
+        && is_time(&rest[..end])
+    {
+        return rest[end + 1..].trim_start();
+    }
+    match line.split_once(char::is_whitespace) {
+        Some((first, rest)) if is_time(first) => rest.trim_start(),
+        _ => line,
+    }
+}
+
+/// `Dr. Smith: text` → (`Dr. Smith`, `text`): a short label of words before the first colon,
+/// after any time stamp.
 fn colon_label(line: &str) -> Option<(&str, &str)> {
-    let (label, said) = line.split_once(':')?;
+    let (label, said) = strip_timestamp(line).split_once(':')?;
     let label = label.trim();
     let words = label.split_whitespace().count();
     if label.is_empty() || words > 4 || label.len() > 40 {
@@ -212,6 +233,21 @@ mod tests {
         assert_eq!(turns.len(), 2, "{turns:?}");
         assert_eq!((turns[0].role, turns[0].text.as_str()), (Role::Clinician, "How are you?"));
         assert_eq!(turns[1].text, "My knee hurts.");
+    }
+
+    #[test]
+    fn time_stamped_chat_lines_are_speakers() {
+        let turns = parse(b"[10:02] Patient: Hi doctor, the cuff reading is on screen.\n10:03:20 Clinician: Thanks, I see it.\n[10:04 AM] Patient: Good.").unwrap();
+        let said: Vec<(&str, Role, &str)> =
+            turns.iter().map(|t| (t.speaker.as_str(), t.role, t.text.as_str())).collect();
+        assert_eq!(
+            said,
+            [
+                ("Patient", Role::Patient, "Hi doctor, the cuff reading is on screen."),
+                ("Clinician", Role::Clinician, "Thanks, I see it."),
+                ("Patient", Role::Patient, "Good."),
+            ]
+        );
     }
 
     #[test]

@@ -81,8 +81,9 @@ fn the_demo_charts_every_visit_and_exports_what_it_wrote() {
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
-    // 23 per visit: 22 chart writes and the telehealth Consent.
-    assert!(stdout.contains("delivered   72 / 72 (100.0 %)"), "{stdout}");
+    // 25 per visit: 24 chart writes (the drafted note's Provenance among them) and the
+    // telehealth Consent.
+    assert!(stdout.contains("delivered   75 / 75 (100.0 %)"), "{stdout}");
     assert!(stdout.contains("dead        0"), "{stdout}");
     let lines = |p: &Path| {
         std::fs::read_to_string(p)
@@ -95,8 +96,22 @@ fn the_demo_charts_every_visit_and_exports_what_it_wrote() {
     // Per visit: one Encounter (five versions of it), eight Observations, six DocumentReferences
     // (consent form, chat transcript, photo, note, video transcript, after-visit summary), two
     // Consents (telehealth, from the signed form; recording and AI, recorded through the API), two
-    // Conditions, a CarePlan, one lab ServiceRequest (completed by the sandbox's lab and read back).
-    assert_eq!(written.len(), 63);
+    // Conditions, a CarePlan, one lab ServiceRequest (completed by the sandbox's lab and read back),
+    // and the drafted-then-signed note's Provenance.
+    assert_eq!(written.len(), 66);
+    let provenance: Vec<&serde_json::Value> = written.iter().filter(|r| r["resourceType"] == "Provenance").collect();
+    assert_eq!(provenance.len(), 3);
+    for p in &provenance {
+        let target = p["target"][0]["reference"].as_str().unwrap().trim_start_matches("DocumentReference/");
+        let note = written.iter().find(|r| r["resourceType"] == "DocumentReference" && r["id"] == target).unwrap();
+        assert_eq!(
+            (note["type"]["coding"][0]["code"].as_str(), note["docStatus"].as_str()),
+            (Some("11506-3"), Some("final"))
+        );
+        let sources: Vec<&str> =
+            p["entity"].as_array().unwrap().iter().map(|e| e["what"]["reference"].as_str().unwrap()).collect();
+        assert!(sources.iter().any(|s| s.starts_with("DocumentReference/")), "the transcript: {p}");
+    }
     assert_eq!(written.iter().filter(|r| r["resourceType"] == "CarePlan").count(), 3);
     let consents: Vec<&serde_json::Value> = written.iter().filter(|r| r["resourceType"] == "Consent").collect();
     assert_eq!(consents.len(), 6);
@@ -143,7 +158,7 @@ fn the_demo_charts_every_visit_and_exports_what_it_wrote() {
     );
     assert!(documents.iter().all(|d| d["context"]["encounter"][0]["reference"].is_string()));
     let sent = lines(&sent);
-    assert_eq!(sent.len(), 72, "every delivery sent exactly once");
+    assert_eq!(sent.len(), 75, "every delivery sent exactly once");
 }
 
 #[test]
@@ -169,7 +184,7 @@ fn the_demo_against_every_vendor_prints_how_each_artifact_got_there() {
         );
         rows.entry(label.clone()).or_default().insert(vendor.to_owned(), cell);
     }
-    assert_eq!(rows.len(), 13, "{rows:?}");
+    assert_eq!(rows.len(), 14, "{rows:?}");
     assert!(rows.values().all(|r| r.len() == 4 && r["generic"] == "written"), "{rows:?}");
     let cell = |label: &str, vendor: &str| rows[label][vendor].clone();
     assert_eq!(cell("vital", "epic"), "written");
@@ -180,6 +195,7 @@ fn the_demo_against_every_vendor_prints_how_each_artifact_got_there() {
     assert_eq!(cell("encounter-status", "oracle"), "transformed: status by JSON Patch of Appointment.status");
     assert!(cell("document: photo (PNG)", "epic").starts_with("not deliverable: image/png documents"));
     assert!(cell("service-order", "oracle").starts_with("not deliverable: "));
+    assert!(cell("provenance", "epic").starts_with("not deliverable: no Provenance create"));
     // Read-back: what each EHR kept of what was sent.
     let percent = |vendor: &str| -> f64 {
         let line = accuracy.lines().find(|l| l.trim_start().starts_with(vendor)).unwrap();
