@@ -100,6 +100,8 @@ pub(crate) struct SignatureView {
     pub at: Option<DateTime<Utc>>,
     pub note_artifact: Option<String>,
     pub edit_distance: Option<i64>,
+    /// From the platform's call-ended event to the signature, when the call has ended.
+    pub ms_after_call_end: Option<i64>,
 }
 
 #[derive(Serialize)]
@@ -116,6 +118,8 @@ pub(crate) struct DraftView {
     pub sentence_count: i64,
     pub flagged: i64,
     pub missing: Vec<String>,
+    /// The visit's transcripts the drafter could not read, each with why.
+    pub unread: Vec<String>,
     pub sections: Vec<telechart_scribe::Section>,
     pub text: String,
     pub turns: Vec<TurnView>,
@@ -128,11 +132,14 @@ pub(crate) struct VisitMaterial {
     pub input: VisitInput,
     /// `turn_artifact[i]`: the transcript artifact of turn `i`.
     pub turn_artifact: Vec<String>,
+    /// Transcripts that could not be read, each with why: shown with the draft, never skipped
+    /// silently.
+    pub unread: Vec<String>,
 }
 
 /// Reads the visit's artifacts: every transcript (its turns numbered on from the one before),
-/// vitals, diagnoses and orders. A transcript that cannot be read is an error naming it, never
-/// skipped silently; purged payloads (retention) are absent.
+/// vitals, diagnoses and orders. A transcript that cannot be read is listed with why; purged
+/// payloads (retention) are absent.
 pub(crate) async fn visit_material(
     state: &AppState,
     caller: &Caller,
@@ -141,6 +148,7 @@ pub(crate) async fn visit_material(
     let rows = state.store.artifacts(&caller.tenant_id, &visit.id).await?;
     let mut input = VisitInput::default();
     let mut turn_artifact = Vec::new();
+    let mut unread = Vec::new();
     for row in rows {
         let Ok(artifact) = serde_json::from_str::<Artifact>(row.payload.expose()) else { continue };
         match artifact {
@@ -149,8 +157,13 @@ pub(crate) async fn visit_material(
             {
                 let bytes = base64::Engine::decode(&base64::engine::general_purpose::STANDARD, &doc.data)
                     .map_err(|e| ApiError::Internal(format!("transcript {} is not base64: {e}", row.id)))?;
-                let turns = telechart_scribe::transcript::parse(&bytes)
-                    .map_err(|e| ApiError::invalid("transcript", format!("transcript document {}: {e}", row.id)))?;
+                let turns = match telechart_scribe::transcript::parse(&bytes) {
+                    Ok(turns) => turns,
+                    Err(e) => {
+                        unread.push(format!("transcript document {} ({:?}): {e}", row.id, doc.title));
+                        continue;
+                    }
+                };
                 let offset = input.turns.len();
                 for turn in turns {
                     turn_artifact.push(row.id.clone());
@@ -186,10 +199,14 @@ pub(crate) async fn visit_material(
             _ => {}
         }
     }
-    Ok(VisitMaterial { input, turn_artifact })
+    Ok(VisitMaterial { input, turn_artifact, unread })
 }
 
-pub(crate) fn draft_view(row: &NoteDraftRow, material: &VisitMaterial) -> Result<DraftView, ApiError> {
+pub(crate) fn draft_view(
+    row: &NoteDraftRow,
+    material: &VisitMaterial,
+    visit: &VisitRow,
+) -> Result<DraftView, ApiError> {
     let draft: Draft = serde_json::from_str(row.body.expose())
         .map_err(|e| ApiError::Internal(format!("draft {} does not read back: {e}", row.id)))?;
     let turns = material
@@ -216,6 +233,7 @@ pub(crate) fn draft_view(row: &NoteDraftRow, material: &VisitMaterial) -> Result
         sentence_count: row.sentences,
         flagged: row.flagged,
         missing: draft.missing.clone(),
+        unread: material.unread.clone(),
         text: draft.to_text(),
         sections: draft.sections,
         turns,
@@ -225,6 +243,7 @@ pub(crate) fn draft_view(row: &NoteDraftRow, material: &VisitMaterial) -> Result
             at: row.signed_at.and_then(DateTime::from_timestamp_millis),
             note_artifact: row.note_artifact.clone(),
             edit_distance: row.edit_distance,
+            ms_after_call_end: row.signed_at.zip(visit.call_ended_at).map(|(signed, ended)| signed - ended),
         }),
     })
 }
@@ -282,11 +301,16 @@ pub(crate) async fn create(
         }
     }
     let material = visit_material(&state, &caller, &visit).await?;
-    if material.input.turns.is_empty() && material.input.inputs.is_empty() {
-        return Err(ApiError::invalid(
-            "transcript",
-            "the visit has no transcript, vitals, diagnoses or orders to draft from; attach a chat-transcript or video-transcript document first",
-        ));
+    if material.input.turns.is_empty() {
+        if let Some(why) = material.unread.first() {
+            return Err(ApiError::invalid("transcript", format!("no transcript of the visit can be read: {why}")));
+        }
+        if material.input.inputs.is_empty() {
+            return Err(ApiError::invalid(
+                "transcript",
+                "the visit has no transcript, vitals, diagnoses or orders to draft from; attach a chat-transcript or video-transcript document first",
+            ));
+        }
     }
     let started = Instant::now();
     let draft = match &llm {
@@ -327,7 +351,7 @@ pub(crate) async fn create(
         format!("draft {} by {} ({}); {sentences} sentences, {flagged} flagged", new.id, new.engine, new.template),
     );
     let row = state.store.insert_note_draft(&caller.tenant_id, &new, &entry).await?;
-    Ok((StatusCode::CREATED, Json(draft_view(&row, &material)?)))
+    Ok((StatusCode::CREATED, Json(draft_view(&row, &material, &visit)?)))
 }
 
 /// `scheme://host[:port]` of a URL, for audit records (never its path or query).
@@ -419,7 +443,7 @@ pub(crate) async fn latest(
         .await?
         .ok_or_else(|| ApiError::NotFound { field: None, message: format!("visit {id} has no note draft") })?;
     let material = visit_material(&state, &caller, &visit).await?;
-    Ok(Json(draft_view(&row, &material)?))
+    Ok(Json(draft_view(&row, &material, &visit)?))
 }
 
 #[derive(Deserialize)]

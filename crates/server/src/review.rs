@@ -123,7 +123,7 @@ async fn page(
     let draft = match state.store.latest_note_draft(&caller.tenant_id, &visit.id).await? {
         Some(row) => {
             let material = visit_material(&state, &caller, &visit).await?;
-            Some(draft_view(&row, &material)?)
+            Some(draft_view(&row, &material, &visit)?)
         }
         None => None,
     };

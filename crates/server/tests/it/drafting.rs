@@ -185,3 +185,88 @@ async fn consent_gates_drafting_and_a_signed_draft_reaches_the_ehr_with_its_prov
         env.stop().await;
     }
 }
+
+/// A visit in progress with both consents, and its id.
+async fn consenting_visit(env: &TestEnv, n: usize) -> String {
+    let (_, visit) = env.post("/visits", json!({"appointment": env.appointment(n)})).await;
+    let id = visit["id"].as_str().unwrap().to_owned();
+    env.post(&format!("/visits/{id}/transitions"), json!({"to": "arrived"})).await;
+    env.consent_to_telehealth(&id).await;
+    env.post(&format!("/visits/{id}/transitions"), json!({"to": "in-progress"})).await;
+    let (status, _) =
+        env.post(&format!("/visits/{id}/consents"), json!({"category": "recording-ai", "decision": "permit"})).await;
+    assert_eq!(status, 201);
+    id
+}
+
+fn text_transcript(text: &str) -> Value {
+    json!({"kind": "chat-transcript", "title": "Chat", "contentType": "text/plain", "text": text})
+}
+
+#[tokio::test]
+async fn bad_transcripts_get_a_precise_error_or_a_draft_that_says_what_is_missing() {
+    let env = TestEnv::start(Engine::Sqlite).await;
+    let field_of = |outcome: &Value| outcome["issue"][0]["expression"][0].as_str().unwrap_or_default().to_owned();
+    let why = |outcome: &Value| outcome["issue"][0]["diagnostics"].as_str().unwrap_or_default().to_owned();
+
+    // Nothing to draft from at all.
+    let bare = consenting_visit(&env, 0).await;
+    let (status, outcome) = env.post(&format!("/visits/{bare}/draft"), json!({})).await;
+    assert_eq!((status, field_of(&outcome)), (422, "transcript".to_owned()), "{outcome}");
+
+    // No speaker labels; over the drafter's 4 MiB (a 5 MB transcript): named, nothing drafted.
+    let unlabelled = consenting_visit(&env, 1).await;
+    let (status, _) = env
+        .post(
+            &format!("/visits/{unlabelled}/documents"),
+            text_transcript("the patient said it hurts. we talked about it."),
+        )
+        .await;
+    assert_eq!(status, 201);
+    let (status, outcome) = env.post(&format!("/visits/{unlabelled}/draft"), json!({})).await;
+    assert_eq!((status, field_of(&outcome)), (422, "transcript".to_owned()), "{outcome}");
+    assert!(why(&outcome).contains("no speaker labels"), "{outcome}");
+    let huge = consenting_visit(&env, 2).await;
+    let line = "[patient] my knee still hurts when i climb the stairs at home.\n";
+    let big = line.repeat(5_000_000 / line.len() + 1);
+    let (status, reply) = env.post(&format!("/visits/{huge}/documents"), text_transcript(&big)).await;
+    assert_eq!(status, 201, "{reply}");
+    let (status, outcome) = env.post(&format!("/visits/{huge}/draft"), json!({})).await;
+    assert_eq!((status, field_of(&outcome)), (422, "transcript".to_owned()), "{outcome}");
+    assert!(why(&outcome).contains("at most 4194304 bytes"), "{outcome}");
+    for visit in [&bare, &unlabelled, &huge] {
+        assert_eq!(env.get(&format!("{}/visits/{visit}/draft", env.api)).await.0, 404, "nothing drafted");
+    }
+
+    // Non-UTF-8 bytes and empty text never become a transcript in the first place.
+    let bytes =
+        base64::Engine::encode(&base64::engine::general_purpose::STANDARD, [0x5b, 0x64, 0x5d, 0xff, 0xfe, 0x20]);
+    let (status, outcome) = env
+        .post(
+            &format!("/visits/{bare}/documents"),
+            json!({"kind": "chat-transcript", "title": "Chat", "contentType": "text/plain", "data": bytes}),
+        )
+        .await;
+    assert_eq!(status, 422, "{outcome}");
+    let (status, outcome) = env.post(&format!("/visits/{bare}/documents"), text_transcript("")).await;
+    assert_eq!(status, 422, "{outcome}");
+
+    // A readable transcript beside an unreadable one, and little said: the draft lists the
+    // unread transcript and the required sections it found nothing for, inventing none.
+    let (status, _) =
+        env.post(&format!("/visits/{unlabelled}/documents"), text_transcript("Patient: I feel fine.")).await;
+    assert_eq!(status, 201);
+    let (status, draft) = env.post(&format!("/visits/{unlabelled}/draft"), json!({})).await;
+    assert_eq!(status, 201, "{draft}");
+    let unread = draft["unread"].as_array().unwrap();
+    assert_eq!(unread.len(), 1, "{draft}");
+    assert!(unread[0].as_str().unwrap().contains("no speaker labels"));
+    let missing: Vec<&str> = draft["missing"].as_array().unwrap().iter().map(|m| m.as_str().unwrap()).collect();
+    assert!(missing.contains(&"ASSESSMENT AND PLAN") || missing.len() >= 2, "{draft}");
+    for section in draft["sections"].as_array().unwrap() {
+        for s in section["sentences"].as_array().unwrap() {
+            assert!(!s["evidence"].as_array().unwrap().is_empty(), "no sentence without evidence: {s}");
+        }
+    }
+    env.stop().await;
+}
