@@ -130,6 +130,23 @@ const LATE_PLAN_CUES: [&str; 10] = [
     "i think this is",
     "i am going to prescribe",
 ];
+/// What a plan statement says when no cue announced the plan.
+const FALLBACK_PLAN_CUES: [&str; 14] = [
+    "i would not",
+    "i recommend",
+    "i would like",
+    "i want you to",
+    "we will",
+    "we are going to",
+    "i am going to",
+    "prescription",
+    "continue",
+    "follow up",
+    "come back",
+    "let us",
+    "your dose",
+    "i would argue",
+];
 /// Greetings and leave-takings: not part of a note.
 const SMALL_TALK: [&str; 9] = [
     "how are you",
@@ -292,7 +309,9 @@ impl<'a> Reading<'a> {
     fn new(input: &VisitInput, lexicon: &'a Lexicon) -> Reading<'a> {
         let mut utterances = Vec::new();
         let mut phase = Phase::History;
-        for turn in &input.turns {
+        let mut turns = input.turns.clone();
+        crate::transcript::correct_swapped_roles(&mut turns);
+        for turn in &turns {
             let raw = language::tokens(&turn.text);
             for sentence in language::sentences(&raw) {
                 let question = sentence.last().is_some_and(|t| t == "?") || (!punctuated(&sentence) && asks(&sentence));
@@ -330,6 +349,19 @@ impl<'a> Reading<'a> {
                     u.phase = phase;
                 }
                 utterances.push(u);
+            }
+        }
+        // No spoken plan cue at all (common when the plan is talked through, not announced):
+        // the plan starts at the first clinician statement of the last third that proposes one.
+        if !utterances.iter().any(|u| u.phase == Phase::Plan) {
+            let from = input.turns.len() * 2 / 3;
+            if let Some(start) = utterances.iter().position(|u| {
+                u.role == Role::Clinician
+                    && u.turn >= from
+                    && !u.question
+                    && FALLBACK_PLAN_CUES.iter().any(|c| u.has(c))
+            }) {
+                utterances[start..].iter_mut().for_each(|u| u.phase = Phase::Plan);
             }
         }
         let facts = input.patient.clone().unwrap_or_default();

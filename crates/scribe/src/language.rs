@@ -137,6 +137,11 @@ pub fn clean(tokens: &[String]) -> Vec<String> {
             i += 1;
             continue;
         }
+        // Spoken acknowledgements mid-sentence; a note never writes them.
+        if matches!(t, "yeah" | "yep" | "yup") {
+            i += 1;
+            continue;
+        }
         if (t == "you" && next == Some("know")) || (t == "i" && next == Some("mean")) {
             i += 2;
             continue;

@@ -197,6 +197,54 @@ fn append(turns: &mut [Turn], line: &str) {
     }
 }
 
+/// What clinicians say and patients rarely do.
+const CLINICIAN_SPEECH: [&str; 15] = [
+    "physical exam",
+    "assessment",
+    "prescribe",
+    "i reviewed",
+    "on exam",
+    "my plan",
+    "your exam",
+    "order",
+    "impression",
+    "your results",
+    "i recommend",
+    "diagnosis",
+    "your symptoms",
+    "i want you to",
+    "follow up",
+];
+
+/// Transcripts sometimes carry the two labels the wrong way round (a recorder's speaker
+/// assignment, a mislabelled export): when the "patient" plainly speaks as the clinician —
+/// examining, assessing, prescribing — and the "clinician" does not, the roles are swapped.
+/// Returns whether they were.
+pub fn correct_swapped_roles(turns: &mut [Turn]) -> bool {
+    let score = |role: Role| -> usize {
+        turns
+            .iter()
+            .filter(|t| t.role == role)
+            .map(|t| {
+                let text = t.text.to_lowercase();
+                CLINICIAN_SPEECH.iter().map(|c| text.matches(c).count()).sum::<usize>()
+            })
+            .sum()
+    };
+    let (as_patient, as_clinician) = (score(Role::Patient), score(Role::Clinician));
+    if as_patient < 3 || as_patient <= 2 * as_clinician {
+        return false;
+    }
+    for t in turns.iter_mut() {
+        t.role = match t.role {
+            Role::Clinician => Role::Patient,
+            Role::Patient => Role::Clinician,
+            Role::Other => Role::Other,
+        };
+    }
+    true
+}
+
 /// The role a speaker label names.
 pub fn role_of(label: &str) -> Role {
     let l = label.to_ascii_lowercase();
@@ -233,6 +281,20 @@ mod tests {
         assert_eq!(turns.len(), 2, "{turns:?}");
         assert_eq!((turns[0].role, turns[0].text.as_str()), (Role::Clinician, "How are you?"));
         assert_eq!(turns[1].text, "My knee hurts.");
+    }
+
+    #[test]
+    fn labels_the_wrong_way_round_are_swapped_back() {
+        let mut turns = parse(
+            b"[patient] on exam your lungs are clear. my assessment is asthma and i will prescribe an inhaler.\n\
+              [doctor] okay thank you.\n[patient] i recommend we follow up in two weeks.\n",
+        )
+        .unwrap();
+        assert!(correct_swapped_roles(&mut turns));
+        assert_eq!(turns[0].role, Role::Clinician);
+        assert_eq!(turns[1].role, Role::Patient);
+        let mut right = parse(b"[doctor] on exam your lungs are clear.\n[patient] my doctor said so.\n").unwrap();
+        assert!(!correct_swapped_roles(&mut right), "one cue is not enough to swap");
     }
 
     #[test]
