@@ -83,6 +83,9 @@ const EXAM_CUES: [&str; 10] = [
     "your exam",
     "let me look",
 ];
+/// Cues that open an exam beyond doubt.
+const STRONG_EXAM_CUES: [&str; 5] =
+    ["physical exam", "on your heart exam", "on exam", "on your exam", "physical examination"];
 const RESULT_CUES: [&str; 16] = [
     "x-ray",
     "xray",
@@ -118,7 +121,9 @@ const PLAN_CUES: [&str; 13] = [
 ];
 const RESULT_VERBS: [&str; 10] =
     ["show", "showed", "shows", "revealed", "reveals", "demonstrates", "came back", "was", "looks", "looked"];
-const LATE_PLAN_CUES: [&str; 10] = [
+const LATE_PLAN_CUES: [&str; 12] = [
+    "what you have is",
+    "next step",
     "diagnosis",
     "where i am at",
     "what we are going to do",
@@ -309,6 +314,9 @@ impl<'a> Reading<'a> {
     fn new(input: &VisitInput, lexicon: &'a Lexicon) -> Reading<'a> {
         let mut utterances = Vec::new();
         let mut phase = Phase::History;
+        let mut examined = false;
+        // Whether the plan began on a weak cue only, and the phase it interrupted.
+        let (mut weak_plan, mut before_plan) = (false, Phase::History);
         let mut turns = input.turns.clone();
         crate::transcript::correct_swapped_roles(&mut turns);
         for turn in &turns {
@@ -334,8 +342,28 @@ impl<'a> Reading<'a> {
                             || u.flat.starts_with("in terms of your")
                             || u.flat.starts_with("regarding your")
                             || LATE_PLAN_CUES.iter().any(|c| u.has(c)));
-                    if late_problem || PLAN_CUES.iter().any(|c| u.has(c)) {
+                    // A plan entered on a weak cue, or before any exam, was entered too early
+                    // when an exam plainly follows: visits examine first and plan last.
+                    let exam_after_early_plan =
+                        phase == Phase::Plan && (!examined || weak_plan) && STRONG_EXAM_CUES.iter().any(|c| u.has(c));
+                    if exam_after_early_plan {
+                        for earlier in
+                            utterances.iter_mut().rev().take_while(|e: &&mut Utterance| e.phase == Phase::Plan)
+                        {
+                            earlier.phase = before_plan;
+                        }
+                        phase = Phase::Exam;
+                        weak_plan = false;
+                    } else if PLAN_CUES.iter().any(|c| u.has(c)) {
+                        if phase != Phase::Plan {
+                            before_plan = phase;
+                        }
                         phase = Phase::Plan;
+                        weak_plan = false;
+                    } else if late_problem && phase != Phase::Plan {
+                        before_plan = phase;
+                        phase = Phase::Plan;
+                        weak_plan = true;
                     } else if phase != Phase::Plan && EXAM_CUES.iter().any(|c| u.has(c)) {
                         phase = Phase::Exam;
                     } else if phase != Phase::Plan
@@ -347,6 +375,7 @@ impl<'a> Reading<'a> {
                         phase = Phase::Results;
                     }
                     u.phase = phase;
+                    examined |= phase == Phase::Exam;
                 }
                 utterances.push(u);
             }
