@@ -463,6 +463,7 @@ const CONFIG_KEYS: &[&str] = &[
     "egress",
     "platforms",
     "audit",
+    "drafting",
 ];
 
 impl Default for Config {

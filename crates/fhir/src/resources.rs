@@ -113,11 +113,22 @@ pub struct DocumentReference {
     pub author: Vec<Reference>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub authenticator: Option<Reference>,
+    /// `replaces` for an amended note: the version it supersedes.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub relates_to: Vec<DocumentReferenceRelatesTo>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub description: Option<String>,
     pub content: Vec<DocumentReferenceContent>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub context: Option<DocumentReferenceContext>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DocumentReferenceRelatesTo {
+    /// `replaces`, `transforms`, `signs` or `appends`.
+    pub code: String,
+    pub target: Reference,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -80,6 +80,9 @@ struct DraftRequest {
     template: Option<String>,
     #[serde(default)]
     engine: Option<String>,
+    /// Draft an amendment of the signed note (signed, it replaces that note in the EHR).
+    #[serde(default)]
+    amend: bool,
 }
 
 /// One transcript turn as the reviewer sees it, with the transcript it came from.
@@ -113,6 +116,8 @@ pub(crate) struct DraftView {
     pub status: String,
     pub engine: String,
     pub template: String,
+    /// The signed draft this one amends.
+    pub amends: Option<String>,
     pub created_at: Option<DateTime<Utc>>,
     pub draft_ms: i64,
     pub sentence_count: i64,
@@ -228,6 +233,7 @@ pub(crate) fn draft_view(
         status: row.status.clone(),
         engine: row.engine.clone(),
         template: row.template.clone(),
+        amends: row.amends.clone(),
         created_at: DateTime::from_timestamp_millis(row.created_at),
         draft_ms: row.draft_ms,
         sentence_count: row.sentences,
@@ -300,6 +306,15 @@ pub(crate) async fn create(
             crate::consent::gate(&state, &caller, &visit, &GovernedFlow::Disclose { recipient }).await?;
         }
     }
+    let amends = if request.amend {
+        let signed = state.store.signed_note_draft(&caller.tenant_id, &visit.id).await?;
+        Some(signed.map(|d| d.id).ok_or_else(|| ApiError::Conflict {
+            field: Some("amend".into()),
+            message: format!("visit {} has no signed note to amend", visit.id),
+        })?)
+    } else {
+        None
+    };
     let material = visit_material(&state, &caller, &visit).await?;
     if material.input.turns.is_empty() {
         if let Some(why) = material.unread.first() {
@@ -343,6 +358,7 @@ pub(crate) async fn create(
         draft_ms,
         created_by: caller.actor.clone(),
         created_at: state.clock.now_ms(),
+        amends,
     };
     let entry = audit(
         &caller,
@@ -535,7 +551,12 @@ pub(crate) async fn sign(
     }
     let author = signer(&state, &caller, request.author).await?;
     let now = state.clock.now();
-    let note = current.sign_note(
+    // An amendment replaces the note its signed draft became.
+    let replaces = match &row.amends {
+        Some(amended) => state.store.note_draft(&caller.tenant_id, amended).await?.and_then(|d| d.note_artifact),
+        None => None,
+    };
+    let mut note = current.sign_note(
         NoteInput {
             title: request.title.unwrap_or_else(|| "Telehealth visit note".into()),
             text: text.clone(),
@@ -545,6 +566,7 @@ pub(crate) async fn sign(
         },
         now,
     )?;
+    note.replaces = replaces;
     let note_id = uuid::Uuid::now_v7().to_string();
     let material = visit_material(&state, &caller, &visit).await?;
     let provenance = NoteProvenance {
@@ -575,6 +597,7 @@ pub(crate) async fn sign(
         signed_at: state.clock.now_ms(),
         note_artifact: note_id,
         edit_distance: distance,
+        amends: row.amends.clone(),
     };
     let entry = audit(
         &caller,

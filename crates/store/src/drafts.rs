@@ -20,6 +20,8 @@ pub struct NewNoteDraft {
     pub draft_ms: i64,
     pub created_by: String,
     pub created_at: i64,
+    /// The signed draft this one amends.
+    pub amends: Option<String>,
 }
 
 /// A kept draft, opened.
@@ -30,8 +32,9 @@ pub struct NoteDraftRow {
     pub version: i64,
     pub engine: String,
     pub template: String,
-    /// `draft`, `signed` or `superseded`.
+    /// `draft`, `signed`, `superseded` (by a newer draft) or `amended` (by a signed amendment).
     pub status: String,
+    pub amends: Option<String>,
     pub body: Phi,
     pub sentences: i64,
     pub flagged: i64,
@@ -54,6 +57,8 @@ pub struct DraftSignature {
     pub signed_at: i64,
     pub note_artifact: String,
     pub edit_distance: i64,
+    /// The signed draft the signed one amends: marked `amended` in the same transaction.
+    pub amends: Option<String>,
 }
 
 #[derive(sqlx::FromRow)]
@@ -64,6 +69,7 @@ struct Row {
     engine: String,
     template: String,
     status: String,
+    amends: Option<String>,
     body: String,
     sentences: i64,
     flagged: i64,
@@ -87,7 +93,8 @@ pub(crate) fn signed_slot<'a>(tenant_id: &'a str, id: &'a str) -> PhiSlot<'a> {
 
 impl Store {
     /// Keeps `draft` as the visit's next version, superseding its unsigned drafts, with its
-    /// audit record, in one transaction. A visit whose note is signed takes no new draft.
+    /// audit record, in one transaction. A visit whose note is signed takes no new draft but an
+    /// amendment of that signed one.
     pub async fn insert_note_draft(
         &self,
         tenant_id: &str,
@@ -97,23 +104,31 @@ impl Store {
         let body = self.seal(body_slot(tenant_id, &draft.id), &draft.body).await?;
         on_pool!(self, pool => {
             let mut tx = pool.begin().await?;
-            let (latest, signed): (Option<i64>, i64) = sqlx::query_as(
-                "SELECT MAX(version), COUNT(CASE WHEN status = 'signed' THEN 1 END) FROM note_drafts \
-                 WHERE tenant_id = $1 AND visit_id = $2")
-                .bind(tenant_id).bind(&draft.visit_id).fetch_one(&mut *tx).await?;
-            if signed > 0 {
-                return Err(StoreError::Conflict(format!(
-                    "the note of visit {} is signed already; it takes no new draft", draft.visit_id)));
+            let (latest,): (Option<i64>,) =
+                sqlx::query_as("SELECT MAX(version) FROM note_drafts WHERE tenant_id = $1 AND visit_id = $2")
+                    .bind(tenant_id).bind(&draft.visit_id).fetch_one(&mut *tx).await?;
+            let signed: Option<(String,)> = sqlx::query_as(
+                "SELECT id FROM note_drafts WHERE tenant_id = $1 AND visit_id = $2 AND status = 'signed'")
+                .bind(tenant_id).bind(&draft.visit_id).fetch_optional(&mut *tx).await?;
+            match (signed.map(|(id,)| id), &draft.amends) {
+                (Some(_), None) => return Err(StoreError::Conflict(format!(
+                    "the note of visit {} is signed already; amend it (amend: true) instead", draft.visit_id))),
+                (None, Some(_)) => return Err(StoreError::Conflict(format!(
+                    "visit {} has no signed note to amend", draft.visit_id))),
+                (Some(current), Some(amends)) if &current != amends => return Err(StoreError::Conflict(format!(
+                    "draft {amends} is not the signed note of visit {}; amend {current}", draft.visit_id))),
+                _ => {}
             }
             sqlx::query("UPDATE note_drafts SET status = 'superseded' WHERE tenant_id = $1 AND visit_id = $2 AND status = 'draft'")
                 .bind(tenant_id).bind(&draft.visit_id).execute(&mut *tx).await?;
             let version = latest.unwrap_or(0) + 1;
             sqlx::query(
-                "INSERT INTO note_drafts (tenant_id, id, visit_id, version, engine, template, status, body, sentences, \
-                 flagged, draft_ms, created_by, created_at) VALUES ($1, $2, $3, $4, $5, $6, 'draft', $7, $8, $9, $10, $11, $12)")
+                "INSERT INTO note_drafts (tenant_id, id, visit_id, version, engine, template, status, amends, body, \
+                 sentences, flagged, draft_ms, created_by, created_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6, 'draft', $7, $8, $9, $10, $11, $12, $13)")
                 .bind(tenant_id).bind(&draft.id).bind(&draft.visit_id).bind(version).bind(&draft.engine)
-                .bind(&draft.template).bind(&body).bind(draft.sentences).bind(draft.flagged).bind(draft.draft_ms)
-                .bind(&draft.created_by).bind(draft.created_at)
+                .bind(&draft.template).bind(&draft.amends).bind(&body).bind(draft.sentences).bind(draft.flagged)
+                .bind(draft.draft_ms).bind(&draft.created_by).bind(draft.created_at)
                 .execute(&mut *tx).await.map_err(|e| {
                     if StoreError::is_unique_violation(&e) {
                         StoreError::Conflict(format!("visit {} was drafted concurrently; retry", draft.visit_id))
@@ -132,7 +147,7 @@ impl Store {
     /// One draft, by id.
     pub async fn note_draft(&self, tenant_id: &str, id: &str) -> Result<Option<NoteDraftRow>> {
         let row = on_pool!(self, pool => sqlx::query_as::<_, Row>(
-            "SELECT id, visit_id, version, engine, template, status, body, sentences, flagged, draft_ms, created_by, \
+            "SELECT id, visit_id, version, engine, template, status, amends, body, sentences, flagged, draft_ms, created_by, \
              created_at, signed_text, signed_by, signed_at, note_artifact, edit_distance FROM note_drafts \
              WHERE tenant_id = $1 AND id = $2")
             .bind(tenant_id).bind(id).fetch_optional(pool).await)?;
@@ -142,10 +157,23 @@ impl Store {
         }
     }
 
+    /// The visit's signed draft, if its note is signed (an amended one is not).
+    pub async fn signed_note_draft(&self, tenant_id: &str, visit_id: &str) -> Result<Option<NoteDraftRow>> {
+        let row = on_pool!(self, pool => sqlx::query_as::<_, Row>(
+            "SELECT id, visit_id, version, engine, template, status, amends, body, sentences, flagged, draft_ms, \
+             created_by, created_at, signed_text, signed_by, signed_at, note_artifact, edit_distance FROM note_drafts \
+             WHERE tenant_id = $1 AND visit_id = $2 AND status = 'signed'")
+            .bind(tenant_id).bind(visit_id).fetch_optional(pool).await)?;
+        match row {
+            Some(r) => Ok(Some(self.open_draft(tenant_id, r).await?)),
+            None => Ok(None),
+        }
+    }
+
     /// The visit's latest draft (signed or not).
     pub async fn latest_note_draft(&self, tenant_id: &str, visit_id: &str) -> Result<Option<NoteDraftRow>> {
         let row = on_pool!(self, pool => sqlx::query_as::<_, Row>(
-            "SELECT id, visit_id, version, engine, template, status, body, sentences, flagged, draft_ms, created_by, \
+            "SELECT id, visit_id, version, engine, template, status, amends, body, sentences, flagged, draft_ms, created_by, \
              created_at, signed_text, signed_by, signed_at, note_artifact, edit_distance FROM note_drafts \
              WHERE tenant_id = $1 AND visit_id = $2 ORDER BY version DESC LIMIT 1")
             .bind(tenant_id).bind(visit_id).fetch_optional(pool).await)?;
@@ -168,6 +196,7 @@ impl Store {
             engine: r.engine,
             template: r.template,
             status: r.status,
+            amends: r.amends,
             body,
             sentences: r.sentences,
             flagged: r.flagged,
@@ -202,13 +231,29 @@ macro_rules! sign_draft {
         .execute(&mut *$tx)
         .await?
         .rows_affected();
-        if n == 1 {
-            Ok(())
-        } else {
+        if n != 1 {
             Err($crate::StoreError::Conflict(format!(
                 "draft {} is no longer open for signature (signed or superseded meanwhile)",
                 s.draft_id
             )))
+        } else if let Some(amended) = &s.amends {
+            let n = sqlx::query(
+                "UPDATE note_drafts SET status = 'amended' WHERE tenant_id = $1 AND id = $2 AND status = 'signed'",
+            )
+            .bind($tenant)
+            .bind(amended)
+            .execute(&mut *$tx)
+            .await?
+            .rows_affected();
+            if n == 1 {
+                Ok(())
+            } else {
+                Err($crate::StoreError::Conflict(format!(
+                    "draft {amended} is no longer the signed note; it was amended meanwhile"
+                )))
+            }
+        } else {
+            Ok(())
         }
     }};
 }

@@ -209,6 +209,7 @@ mod tests {
             author: "Practitioner/p".into(),
             signed_at: chrono::DateTime::UNIX_EPOCH,
             content_type: content_type.into(),
+            replaces: None,
         })
     }
 

@@ -581,7 +581,27 @@ impl Worker {
                 self.send_hl7(&client, &row.artifact_id, &message).await.map(Delivered::from)
             }
             (Artifact::Note(note), _) => {
-                let document = telechart_visit::note_document(&ctx, &row.artifact_id, &note, encounter()?.as_deref());
+                // An amendment names the version it replaces, once that is in the EHR.
+                let replaced = match &note.replaces {
+                    Some(earlier) => {
+                        let deliveries = self.store.deliveries_for_visit(&row.tenant_id, &row.visit_id).await?;
+                        match depends_on(&deliveries, earlier, &row.connection_id) {
+                            Dependency::Written(id) => Some(id),
+                            Dependency::NoPath(_) => None,
+                            Dependency::Waiting => {
+                                return Err(SyncError::NotReady(format!("the note artifact {earlier} it amends")));
+                            }
+                        }
+                    }
+                    None => None,
+                };
+                let document = telechart_visit::note_document(
+                    &ctx,
+                    &row.artifact_id,
+                    &note,
+                    encounter()?.as_deref(),
+                    replaced.as_deref(),
+                );
                 let mut body = to_json(&document, row)?;
                 if let WritePlan::Transformed { .. } = plan {
                     // A text note goes in the content type this EHR takes notes in.

@@ -311,6 +311,9 @@ pub struct SignedNote {
     pub author: String,
     pub signed_at: DateTime<Utc>,
     pub content_type: String,
+    /// The note artifact this one amends (its DocumentReference `replaces` that one's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replaces: Option<String>,
 }
 
 const NOTE_MAX_BYTES: usize = 1 << 20;
@@ -346,6 +349,7 @@ pub fn validate_note(input: NoteInput, now: DateTime<Utc>) -> Result<SignedNote,
         author: input.author,
         signed_at: input.signed_at,
         content_type,
+        replaces: None,
     })
 }
 

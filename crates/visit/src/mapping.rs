@@ -223,6 +223,8 @@ struct DocumentParts {
     authenticator: Option<String>,
     date: DateTime<Utc>,
     attachment: Attachment,
+    /// The EHR id of the DocumentReference this one replaces (an amended note).
+    replaces: Option<String>,
 }
 
 fn document_reference(
@@ -245,6 +247,14 @@ fn document_reference(
         date: format_instant(parts.date),
         author: parts.author.into_iter().map(Reference::to).collect(),
         authenticator: parts.authenticator.map(Reference::to),
+        relates_to: parts
+            .replaces
+            .map(|id| telechart_fhir::DocumentReferenceRelatesTo {
+                code: "replaces".into(),
+                target: Reference::to(telechart_fhir::reference_string("DocumentReference", &id)),
+            })
+            .into_iter()
+            .collect(),
         description: Some(parts.description),
         content: vec![DocumentReferenceContent { attachment: parts.attachment }],
         context: encounter_id.map(|e| DocumentReferenceContext {
@@ -275,12 +285,14 @@ pub fn detach_practitioners(resource: &mut Value, system: &str) {
     }
 }
 
-/// The signed note as a DocumentReference (LOINC 11506-3 progress note, base64 attachment).
+/// The signed note as a DocumentReference (LOINC 11506-3 progress note, base64 attachment);
+/// an amendment `replaces` the EHR's DocumentReference `replaced`.
 pub fn note_document(
     ctx: &VisitContext,
     artifact_id: &str,
     note: &SignedNote,
     encounter_id: Option<&str>,
+    replaced: Option<&str>,
 ) -> DocumentReference {
     let data = base64::engine::general_purpose::STANDARD.encode(note.text.as_bytes());
     let signed_at = format_instant(note.signed_at);
@@ -303,6 +315,7 @@ pub fn note_document(
                 title: Some(note.title.clone()),
                 creation: Some(signed_at),
             },
+            replaces: replaced.map(str::to_owned),
         },
     )
 }
@@ -347,6 +360,7 @@ pub fn visit_document(
                 title: Some(document.title.clone()),
                 creation: Some(format_instant(document.created_at)),
             },
+            replaces: None,
         },
     )
 }

@@ -182,6 +182,41 @@ async fn consent_gates_drafting_and_a_signed_draft_reaches_the_ehr_with_its_prov
         assert_eq!(agents, ["author", "assembler"]);
         assert_eq!(held["agent"][1]["who"]["identifier"]["value"], "telechart-builtin");
         crate::validator::assert_valid(&[held.clone(), note.clone()]);
+
+        // A signed note takes no new draft, only an amendment; signed, it replaces the first.
+        let (status, refused) = env.post(&format!("/visits/{id}/draft"), json!({})).await;
+        assert_eq!(status, 409, "{refused}");
+        let (status, amendment) = env.post(&format!("/visits/{id}/draft"), json!({"amend": true})).await;
+        assert_eq!(status, 201, "{amendment}");
+        assert_eq!((amendment["version"].as_i64(), amendment["amends"].as_str()), (Some(2), Some(draft_id.as_str())));
+        let amended_text = format!(
+            "{}\nAddendum: the patient called back; the headache has resolved.",
+            amendment["text"].as_str().unwrap()
+        );
+        let sign = json!({"draft": amendment["id"], "text": amended_text, "author": practitioner});
+        let (status, signed) =
+            call(&env, &clinician, reqwest::Method::POST, &format!("/visits/{id}/draft/sign"), sign).await;
+        assert_eq!(status, 201, "{signed}");
+        let (_, first) = env.get(&format!("{}/visits/{id}/draft", env.api)).await;
+        assert_eq!((first["version"].as_i64(), first["status"].as_str()), (Some(2), Some("signed")));
+        assert_eq!(env.store.note_draft(TENANT, &draft_id).await.unwrap().unwrap().status, "amended");
+        env.drain(&env.worker("w", FaultPlan::default())).await;
+        let (_, trace) = env.get(&format!("{}/visits/{id}/trace", env.api)).await;
+        let notes: Vec<String> = trace
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|t| t["resourceType"] == "DocumentReference" && t["status"] == "done")
+            .map(|t| t["ehrResource"].as_str().unwrap().to_owned())
+            .collect();
+        assert_eq!(notes.len(), 3, "transcript, note, amendment: {trace}");
+        let amended = fetch(notes[2].clone()).await;
+        assert_eq!(amended["relatesTo"][0]["code"], "replaces");
+        assert_eq!(amended["relatesTo"][0]["target"]["reference"], note_ref.as_str(), "{amended}");
+        let provenances =
+            trace.as_array().unwrap().iter().filter(|t| t["resourceType"] == "Provenance" && t["status"] == "done");
+        assert_eq!(provenances.count(), 2, "each signed version has its Provenance: {trace}");
+        crate::validator::assert_valid(&[amended]);
         env.stop().await;
     }
 }

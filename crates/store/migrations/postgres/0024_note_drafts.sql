@@ -1,8 +1,9 @@
 -- The visit-note drafter's output: each drafting of a visit's note is a version. A newer draft
 -- supersedes the unsigned ones before it; signing one makes it the visit's note artifact (in the
 -- same transaction) and keeps what the clinician signed beside what was drafted, so the edit
--- distance and the times analytics read are facts, not estimates. The draft (sentences with
--- their evidence) and the signed text name the patient's story: both sealed.
+-- distance and the times analytics read are facts, not estimates. An amendment is a new draft
+-- naming the signed one it amends; its signature marks that one `amended`. The draft (sentences
+-- with their evidence) and the signed text name the patient's story: both sealed.
 CREATE TABLE note_drafts (
     tenant_id     TEXT   NOT NULL,
     id            TEXT   NOT NULL,
@@ -10,7 +11,8 @@ CREATE TABLE note_drafts (
     version       BIGINT NOT NULL,
     engine        TEXT   NOT NULL,
     template      TEXT   NOT NULL,
-    status        TEXT   NOT NULL CHECK (status IN ('draft', 'signed', 'superseded')),
+    status        TEXT   NOT NULL CHECK (status IN ('draft', 'signed', 'superseded', 'amended')),
+    amends        TEXT,
     body          TEXT   NOT NULL,
     sentences     BIGINT NOT NULL,
     flagged       BIGINT NOT NULL,
