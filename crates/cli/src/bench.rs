@@ -276,6 +276,7 @@ async fn prepare(
             patient: Phi::new(patient.clone()),
             practitioner: None,
             state: "booked".into(),
+            visit_type: None,
         };
         store.create_visit(&visit, &audit(&visit_id), now).await?;
         // The Encounter goes in untimed, through the store's own queue API.

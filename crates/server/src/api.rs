@@ -229,6 +229,13 @@ async fn open_visit(
     let practitioner =
         actors.iter().find(|r| matches!(parse_reference(r), Some(("Practitioner", _)))).map(|r| (*r).to_owned());
     let patient = parse_reference(patient).map(|(t, id)| format!("{t}/{id}")).unwrap_or_default();
+    // R4 Appointment.appointmentType (v2-0276: ROUTINE, WALKIN, FOLLOWUP, …) picks the template.
+    let visit_type = appointment
+        .pointer("/appointmentType/coding/0/code")
+        .or_else(|| appointment.pointer("/appointmentType/text"))
+        .and_then(|v| v.as_str())
+        .map(|t| t.trim().to_lowercase())
+        .filter(|t| !t.is_empty() && t.len() <= 64);
     let visit_id = uuid::Uuid::now_v7().to_string();
     let new = NewVisit {
         tenant_id: caller.tenant_id.clone(),
@@ -238,6 +245,7 @@ async fn open_visit(
         patient: Phi::new(patient),
         practitioner,
         state: VisitState::Booked.as_str().to_owned(),
+        visit_type,
     };
     let entry =
         audit(&caller, "visit.open", &visit_id, format!("from Appointment/{appointment_id} on {connection_id}"));

@@ -281,7 +281,7 @@ pub(crate) async fn create(
     let shipped = shipped()?;
     let template = match &request.template {
         Some(t) => shipped.templates.get(t).map_err(|e| ApiError::invalid("template", e.to_string()))?,
-        None => shipped.templates.for_visit_type(None),
+        None => shipped.templates.for_visit_type(visit.visit_type.as_deref()),
     };
     let engine = request.engine.as_deref().unwrap_or(ENGINE_BUILTIN);
     let llm = match engine {

@@ -555,6 +555,7 @@ async fn open_visit(
         patient: Phi::new(patient.to_owned()),
         practitioner: Some(fhir_user.to_owned()).filter(|f| !f.is_empty()),
         state: "booked".into(),
+        visit_type: None,
     };
     Ok(state.store.create_visit(&new, &entry, state.clock.now_ms()).await?)
 }

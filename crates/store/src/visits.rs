@@ -37,6 +37,8 @@ struct VisitRecord {
     updated_at: i64,
     call_ended_at: Option<i64>,
     billing: Option<String>,
+    #[sqlx(default)]
+    visit_type: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -58,6 +60,9 @@ pub struct VisitRow {
     pub call_ended_at: Option<i64>,
     /// Billing facts as JSON, once recorded.
     pub billing: Option<String>,
+    /// The Appointment's type as the EHR coded it (`followup`, `walkin`, …): picks the note
+    /// template.
+    pub visit_type: Option<String>,
 }
 
 /// What an event's artifacts belong with, kept in the event's transaction.
@@ -88,6 +93,7 @@ impl Store {
             updated_at: r.updated_at,
             call_ended_at: r.call_ended_at,
             billing: r.billing,
+            visit_type: r.visit_type,
         })
     }
 
@@ -105,6 +111,8 @@ pub struct NewVisit {
     pub patient: Phi,
     pub practitioner: Option<String>,
     pub state: String,
+    /// The Appointment's type, lower-case.
+    pub visit_type: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -184,10 +192,10 @@ impl Store {
             let mut tx = pool.begin().await?;
             let inserted = sqlx::query(
                 "INSERT INTO visits (tenant_id, id, connection_id, appointment_id, patient, practitioner, state, \
-                 version, artifact_count, ehr_encounter_id, created_at, updated_at) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, 1, 0, NULL, $8, $8)")
+                 version, artifact_count, ehr_encounter_id, created_at, updated_at, visit_type) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, 1, 0, NULL, $8, $8, $9)")
                 .bind(&visit.tenant_id).bind(&visit.id).bind(&visit.connection_id).bind(&visit.appointment_id)
-                .bind(&patient).bind(&visit.practitioner).bind(&visit.state).bind(now_ms)
+                .bind(&patient).bind(&visit.practitioner).bind(&visit.state).bind(now_ms).bind(&visit.visit_type)
                 .execute(&mut *tx).await;
             match inserted {
                 Ok(_) => {

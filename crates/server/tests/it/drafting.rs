@@ -303,5 +303,23 @@ async fn bad_transcripts_get_a_precise_error_or_a_draft_that_says_what_is_missin
             assert!(!s["evidence"].as_array().unwrap().is_empty(), "no sentence without evidence: {s}");
         }
     }
+    assert_eq!(draft["template"], "general-follow-up", "the sandbox's appointments are FOLLOWUP visits");
+
+    // The Appointment's type picks the template: a walk-in gets the urgent consult's.
+    let appointment = env.appointment(3);
+    let url = format!("{}/Appointment/{appointment}", env.sandbox.fhir_base);
+    let mut held: Value = reqwest::get(&url).await.unwrap().json().await.unwrap();
+    held["appointmentType"] =
+        json!({"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v2-0276", "code": "WALKIN"}]});
+    let put = reqwest::Client::new().put(&url).json(&held).send().await.unwrap();
+    assert!(put.status().is_success(), "{}", put.status());
+    let walk_in = consenting_visit(&env, 3).await;
+    env.post(
+        &format!("/visits/{walk_in}/documents"),
+        text_transcript("Patient: I cut my hand.\nDoctor: Keep it clean."),
+    )
+    .await;
+    let (status, draft) = env.post(&format!("/visits/{walk_in}/draft"), json!({})).await;
+    assert_eq!((status, draft["template"].as_str()), (201, Some("urgent-virtual-consult")), "{draft}");
     env.stop().await;
 }

@@ -42,6 +42,7 @@ async fn phi_never_goes_where_no_baa_covers_it() {
         patient: Phi::new("Patient/p1"),
         practitioner: None,
         state: "booked".into(),
+        visit_type: None,
     };
     let entry = telechart_store::AuditEntry {
         tenant_id: TENANT.into(),

@@ -29,3 +29,6 @@ CREATE TABLE note_drafts (
     PRIMARY KEY (tenant_id, id),
     UNIQUE (tenant_id, visit_id, version)
 );
+
+-- The Appointment's type as the EHR coded it: which note template a visit's draft starts from.
+ALTER TABLE visits ADD COLUMN visit_type TEXT;

@@ -92,6 +92,7 @@ async fn store_canary_visit(store: &Store, canary: &str, text: &str) {
         patient: Phi::new(format!("Patient/{canary}")),
         practitioner: None,
         state: "booked".into(),
+        visit_type: None,
     };
     store.create_visit(&visit, &audit("visit.open", "v1"), 1).await.unwrap();
     let mut a = artifact("a1", "DocumentReference");

@@ -109,6 +109,7 @@ pub async fn open_visit(store: &Store, id: &str) {
         patient: Phi::new("Patient/p1"),
         practitioner: Some("Practitioner/d1".into()),
         state: "booked".into(),
+        visit_type: None,
     };
     store.create_visit(&visit, &audit("visit.open", id), 1_000).await.unwrap();
 }

@@ -15,6 +15,7 @@ async fn one_visit_per_appointment() {
             patient: Phi::new("Patient/p1"),
             practitioner: None,
             state: "booked".into(),
+            visit_type: None,
         };
         let err = store.create_visit(&again, &audit("visit.open", "v2"), 1).await.unwrap_err();
         assert!(matches!(&err, StoreError::Conflict(m) if m.contains("already has visit v1")), "{err}");
