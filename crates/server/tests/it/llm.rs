@@ -177,3 +177,31 @@ async fn an_engine_at_an_unregistered_destination_is_refused_and_sent_nothing() 
     assert_eq!(env.get(&format!("{}/visits/{id}/draft", env.api)).await.0, 404);
     env.stop().await;
 }
+
+#[tokio::test]
+async fn a_withdrawn_recording_consent_stops_the_llm_call() {
+    let (model, base) = fake_model().await;
+    *model.mode.lock().unwrap() = "good";
+    let env = TestEnv::start_with_drafting(Engine::Sqlite, llm(&base)).await;
+    let id = visit_with_transcript(&env).await;
+    let (_, consents) = env.get(&format!("{}/visits/{id}/consents", env.api)).await;
+    let recording = consents
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["category"] == "recording-ai")
+        .map(|c| c["id"].as_str().unwrap().to_owned())
+        .unwrap();
+    let (status, _) = env.post(&format!("/visits/{id}/consents/{recording}/withdraw"), json!({})).await;
+    assert_eq!(status, 201);
+    let (status, outcome) = env.post(&format!("/visits/{id}/draft"), json!({"engine": "openai-compatible"})).await;
+    assert_eq!(status, 403, "{outcome}");
+    assert!(outcome["issue"][0]["diagnostics"].as_str().unwrap().contains("recording / AI drafting"));
+    assert_eq!(model.hits.load(Ordering::SeqCst), 0, "nothing was sent to the model");
+    let audit = env.store.audit_for_visit(TENANT, &id).await.unwrap();
+    let last = audit.iter().rev().find(|a| a.action == "consent.decision").unwrap();
+    assert_eq!(last.outcome.as_str(), "denied");
+    let (_, trace) = env.get(&format!("{}/visits/{id}/trace", env.api)).await;
+    assert!(trace.as_array().unwrap().iter().any(|t| t["status"] == "refused-by-consent"), "{trace}");
+    env.stop().await;
+}
