@@ -427,7 +427,7 @@ async fn callback(
                         open_visit(&state, &connection, &user, &fhir_user, id, &format!("Patient/{patient}")).await?;
                     Redirect::to(&format!("/workspace/visits/{}", visit.id)).into_response()
                 }
-                _ => Html(appointment_picker(&booked, &escape(&session.csrf_token))).into_response(),
+                _ => Html(appointment_picker(&booked, &session.csrf_token)).into_response(),
             }
         }
     };
@@ -453,33 +453,21 @@ fn ehr_client(
 
 /// Today's appointments for the patient picked in a standalone launch, to choose one.
 fn appointment_picker(booked: &[serde_json::Value], csrf: &str) -> String {
-    let rows: String = booked
+    let appointments: Vec<crate::pages::PickableAppointment> = booked
         .iter()
         .filter_map(|a| {
-            let id = escape(a["id"].as_str()?);
-            let start = escape(a["start"].as_str().unwrap_or_default());
-            let what = escape(
-                a["description"]
+            Some(crate::pages::PickableAppointment {
+                id: a["id"].as_str()?.to_owned(),
+                start: a["start"].as_str().unwrap_or_default().to_owned(),
+                what: a["description"]
                     .as_str()
                     .or_else(|| a["serviceType"][0]["text"].as_str())
-                    .unwrap_or("Telehealth visit"),
-            );
-            Some(format!(
-                "<li><form method=\"post\" action=\"/workspace/appointments/{id}/open\">\
-                 <input type=\"hidden\" name=\"csrf_token\" value=\"{csrf}\">{start} — {what} \
-                 <button id=\"open-{id}\">Open visit</button></form></li>"
-            ))
+                    .unwrap_or("Telehealth visit")
+                    .to_owned(),
+            })
         })
         .collect();
-    let body = if rows.is_empty() {
-        "<p id=\"no-appointments\">This patient has no telehealth appointment booked today.</p>".to_owned()
-    } else {
-        format!("<ul>{rows}</ul>")
-    };
-    format!(
-        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>Telechart — choose the visit</title></head>\
-         <body><h1>Today's telehealth appointments</h1>{body}</body></html>"
-    )
+    crate::pages::appointment_picker(&appointments, csrf).into_string()
 }
 
 /// Opens the visit for an appointment picked in a standalone launch: read from the EHR with
@@ -560,10 +548,6 @@ async fn open_visit(
     Ok(state.store.create_visit(&new, &entry, state.clock.now_ms()).await?)
 }
 
-fn escape(text: &str) -> String {
-    text.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
-}
-
 /// The clinician's visit workspace: patient banner, appointment, state, and where every
 /// artifact is. Server-rendered, no script.
 async fn workspace(
@@ -591,38 +575,34 @@ async fn workspace(
     };
     state.store.audit(&entry, state.clock.now_ms()).await?;
     let trace = state.store.deliveries_for_visit(&caller.tenant_id, &id).await?;
-    let rows: String = trace
+    let deliveries = trace
         .iter()
-        .map(|d| {
-            format!(
-                "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
-                d.seq,
-                escape(&d.resource_type),
-                escape(&d.status),
-                escape(&d.ehr_resource_id.clone().map(|r| format!("{}/{r}", d.resource_type)).unwrap_or_default())
-            )
+        .map(|d| crate::pages::DeliveryLine {
+            seq: d.seq,
+            resource_type: d.resource_type.clone(),
+            status: d.status.clone(),
+            in_ehr: d.ehr_resource_id.clone().map(|r| format!("{}/{r}", d.resource_type)).unwrap_or_default(),
         })
         .collect();
     let banner = match &session {
         Some(s) => ehr_banner(&state, s, &visit).await,
         None => None,
-    }
-    .unwrap_or_else(|| format!("<h1>{}</h1>", escape(visit.patient.expose())));
-    // Forms only for a browser session (they carry its CSRF token).
-    let csrf = session.map(|s| escape(&s.session.csrf_token));
-    let forms = match (&csrf, visit.state.parse::<telechart_visit::VisitState>()) {
-        (Some(csrf), Ok(current)) => workspace_forms(&escape(&id), csrf, current),
-        _ => String::new(),
     };
-    Ok(Html(format!(
-        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>Telechart visit</title></head><body>\
-         <header id=\"patient-banner\">{banner}<p>Appointment/{appointment} · visit \
-         <span id=\"visit-state\">{state_name}</span></p></header>{forms}\
-         <section><h2>Where every artifact is</h2><table><thead><tr><th>#</th><th>Resource</th><th>Status</th>\
-         <th>In the EHR</th></tr></thead><tbody>{rows}</tbody></table></section></body></html>",
-        appointment = escape(&visit.appointment_id),
-        state_name = escape(&visit.state),
-    )))
+    let next_states = match visit.state.parse::<telechart_visit::VisitState>() {
+        Ok(current) => current.next_states().iter().map(|s| s.as_str()).collect(),
+        Err(_) => Vec::new(),
+    };
+    let page = crate::pages::WorkspacePage {
+        visit_id: &id,
+        appointment_id: &visit.appointment_id,
+        state: &visit.state,
+        banner,
+        patient_reference: visit.patient.expose(),
+        csrf: session.as_ref().map(|s| s.session.csrf_token.as_str()),
+        next_states,
+        deliveries,
+    };
+    Ok(Html(crate::pages::workspace(&page).into_string()))
 }
 
 /// The patient banner from the EHR itself (name, birth date, sex, MRN), read with the
@@ -631,7 +611,7 @@ async fn ehr_banner(
     state: &AppState,
     session: &crate::auth::SessionCaller,
     visit: &telechart_store::VisitRow,
-) -> Option<String> {
+) -> Option<crate::pages::Banner> {
     let access = state.ehr_tokens.for_session(&session.secret, state.clock.now_ms())?;
     if access.connection_id != visit.connection_id {
         return None;
@@ -660,61 +640,10 @@ async fn ehr_banner(
         .or_else(|| identifiers.first())
         .and_then(|i| i["value"].as_str())
         .unwrap_or_default();
-    Some(format!(
-        "<h1 id=\"patient-name\">{}</h1><p>Born {} · {} · MRN {}</p>",
-        escape(full.trim()),
-        escape(patient["birthDate"].as_str().unwrap_or("unknown")),
-        escape(patient["gender"].as_str().unwrap_or("unknown")),
-        escape(mrn)
-    ))
-}
-
-/// Status buttons for the next states, the vitals form and the note editor.
-fn workspace_forms(id: &str, csrf: &str, current: telechart_visit::VisitState) -> String {
-    let hidden = format!("<input type=\"hidden\" name=\"csrf_token\" value=\"{csrf}\">");
-    let buttons: String = current
-        .next_states()
-        .iter()
-        .map(|s| {
-            format!(
-                "<form method=\"post\" action=\"/workspace/visits/{id}/transition\">{hidden}\
-                 <button name=\"to\" value=\"{s}\" id=\"to-{s}\">{s}</button></form>"
-            )
-        })
-        .collect();
-    let fields: String = [
-        ("systolic", "Systolic (mmHg)"),
-        ("diastolic", "Diastolic (mmHg)"),
-        ("heart_rate", "Heart rate (/min)"),
-        ("respiratory_rate", "Respiratory rate (/min)"),
-        ("temperature", "Temperature (°C)"),
-        ("spo2", "SpO2 (%)"),
-        ("weight", "Weight (kg)"),
-        ("height", "Height (cm)"),
-    ]
-    .iter()
-    .map(|(name, label)| format!("<label>{label} <input name=\"{name}\" id=\"{name}\" inputmode=\"decimal\"></label>"))
-    .collect();
-    let consents: String = [("telehealth", "Telehealth care"), ("recording-ai", "Recording and AI drafting")]
-        .iter()
-        .map(|(category, label)| {
-            format!(
-                "<form method=\"post\" action=\"/workspace/visits/{id}/consent\">{hidden}\
-                 <input type=\"hidden\" name=\"category\" value=\"{category}\">{label}: \
-                 <button name=\"decision\" value=\"permit\" id=\"consent-{category}-permit\">patient consents</button>\
-                 <button name=\"decision\" value=\"deny\" id=\"consent-{category}-deny\">patient declines</button></form>"
-            )
-        })
-        .collect();
-    format!(
-        "<section><h2>Consent</h2>{consents}</section>\
-         <section><h2>Status</h2>{buttons}</section>\
-         <section><h2>Vitals</h2><form method=\"post\" action=\"/workspace/visits/{id}/vitals\">{hidden}{fields}\
-         <button id=\"save-vitals\">Save vitals</button></form></section>\
-         <section><h2>Drafted note</h2><p><a id=\"review-draft\" href=\"/workspace/visits/{id}/draft\">Draft and review \
-         the note from the transcript</a></p></section>\
-         <section><h2>Note</h2><form method=\"post\" action=\"/workspace/visits/{id}/note\">{hidden}\
-         <input name=\"title\" id=\"note-title\"><textarea name=\"text\" id=\"note-text\"></textarea>\
-         <button id=\"sign-note\">Sign note</button></form></section>"
-    )
+    Some(crate::pages::Banner {
+        name: full.trim().to_owned(),
+        birth_date: patient["birthDate"].as_str().unwrap_or("unknown").to_owned(),
+        gender: patient["gender"].as_str().unwrap_or("unknown").to_owned(),
+        mrn: mrn.to_owned(),
+    })
 }

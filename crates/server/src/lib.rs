@@ -15,6 +15,7 @@ mod launch;
 mod login;
 mod metrics_export;
 mod notifications;
+mod pages;
 mod platform_events;
 mod review;
 mod tls;
