@@ -2,6 +2,7 @@
 //! authorize, token, and the EHR schedule page that launches the app.
 
 use super::*;
+use maud::{DOCTYPE, html};
 
 pub(crate) async fn smart_configuration(State(sandbox): State<Sandbox>) -> Response {
     let base = sandbox.base_url();
@@ -43,10 +44,6 @@ pub(crate) async fn jwks(State(sandbox): State<Sandbox>) -> Response {
     axum::Json(sandbox.state.auth.jwks()).into_response()
 }
 
-pub(crate) fn escape(text: &str) -> String {
-    text.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
-}
-
 /// The EHR's schedule for today: every booked telehealth appointment with a button that
 /// launches the app in context, as a clinician would from the EHR.
 pub(crate) async fn schedule(State(sandbox): State<Sandbox>) -> Response {
@@ -55,10 +52,10 @@ pub(crate) async fn schedule(State(sandbox): State<Sandbox>) -> Response {
     };
     let mut appointments: Vec<&Arc<Value>> = db.all("Appointment").filter(|a| a["status"] == "booked").collect();
     appointments.sort_by(|a, b| a["start"].as_str().cmp(&b["start"].as_str()));
-    let rows: String = appointments
+    let rows: Vec<(String, String, String)> = appointments
         .iter()
         .map(|a| {
-            let id = a["id"].as_str().unwrap_or_default();
+            let id = a["id"].as_str().unwrap_or_default().to_owned();
             let patient = a["participant"][0]["actor"]["reference"].as_str().unwrap_or_default();
             let name = db
                 .latest("Patient", patient.trim_start_matches("Patient/"))
@@ -67,21 +64,30 @@ pub(crate) async fn schedule(State(sandbox): State<Sandbox>) -> Response {
                     Some(format!("{} {}", n["given"][0].as_str()?, n["family"].as_str()?))
                 })
                 .unwrap_or_else(|| patient.to_owned());
-            format!(
-                "<tr><td>{}</td><td>{}</td><td><a class=\"start\" id=\"start-{}\" href=\"/ehr/launch/{}\">Start video visit</a></td></tr>",
-                escape(a["start"].as_str().unwrap_or_default()),
-                escape(&name),
-                escape(id),
-                escape(id)
-            )
+            (a["start"].as_str().unwrap_or_default().to_owned(), name, id)
         })
         .collect();
-    axum::response::Html(format!(
-        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>Sandbox EHR — today's telehealth schedule</title></head>\
-         <body><h1>Today's telehealth visits</h1><table><thead><tr><th>Start</th><th>Patient</th><th></th></tr></thead>\
-         <tbody>{rows}</tbody></table></body></html>"
-    ))
-    .into_response()
+    let page = html! {
+        (DOCTYPE)
+        html lang="en" {
+            head { meta charset="utf-8"; title { "Sandbox EHR — today's telehealth schedule" } }
+            body {
+                h1 { "Today's telehealth visits" }
+                table {
+                    thead { tr { th { "Start" } th { "Patient" } th {} } }
+                    tbody {
+                        @for (start, name, id) in &rows {
+                            tr {
+                                td { (start) } td { (name) }
+                                td { a class="start" id={ "start-" (id) } href={ "/ehr/launch/" (id) } { "Start video visit" } }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    };
+    axum::response::Html(page.into_string()).into_response()
 }
 
 /// "Start video visit": registers the launch context and opens the app's launch URL with
@@ -193,52 +199,45 @@ pub(crate) fn approve_page(
     let Ok(db) = sandbox.state.db.read() else {
         return outcome(StatusCode::INTERNAL_SERVER_ERROR, "exception", None, "sandbox state is poisoned");
     };
-    let hidden: String = params
-        .pairs()
-        .iter()
-        .map(|(k, v)| format!("<input type=\"hidden\" name=\"{k}\" value=\"{}\">", escape(v)))
-        .collect();
+    let hidden = params.pairs();
     let (default_user, default_patient) = auto_choice(sandbox, params, checked);
-    let options = |items: Vec<(String, String)>, selected: &str| -> String {
-        items
-            .iter()
-            .map(|(r, n)| {
-                let chosen = if r == selected { " selected" } else { "" };
-                format!("<option value=\"{}\"{chosen}>{}</option>", escape(r), escape(n))
-            })
-            .collect()
+    let options = |items: Vec<(String, String)>, selected: &str| {
+        html! {
+            @for (reference, name) in &items {
+                option value=(reference) selected[reference == selected] { (name) }
+            }
+        }
     };
-    let user_field = match &checked.ehr_context {
-        Some(c) => format!("<p>Signed in to the EHR as <strong>{}</strong></p>", escape(&c.practitioner)),
-        None => format!(
-            "<label>Sign in as <select name=\"user\" id=\"user\">{}</select></label>",
-            options(names_of(&db, "Practitioner"), &default_user)
-        ),
+    let client = params.client_id.as_deref().unwrap_or_default();
+    let scopes: Vec<&str> = params.scope.as_deref().unwrap_or_default().split_whitespace().collect();
+    let page = html! {
+        (DOCTYPE)
+        html lang="en" {
+            head { meta charset="utf-8"; title { "Sandbox EHR — authorize " (client) } }
+            body {
+                h1 { "Allow " (client) " to use your EHR session?" }
+                form method="post" action="/auth/authorize" {
+                    @for (k, v) in &hidden { input type="hidden" name=(k) value=(v); }
+                    @match &checked.ehr_context {
+                        Some(c) => { p { "Signed in to the EHR as " strong { (c.practitioner) } } }
+                        None => {
+                            label { "Sign in as " select name="user" id="user" { (options(names_of(&db, "Practitioner"), &default_user)) } }
+                        }
+                    }
+                    @if checked.wants_patient {
+                        label { "Patient " select name="patient" id="patient" {
+                            (options(names_of(&db, "Patient"), default_patient.as_deref().unwrap_or_default()))
+                        } }
+                    }
+                    p { "It asks for:" }
+                    ul { @for s in &scopes { li { code { (s) } } } }
+                    button name="decision" value="approve" id="approve" { "Approve" } " "
+                    button name="decision" value="deny" id="deny" { "Deny" }
+                }
+            }
+        }
     };
-    let patient_field = if checked.wants_patient {
-        format!(
-            "<label>Patient <select name=\"patient\" id=\"patient\">{}</select></label>",
-            options(names_of(&db, "Patient"), default_patient.as_deref().unwrap_or_default())
-        )
-    } else {
-        String::new()
-    };
-    let scopes: String = params
-        .scope
-        .as_deref()
-        .unwrap_or_default()
-        .split_whitespace()
-        .map(|s| format!("<li><code>{}</code></li>", escape(s)))
-        .collect();
-    axum::response::Html(format!(
-        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>Sandbox EHR — authorize {client}</title></head>\
-         <body><h1>Allow {client} to use your EHR session?</h1><form method=\"post\" action=\"/auth/authorize\">{hidden}\
-         {user_field}{patient_field}<p>It asks for:</p><ul>{scopes}</ul>\
-         <button name=\"decision\" value=\"approve\" id=\"approve\">Approve</button> \
-         <button name=\"decision\" value=\"deny\" id=\"deny\">Deny</button></form></body></html>",
-        client = escape(params.client_id.as_deref().unwrap_or_default()),
-    ))
-    .into_response()
+    axum::response::Html(page.into_string()).into_response()
 }
 
 pub(crate) async fn authorize(State(sandbox): State<Sandbox>, RawQuery(query): RawQuery) -> Response {
