@@ -47,6 +47,28 @@ pub struct Config {
     /// The note drafter: the builtin engine always; an OpenAI-compatible one if configured.
     #[serde(default)]
     pub drafting: DraftingConfig,
+    /// Where FHIR R4 leaves consent evaluation open, this tenant's choice (every decision that
+    /// rests on one says "Telechart policy"): `several_active` (`newest-wins` / `deny-wins`),
+    /// `absent_treatment`, `absent_patient_privacy`, `absent_research`, `absent_adr`,
+    /// `unstated_base` (`permit` / `deny`), `protected_labels`, `policy_uris`.
+    #[serde(default)]
+    pub consent_policy: telechart_policy::consent::ConsentPolicy,
+    #[serde(default)]
+    pub break_glass: BreakGlassConfig,
+}
+
+/// Emergency access past a consent refusal.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BreakGlassConfig {
+    /// How long a grant lasts (5 to 480 minutes).
+    pub minutes: i64,
+}
+
+impl Default for BreakGlassConfig {
+    fn default() -> Self {
+        BreakGlassConfig { minutes: 60 }
+    }
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -464,6 +486,8 @@ const CONFIG_KEYS: &[&str] = &[
     "platforms",
     "audit",
     "drafting",
+    "consent_policy",
+    "break_glass",
 ];
 
 impl Default for Config {
@@ -499,6 +523,8 @@ impl Default for Config {
             platforms: Vec::new(),
             audit: AuditConfig::default(),
             drafting: DraftingConfig::default(),
+            consent_policy: telechart_policy::consent::ConsentPolicy::default(),
+            break_glass: BreakGlassConfig::default(),
         }
     }
 }
@@ -625,6 +651,19 @@ impl Config {
         Ok(telechart_server::NotificationSecrets(secrets))
     }
 
+    /// The consent policy and break-glass span the server applies.
+    pub fn compliance(&self) -> anyhow::Result<telechart_server::Compliance> {
+        anyhow::ensure!(
+            (5..=480).contains(&self.break_glass.minutes),
+            "break_glass.minutes must be 5 to 480 (a grant is time-boxed), not {}",
+            self.break_glass.minutes
+        );
+        Ok(telechart_server::Compliance {
+            consent_policy: self.consent_policy.clone(),
+            break_glass_minutes: self.break_glass.minutes,
+        })
+    }
+
     /// The drafter's engines, the key read from its file.
     pub fn drafting(&self) -> anyhow::Result<telechart_server::Drafting> {
         let Some(llm) = &self.drafting.llm else { return Ok(telechart_server::Drafting::default()) };
@@ -732,6 +771,32 @@ mod tests {
         let mut listed = CONFIG_KEYS.to_vec();
         listed.sort_unstable();
         assert_eq!(keys, listed);
+    }
+
+    #[test]
+    fn consent_policy_and_break_glass_span_are_configurable() {
+        let load = |text: &str| -> Result<Config, Box<figment::Error>> {
+            figment::Figment::from(figment::providers::Serialized::defaults(Config::default()))
+                .merge(figment::providers::Toml::string(text))
+                .extract()
+                .map_err(Box::new)
+        };
+        let config = load(
+            "[consent_policy]\nseveral_active = \"deny-wins\"\nabsent_treatment = \"permit\"\n[break_glass]\nminutes = 15\n",
+        )
+        .unwrap();
+        let compliance = config.compliance().unwrap();
+        assert_eq!(compliance.break_glass_minutes, 15);
+        assert_eq!(compliance.consent_policy.absent_treatment, telechart_policy::consent::Outcome::Permit);
+        assert_eq!(compliance.consent_policy.several_active, telechart_policy::consent::Precedence::DenyWins);
+        assert_eq!(
+            compliance.consent_policy.absent_research,
+            telechart_policy::consent::Outcome::Deny,
+            "the rest kept"
+        );
+        let unbounded = load("[break_glass]\nminutes = 0\n").unwrap().compliance().unwrap_err().to_string();
+        assert!(unbounded.contains("break_glass.minutes must be 5 to 480"), "{unbounded}");
+        assert!(load("[consent_policy]\nabsent_treatment = \"maybe\"\n").is_err());
     }
 
     #[test]

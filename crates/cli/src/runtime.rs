@@ -111,6 +111,7 @@ pub async fn start(config: &Config, keys: KeyConfig, clock: Clock, tap: Option<W
         platforms: platforms.clone(),
         notification_secrets: std::sync::Arc::new(config.notification_secrets()?),
         drafting: std::sync::Arc::new(config.drafting()?),
+        compliance: std::sync::Arc::new(config.compliance()?),
         ehr_tokens: std::sync::Arc::default(),
         oidc: config
             .oidc_settings()?
@@ -130,6 +131,7 @@ pub async fn start(config: &Config, keys: KeyConfig, clock: Clock, tap: Option<W
         sync.concurrency = config.worker.concurrency;
         sync.lease = Duration::from_secs(config.worker.lease_seconds);
         sync.max_attempts = config.worker.max_attempts;
+        sync.consent_policy = config.consent_policy.clone();
         sync.backoff = Backoff {
             base: Duration::from_millis(config.worker.backoff_base_ms),
             max: Duration::from_secs(config.worker.backoff_max_seconds),

@@ -15,8 +15,8 @@ use crate::api::{load, parse};
 use crate::auth::Caller;
 use crate::{ApiError, AppState};
 
-/// How long a grant lasts.
-pub const GRANT_MINUTES: i64 = 60;
+/// How long a grant lasts unless the deployment says otherwise (`[break_glass] minutes`).
+pub const DEFAULT_GRANT_MINUTES: i64 = 60;
 
 /// HL7 v3 ActReason codes a grant may give, with their meaning.
 const REASONS: &[(&str, &str)] =
@@ -85,6 +85,7 @@ pub(crate) async fn grant(
     }
     let visit = load(&state, &caller, &id).await?;
     let now = state.clock.now_ms();
+    let minutes = state.compliance.break_glass_minutes;
     let grant = BreakGlassGrant {
         id: uuid::Uuid::now_v7().to_string(),
         actor: caller.actor.clone(),
@@ -92,7 +93,7 @@ pub(crate) async fn grant(
         reason_code: (*code).to_owned(),
         reason_text: Phi::new(text),
         granted_at: now,
-        expires_at: now + GRANT_MINUTES * 60_000,
+        expires_at: now + minutes * 60_000,
         uses: 0,
         review: "pending".into(),
         reviewer: None,
@@ -107,7 +108,7 @@ pub(crate) async fn grant(
         entity_id: grant.id.clone(),
         visit_id: Some(visit.id.clone()),
         phi: true,
-        detail: format!("{code} ({meaning}) for {GRANT_MINUTES} min"),
+        detail: format!("{code} ({meaning}) for {minutes} min"),
         purpose_of_use: Some((*code).to_owned()),
         ..AuditEntry::default()
     };

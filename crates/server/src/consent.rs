@@ -35,6 +35,7 @@ pub(crate) async fn gate(
         visit.patient.expose(),
         flow,
         state.clock.now(),
+        &state.compliance.consent_policy,
     )
     .await
     .map_err(|e| match e {

@@ -58,6 +58,25 @@ pub struct AppState {
     pub notification_secrets: Arc<NotificationSecrets>,
     /// The note drafter's engines.
     pub drafting: Arc<Drafting>,
+    /// The tenant's compliance choices: consent policy where R4 leaves it open, break-glass span.
+    pub compliance: Arc<Compliance>,
+}
+
+/// The tenant's compliance settings.
+#[derive(Debug, Clone)]
+pub struct Compliance {
+    pub consent_policy: telechart_policy::consent::ConsentPolicy,
+    /// How long a break-glass grant lasts.
+    pub break_glass_minutes: i64,
+}
+
+impl Default for Compliance {
+    fn default() -> Self {
+        Compliance {
+            consent_policy: telechart_policy::consent::ConsentPolicy::default(),
+            break_glass_minutes: break_glass::DEFAULT_GRANT_MINUTES,
+        }
+    }
 }
 
 /// Limits and cookie flags of people's sessions, and which roles must prove a second factor.

@@ -22,17 +22,18 @@ pub async fn consent_set(store: &Store, tenant_id: &str) -> Result<ConsentSet, S
     Ok(ConsentSet::new(consents))
 }
 
-/// Decides `flow` for `patient` at `at` on the tenant's consents.
+/// Decides `flow` for `patient` at `at` on the tenant's consents, under the tenant's `policy`.
 pub async fn decide(
     store: &Store,
     tenant_id: &str,
     patient: &str,
     flow: &GovernedFlow,
     at: chrono::DateTime<chrono::Utc>,
+    policy: &ConsentPolicy,
 ) -> Result<(telechart_policy::consent::AccessRequest, Decision), SyncError> {
     let set = consent_set(store, tenant_id).await?;
     let request = flow.request(patient, at);
-    let decision = set.decide(&ConsentPolicy::default(), &request);
+    let decision = set.decide(policy, &request);
     Ok((request, decision))
 }
 

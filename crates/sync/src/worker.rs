@@ -36,6 +36,8 @@ pub struct SyncConfig {
     pub idle_poll: Duration,
     /// System of the identifiers Telechart mints on every resource it writes.
     pub identifier_system: String,
+    /// The tenant's choices where FHIR R4 leaves consent evaluation open (Telechart policy).
+    pub consent_policy: telechart_policy::consent::ConsentPolicy,
 }
 
 impl SyncConfig {
@@ -53,6 +55,7 @@ impl SyncConfig {
             max_attempts: 12,
             idle_poll: Duration::from_millis(500),
             identifier_system: identifier_system.into(),
+            consent_policy: telechart_policy::consent::ConsentPolicy::default(),
         }
     }
 }
@@ -486,6 +489,7 @@ impl Worker {
                 item.visit.patient.expose(),
                 &flow,
                 self.clock.now(),
+                &self.config.consent_policy,
             )
             .await?;
             let said = match &decision.consent_id {

@@ -135,3 +135,32 @@ async fn grant_access_expiry_alert_and_review() {
         env.stop().await;
     }
 }
+
+/// The tenant's own choices: a break-glass grant lasts the configured span, and where R4 leaves
+/// the absence of a consent open, the tenant's policy decides — labelled as Telechart policy.
+#[tokio::test]
+async fn the_tenants_consent_policy_and_break_glass_span_apply() {
+    let mut compliance = telechart_server::Compliance { break_glass_minutes: 15, ..Default::default() };
+    compliance.consent_policy.absent_treatment = telechart_policy::consent::Outcome::Permit;
+    let env = TestEnv::start_with_compliance(Engine::Sqlite, compliance).await;
+    let (_, clinician) = env.store.create_api_token(TENANT, "dr okafor", "clinician", 0).await.unwrap();
+    let clinician = clinician.expose().to_owned();
+    let (_, visit) = env.post("/visits", json!({"appointment": env.appointment(0)})).await;
+    let id = visit["id"].as_str().unwrap().to_owned();
+    env.post(&format!("/visits/{id}/transitions"), json!({"to": "arrived"})).await;
+    // No telehealth consent on record, and this tenant's policy permits treatment without one.
+    let (status, moved) = env.post(&format!("/visits/{id}/transitions"), json!({"to": "in-progress"})).await;
+    assert_eq!(status, 201, "{moved}");
+    let audit = env.store.audit_for_visit(TENANT, &id).await.unwrap();
+    let decision = audit.iter().find(|a| a.action == "consent.decision").unwrap();
+    assert_eq!(decision.outcome.as_str(), "success");
+    assert!(decision.consent.as_deref().unwrap().contains("Telechart policy"), "{:?}", decision.consent);
+
+    let body = json!({"reason": "ETREAT", "text": "patient unconscious, history needed now"});
+    let (status, grant) =
+        call(&env, &clinician, reqwest::Method::POST, &format!("/visits/{id}/break-glass"), body).await;
+    assert_eq!(status, 201, "{grant}");
+    let at = |k: &str| chrono::DateTime::parse_from_rfc3339(grant[k].as_str().unwrap()).unwrap();
+    assert_eq!((at("expiresAt") - at("grantedAt")).num_minutes(), 15);
+    env.stop().await;
+}

@@ -107,7 +107,13 @@ impl TestEnv {
 
     /// With the note drafter's engines configured (an OpenAI-compatible one).
     pub async fn start_with_drafting(engine: Engine, drafting: telechart_server::Drafting) -> TestEnv {
-        Self::build_with(engine, false, telechart_sync::Platforms::default(), Vendor::default(), drafting).await
+        Self::build_with(engine, false, telechart_sync::Platforms::default(), Vendor::default(), drafting, None).await
+    }
+
+    /// With the tenant's own consent policy and break-glass span.
+    pub async fn start_with_compliance(engine: Engine, compliance: telechart_server::Compliance) -> TestEnv {
+        let (platforms, vendor) = (telechart_sync::Platforms::default(), Vendor::default());
+        Self::build_with(engine, false, platforms, vendor, Default::default(), Some(compliance)).await
     }
 
     async fn build(
@@ -116,7 +122,7 @@ impl TestEnv {
         platforms: telechart_sync::Platforms,
         vendor: Vendor,
     ) -> TestEnv {
-        Self::build_with(engine, backend_auth, platforms, vendor, telechart_server::Drafting::default()).await
+        Self::build_with(engine, backend_auth, platforms, vendor, telechart_server::Drafting::default(), None).await
     }
 
     async fn build_with(
@@ -125,6 +131,7 @@ impl TestEnv {
         platforms: telechart_sync::Platforms,
         vendor: Vendor,
         drafting: telechart_server::Drafting,
+        compliance: Option<telechart_server::Compliance>,
     ) -> TestEnv {
         let dir = tempfile::tempdir().unwrap();
         let clock = Clock::manual("2026-11-26T09:00:00Z".parse().unwrap());
@@ -193,6 +200,7 @@ impl TestEnv {
                 [("sandbox".to_owned(), (TENANT.to_owned(), NOTIFY_SECRET.to_vec()))].into(),
             )),
             drafting: std::sync::Arc::new(drafting),
+            compliance: std::sync::Arc::new(compliance.unwrap_or_default()),
         };
         let server = telechart_server::spawn(state, SocketAddr::from(([127, 0, 0, 1], 0)), None).await.unwrap();
         let api = format!("{}/api/v1", server.base_url);
@@ -344,6 +352,7 @@ pub fn bare_state(store: &Store, oidc: Option<std::sync::Arc<telechart_server::O
         platforms: Default::default(),
         notification_secrets: Default::default(),
         drafting: Default::default(),
+        compliance: Default::default(),
     }
 }
 
