@@ -89,7 +89,7 @@ pub(crate) const INSERT: &str = "INSERT INTO audit_log (tenant_id, at, actor, ac
 /// Records chained per transaction.
 const CHAIN_BATCH: i64 = 5_000;
 /// Rows per chaining UPDATE (three binds each, under both engines' limits).
-const CHAIN_ROWS: usize = 1_000;
+const CHAIN_ROWS: usize = 5_000;
 
 fn prev_hash(bytes: &[u8]) -> std::result::Result<Hash, sqlx::Error> {
     bytes.try_into().map_err(|_| sqlx::Error::Decode("audit_heads.hash is not 32 bytes".into()))
