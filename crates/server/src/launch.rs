@@ -42,7 +42,7 @@ pub(crate) fn routes() -> Routes {
         )
 }
 
-fn form(body: &axum::body::Bytes) -> Vec<(String, String)> {
+pub(crate) fn form(body: &axum::body::Bytes) -> Vec<(String, String)> {
     serde_urlencoded::from_bytes(body).unwrap_or_default()
 }
 

@@ -32,10 +32,9 @@ async fn script() -> Response {
         .into_response()
 }
 
-fn form(body: &Bytes) -> Vec<(String, String)> {
-    serde_urlencoded::from_bytes(body).unwrap_or_default()
-}
+use crate::launch::form;
 
+/// A filled form field as typed (a note's text keeps its whitespace).
 fn field<'a>(pairs: &'a [(String, String)], name: &str) -> Option<&'a str> {
     pairs.iter().find(|(k, v)| k == name && !v.trim().is_empty()).map(|(_, v)| v.as_str())
 }
