@@ -83,9 +83,30 @@ const HEAD_LOCK: &str = "UPDATE audit_heads SET seq = seq WHERE tenant_id = $1 R
 const HEAD_CREATE: &str =
     "INSERT INTO audit_heads (tenant_id, seq, hash) VALUES ($1, 0, $2) ON CONFLICT (tenant_id) DO NOTHING";
 const HEAD_SET: &str = "UPDATE audit_heads SET seq = $2, hash = $3 WHERE tenant_id = $1";
+const AUDIT_COLUMNS: &str = "tenant_id, at, actor, action, entity_type, entity_id, visit_id, phi, detail, \
+     patient, purpose_of_use, outcome, source_ip, session, consent, labels";
 pub(crate) const INSERT: &str = "INSERT INTO audit_log (tenant_id, at, actor, action, entity_type, entity_id, visit_id, phi, detail, \
      patient, purpose_of_use, outcome, source_ip, session, consent, labels) \
      VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)";
+
+/// `update` (a guarded UPDATE that changes one row or none, with `binds` parameters) and the
+/// audit record of what it did, appended only if it changed a row — in one statement round
+/// trip, so auditing a delivery's outcome costs the INSERT's own work and no extra trip to the
+/// database (on SQLite each trip is a hand-off to its worker thread, ~30 µs, more than the
+/// INSERT). The audit values are bound after the update's, with `bind_audit!`. The result's
+/// `rows_affected()` is 0 when the guard did not match.
+pub(crate) fn audited_update(engine: &str, update: &str, binds: usize) -> String {
+    let values: Vec<String> = (binds + 1..=binds + 16).map(|n| format!("${n}")).collect();
+    let values = values.join(", ");
+    if engine == "postgres" {
+        format!(
+            "WITH changed AS ({update} RETURNING 1) INSERT INTO audit_log ({AUDIT_COLUMNS}) SELECT {values} FROM changed"
+        )
+    } else {
+        // SQLite has no writing CTEs; changes() is the row count of the UPDATE just before.
+        format!("{update}; INSERT INTO audit_log ({AUDIT_COLUMNS}) SELECT {values} WHERE changes() = 1")
+    }
+}
 /// Records chained per transaction.
 const CHAIN_BATCH: i64 = 5_000;
 /// Rows per chaining UPDATE (three binds each, under both engines' limits).
@@ -99,17 +120,13 @@ fn genesis() -> Vec<u8> {
     GENESIS.to_vec()
 }
 
-/// Appends `entry` on a connection of either engine, normally an open transaction's, so the
-/// record commits or rolls back with the work it describes: one INSERT. Its place in the
-/// tenant's hash chain is given after commit by `chain_pending_audit` (the checkpointer runs it
-/// every second), so concurrent writers never queue on the chain head. Evaluates to
-/// `Result<(), sqlx::Error>`.
-macro_rules! append_audit {
-    ($conn:expr, $entry:expr, $now:expr) => {{
-        let conn = $conn;
+/// Binds an audit record's sixteen values, in `AUDIT_COLUMNS` order, after whatever `$query`
+/// already has bound.
+macro_rules! bind_audit {
+    ($query:expr, $entry:expr, $now:expr) => {{
         let entry: &$crate::AuditEntry = $entry;
         let now: i64 = $now;
-        sqlx::query($crate::audit::INSERT)
+        $query
             .bind(&entry.tenant_id)
             .bind(now)
             .bind(&entry.actor)
@@ -126,6 +143,19 @@ macro_rules! append_audit {
             .bind(&entry.session)
             .bind(&entry.consent)
             .bind(entry.labels.join(","))
+    }};
+}
+pub(crate) use bind_audit;
+
+/// Appends `entry` on a connection of either engine, normally an open transaction's, so the
+/// record commits or rolls back with the work it describes: one INSERT. Its place in the
+/// tenant's hash chain is given after commit by `chain_pending_audit` (the checkpointer runs it
+/// every second), so concurrent writers never queue on the chain head. Evaluates to
+/// `Result<(), sqlx::Error>`.
+macro_rules! append_audit {
+    ($conn:expr, $entry:expr, $now:expr) => {{
+        let conn = $conn;
+        $crate::audit::bind_audit!(sqlx::query($crate::audit::INSERT), $entry, $now)
             .execute(&mut *conn)
             .await
             .map(|_| ())
@@ -155,6 +185,35 @@ impl Store {
             let mut tx = pool.begin().await?;
             for (entry, at) in entries {
                 append_audit!(&mut *tx, entry, *at)?;
+            }
+            tx.commit().await?;
+        });
+        Ok(())
+    }
+
+    /// For `bench audit`: in one transaction, per entry, the guarded one-row UPDATE a delivery's
+    /// outcome makes (on a scratch table made for it) with, when `audited`, its record riding in
+    /// the same statement as `complete_delivery` does. The difference between the two runs is what
+    /// auditing adds to such a write.
+    pub async fn audit_alongside_updates(&self, entries: &[(AuditEntry, i64)], audited: bool) -> Result<()> {
+        const UPDATE: &str = "UPDATE audit_probe SET n = n + 1 WHERE id = $1 AND n >= $2";
+        let sql = if audited { audited_update(self.engine(), UPDATE, 2) } else { UPDATE.to_owned() };
+        on_pool!(self, pool => {
+            let mut tx = pool.begin().await?;
+            sqlx::query("CREATE TEMP TABLE IF NOT EXISTS audit_probe (id BIGINT PRIMARY KEY, n BIGINT NOT NULL)")
+                .execute(&mut *tx).await?;
+            sqlx::query("INSERT INTO audit_probe (id, n) VALUES (1, 0) ON CONFLICT (id) DO NOTHING")
+                .execute(&mut *tx).await?;
+            for (entry, at) in entries {
+                let query = sqlx::query(sqlx::AssertSqlSafe(sql.as_str())).bind(1_i64).bind(0_i64);
+                let changed = if audited {
+                    bind_audit!(query, entry, *at).execute(&mut *tx).await?
+                } else {
+                    query.execute(&mut *tx).await?
+                };
+                if changed.rows_affected() == 0 {
+                    return Err(crate::StoreError::Conflict("the audit probe row is missing".into()));
+                }
             }
             tx.commit().await?;
         });

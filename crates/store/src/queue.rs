@@ -6,7 +6,7 @@
 
 use sqlx::FromRow;
 
-use crate::audit::append_audit;
+use crate::audit::{audited_update, bind_audit};
 use crate::{AuditEntry, Result, Store, on_pool};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -186,24 +186,27 @@ impl Store {
         now_ms: i64,
     ) -> Result<bool> {
         let ehr_resource_id = completion.ehr_resource_id;
+        let sql = audited_update(
+            self.engine(),
+            "UPDATE deliveries SET status = 'done', ehr_resource_id = $1, ehr_version = $2, completed_at = $3, \
+             updated_at = $3, lease_owner = NULL, lease_expires_at = NULL, last_error = NULL, outcome_unknown = 0, \
+             plan = COALESCE($7, plan), readback = $8 \
+             WHERE tenant_id = $4 AND id = $5 AND status = 'in_flight' AND lease_owner = $6",
+            8,
+        );
         let done = on_pool!(self, pool => {
             let mut tx = pool.begin().await?;
-            let updated = sqlx::query(
-                "UPDATE deliveries SET status = 'done', ehr_resource_id = $1, ehr_version = $2, completed_at = $3, \
-                 updated_at = $3, lease_owner = NULL, lease_expires_at = NULL, last_error = NULL, outcome_unknown = 0, \
-                 plan = COALESCE($7, plan), readback = $8 \
-                 WHERE tenant_id = $4 AND id = $5 AND status = 'in_flight' AND lease_owner = $6")
+            let updated = bind_audit!(sqlx::query(sqlx::AssertSqlSafe(sql.as_str()))
                 .bind(ehr_resource_id).bind(completion.ehr_version).bind(now_ms)
                 .bind(&delivery.tenant_id).bind(&delivery.id).bind(owner)
-                .bind(completion.plan).bind(completion.readback)
+                .bind(completion.plan).bind(completion.readback), audit, now_ms)
                 .execute(&mut *tx).await?;
-            if updated.rows_affected() == 1 {
+            if updated.rows_affected() > 0 {
                 if delivery.resource_type == "Encounter" {
                     sqlx::query("UPDATE visits SET ehr_encounter_id = $1 WHERE tenant_id = $2 AND id = $3")
                         .bind(ehr_resource_id).bind(&delivery.tenant_id).bind(&delivery.visit_id)
                         .execute(&mut *tx).await?;
                 }
-                append_audit!(&mut *tx, audit, now_ms)?;
                 tx.commit().await?;
                 Ok::<bool, crate::StoreError>(true)
             } else {
@@ -226,18 +229,21 @@ impl Store {
         audit: &AuditEntry,
         now_ms: i64,
     ) -> Result<bool> {
+        let sql = audited_update(
+            self.engine(),
+            "UPDATE deliveries SET status = 'pending', next_attempt_at = $1, last_error = $2, \
+             outcome_unknown = CASE WHEN $3 = 1 THEN 1 ELSE outcome_unknown END, \
+             lease_owner = NULL, lease_expires_at = NULL, updated_at = $4 \
+             WHERE tenant_id = $5 AND id = $6 AND status = 'in_flight' AND lease_owner = $7",
+            7,
+        );
         let ours = on_pool!(self, pool => {
             let mut tx = pool.begin().await?;
-            let updated = sqlx::query(
-                "UPDATE deliveries SET status = 'pending', next_attempt_at = $1, last_error = $2, \
-                 outcome_unknown = CASE WHEN $3 = 1 THEN 1 ELSE outcome_unknown END, \
-                 lease_owner = NULL, lease_expires_at = NULL, updated_at = $4 \
-                 WHERE tenant_id = $5 AND id = $6 AND status = 'in_flight' AND lease_owner = $7")
+            let updated = bind_audit!(sqlx::query(sqlx::AssertSqlSafe(sql.as_str()))
                 .bind(next_attempt_at_ms).bind(error).bind(i64::from(outcome_unknown)).bind(now_ms)
-                .bind(&delivery.tenant_id).bind(&delivery.id).bind(owner)
+                .bind(&delivery.tenant_id).bind(&delivery.id).bind(owner), audit, now_ms)
                 .execute(&mut *tx).await?;
-            if updated.rows_affected() == 1 {
-                append_audit!(&mut *tx, audit, now_ms)?;
+            if updated.rows_affected() > 0 {
                 tx.commit().await?;
                 Ok::<bool, crate::StoreError>(true)
             } else {
@@ -256,17 +262,20 @@ impl Store {
         audit: &AuditEntry,
         now_ms: i64,
     ) -> Result<bool> {
+        let sql = audited_update(
+            self.engine(),
+            "UPDATE deliveries SET status = 'dead', last_error = $1, lease_owner = NULL, lease_expires_at = NULL, \
+             updated_at = $2, blocks_visit = $6, plan = COALESCE($7, plan) \
+             WHERE tenant_id = $3 AND id = $4 AND status = 'in_flight' AND lease_owner = $5",
+            7,
+        );
         let dead = on_pool!(self, pool => {
             let mut tx = pool.begin().await?;
-            let updated = sqlx::query(
-                "UPDATE deliveries SET status = 'dead', last_error = $1, lease_owner = NULL, lease_expires_at = NULL, \
-                 updated_at = $2, blocks_visit = $6, plan = COALESCE($7, plan) \
-                 WHERE tenant_id = $3 AND id = $4 AND status = 'in_flight' AND lease_owner = $5")
+            let updated = bind_audit!(sqlx::query(sqlx::AssertSqlSafe(sql.as_str()))
                 .bind(letter.reason).bind(now_ms).bind(&delivery.tenant_id).bind(&delivery.id).bind(owner)
-                .bind(i64::from(letter.blocks_visit)).bind(letter.plan)
+                .bind(i64::from(letter.blocks_visit)).bind(letter.plan), audit, now_ms)
                 .execute(&mut *tx).await?;
-            if updated.rows_affected() == 1 {
-                append_audit!(&mut *tx, audit, now_ms)?;
+            if updated.rows_affected() > 0 {
                 tx.commit().await?;
                 Ok::<bool, crate::StoreError>(true)
             } else {

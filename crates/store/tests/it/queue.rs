@@ -76,13 +76,23 @@ async fn an_expired_lease_is_claimed_again_and_told_to_reconcile() {
                 .await
                 .unwrap()
         );
+        let rich = telechart_store::AuditEntry {
+            patient: Some("Patient/p1".into()),
+            purpose_of_use: Some("TREAT".into()),
+            source_ip: Some("10.0.0.7".into()),
+            session: Some("s-1".into()),
+            consent: Some("Consent/c1 permit".into()),
+            labels: vec!["R".into(), "PSY".into()],
+            detail: "Encounter written".into(),
+            ..audit("delivery.done", "v1")
+        };
         assert!(
             store
                 .complete_delivery(
                     &again[0].row,
                     "w2",
                     &Completion { ehr_resource_id: "enc-1", ehr_version: None, ..Default::default() },
-                    &audit("delivery.done", "v1"),
+                    &rich,
                     40_002
                 )
                 .await
@@ -90,6 +100,19 @@ async fn an_expired_lease_is_claimed_again_and_told_to_reconcile() {
         );
         let rows = store.deliveries_for_visit(TENANT, "v1").await.unwrap();
         assert_eq!((rows[0].status.as_str(), rows[0].ehr_resource_id.as_deref()), ("done", Some("enc-1")));
+
+        // The audit record rides in the completion's own statement: none for the refused
+        // completion, exactly one, every field kept, for the accepted one.
+        let done: Vec<_> = store
+            .audit_for_visit(TENANT, "v1")
+            .await
+            .unwrap()
+            .into_iter()
+            .filter(|r| r.action == "delivery.done")
+            .collect();
+        assert_eq!(done.len(), 1, "{done:?}");
+        assert_eq!(done[0].at, 40_002);
+        assert_eq!(done[0].record().entry, rich);
     })
     .await;
 }
