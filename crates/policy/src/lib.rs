@@ -53,10 +53,12 @@ pub enum Permission {
     VisitDisclose,
     /// Read the alerts the audit rules fired.
     AuditAlerts,
+    /// Publish a version of a consent text patients read and sign.
+    ConsentTextPublish,
 }
 
 impl Permission {
-    pub const ALL: [Permission; 19] = [
+    pub const ALL: [Permission; 20] = [
         Permission::VisitOpen,
         Permission::VisitRead,
         Permission::VisitTransition,
@@ -76,6 +78,7 @@ impl Permission {
         Permission::BreakGlassReview,
         Permission::VisitDisclose,
         Permission::AuditAlerts,
+        Permission::ConsentTextPublish,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -99,6 +102,7 @@ impl Permission {
             Permission::BreakGlassReview => "break-glass:review",
             Permission::VisitDisclose => "visit:disclose",
             Permission::AuditAlerts => "audit:alerts",
+            Permission::ConsentTextPublish => "consent-text:publish",
         }
     }
 }
@@ -122,16 +126,18 @@ pub enum Role {
     Platform,
     /// A metrics scraper.
     Monitor,
+    /// A patient acting through a single-use link they were sent: no route permissions.
+    Patient,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error(
-    "unknown role {0:?}; known: clinician, nurse, scheduler, billing, compliance-officer, integration-admin, platform, monitor"
+    "unknown role {0:?}; known: clinician, nurse, scheduler, billing, compliance-officer, integration-admin, platform, monitor, patient"
 )]
 pub struct UnknownRole(pub String);
 
 impl Role {
-    pub const ALL: [Role; 8] = [
+    pub const ALL: [Role; 9] = [
         Role::Clinician,
         Role::Nurse,
         Role::Scheduler,
@@ -140,6 +146,7 @@ impl Role {
         Role::IntegrationAdmin,
         Role::Platform,
         Role::Monitor,
+        Role::Patient,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -152,6 +159,7 @@ impl Role {
             Role::IntegrationAdmin => "integration-admin",
             Role::Platform => "platform",
             Role::Monitor => "monitor",
+            Role::Patient => "patient",
         }
     }
 
@@ -179,7 +187,9 @@ impl Role {
             Role::Nurse => &[VisitRead, VisitTransition, VisitVitals, VisitDocument, VisitTrace],
             Role::Scheduler => &[VisitOpen, VisitRead, VisitTransition],
             Role::Billing => &[VisitRead, VisitBilling, VisitTrace],
-            Role::ComplianceOfficer => &[VisitRead, VisitTrace, QueueRead, BreakGlassReview, AuditAlerts],
+            Role::ComplianceOfficer => {
+                &[VisitRead, VisitTrace, QueueRead, BreakGlassReview, AuditAlerts, ConsentTextPublish]
+            }
             Role::IntegrationAdmin => &[VisitTrace, QueueRead, QueueReplay, MetricsRead],
             Role::Platform => &[
                 VisitOpen,
@@ -196,6 +206,7 @@ impl Role {
                 VisitDisclose,
             ],
             Role::Monitor => &[MetricsRead, QueueRead],
+            Role::Patient => &[],
         }
     }
 

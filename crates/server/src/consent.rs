@@ -209,7 +209,21 @@ pub(crate) async fn record_decision(
     visit: &VisitRow,
     current: VisitState,
     d: Decided,
+    artifacts: Vec<(String, Artifact)>,
+) -> Result<(EventResult, ConsentVersion), ApiError> {
+    record_decision_with(state, caller, visit, current, d, artifacts, None).await
+}
+
+/// `record_decision`, spending the signing link `link` in the same transaction when the patient
+/// signed through one (a link already spent, revoked or expired is a conflict: nothing recorded).
+pub(crate) async fn record_decision_with(
+    state: &AppState,
+    caller: &Caller,
+    visit: &VisitRow,
+    current: VisitState,
+    d: Decided,
     mut artifacts: Vec<(String, Artifact)>,
+    link: Option<&str>,
 ) -> Result<(EventResult, ConsentVersion), ApiError> {
     let consent_id = uuid::Uuid::now_v7().to_string();
     let patient_decision = PatientDecision {
@@ -244,16 +258,11 @@ pub(crate) async fn record_decision(
     ));
     let detail = format!("{} {} (Consent/{consent_id})", d.category.code(), d.decision.as_str());
     let entry = audit(caller, "consent.record", visit, detail);
-    let result = record_artifacts(
-        state,
-        caller,
-        visit,
-        current,
-        artifacts,
-        Some(telechart_store::EventRecord::Consent(&version)),
-        entry,
-    )
-    .await?;
+    let with = match link {
+        Some(link_id) => telechart_store::EventRecord::ConsentByLink { consent: &version, link_id },
+        None => telechart_store::EventRecord::Consent(&version),
+    };
+    let result = record_artifacts(state, caller, visit, current, artifacts, Some(with), entry).await?;
     Ok((result, version))
 }
 

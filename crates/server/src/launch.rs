@@ -36,6 +36,12 @@ pub(crate) fn routes() -> Routes {
         .add(Method::POST, "/workspace/visits/{id}/consent", Access::Requires(Permission::VisitDocument), form_consent)
         .add(
             Method::POST,
+            "/workspace/visits/{id}/consent-link",
+            Access::Requires(Permission::VisitDocument),
+            form_consent_link,
+        )
+        .add(
+            Method::POST,
             "/workspace/appointments/{id}/open",
             Access::Requires(Permission::VisitTransition),
             open_picked,
@@ -81,6 +87,24 @@ async fn form_consent(
     let json = serde_json::json!({ "category": category, "decision": decision }).to_string();
     let _recorded = crate::consent::record(state, caller, Path(id.clone()), json.into()).await?;
     Ok(back_to(&id))
+}
+
+/// The signing-link form: the link is shown once, to open here (the patient signs on this
+/// device) or to send to the patient.
+async fn form_consent_link(
+    state: State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    body: axum::body::Bytes,
+) -> Result<Response, ApiError> {
+    let pairs = form(&body);
+    let category = field(&pairs, "category").ok_or_else(|| ApiError::invalid("category", "which consent?"))?;
+    let language = field(&pairs, "language").unwrap_or("en");
+    let json = serde_json::json!({ "category": category, "language": language }).to_string();
+    let (_, axum::Json(link)) = crate::econsent::create_link(state, caller, Path(id.clone()), json.into()).await?;
+    let url = link.url.clone().unwrap_or_default();
+    Ok(axum::response::Html(crate::pages::consent_link_created(&id, &url, &link.expires_at_text()).into_string())
+        .into_response())
 }
 
 /// The vitals form: each filled field becomes one measurement, validated as the API validates.

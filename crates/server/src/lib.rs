@@ -10,6 +10,7 @@ mod break_glass;
 mod consent;
 mod disclosure;
 mod drafting;
+mod econsent;
 mod error;
 mod launch;
 mod login;
@@ -133,6 +134,7 @@ fn routes() -> auth::Routes {
         .merge(login::routes())
         .merge(launch::routes())
         .merge(review::routes())
+        .merge(econsent::routes())
         .merge(platform_events::routes())
         .merge(notifications::routes())
 }

@@ -97,6 +97,22 @@ fn forms(id: &str, csrf: &str, next_states: &[&'static str]) -> Markup {
             }
         }
         section {
+            h2 { "Consent signed by the patient" }
+            form method="post" action={ "/workspace/visits/" (id) "/consent-link" } {
+                (hidden)
+                label { "Form " select name="category" id="consent-link-category" {
+                    @for (category, label) in CONSENTS { option value=(category) { (label) } }
+                } }
+                " "
+                label { "Language " select name="language" id="consent-link-language" {
+                    option value="en" { "English" }
+                    option value="es" { "Español" }
+                } }
+                " "
+                button id="consent-link-create" { "Make a single-use signing link" }
+            }
+        }
+        section {
             h2 { "Status" }
             @for s in next_states {
                 form method="post" action={ "/workspace/visits/" (id) "/transition" } {
@@ -160,6 +176,22 @@ pub(crate) fn appointment_picker(appointments: &[PickableAppointment], csrf: &st
                         }
                     }
                 }
+            }
+        }
+    }
+}
+
+/// The signing link just made: shown once (only its hash is kept).
+pub(crate) fn consent_link_created(visit_id: &str, url: &str, expires_at: &str) -> Markup {
+    html! {
+        (DOCTYPE)
+        html lang="en" {
+            head { meta charset="utf-8"; title { "Signing link" } }
+            body {
+                h1 { "Single-use signing link" }
+                p { "Send it to the patient, or open it on this device for them to read and sign here. It works once and expires at " (expires_at) "; it is not shown again." }
+                p { a id="consent-link" href=(url) { (url) } }
+                p { a href={ "/workspace/visits/" (visit_id) } { "← back to the visit" } }
             }
         }
     }

@@ -70,6 +70,9 @@ pub struct VisitRow {
 pub enum EventRecord<'a> {
     /// A version of the patient's consent.
     Consent(&'a crate::ConsentVersion),
+    /// A version of the patient's consent signed through a link, which the same transaction
+    /// spends (so a link signs once, and a failed recording leaves it unspent).
+    ConsentByLink { consent: &'a crate::ConsentVersion, link_id: &'a str },
     /// The signature of the note draft that the event's note artifact is.
     DraftSigned(&'a crate::DraftSignature),
 }
@@ -295,7 +298,9 @@ impl Store {
     ) -> Result<VisitRow> {
         let count = i64::try_from(artifacts.len()).unwrap_or(i64::MAX);
         let sealed_with = match with {
-            Some(EventRecord::Consent(c)) => Some(self.seal_consent(tenant_id, c).await?),
+            Some(EventRecord::Consent(c) | EventRecord::ConsentByLink { consent: c, .. }) => {
+                Some(self.seal_consent(tenant_id, c).await?)
+            }
             Some(EventRecord::DraftSigned(s)) => {
                 Some(self.seal(crate::drafts::signed_slot(tenant_id, &s.draft_id), &s.signed_text).await?)
             }
@@ -346,6 +351,10 @@ impl Store {
                     match (with, &sealed_with) {
                         (Some(EventRecord::Consent(c)), Some(sealed)) => {
                             crate::consents::insert_consent!(tx, tenant_id, c, sealed)?;
+                        }
+                        (Some(EventRecord::ConsentByLink { consent, link_id }), Some(sealed)) => {
+                            crate::consent_texts::spend_consent_link!(tx, tenant_id, link_id, now_ms)?;
+                            crate::consents::insert_consent!(tx, tenant_id, consent, sealed)?;
                         }
                         (Some(EventRecord::DraftSigned(signature)), Some(sealed)) => {
                             crate::drafts::sign_draft!(tx, tenant_id, signature, sealed)?;

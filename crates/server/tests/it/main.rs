@@ -12,6 +12,7 @@ mod consent;
 mod crash;
 mod disclosure;
 mod drafting;
+mod econsent;
 mod egress;
 mod env;
 mod fifth;
