@@ -6,13 +6,16 @@
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::{Path, State};
-use axum::http::StatusCode;
+use axum::http::{Method, StatusCode};
+use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
+use maud::{DOCTYPE, Markup, html};
 use serde::{Deserialize, Serialize};
+use telechart_policy::Permission;
 use telechart_store::{AuditEntry, BreakGlassGrant, Phi};
 
 use crate::api::{load, parse};
-use crate::auth::Caller;
+use crate::auth::{Access, Caller, Routes, SessionCaller};
 use crate::{ApiError, AppState};
 
 /// How long a grant lasts unless the deployment says otherwise (`[break_glass] minutes`).
@@ -177,4 +180,115 @@ pub(crate) async fn review(
         .find(|g| g.id == id)
         .ok_or_else(|| ApiError::NotFound { field: None, message: format!("break-glass grant {id} not found") })?;
     Ok(Json(view(reviewed)))
+}
+
+pub(crate) fn routes() -> Routes {
+    Routes::new()
+        .add(Method::GET, "/workspace/break-glass", Access::Requires(Permission::BreakGlassReview), queue_page)
+        .add(
+            Method::POST,
+            "/workspace/break-glass/{id}/review",
+            Access::Requires(Permission::BreakGlassReview),
+            form_review,
+        )
+}
+
+fn when(ms: i64) -> String {
+    DateTime::from_timestamp_millis(ms).map(telechart_visit::format_instant).unwrap_or_default()
+}
+
+/// `GET /workspace/break-glass`: the compliance officer's review queue — grants waiting for a
+/// verdict first, then those reviewed. Reading it (the clinicians' reasons name patients'
+/// situations) is audited.
+async fn queue_page(
+    State(state): State<AppState>,
+    caller: Caller,
+    session: Option<SessionCaller>,
+) -> Result<Response, ApiError> {
+    let grants = state.store.break_glass_grants(&caller.tenant_id, false).await?;
+    let entry = AuditEntry {
+        tenant_id: caller.tenant_id.clone(),
+        actor: caller.actor.clone(),
+        action: "break-glass.queue.read".into(),
+        entity_type: "break-glass".into(),
+        entity_id: "queue".into(),
+        phi: true,
+        detail: format!("{} grants shown", grants.len()),
+        purpose_of_use: Some("HOPERAT".into()),
+        ..AuditEntry::default()
+    };
+    state.store.audit(&entry, state.clock.now_ms()).await?;
+    let (pending, reviewed): (Vec<_>, Vec<_>) = grants.iter().partition(|g| g.review == "pending");
+    let csrf = session.map(|s| s.session.csrf_token);
+    let now = state.clock.now_ms();
+    let markup = html! {
+        (DOCTYPE)
+        html lang="en" {
+            head { meta charset="utf-8"; title { "Break-glass review" } }
+            body {
+                h1 { "Break-glass review" }
+                p { (pending.len()) " waiting for review · " (reviewed.len()) " reviewed" }
+                h2 { "Waiting for review" }
+                @if pending.is_empty() { p id="queue-empty" { "Nothing waits for review." } }
+                @for g in &pending {
+                    (grant_card(g, now, csrf.as_deref()))
+                }
+                h2 { "Reviewed" }
+                @for g in &reviewed {
+                    (grant_card(g, now, None))
+                }
+            }
+        }
+    };
+    Ok(axum::response::Html(markup.into_string()).into_response())
+}
+
+fn grant_card(g: &BreakGlassGrant, now: i64, csrf: Option<&str>) -> Markup {
+    let meaning = REASONS.iter().find(|(c, _)| *c == g.reason_code).map_or("", |(_, m)| m);
+    html! {
+        article id={ "grant-" (g.id) } class="grant" {
+            h3 { (g.reason_code) " — " (meaning) }
+            dl {
+                dt { "Clinician" } dd { (g.actor) }
+                dt { "Visit" } dd { a href={ "/workspace/visits/" (g.visit_id) } { (g.visit_id) } }
+                dt { "Reason given" } dd class="reason" { (g.reason_text.expose()) }
+                dt { "Granted" } dd { (when(g.granted_at)) }
+                dt { "Expires" } dd { (when(g.expires_at)) @if now >= g.expires_at { " (expired)" } }
+                dt { "Uses" } dd class="uses" { (g.uses) }
+                dt { "Review" } dd class="review" { (g.review) }
+                @if let Some(reviewer) = &g.reviewer {
+                    dt { "Reviewer" } dd { (reviewer) }
+                }
+                @if let Some(note) = &g.review_note {
+                    dt { "Note" } dd { (note.expose()) }
+                }
+            }
+            @if g.review == "pending" {
+                form method="post" action={ "/workspace/break-glass/" (g.id) "/review" } {
+                    @if let Some(csrf) = csrf { input type="hidden" name="csrf_token" value=(csrf); }
+                    label { "Note " textarea name="note" required maxlength="2000" {} }
+                    button name="verdict" value="approved" { "Approve" }
+                    " "
+                    button name="verdict" value="flagged" { "Flag for follow-up" }
+                }
+            }
+        }
+    }
+}
+
+/// The review form: the API's rules, then back to the queue.
+async fn form_review(
+    state: State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let pairs = crate::launch::form(&body);
+    let value = |name: &str| pairs.iter().find(|(k, _)| k == name).map(|(_, v)| v.trim().to_owned());
+    let json = serde_json::json!({
+        "verdict": value("verdict").unwrap_or_default(),
+        "note": value("note").unwrap_or_default(),
+    });
+    let _reviewed = review(state, caller, Path(id), json.to_string().into()).await?;
+    Ok(axum::response::Redirect::to("/workspace/break-glass").into_response())
 }

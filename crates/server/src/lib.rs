@@ -135,6 +135,7 @@ fn routes() -> auth::Routes {
         .merge(launch::routes())
         .merge(review::routes())
         .merge(econsent::routes())
+        .merge(break_glass::routes())
         .merge(platform_events::routes())
         .merge(notifications::routes())
 }

@@ -107,15 +107,43 @@ async fn grant_access_expiry_alert_and_review() {
         let (status, outcome) =
             call(&env, &compliance, post.clone(), &review, json!({"verdict": "fine", "note": "x"})).await;
         assert_eq!(status, 422, "{outcome}");
-        let (status, reviewed) = call(
-            &env,
-            &compliance,
-            post.clone(),
-            &review,
-            json!({"verdict": "approved", "note": "emergency confirmed with the ED"}),
-        )
-        .await;
-        assert_eq!(status, 200, "{reviewed}");
+        // The review queue page: the grant waits there with its reason and uses; the officer
+        // approves it through the page's form.
+        let page_url = format!("{}/workspace/break-glass", env.server.base_url);
+        let page = |token: String| {
+            let url = page_url.clone();
+            async move {
+                let response = reqwest::Client::new().get(&url).bearer_auth(token).send().await.unwrap();
+                (response.status().as_u16(), response.text().await.unwrap())
+            }
+        };
+        assert_eq!(page(clinician.clone()).await.0, 403);
+        let (status, html) = page(compliance.clone()).await;
+        assert_eq!(status, 200, "{html}");
+        assert!(html.contains(&format!("id=\"grant-{grant_id}\"")), "{html}");
+        assert!(html.contains("1 waiting for review") && html.contains("emergency treatment"), "{html}");
+        assert!(html.contains(&format!("/workspace/break-glass/{grant_id}/review")), "{html}");
+        let no_redirects = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
+        let response = no_redirects
+            .post(format!("{}/workspace/break-glass/{grant_id}/review", env.server.base_url))
+            .bearer_auth(&compliance)
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(
+                serde_urlencoded::to_string([("verdict", "approved"), ("note", "emergency confirmed with the ED")])
+                    .unwrap(),
+            )
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status().as_u16(), 303);
+        let (_, html) = page(compliance.clone()).await;
+        assert!(
+            html.contains("0 waiting for review · 1 reviewed") && html.contains("Nothing waits for review."),
+            "{html}"
+        );
+        assert!(!html.contains(&format!("/workspace/break-glass/{grant_id}/review")), "no second verdict: {html}");
+        let (_, queue) = call(&env, &compliance, reqwest::Method::GET, "/break-glass", Value::Null).await;
+        let reviewed = queue.as_array().unwrap().iter().find(|g| g["id"] == grant_id.as_str()).unwrap().clone();
         assert_eq!(
             (reviewed["review"].as_str(), reviewed["reviewNote"].as_str()),
             (Some("approved"), Some("emergency confirmed with the ED"))
