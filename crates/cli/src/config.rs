@@ -203,6 +203,10 @@ pub struct PlatformConfig {
     /// `finish-when-signed` (default) or `finish`: what the platform's `call.ended` does.
     #[serde(default)]
     pub on_call_ended: telechart_sync::webhooks::OnCallEnded,
+    /// `treatment` (default: it runs the visit for the provider, under a BAA) or `consent` (a
+    /// third party: events name the patient only with the patient's disclosure consent).
+    #[serde(default)]
+    pub phi_basis: telechart_sync::PhiBasis,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -626,6 +630,7 @@ impl Config {
                 secret,
                 events: p.events.clone(),
                 on_call_ended: p.on_call_ended,
+                phi_basis: p.phi_basis,
             });
         }
         Ok(telechart_sync::Platforms(std::sync::Arc::new(platforms)))

@@ -321,6 +321,7 @@ async fn run_vendor(mut config: Config, args: &DemoArgs, vendor: &str) -> anyhow
         secret_file,
         events: vec![],
         on_call_ended: telechart_sync::webhooks::OnCallEnded::FinishWhenSigned,
+        phi_basis: telechart_sync::PhiBasis::Treatment,
     }];
     config.connections = vec![ConnectionConfig {
         id: "sandbox".into(),

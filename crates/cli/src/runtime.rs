@@ -189,7 +189,9 @@ pub async fn start(config: &Config, keys: KeyConfig, clock: Clock, tap: Option<W
     });
     workers.push((tx, handle));
     // The webhook sender: one per process; the outbox's leases keep two from sending one event.
-    let sender = telechart_sync::WebhookSender::new(store.clone(), clock.clone(), platforms, config.egress_registry())?;
+    let mut sender =
+        telechart_sync::WebhookSender::new(store.clone(), clock.clone(), platforms, config.egress_registry())?;
+    sender.consent_policy = config.consent_policy.clone();
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     let handle = tokio::spawn(async move {
         sender

@@ -21,7 +21,7 @@ pub use faults::{FaultPlan, FaultPoint};
 pub use inbound::{Applied, AppointmentInbox, PollReport};
 pub use orders::OrderTracker;
 pub use plan::{Fallback, WritePlan};
-pub use webhooks::{Platform, Platforms, WebhookSender};
+pub use webhooks::{PhiBasis, Platform, Platforms, WebhookSender};
 pub use worker::{DeliveryOutcome, QueueSignal, SyncConfig, Worker};
 
 #[derive(Debug, thiserror::Error)]

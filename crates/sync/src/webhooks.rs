@@ -9,7 +9,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use telechart_policy::EgressRegistry;
-use telechart_store::{Clock, Store, WebhookOutcome, WebhookRow};
+use telechart_policy::consent::{ConsentPolicy, Outcome};
+use telechart_policy::governed::GovernedFlow;
+use telechart_store::{AuditEntry, AuditOutcome, Clock, Store, WebhookOutcome, WebhookRow};
 
 use crate::{Backoff, SyncError};
 
@@ -32,6 +34,22 @@ pub struct Platform {
     pub events: Vec<String>,
     /// What its `call.ended` does to a visit in the call.
     pub on_call_ended: OnCallEnded,
+    /// On what footing it may receive PHI (the patient named in an event).
+    pub phi_basis: PhiBasis,
+}
+
+/// On what footing a platform receives the PHI in Telechart's events.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum PhiBasis {
+    /// It runs the visit for the provider, under a BAA: a disclosure for treatment, which HIPAA
+    /// permits without the patient's consent.
+    #[default]
+    Treatment,
+    /// A third party: an event names the patient only with the patient's disclosure consent;
+    /// without it the patient is withheld (the rest of the event still goes), and the decision
+    /// is audited either way.
+    Consent,
 }
 
 /// The tenant's rule for a call that ends.
@@ -163,6 +181,8 @@ pub struct WebhookSender {
     http: reqwest::Client,
     pub backoff: Backoff,
     pub max_attempts: i64,
+    /// The tenant's consent policy, for platforms that receive PHI only by consent.
+    pub consent_policy: ConsentPolicy,
 }
 
 /// What one pass did.
@@ -188,6 +208,7 @@ impl WebhookSender {
             http,
             backoff: Backoff { base: Duration::from_secs(2), max: Duration::from_secs(600) },
             max_attempts: 12,
+            consent_policy: ConsentPolicy::default(),
         })
     }
 
@@ -244,7 +265,7 @@ impl WebhookSender {
         if let Err(refused) = self.egress.check(url, self.clock.now().date_naive()) {
             return dead(refused.to_string(), None).await;
         }
-        let body = row.payload.expose().as_bytes().to_vec();
+        let body = self.minimum_necessary(row, platform).await?;
         let signature = sign(&platform.secret, now.div_euclid(1000), &body);
         let result = self
             .http
@@ -285,6 +306,64 @@ impl WebhookSender {
             .finish_webhook(&row.tenant_id, &row.id, WebhookOutcome::Retry { at_ms, error: &error }, status, now)
             .await?;
         Ok(Sent::Retry)
+    }
+}
+
+impl WebhookSender {
+    /// The event body as `platform` may have it: unchanged for a platform that receives PHI for
+    /// treatment; for a third party, the patient it names is kept only if the patient's
+    /// disclosure consent permits it now (decided at send time, so a withdrawal stops what is
+    /// still queued), and withheld otherwise. Each decision is audited before anything is sent.
+    async fn minimum_necessary(&self, row: &WebhookRow, platform: &Platform) -> Result<Vec<u8>, SyncError> {
+        let raw = row.payload.expose();
+        if platform.phi_basis == PhiBasis::Treatment {
+            return Ok(raw.as_bytes().to_vec());
+        }
+        let mut body: serde_json::Value =
+            serde_json::from_str(raw).map_err(|e| SyncError::Egress(format!("webhook {} is not JSON: {e}", row.id)))?;
+        let Some(patient) = body["data"]["patient"].as_str().map(str::to_owned) else {
+            return Ok(raw.as_bytes().to_vec());
+        };
+        let flow = GovernedFlow::Disclose { recipient: format!("platform {}", platform.id) };
+        let (_, decision) = crate::consent::decide(
+            &self.store,
+            &row.tenant_id,
+            &patient,
+            &flow,
+            self.clock.now(),
+            &self.consent_policy,
+        )
+        .await?;
+        let said = match &decision.consent_id {
+            Some(id) => format!("{}: Consent/{id}: {}", decision.outcome.as_str(), decision.explanation),
+            None => format!("{}: {}", decision.outcome.as_str(), decision.explanation),
+        };
+        let denied = decision.outcome == Outcome::Deny;
+        let entry = AuditEntry {
+            tenant_id: row.tenant_id.clone(),
+            actor: "system:webhooks".into(),
+            action: "consent.decision".into(),
+            entity_type: "webhook".into(),
+            entity_id: row.id.clone(),
+            visit_id: body["data"]["visitId"].as_str().map(str::to_owned),
+            phi: true,
+            detail: format!("{} ({} event)", flow.name(), row.event_type),
+            patient: Some(patient),
+            purpose_of_use: Some("TREAT".into()),
+            outcome: if denied { AuditOutcome::Denied } else { AuditOutcome::Success },
+            consent: Some(said),
+            ..AuditEntry::default()
+        };
+        // Fail closed: an unaudited disclosure decision sends nothing (the event is retried).
+        self.store.audit(&entry, self.clock.now_ms()).await?;
+        if denied {
+            if let Some(data) = body["data"].as_object_mut() {
+                data.remove("patient");
+                data.insert("withheld".into(), serde_json::json!(["patient"]));
+            }
+            return Ok(body.to_string().into_bytes());
+        }
+        Ok(raw.as_bytes().to_vec())
     }
 }
 

@@ -18,6 +18,7 @@ fn platforms() -> Platforms {
         secret: b"whsec-0123456789abcdef0123456789abcdef".to_vec(),
         events: vec!["appointment.booked".into(), "appointment.cancelled".into()],
         on_call_ended: OnCallEnded::FinishWhenSigned,
+        phi_basis: telechart_sync::PhiBasis::Treatment,
     }]))
 }
 

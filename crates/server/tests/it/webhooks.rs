@@ -54,6 +54,7 @@ fn platforms(url: &str) -> Platforms {
         secret: SECRET.to_vec(),
         events: vec![],
         on_call_ended: OnCallEnded::FinishWhenSigned,
+        phi_basis: telechart_sync::PhiBasis::Treatment,
     }]))
 }
 
@@ -174,4 +175,93 @@ async fn webhooks_are_signed_both_ways_and_act_once() {
     assert!(listed.as_array().unwrap().iter().any(|w| w["attempts"] == 2 && w["lastStatus"] == 204), "{listed}");
     assert!(!text.contains(&id), "no body content in the log");
     env.stop().await;
+}
+
+/// A third-party platform (`phi_basis = consent`): its events name the patient only when the
+/// patient's disclosure consent permits it at send time; otherwise the patient is withheld and
+/// the rest of the event still goes. Every decision is audited.
+#[tokio::test]
+async fn a_third_party_platform_gets_the_patient_only_with_disclosure_consent() {
+    for engine in engines() {
+        let received = Arc::new(Mutex::new(Received::default()));
+        let url = receiver(received.clone()).await;
+        let third_party = Platforms(Arc::new(vec![Platform {
+            id: "outreach".into(),
+            tenant_id: TENANT.into(),
+            webhook_url: Some(url.clone()),
+            secret: SECRET.to_vec(),
+            events: vec!["appointment.booked".into(), "appointment.cancelled".into()],
+            on_call_ended: OnCallEnded::FinishWhenSigned,
+            phi_basis: telechart_sync::PhiBasis::Consent,
+        }]));
+        let env = TestEnv::start_with_platforms(engine, third_party.clone()).await;
+        let inbox = telechart_sync::AppointmentInbox::new(
+            env.store.clone(),
+            env.clock.clone(),
+            env.connections().clone(),
+            third_party.clone(),
+            TENANT,
+        );
+        let sender = WebhookSender::new(
+            env.store.clone(),
+            env.clock.clone(),
+            third_party,
+            telechart_policy::EgressRegistry::default(),
+        )
+        .unwrap();
+
+        // Today's bookings, and no patient has consented to disclosure: every event goes, none
+        // names its patient.
+        let booked = inbox.poll("sandbox").await.unwrap().changed;
+        assert!(booked > 0);
+        assert_eq!(sender.run_once().await.unwrap().delivered, booked);
+        let events = std::mem::take(&mut received.lock().unwrap().events);
+        assert_eq!(events.len(), booked);
+        for (_, body) in &events {
+            let event: Value = serde_json::from_str(body).unwrap();
+            assert!(event["data"].get("patient").is_none(), "{event}");
+            assert_eq!(event["data"]["withheld"], json!(["patient"]));
+            assert!(event["data"]["appointment"].as_str().unwrap().starts_with("Appointment/"));
+        }
+        let decisions = |rows: &[telechart_store::AuditRow], outcome: &str| {
+            rows.iter()
+                .filter(|r| r.action == "consent.decision" && r.detail.contains("disclosure to platform outreach"))
+                .filter(|r| r.outcome == outcome)
+                .count()
+        };
+        env.store.chain_pending_audit().await.unwrap();
+        let rows = env.store.audit_page(TENANT, 0, 20_000).await.unwrap();
+        assert_eq!(decisions(&rows, "denied"), booked, "each withheld patient is an audited decision");
+
+        // The patient of appointment 0 consents to disclosure; when that appointment is
+        // cancelled, the event names them.
+        let (status, visit) = env.post("/visits", json!({"appointment": env.appointment(0)})).await;
+        assert_eq!(status, 201, "{visit}");
+        let id = visit["id"].as_str().unwrap();
+        let (status, consent) =
+            env.post(&format!("/visits/{id}/consents"), json!({"category": "disclosure", "decision": "permit"})).await;
+        assert_eq!(status, 201, "{consent}");
+        let appointment = format!("{}/Appointment/{}", env.sandbox.fhir_base, env.appointment(0));
+        let mut cancelled: Value = reqwest::get(&appointment).await.unwrap().json().await.unwrap();
+        cancelled["status"] = json!("cancelled");
+        let response = reqwest::Client::new()
+            .put(&appointment)
+            .header("content-type", "application/fhir+json")
+            .body(cancelled.to_string())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status().as_u16(), 200);
+        assert_eq!(inbox.poll("sandbox").await.unwrap().changed, 1);
+        assert_eq!(sender.run_once().await.unwrap().delivered, 1);
+        let events = std::mem::take(&mut received.lock().unwrap().events);
+        let event: Value = serde_json::from_str(&events[0].1).unwrap();
+        assert_eq!(event["type"], "appointment.cancelled");
+        assert_eq!(event["data"]["patient"], visit["patient"], "{event}");
+        assert!(event["data"].get("withheld").is_none());
+        env.store.chain_pending_audit().await.unwrap();
+        let rows = env.store.audit_page(TENANT, 0, 20_000).await.unwrap();
+        assert_eq!(decisions(&rows, "success"), 1);
+        env.stop().await;
+    }
 }
