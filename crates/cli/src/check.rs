@@ -181,7 +181,7 @@ pub fn run(config: &Config, today: chrono::NaiveDate) -> Vec<Finding> {
         } else {
             format!("{} BAA(s) in force, none ending within {BAA_WARNING_DAYS} days", registry.entries().len())
         },
-        "record counterparty, starts and expires for each [[egress]] BAA and renew it before it expires: egress stops the day after",
+        "record counterparty, starts and expires for each [[egress]] BAA and renew it before it expires: egress stops the day after, and an ended one opens a return-or-destroy task (telechart baa tasks)",
     );
     baa_term.warning = failing.is_empty() && !ending.is_empty();
     findings.push(baa_term);

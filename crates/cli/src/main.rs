@@ -3,6 +3,7 @@
 #![allow(clippy::print_stdout)]
 
 mod audit;
+mod baa;
 mod bench;
 mod check;
 mod config;
@@ -70,6 +71,11 @@ enum Command {
     Scribe {
         #[command(subcommand)]
         which: scribe::ScribeCommand,
+    },
+    /// Business associate agreements that ended: their return-or-destroy tasks.
+    Baa {
+        #[command(subcommand)]
+        which: baa::BaaCommand,
     },
     /// Legal holds: suspend every purge of a visit's or a patient's data.
     Hold {
@@ -230,6 +236,10 @@ fn main() -> ExitCode {
                 Command::Hold { which } => {
                     runtime::init_logging("warn");
                     hold::run(config, which).await
+                }
+                Command::Baa { which } => {
+                    runtime::init_logging("warn");
+                    baa::run(config, which).await
                 }
                 Command::Queue { which } => queue(config, which).await.map(|()| ExitCode::SUCCESS),
                 Command::Connections { which } => connections(config, which).await.map(|()| ExitCode::SUCCESS),

@@ -385,6 +385,10 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
                     Ok(_) => {}
                     Err(e) => tracing::warn!(error = %e, "retention sweep failed; will retry"),
                 }
+                // An agreement that ended opens its return-or-destroy task (once).
+                if let Err(e) = crate::baa::open_ended(&store, &config, &config.tenant, &Clock::system()).await {
+                    tracing::warn!(error = %e, "opening return-or-destroy tasks failed; will retry");
+                }
                 tokio::time::sleep(Duration::from_secs(3600)).await;
             }
         }))

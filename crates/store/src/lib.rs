@@ -7,6 +7,7 @@
 mod alerts;
 mod appointments;
 mod audit;
+mod baa_tasks;
 mod break_glass;
 mod clock;
 mod consent_texts;
@@ -36,6 +37,7 @@ use sqlx::{PgPool, SqlitePool};
 pub use alerts::AlertRow;
 pub use appointments::{AppointmentSnapshot, KnownAppointment};
 pub use audit::{AuditEntry, AuditRow, CheckpointPass};
+pub use baa_tasks::{BaaTask, Destroyed};
 pub use break_glass::BreakGlassGrant;
 pub use clock::Clock;
 pub use consent_texts::{ConsentLink, ConsentText};
