@@ -131,6 +131,19 @@ enum KeysCommand {
     },
     /// Stop publishing and using a backend signing key (once EHRs have fetched its successor).
     BackendRetire { kid: String },
+    /// Crypto-shredding: destroy every data key of a tenant whose data is all to go (offboarding,
+    /// every retention period over). Its PHI — here and in every backup — can never be read
+    /// again. Refused under a legal hold; audited.
+    Shred {
+        #[arg(long)]
+        tenant: String,
+        /// The tenant id again, to confirm.
+        #[arg(long)]
+        confirm: String,
+        /// Why, and who authorised it (kept with the shredded key ids).
+        #[arg(long)]
+        reason: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -314,6 +327,25 @@ async fn keys(config: Config, which: KeysCommand) -> anyhow::Result<()> {
         KeysCommand::BackendRetire { kid } => {
             anyhow::ensure!(store.retire_signing_key(&kid, now).await?, "no active backend signing key {kid}");
             println!("retired backend signing key {kid}");
+        }
+        KeysCommand::Shred { tenant, confirm, reason } => {
+            anyhow::ensure!(confirm == tenant, "--confirm must repeat the tenant id ({tenant}) exactly");
+            anyhow::ensure!((3..=500).contains(&reason.trim().len()), "--reason must be 3 to 500 characters");
+            let actor = format!("cli:{}", std::env::var("USER").unwrap_or_else(|_| "unknown".into()));
+            let entry = telechart_store::AuditEntry {
+                tenant_id: tenant.clone(),
+                actor: actor.clone(),
+                action: "keys.shred".into(),
+                entity_type: "tenant".into(),
+                entity_id: tenant.clone(),
+                phi: true,
+                detail: reason.trim().to_owned(),
+                purpose_of_use: Some("HOPERAT".into()),
+                ..telechart_store::AuditEntry::default()
+            };
+            let ids = store.shred_tenant_data_keys(&tenant, &actor, reason.trim(), &entry, now).await?;
+            println!("tenant {tenant}: {} data key(s) destroyed; its sealed PHI is unrecoverable", ids.len());
+            println!("running servers keep keys they already unwrapped until they restart: restart them now");
         }
         KeysCommand::Status => {
             for k in store.signing_keys().await? {

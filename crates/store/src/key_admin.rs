@@ -64,8 +64,58 @@ impl Store {
         let row = on_pool!(self, pool => sqlx::query_as::<_, DataKeyRow>(
             "SELECT tenant_id, id, wrapped, kek_id, active FROM data_keys WHERE id = $1")
             .bind(id).fetch_optional(pool).await)?;
-        let row = row.ok_or_else(|| StoreError::Key(format!("data key {id} does not exist (retired?)")))?;
+        let Some(row) = row else {
+            let shredded: Option<(i64, String)> = on_pool!(self, pool => sqlx::query_as(
+                "SELECT shredded_at, reason FROM shredded_keys WHERE id = $1").bind(id).fetch_optional(pool).await)?;
+            return Err(StoreError::Key(match shredded {
+                Some((at, reason)) => format!(
+                    "data key {id} was crypto-shredded at {} ({reason}): what it sealed is gone for good",
+                    chrono::DateTime::from_timestamp_millis(at).map(|t| t.to_rfc3339()).unwrap_or_default()
+                ),
+                None => format!("data key {id} does not exist (retired?)"),
+            }));
+        };
         self.keys.admit(&row)
+    }
+
+    /// Crypto-shredding: destroys every data key of `tenant_id`, so every PHI value they sealed
+    /// — in this database and in any backup of it — can never be read again. Refused while a
+    /// legal hold of the tenant is in force. Audited in the same transaction. Returns the ids
+    /// destroyed. This process forgets them at once; other running processes keep the keys they
+    /// already unwrapped until they restart.
+    pub async fn shred_tenant_data_keys(
+        &self,
+        tenant_id: &str,
+        actor: &str,
+        reason: &str,
+        audit: &crate::AuditEntry,
+        now_ms: i64,
+    ) -> Result<Vec<String>> {
+        let holds = self.legal_holds(tenant_id, true).await?;
+        if !holds.is_empty() {
+            return Err(StoreError::Conflict(format!(
+                "tenant {tenant_id} has {} legal hold(s) in force; its data may not be destroyed until they are released",
+                holds.len()
+            )));
+        }
+        let ids = on_pool!(self, pool => {
+            let mut tx = pool.begin().await?;
+            let ids: Vec<(String,)> = sqlx::query_as("SELECT id FROM data_keys WHERE tenant_id = $1 ORDER BY id")
+                .bind(tenant_id).fetch_all(&mut *tx).await?;
+            for (id,) in &ids {
+                sqlx::query(
+                    "INSERT INTO shredded_keys (id, tenant_id, shredded_at, shredded_by, reason) VALUES ($1, $2, $3, $4, $5)")
+                    .bind(id).bind(tenant_id).bind(now_ms).bind(actor).bind(reason)
+                    .execute(&mut *tx).await?;
+            }
+            sqlx::query("DELETE FROM data_keys WHERE tenant_id = $1").bind(tenant_id).execute(&mut *tx).await?;
+            crate::audit::append_audit!(&mut *tx, audit, now_ms)?;
+            tx.commit().await?;
+            Ok::<Vec<String>, StoreError>(ids.into_iter().map(|(id,)| id).collect())
+        })?;
+        self.keys.forget_keys(&ids);
+        self.keys.forget_active(tenant_id);
+        Ok(ids)
     }
 
     async fn data_key_rows(&self) -> Result<Vec<DataKeyRow>> {

@@ -210,6 +210,15 @@ impl Keyring {
         }
     }
 
+    /// Drops unwrapped keys from memory (after they were destroyed).
+    pub fn forget_keys(&self, ids: &[String]) {
+        if let Ok(mut deks) = self.deks.write() {
+            for id in ids {
+                deks.remove(id);
+            }
+        }
+    }
+
     pub fn cached(&self, dek_id: &str) -> Option<Arc<LessSafeKey>> {
         self.deks.read().ok()?.get(dek_id).cloned()
     }

@@ -200,7 +200,23 @@ expires = "2099-12-31"
     let tasks = store.baa_tasks(TENANT).await.unwrap();
     assert_eq!((tasks.len(), tasks[0].status.as_str()), (1, "destroyed"));
     assert!(tasks[0].closed_by.as_deref().unwrap().starts_with("cli:"));
+
+    // Offboarding the tenant: crypto-shredding waits for the legal hold, then leaves nothing
+    // readable.
+    let shred = ["keys", "shred", "--tenant", TENANT, "--reason", "contract ended, ticket PRIV-400"];
+    let (ok, out) = telechart(&[&shred[..], &["--confirm", "t2"]].concat());
+    assert!(!ok && out.contains("--confirm"), "{out}");
+    let (ok, out) = telechart(&[&shred[..], &["--confirm", TENANT]].concat());
+    assert!(!ok && out.contains("legal hold"), "{out}");
+    let (ok, out) = telechart(&["hold", "release", "h-1", "--tenant", TENANT]);
+    assert!(ok, "{out}");
+    let (ok, out) = telechart(&[&shred[..], &["--confirm", TENANT]].concat());
+    assert!(ok && out.contains("1 data key(s) destroyed"), "{out}");
     store.close().await;
+    let reopened = Store::open(&url, 2, KeyConfig::new(Kek::from_base64(&kek).unwrap())).await.unwrap();
+    let err = reopened.visit(TENANT, "v-live").await.unwrap_err();
+    assert!(err.to_string().contains("crypto-shredded"), "{err}");
+    reopened.close().await;
 }
 
 #[tokio::test]

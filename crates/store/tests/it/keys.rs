@@ -51,6 +51,82 @@ async fn phi_columns_hold_only_ciphertext() {
     .await;
 }
 
+/// Crypto-shredding: once a tenant's data keys are destroyed, its PHI is unreadable — even by
+/// a process that had them, and from a copy of the database made before — while the ciphertext
+/// and every other tenant's data stay as they were. A legal hold stops it.
+#[tokio::test]
+async fn shredded_keys_leave_only_unreadable_ciphertext() {
+    on_each_engine(|store| async move {
+        seed_connection(&store).await;
+        open_visit(&store, "v1").await;
+        let mut a = artifact("a1", "Observation");
+        a.payload = Phi::new("CANARY-5150 heart rate 88");
+        record(&store, "v1", 1, &[a]).await;
+        // Another tenant's data is its own key's.
+        store
+            .upsert_connection(&telechart_store::ConnectionRow {
+                tenant_id: "other".into(),
+                id: "ehr".into(),
+                name: "Other EHR".into(),
+                profile: "generic".into(),
+                base_url: "http://127.0.0.1:1/fhir".into(),
+                settings: "{}".into(),
+                created_at: 0,
+                updated_at: 0,
+            })
+            .await
+            .unwrap();
+        let other = telechart_store::NewVisit {
+            tenant_id: "other".into(),
+            id: "o1".into(),
+            connection_id: "ehr".into(),
+            appointment_id: "appt-o1".into(),
+            patient: Phi::new("Patient/o1"),
+            practitioner: None,
+            state: "booked".into(),
+            visit_type: None,
+        };
+        store
+            .create_visit(
+                &other,
+                &telechart_store::AuditEntry { tenant_id: "other".into(), ..audit("visit.open", "o1") },
+                1,
+            )
+            .await
+            .unwrap();
+
+        let hold = telechart_store::LegalHold {
+            id: "h1".into(),
+            visit_id: Some("v1".into()),
+            patient: None,
+            reason: "matter 1".into(),
+            placed_by: "counsel".into(),
+            placed_at: 1,
+            released_by: None,
+            released_at: None,
+        };
+        store.place_legal_hold(TENANT, &hold, &audit("legal-hold.place", "v1")).await.unwrap();
+        let shred = audit("keys.shred", "tenant");
+        let refused = store.shred_tenant_data_keys(TENANT, "cli:ops", "tenant offboarded", &shred, 5).await;
+        assert!(matches!(&refused, Err(StoreError::Conflict(m)) if m.contains("legal hold")), "{refused:?}");
+        assert!(store.visit(TENANT, "v1").await.unwrap().is_some(), "nothing destroyed while held");
+        store.release_legal_hold(TENANT, "h1", "counsel", &audit("legal-hold.release", "v1"), 6).await.unwrap();
+
+        let before = raw_values(&store, "SELECT payload FROM artifacts WHERE id = 'a1'").await;
+        let shredded = store.shred_tenant_data_keys(TENANT, "cli:ops", "tenant offboarded", &shred, 7).await.unwrap();
+        assert_eq!(shredded.len(), 1, "{shredded:?}");
+        let err = store.visit(TENANT, "v1").await.unwrap_err();
+        assert!(err.to_string().contains("crypto-shredded") && err.to_string().contains("tenant offboarded"), "{err}");
+        assert!(store.artifacts(TENANT, "v1").await.is_err());
+        // The ciphertext is still there, untouched — and worthless.
+        assert_eq!(raw_values(&store, "SELECT payload FROM artifacts WHERE id = 'a1'").await, before);
+        assert!(before[0].starts_with("e1:") && !before[0].contains("CANARY"));
+        assert_eq!(store.visit("other", "o1").await.unwrap().unwrap().patient, Phi::new("Patient/o1"));
+        assert!(store.audit_for_visit(TENANT, "tenant").await.unwrap().iter().any(|r| r.action == "keys.shred"));
+    })
+    .await;
+}
+
 #[tokio::test]
 async fn a_ciphertext_moved_to_another_row_fails_to_decrypt() {
     on_each_engine(|store| async move {
