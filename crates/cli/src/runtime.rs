@@ -227,6 +227,7 @@ pub async fn start(config: &Config, keys: KeyConfig, clock: Clock, tap: Option<W
     let (every_records, every_ms) =
         (config.audit.checkpoint_every_records.max(1), config.audit.checkpoint_every_seconds.max(0) * 1000);
     let (audit_store, audit_clock) = (store.clone(), clock.clone());
+    let instance = uuid::Uuid::now_v7().to_string();
     let (tx, mut rx) = tokio::sync::oneshot::channel::<()>();
     let handle = tokio::spawn(async move {
         loop {
@@ -234,6 +235,20 @@ pub async fn start(config: &Config, keys: KeyConfig, clock: Clock, tap: Option<W
                 _ = &mut rx => true,
                 () = tokio::time::sleep(Duration::from_secs(1)) => false,
             };
+            // One instance of many checkpoints: each signs from the last checkpoint, and two at
+            // once would witness overlapping ranges. The lease outlives a few missed beats.
+            match audit_store.try_lead(CHECKPOINTER_ROLE, &instance, audit_clock.now_ms(), 10_000).await {
+                Ok(true) => {}
+                Ok(false) if stopping => return Ok(()),
+                Ok(false) => continue,
+                Err(e) => {
+                    tracing::warn!(error = %e, "audit checkpointer lease unavailable; will retry");
+                    if stopping {
+                        return Ok(());
+                    }
+                    continue;
+                }
+            }
             // On the way out, witness everything so a clean stop leaves nothing unwitnessed.
             let records = if stopping { 1 } else { every_records };
             let ms = if stopping { 0 } else { every_ms };
@@ -259,6 +274,10 @@ pub async fn start(config: &Config, keys: KeyConfig, clock: Clock, tap: Option<W
                 Err(e) => tracing::warn!(error = %e, "audit checkpoint failed; will retry"),
             }
             if stopping {
+                // Handed on at once, so another instance need not wait out the lease.
+                if let Err(e) = audit_store.release_lead(CHECKPOINTER_ROLE, &instance).await {
+                    tracing::warn!(error = %e, "could not release the audit checkpointer lease");
+                }
                 return Ok(());
             }
         }
@@ -278,6 +297,8 @@ pub struct RetentionReport {
 }
 
 const DAY_MS: i64 = 86_400_000;
+/// The leader lease the audit checkpointer holds.
+const CHECKPOINTER_ROLE: &str = "audit-checkpointer";
 
 /// Applies `[retention]` to one tenant: fully delivered transcripts after `transcript_days`, other
 /// delivered payloads after `delivered_payload_days`, and audit records older than

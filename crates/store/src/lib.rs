@@ -17,6 +17,7 @@ mod drafts;
 mod identity;
 mod key_admin;
 mod keys;
+mod leases;
 mod orders;
 mod phi;
 mod queue;

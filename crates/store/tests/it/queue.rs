@@ -209,3 +209,32 @@ async fn concurrent_claimers_never_share_a_delivery() {
     })
     .await;
 }
+
+/// One instance of many holds a leader role: a second is refused while the lease lives, takes
+/// over when it runs out, and a clean release hands it on at once.
+#[tokio::test]
+async fn one_instance_leads_until_its_lease_runs_out() {
+    on_each_engine(|store| async move {
+        const ROLE: &str = "audit-checkpointer";
+        assert!(store.try_lead(ROLE, "a", 1_000, 10_000).await.unwrap());
+        assert!(!store.try_lead(ROLE, "b", 5_000, 10_000).await.unwrap(), "a holds it");
+        assert!(store.try_lead(ROLE, "a", 9_000, 10_000).await.unwrap(), "a renews");
+        assert!(!store.try_lead(ROLE, "b", 18_999, 10_000).await.unwrap(), "renewed to 19 000");
+        assert!(store.try_lead(ROLE, "b", 19_000, 10_000).await.unwrap(), "a's lease ran out");
+        assert!(!store.try_lead(ROLE, "a", 19_001, 10_000).await.unwrap());
+        store.release_lead(ROLE, "a").await.unwrap();
+        assert!(!store.try_lead(ROLE, "a", 19_002, 10_000).await.unwrap(), "a cannot release b's lease");
+        store.release_lead(ROLE, "b").await.unwrap();
+        assert!(store.try_lead(ROLE, "a", 19_003, 10_000).await.unwrap(), "released: free at once");
+        // Many racing for a free role: exactly one wins.
+        store.release_lead(ROLE, "a").await.unwrap();
+        let mut racers = tokio::task::JoinSet::new();
+        for i in 0..8 {
+            let store = store.clone();
+            racers.spawn(async move { store.try_lead(ROLE, &format!("r{i}"), 30_000, 10_000).await.unwrap() });
+        }
+        let won = racers.join_all().await;
+        assert_eq!(won.iter().filter(|w| **w).count(), 1, "{won:?}");
+    })
+    .await;
+}
