@@ -389,12 +389,24 @@ async fn run_vendor(mut config: Config, args: &DemoArgs, vendor: &str) -> anyhow
     let mut headers = reqwest::header::HeaderMap::new();
     headers.insert(reqwest::header::AUTHORIZATION, format!("Bearer {}", token.expose()).parse()?);
     let clinician = reqwest::Client::builder().default_headers(headers).build()?;
+    // The privacy office publishes the consent text patients sign, in English and Spanish.
+    let (_, token) = telechart
+        .store
+        .create_api_token(&config.tenant, "demo privacy office", "compliance-officer", Clock::system().now_ms())
+        .await?;
+    let officer = reqwest::Client::new();
+    for (language, title, body) in RECORDING_CONSENT {
+        let text = json!({"category": "recording-ai", "version": "2026-12", "language": language, "title": title, "body": body});
+        let response =
+            officer.post(format!("{api}/consent-texts")).bearer_auth(token.expose()).json(&text).send().await?;
+        anyhow::ensure!(response.status().is_success(), "publishing the consent text answered {}", response.status());
+    }
     let dialogues = Arc::new(train_dialogues()?);
     let semaphore = Arc::new(tokio::sync::Semaphore::new(args.parallel.max(1)));
     let mut tasks = tokio::task::JoinSet::new();
     for (index, appointment) in appointments.into_iter().take(args.visits).enumerate() {
         let (http, api, semaphore, events) = (http.clone(), api.clone(), semaphore.clone(), platform.sender(&api));
-        let clients = Clients { platform: http, clinician: clinician.clone() };
+        let clients = Clients { platform: http, clinician: clinician.clone(), fhir_base: sandbox.fhir_base.clone() };
         let dialogue = (!dialogues.is_empty()).then(|| dialogues[index % dialogues.len()].clone());
         tasks.spawn(async move {
             let _permit = semaphore.acquire_owned().await?;
@@ -542,9 +554,15 @@ async fn run_vendor(mut config: Config, args: &DemoArgs, vendor: &str) -> anyhow
     let mut deliveries = Vec::new();
     for visit in &visit_ids {
         for d in telechart.store.deliveries_for_visit(&config.tenant, visit).await? {
-            // Made by the server, not named in a reply: status changes and the patient's consents.
+            // Made by the server, not named in a reply: status changes, the patient's consents
+            // and the form they signed through a link.
             let label = labels.get(&d.artifact_id).cloned().unwrap_or_else(|| {
-                if d.resource_type == "Consent" { "consent" } else { "encounter-status" }.to_owned()
+                match d.resource_type.as_str() {
+                    "Consent" => "consent",
+                    "DocumentReference" => "document: consent form (signed through a link)",
+                    _ => "encounter-status",
+                }
+                .to_owned()
             });
             let readback = d.readback.as_deref().and_then(|r| serde_json::from_str(r).ok());
             deliveries.push(PlannedDelivery { label, status: d.status, plan: d.plan, readback });
@@ -620,6 +638,46 @@ async fn export_written(
 struct Clients {
     platform: reqwest::Client,
     clinician: reqwest::Client,
+    /// The sandbox EHR's FHIR base, where the patient's name and language are read.
+    fhir_base: String,
+}
+
+/// The consent the patient signs through a link in every demo visit, in both languages.
+const RECORDING_CONSENT: [(&str, &str, &str); 2] = [
+    (
+        "en",
+        "Consent to recording and AI-drafted notes",
+        "I agree that this video visit may be transcribed and that software may draft my clinician's note from the transcript. My clinician reviews and signs every note.\n\nI may withdraw this consent at any time; no transcript is kept after I do.",
+    ),
+    (
+        "es",
+        "Consentimiento para la grabación y las notas redactadas por IA",
+        "Acepto que esta visita por video se transcriba y que un programa redacte la nota de mi médico a partir de la transcripción. Mi médico revisa y firma cada nota.\n\nPuedo retirar este consentimiento en cualquier momento; después no se guarda ninguna transcripción.",
+    ),
+];
+
+/// The patient's name as the EHR has it and their preferred language (BCP 47 primary tag),
+/// for the signing page; English and a plain label when the EHR does not say.
+async fn patient_name_and_language(fhir_base: &str, patient: &str) -> (String, String) {
+    let read = async {
+        let response = reqwest::Client::new()
+            .get(format!("{fhir_base}/{patient}"))
+            .header(reqwest::header::ACCEPT, "application/fhir+json")
+            .send()
+            .await
+            .ok()?;
+        response.json::<Value>().await.ok()
+    };
+    let Some(resource) = read.await else { return ("Patient".into(), "en".into()) };
+    let name = &resource["name"][0];
+    let given: Vec<&str> = name["given"].as_array().into_iter().flatten().filter_map(Value::as_str).collect();
+    let full = format!("{} {}", given.join(" "), name["family"].as_str().unwrap_or_default()).trim().to_owned();
+    let language = resource["communication"][0]["language"]["coding"][0]["code"]
+        .as_str()
+        .and_then(|code| code.split('-').next())
+        .filter(|code| *code == "es")
+        .unwrap_or("en");
+    (if full.is_empty() { "Patient".into() } else { full }, language.to_owned())
 }
 
 /// The ACI-Bench training dialogues (doctor–patient conversations, CC BY 4.0) beside the
@@ -674,9 +732,26 @@ async fn run_visit(
         "data": base64::engine::general_purpose::STANDARD.encode(telechart_visit::pdf::text_pdf("Telehealth informed consent", "I consent to receive care by video.")),
         "author": patient});
     record(&post(http, &format!("{url}/documents"), consent).await?, "consent form (PDF)");
-    // …and agrees to the call being transcribed (without it, no transcript is kept).
-    let recording = json!({"category": "recording-ai", "decision": "permit", "textVersion": "2026-11"});
-    post(http, &format!("{url}/consents"), recording).await?;
+    // …and, through a single-use link in their language, reads and signs the consent to the
+    // call being transcribed and the note drafted (without it, no transcript is kept).
+    let (name, language) = patient_name_and_language(&clients.fhir_base, &patient).await;
+    let link =
+        post(http, &format!("{url}/consent-links"), json!({"category": "recording-ai", "language": language})).await?;
+    let root = api.trim_end_matches("/api/v1");
+    let link_url = match link["url"].as_str().context("the consent link has no URL")? {
+        absolute if absolute.starts_with("http") => absolute.to_owned(),
+        path => format!("{root}{path}"),
+    };
+    let page = reqwest::get(&link_url).await?;
+    anyhow::ensure!(page.status().is_success(), "the consent page answered {}", page.status());
+    let form = serde_urlencoded::to_string([("name", name.as_str()), ("read", "yes"), ("decision", "permit")])?;
+    let signed = reqwest::Client::new()
+        .post(&link_url)
+        .header(reqwest::header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+        .body(form)
+        .send()
+        .await?;
+    anyhow::ensure!(signed.status().is_success(), "signing through the consent link answered {}", signed.status());
     let weight = 58.0 + (i % 40) as f64 + 0.5;
     let height = 158.0 + (i % 30) as f64;
     let bmi = (weight / (height / 100.0).powi(2) * 10.0).round() / 10.0;

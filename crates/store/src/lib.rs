@@ -130,7 +130,11 @@ impl Store {
                 .journal_mode(SqliteJournalMode::Wal)
                 .synchronous(SqliteSynchronous::Normal)
                 .foreign_keys(true)
-                .busy_timeout(Duration::from_secs(10));
+                .busy_timeout(Duration::from_secs(10))
+                // SQLite's default 2 MiB page cache cannot hold the indexes of a large audit log
+                // or queue: past ~10^6 records every append re-reads index pages from the OS
+                // (26.7 µs per audited delivery at 10^6 records against 11.5 µs at 2·10^5).
+                .pragma("cache_size", "-32768");
             if let Some(dir) = options.get_filename().parent()
                 && !dir.as_os_str().is_empty()
             {

@@ -81,9 +81,9 @@ fn the_demo_charts_every_visit_and_exports_what_it_wrote() {
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
-    // 25 per visit: 24 chart writes (the drafted note's Provenance among them) and the
-    // telehealth Consent.
-    assert!(stdout.contains("delivered   75 / 75 (100.0 %)"), "{stdout}");
+    // 26 per visit: 24 chart writes (the drafted note's Provenance among them), the telehealth
+    // Consent and the recording consent form the patient signed through a link.
+    assert!(stdout.contains("delivered   78 / 78 (100.0 %)"), "{stdout}");
     assert!(stdout.contains("dead        0"), "{stdout}");
     let lines = |p: &Path| {
         std::fs::read_to_string(p)
@@ -93,12 +93,13 @@ fn the_demo_charts_every_visit_and_exports_what_it_wrote() {
             .collect::<Vec<_>>()
     };
     let written = lines(&written);
-    // Per visit: one Encounter (five versions of it), eight Observations, six DocumentReferences
-    // (consent form, chat transcript, photo, note, video transcript, after-visit summary), two
-    // Consents (telehealth, from the signed form; recording and AI, recorded through the API), two
-    // Conditions, a CarePlan, one lab ServiceRequest (completed by the sandbox's lab and read back),
-    // and the drafted-then-signed note's Provenance.
-    assert_eq!(written.len(), 66);
+    // Per visit: one Encounter (five versions of it), eight Observations, seven DocumentReferences
+    // (consent form, recording consent form signed through a link, chat transcript, photo, note,
+    // video transcript, after-visit summary), two Consents (telehealth, from the signed PDF;
+    // recording and AI, from the form signed through the link), two Conditions, a CarePlan, one
+    // lab ServiceRequest (completed by the sandbox's lab and read back), and the
+    // drafted-then-signed note's Provenance.
+    assert_eq!(written.len(), 69);
     let provenance: Vec<&serde_json::Value> = written.iter().filter(|r| r["resourceType"] == "Provenance").collect();
     assert_eq!(provenance.len(), 3);
     for p in &provenance {
@@ -117,7 +118,7 @@ fn the_demo_charts_every_visit_and_exports_what_it_wrote() {
     assert_eq!(consents.len(), 6);
     let from_forms: Vec<&&serde_json::Value> =
         consents.iter().filter(|c| c["sourceReference"]["reference"].is_string()).collect();
-    assert_eq!(from_forms.len(), 3, "the signed forms' Consents name their DocumentReference");
+    assert_eq!(from_forms.len(), 6, "the signed forms' Consents name their DocumentReference");
     assert!(
         from_forms
             .iter()
@@ -157,8 +158,20 @@ fn the_demo_charts_every_visit_and_exports_what_it_wrote() {
         "progress note, note, summary, consent, photo"
     );
     assert!(documents.iter().all(|d| d["context"]["encounter"][0]["reference"].is_string()));
+    // The forms signed through a link: the exact words read, their version and the signature.
+    let signed: Vec<String> = documents
+        .iter()
+        .filter(|d| d["content"][0]["attachment"]["contentType"].as_str().is_some_and(|t| t.starts_with("text/plain")))
+        .filter_map(|d| {
+            let data = d["content"][0]["attachment"]["data"].as_str()?;
+            let bytes = base64::Engine::decode(&base64::engine::general_purpose::STANDARD, data).ok()?;
+            String::from_utf8(bytes).ok().filter(|t| t.contains("Signed electronically by: "))
+        })
+        .collect();
+    assert_eq!(signed.len(), 3, "one per visit");
+    assert!(signed.iter().all(|t| t.contains("recording-ai, version 2026-12") && t.contains("Decision: agreed")));
     let sent = lines(&sent);
-    assert_eq!(sent.len(), 75, "every delivery sent exactly once");
+    assert_eq!(sent.len(), 78, "every delivery sent exactly once");
 }
 
 #[test]
@@ -184,12 +197,16 @@ fn the_demo_against_every_vendor_prints_how_each_artifact_got_there() {
         );
         rows.entry(label.clone()).or_default().insert(vendor.to_owned(), cell);
     }
-    assert_eq!(rows.len(), 14, "{rows:?}");
+    assert_eq!(rows.len(), 15, "{rows:?}");
     assert!(rows.values().all(|r| r.len() == 4 && r["generic"] == "written"), "{rows:?}");
     let cell = |label: &str, vendor: &str| rows[label][vendor].clone();
     assert_eq!(cell("vital", "epic"), "written");
     assert_eq!(cell("vital", "athena"), "fallback: vitals API");
     assert_eq!(cell("note", "epic"), "transformed: content type text/plain");
+    // The form the patient signed through a link is plain text: the vendor document API takes
+    // it as a PDF.
+    let signed = "document: consent form (signed through a link)";
+    assert_eq!(cell(signed, "athena"), "fallback: document API (PDF)");
     assert_eq!(cell("note", "athena"), "fallback: document API (PDF)");
     assert_eq!(cell("diagnosis", "epic"), "transformed: verificationStatus provisional");
     assert_eq!(cell("encounter-status", "oracle"), "transformed: status by JSON Patch of Appointment.status");
