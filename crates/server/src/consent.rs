@@ -279,7 +279,7 @@ pub(crate) async fn withdraw(
     let not_found = || ApiError::NotFound { field: None, message: format!("consent {consent_id} not found") };
     let latest = history.last().ok_or_else(not_found)?;
     // Consents are the patient's, across visits; but one is withdrawn through a visit of theirs.
-    let mut resource: serde_json::Value = serde_json::from_str(latest.resource.expose())
+    let resource: serde_json::Value = serde_json::from_str(latest.resource.expose())
         .map_err(|e| ApiError::Internal(format!("consent {consent_id} is not JSON: {e}")))?;
     if resource["patient"]["reference"].as_str() != Some(visit.patient.expose()) {
         return Err(not_found());
@@ -290,6 +290,26 @@ pub(crate) async fn withdraw(
             message: format!("consent {consent_id} is {} already; only an active consent is withdrawn", latest.status),
         });
     }
+    let version = record_withdrawal(&state, &caller, &visit, current, latest, resource, Vec::new(), None).await?;
+    Ok((StatusCode::CREATED, Json(view(&version)?)))
+}
+
+/// Records `latest` (the consent's current version, whose FHIR form is `resource`) withdrawn: a
+/// new `inactive` version, delivered to the EHR as an update of the same Consent, after
+/// `artifacts` (the signed revocation form, when the patient signed one), spending the signing
+/// link `link` in the same transaction when they used one.
+#[allow(clippy::too_many_arguments)]
+pub(crate) async fn record_withdrawal(
+    state: &AppState,
+    caller: &Caller,
+    visit: &VisitRow,
+    current: VisitState,
+    latest: &ConsentVersion,
+    mut resource: serde_json::Value,
+    mut artifacts: Vec<(String, Artifact)>,
+    link: Option<&str>,
+) -> Result<ConsentVersion, ApiError> {
+    let consent_id = latest.consent_id.clone();
     resource["status"] = "inactive".into();
     let version = ConsentVersion {
         consent_id: consent_id.clone(),
@@ -308,19 +328,14 @@ pub(crate) async fn withdraw(
         resource: Some(resource),
     });
     let entry =
-        audit(&caller, "consent.withdraw", &visit, format!("{} withdrawn (Consent/{consent_id})", latest.category));
-    let artifacts = vec![(uuid::Uuid::now_v7().to_string(), withdrawal)];
-    record_artifacts(
-        &state,
-        &caller,
-        &visit,
-        current,
-        artifacts,
-        Some(telechart_store::EventRecord::Consent(&version)),
-        entry,
-    )
-    .await?;
-    Ok((StatusCode::CREATED, Json(view(&version)?)))
+        audit(caller, "consent.withdraw", visit, format!("{} withdrawn (Consent/{consent_id})", latest.category));
+    artifacts.push((uuid::Uuid::now_v7().to_string(), withdrawal));
+    let with = match link {
+        Some(link_id) => telechart_store::EventRecord::ConsentByLink { consent: &version, link_id },
+        None => telechart_store::EventRecord::Consent(&version),
+    };
+    record_artifacts(state, caller, visit, current, artifacts, Some(with), entry).await?;
+    Ok(version)
 }
 
 /// `GET /api/v1/visits/{id}/consents`: every consent version recorded in the visit.

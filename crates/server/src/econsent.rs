@@ -561,18 +561,40 @@ async fn sign(State(state): State<AppState>, Path(token): Path<String>, body: By
         form_artifact: Some(document_id.clone()),
         text_version: Some(open.text.version.clone()),
     };
-    let recorded = crate::consent::record_decision_with(
-        &state,
-        &caller,
-        &open.visit,
-        current,
-        decided,
-        vec![(document_id, Artifact::Document(document))],
-        Some(&open.link.id),
-    )
-    .await;
+    let form = vec![(document_id, Artifact::Document(document))];
+    // Declining what the patient agreed to before revokes it the same way it was given: that
+    // Consent becomes inactive (in Telechart and, by an update, in the EHR), with the signed form.
+    let revoked = match decision {
+        Outcome::Deny => active_permit(&state, &open).await?,
+        Outcome::Permit => None,
+    };
+    let recorded = match revoked {
+        Some((latest, resource)) => crate::consent::record_withdrawal(
+            &state,
+            &caller,
+            &open.visit,
+            current,
+            &latest,
+            resource,
+            form,
+            Some(&open.link.id),
+        )
+        .await
+        .map(drop),
+        None => crate::consent::record_decision_with(
+            &state,
+            &caller,
+            &open.visit,
+            current,
+            decided,
+            form,
+            Some(&open.link.id),
+        )
+        .await
+        .map(drop),
+    };
     match recorded {
-        Ok(_) => {
+        Ok(()) => {
             let done = if decision == Outcome::Permit { words.done_permit } else { words.done_deny };
             Ok(message_page(StatusCode::OK, words, done))
         }
@@ -580,6 +602,24 @@ async fn sign(State(state): State<AppState>, Path(token): Path<String>, body: By
         Err(ApiError::Conflict { .. }) => Ok(message_page(StatusCode::CONFLICT, words, words.closed)),
         Err(other) => Err(other),
     }
+}
+
+/// The patient's newest active permit of the link's category, with its FHIR form, if any.
+async fn active_permit(
+    state: &AppState,
+    open: &OpenLink,
+) -> Result<Option<(telechart_store::ConsentVersion, serde_json::Value)>, ApiError> {
+    let patient = open.visit.patient.expose();
+    let consents = state.store.current_consents(&open.link.tenant_id).await?;
+    Ok(consents
+        .into_iter()
+        .filter(|c| c.category == open.link.category && c.status == "active")
+        .filter_map(|c| {
+            let resource: serde_json::Value = serde_json::from_str(c.resource.expose()).ok()?;
+            let permits = resource["policyRule"]["coding"][0]["code"] == "OPTIN";
+            (permits && resource["patient"]["reference"].as_str() == Some(patient)).then_some((c, resource))
+        })
+        .next_back())
 }
 
 fn decision_label(decision: Outcome) -> &'static str {

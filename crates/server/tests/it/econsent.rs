@@ -193,8 +193,13 @@ async fn declined_revoked_and_expired_links_behave_as_said() {
         let env = TestEnv::start(engine).await;
         publish_texts(&env).await;
 
-        // Declining records a refusal: the call cannot start, and the page says it is recorded.
+        // Declining what was agreed before revokes it: that Consent becomes inactive (version 2,
+        // no second Consent), the call cannot start, and the page says the decision is recorded.
         let declining = arrived_visit(&env, 0).await;
+        let (status, earlier) = env
+            .post(&format!("/visits/{declining}/consents"), json!({"category": "telehealth", "decision": "permit"}))
+            .await;
+        assert_eq!(status, 201, "{earlier}");
         let (_, link) =
             env.post(&format!("/visits/{declining}/consent-links"), json!({"category": "telehealth"})).await;
         let url = format!("{}{}", env.server.base_url, link["url"].as_str().unwrap());
@@ -204,6 +209,20 @@ async fn declined_revoked_and_expired_links_behave_as_said() {
         let (status, outcome) =
             env.post(&format!("/visits/{declining}/transitions"), json!({"to": "in-progress"})).await;
         assert_eq!(status, 403, "{outcome}");
+        let (_, versions) = env.get(&format!("{}/visits/{declining}/consents", env.api)).await;
+        let versions = versions.as_array().unwrap();
+        assert_eq!(versions.len(), 2, "{versions:?}");
+        assert!(versions.iter().all(|v| v["id"] == earlier["id"]), "the same consent, withdrawn: {versions:?}");
+        assert_eq!((versions[1]["version"].as_i64(), versions[1]["status"].as_str()), (Some(2), Some("inactive")));
+        assert!(versions[1]["recordedBy"].as_str().unwrap().starts_with("patient-link:"));
+        // Without an earlier permit, declining records a refusal of its own.
+        let refusing = arrived_visit(&env, 2).await;
+        let (_, link) = env.post(&format!("/visits/{refusing}/consent-links"), json!({"category": "telehealth"})).await;
+        let url = format!("{}{}", env.server.base_url, link["url"].as_str().unwrap());
+        let (status, _) = sign(&url, &[("name", "Sam Roe"), ("read", "yes"), ("decision", "deny")]).await;
+        assert_eq!(status, 200);
+        let (_, refused) = env.get(&format!("{}/visits/{refusing}/consents", env.api)).await;
+        assert_eq!(refused[0]["resource"]["policyRule"]["coding"][0]["code"], "OPTOUT", "{refused}");
 
         // A revoked link opens nothing; revoking twice is a conflict.
         let revoking = arrived_visit(&env, 1).await;
