@@ -46,7 +46,16 @@ async fn before_write(
         }
         return Err(fhir(r.status, &json!({"resourceType": "OperationOutcome", "issue": [issue]})));
     }
+    if *method == Method::POST {
+        sandbox.record_accepted_create(rtype, &resource);
+    }
     sandbox.state.personality.keep(rtype, &mut resource);
+    if !sandbox.keeps_client_identifiers()
+        && rtype != "Patient"
+        && let Some(fields) = resource.as_object_mut()
+    {
+        fields.remove("identifier");
+    }
     Ok((fault, resource))
 }
 

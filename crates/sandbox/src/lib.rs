@@ -140,6 +140,11 @@ struct SandboxState {
     /// §8.13: the Oracle-like tenant, in the FHIR and the authorization URLs.
     tenant: Option<String>,
     latency_ms: AtomicU64,
+    /// Off: like most EHRs, the identifiers a client mints are not kept on what it writes.
+    keeps_client_identifiers: std::sync::atomic::AtomicBool,
+    /// Every create accepted, as the client sent it: the EHR's own record of what it was asked
+    /// to keep, which counts duplicates even where identifiers are not kept.
+    accepted_creates: Mutex<Vec<(String, Value)>>,
     faults: Mutex<VecDeque<Fault>>,
     auth: auth::AuthState,
     require_bearer: bool,
@@ -230,6 +235,8 @@ impl Sandbox {
                 base_url: RwLock::new(String::new()),
                 tenant: (config.personality == Personality::Oracle).then(|| ORACLE_TENANT.to_owned()),
                 latency_ms: AtomicU64::new(latency_ms),
+                keeps_client_identifiers: std::sync::atomic::AtomicBool::new(true),
+                accepted_creates: Mutex::default(),
                 faults: Mutex::new(VecDeque::new()),
                 auth: {
                     // §8.14: an Oracle-like server issues 570 s tokens, never rotates refresh
@@ -334,6 +341,37 @@ impl Sandbox {
         if let Ok(mut faults) = self.state.faults.lock() {
             faults.push_back(fault);
         }
+    }
+
+    /// Whether identifiers a client sends are kept on what it writes (most EHRs drop them).
+    pub fn set_keeps_client_identifiers(&self, keep: bool) {
+        self.state.keeps_client_identifiers.store(keep, Ordering::SeqCst);
+    }
+
+    pub(crate) fn keeps_client_identifiers(&self) -> bool {
+        self.state.keeps_client_identifiers.load(Ordering::SeqCst)
+    }
+
+    pub(crate) fn record_accepted_create(&self, rtype: &str, as_sent: &Value) {
+        if let Ok(mut log) = self.state.accepted_creates.lock() {
+            log.push((rtype.to_owned(), as_sent.clone()));
+        }
+    }
+
+    /// How many creates of `rtype` this EHR accepted whose body carried `system|value`: the
+    /// duplicate count, whether or not the identifier was kept.
+    pub fn accepted_creates_with_identifier(&self, rtype: &str, token: &str) -> usize {
+        let (system, value) = token.split_once('|').unwrap_or(("", token));
+        let Ok(log) = self.state.accepted_creates.lock() else { return 0 };
+        log.iter()
+            .filter(|(t, body)| {
+                t == rtype
+                    && body["identifier"].as_array().into_iter().flatten().any(|i| {
+                        i["value"].as_str() == Some(value)
+                            && (system.is_empty() || i["system"].as_str() == Some(system))
+                    })
+            })
+            .count()
     }
 
     /// How many current resources of `rtype` carry the identifier `system|value`.

@@ -12,6 +12,7 @@ mod faults;
 pub mod inbound;
 mod orders;
 pub mod plan;
+mod reconcile;
 pub mod webhooks;
 mod worker;
 

@@ -840,11 +840,19 @@ impl Worker {
         resource: Value,
     ) -> Result<Delivered, SyncError> {
         let patient = resource["subject"]["reference"].as_str().or_else(|| resource["patient"]["reference"].as_str());
-        if claimed.must_reconcile
-            && let Some(found) = client.find_by_identifier(resource_type, token, patient).await?.into_iter().next()
-        {
-            let readback = Some(telechart_fhir::readback::compare(&resource, &found));
-            return Ok(Delivered { written: adopt(found, resource_type)?, adopted: true, readback });
+        if claimed.must_reconcile {
+            let mut found = client.find_by_identifier(resource_type, token, patient).await?.into_iter().next();
+            // Most EHRs keep no identifier of ours: then the same fact is found by what makes it
+            // that fact (never a blind re-POST).
+            if found.is_none()
+                && let Some(patient) = patient
+            {
+                found = crate::reconcile::find_by_natural_key(client, resource_type, &resource, patient).await?;
+            }
+            if let Some(found) = found {
+                let readback = Some(telechart_fhir::readback::compare(&resource, &found));
+                return Ok(Delivered { written: adopt(found, resource_type)?, adopted: true, readback });
+            }
         }
         if self.faults.fires(FaultPoint::BeforeSend) {
             return Err(SyncError::Crashed(FaultPoint::BeforeSend));

@@ -23,6 +23,7 @@ pub mod launch;
 mod llm;
 mod logs;
 mod merge;
+mod natural_key;
 mod oidc;
 mod openapi;
 mod orders;
