@@ -146,37 +146,29 @@ impl Store {
 
     /// One draft, by id.
     pub async fn note_draft(&self, tenant_id: &str, id: &str) -> Result<Option<NoteDraftRow>> {
-        let row = on_pool!(self, pool => sqlx::query_as::<_, Row>(
-            "SELECT id, visit_id, version, engine, template, status, amends, body, sentences, flagged, draft_ms, created_by, \
-             created_at, signed_text, signed_by, signed_at, note_artifact, edit_distance FROM note_drafts \
-             WHERE tenant_id = $1 AND id = $2")
-            .bind(tenant_id).bind(id).fetch_optional(pool).await)?;
-        match row {
-            Some(r) => Ok(Some(self.open_draft(tenant_id, r).await?)),
-            None => Ok(None),
-        }
+        self.one_draft("WHERE tenant_id = $1 AND id = $2", tenant_id, id).await
     }
 
     /// The visit's signed draft, if its note is signed (an amended one is not).
     pub async fn signed_note_draft(&self, tenant_id: &str, visit_id: &str) -> Result<Option<NoteDraftRow>> {
-        let row = on_pool!(self, pool => sqlx::query_as::<_, Row>(
-            "SELECT id, visit_id, version, engine, template, status, amends, body, sentences, flagged, draft_ms, \
-             created_by, created_at, signed_text, signed_by, signed_at, note_artifact, edit_distance FROM note_drafts \
-             WHERE tenant_id = $1 AND visit_id = $2 AND status = 'signed'")
-            .bind(tenant_id).bind(visit_id).fetch_optional(pool).await)?;
-        match row {
-            Some(r) => Ok(Some(self.open_draft(tenant_id, r).await?)),
-            None => Ok(None),
-        }
+        self.one_draft("WHERE tenant_id = $1 AND visit_id = $2 AND status = 'signed'", tenant_id, visit_id).await
     }
 
     /// The visit's latest draft (signed or not).
     pub async fn latest_note_draft(&self, tenant_id: &str, visit_id: &str) -> Result<Option<NoteDraftRow>> {
-        let row = on_pool!(self, pool => sqlx::query_as::<_, Row>(
-            "SELECT id, visit_id, version, engine, template, status, amends, body, sentences, flagged, draft_ms, created_by, \
-             created_at, signed_text, signed_by, signed_at, note_artifact, edit_distance FROM note_drafts \
-             WHERE tenant_id = $1 AND visit_id = $2 ORDER BY version DESC LIMIT 1")
-            .bind(tenant_id).bind(visit_id).fetch_optional(pool).await)?;
+        self.one_draft("WHERE tenant_id = $1 AND visit_id = $2 ORDER BY version DESC LIMIT 1", tenant_id, visit_id)
+            .await
+    }
+
+    /// The first draft `filter` (binding the tenant and one key) selects, opened.
+    async fn one_draft(&self, filter: &'static str, tenant_id: &str, key: &str) -> Result<Option<NoteDraftRow>> {
+        let sql = format!(
+            "SELECT id, visit_id, version, engine, template, status, amends, body, sentences, flagged, draft_ms, \
+             created_by, created_at, signed_text, signed_by, signed_at, note_artifact, edit_distance \
+             FROM note_drafts {filter}"
+        );
+        let row = on_pool!(self, pool => sqlx::query_as::<_, Row>(sqlx::AssertSqlSafe(sql.as_str()))
+            .bind(tenant_id).bind(key).fetch_optional(pool).await)?;
         match row {
             Some(r) => Ok(Some(self.open_draft(tenant_id, r).await?)),
             None => Ok(None),
