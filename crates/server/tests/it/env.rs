@@ -48,10 +48,8 @@ pub struct TestEnv {
     connections: Connections,
     pub dir: tempfile::TempDir,
     pub db_url: String,
-}
-
-fn keys() -> telechart_store::KeyConfig {
-    telechart_store::KeyConfig::new(telechart_store::Kek::generate().unwrap())
+    /// The key-encryption key (base64), for stores opened beside the test's own.
+    pub kek: String,
 }
 
 pub fn synthea_dir() -> std::path::PathBuf {
@@ -143,7 +141,9 @@ impl TestEnv {
                 telechart_store::create_postgres_database(&admin_url, &name).await.unwrap()
             }
         };
-        let store = Store::open(&db_url, 8, keys()).await.unwrap();
+        let kek = telechart_store::Kek::generate().unwrap().to_base64();
+        let keys = telechart_store::KeyConfig::new(telechart_store::Kek::from_base64(&kek).unwrap());
+        let store = Store::open(&db_url, 8, keys).await.unwrap();
         let mut config = SandboxConfig::new(clock.now().date_naive());
         config.personality = vendor.personality;
         config.seed_dir = Some(synthea_dir());
@@ -210,7 +210,7 @@ impl TestEnv {
         headers.insert("authorization", format!("Bearer {}", platform.expose()).parse().unwrap());
         let http = reqwest::Client::builder().default_headers(headers).build().unwrap();
         let monitor_token = monitor.expose().to_owned();
-        TestEnv { engine, store, clock, sandbox, server, api, http, monitor_token, connections, dir, db_url }
+        TestEnv { engine, store, clock, sandbox, server, api, http, monitor_token, connections, dir, db_url, kek }
     }
 
     pub fn connections(&self) -> &Connections {
@@ -224,6 +224,19 @@ impl TestEnv {
         config.backoff = Backoff { base: Duration::from_secs(1), max: Duration::from_secs(30) };
         Worker::new(self.store.clone(), self.clock.clone(), config, self.connections.clone(), QueueSignal::default())
             .with_faults(faults)
+    }
+
+    /// A worker as another instance runs it: its own connection pool to the same database and
+    /// its own EHR connections, sharing only the queue.
+    pub async fn instance_worker(&self, name: &str) -> Worker {
+        let keys = telechart_store::KeyConfig::new(telechart_store::Kek::from_base64(&self.kek).unwrap());
+        let store = Store::open(&self.db_url, 4, keys).await.unwrap();
+        let mut config = SyncConfig::new(TENANT, name, SYSTEM);
+        config.lease = LEASE;
+        config.concurrency = 4;
+        config.backoff = Backoff { base: Duration::from_secs(1), max: Duration::from_secs(30) };
+        let connections = Connections::new(store.clone(), Duration::from_secs(10));
+        Worker::new(store, self.clock.clone(), config, connections, QueueSignal::default())
     }
 
     /// Runs `worker` until nothing is due, moving the manual clock to each scheduled retry.
@@ -358,5 +371,6 @@ pub fn bare_state(store: &Store, oidc: Option<std::sync::Arc<telechart_server::O
 
 /// A store on a fresh SQLite file in `dir`, with a fresh key.
 pub async fn sqlite_store(dir: &std::path::Path) -> Store {
-    Store::open(&format!("sqlite:{}", dir.join("t.db").display()), 1, keys()).await.unwrap()
+    let keys = telechart_store::KeyConfig::new(telechart_store::Kek::generate().unwrap());
+    Store::open(&format!("sqlite:{}", dir.join("t.db").display()), 1, keys).await.unwrap()
 }

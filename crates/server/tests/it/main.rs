@@ -19,6 +19,7 @@ mod fifth;
 mod flow;
 mod forged_tokens;
 mod inbound;
+mod instances;
 pub mod launch;
 mod llm;
 mod logs;
