@@ -11,6 +11,7 @@ mod demo;
 mod hold;
 mod runtime;
 mod scribe;
+mod trace;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -86,6 +87,12 @@ enum Command {
     Tokens {
         #[command(subcommand)]
         which: TokensCommand,
+    },
+    /// Where every artifact of a visit is: each delivery, each attempt, the EHR's id and version.
+    Trace {
+        visit: String,
+        #[arg(long)]
+        tenant: Option<String>,
     },
     /// Inspect the delivery queue.
     Queue {
@@ -249,6 +256,10 @@ fn main() -> ExitCode {
                 Command::Hold { which } => {
                     runtime::init_logging("warn");
                     hold::run(config, which).await
+                }
+                Command::Trace { visit, tenant } => {
+                    runtime::init_logging("warn");
+                    trace::run(config, &visit, tenant).await
                 }
                 Command::Baa { which } => {
                     runtime::init_logging("warn");

@@ -5,6 +5,7 @@ mod audit;
 mod baa;
 mod cli;
 mod tidy;
+mod trace;
 
 /// Fails unless the shared validator (HL7's R4 schema and an independent parser) accepts every
 /// resource of the NDJSON file `path` under `--strict`.

@@ -1,0 +1,120 @@
+//! `telechart trace VISIT`: each delivery with its attempts in order (a retry, then the write),
+//! its plan, the EHR's id and version — what a support desk reads.
+
+use std::process::Command;
+
+use telechart_store::{AuditEntry, Completion, ConnectionRow, Kek, KeyConfig, NewArtifact, NewVisit, Phi, Store};
+
+const TENANT: &str = "t1";
+
+fn audit(action: &str, entity_type: &str, entity: &str, detail: &str) -> AuditEntry {
+    AuditEntry {
+        tenant_id: TENANT.into(),
+        actor: "worker:w".into(),
+        action: action.into(),
+        entity_type: entity_type.into(),
+        entity_id: entity.into(),
+        visit_id: Some("v1".into()),
+        phi: true,
+        detail: detail.into(),
+        ..AuditEntry::default()
+    }
+}
+
+#[tokio::test]
+async fn trace_shows_every_attempt_of_every_delivery() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite:{}", dir.path().join("trace.db").display());
+    let kek = Kek::generate().unwrap().to_base64();
+    let store = Store::open(&url, 2, KeyConfig::new(Kek::from_base64(&kek).unwrap())).await.unwrap();
+    let row = ConnectionRow {
+        tenant_id: TENANT.into(),
+        id: "ehr".into(),
+        name: "EHR".into(),
+        profile: "generic".into(),
+        base_url: "http://127.0.0.1:1/fhir".into(),
+        settings: "{}".into(),
+        created_at: 0,
+        updated_at: 0,
+    };
+    store.upsert_connection(&row).await.unwrap();
+    let visit = NewVisit {
+        tenant_id: TENANT.into(),
+        id: "v1".into(),
+        connection_id: "ehr".into(),
+        appointment_id: "appt-1".into(),
+        patient: Phi::new("Patient/p1"),
+        practitioner: None,
+        state: "booked".into(),
+        visit_type: None,
+    };
+    store.create_visit(&visit, &audit("visit.open", "visit", "v1", ""), 1_000).await.unwrap();
+    let artifact = NewArtifact {
+        id: "a1".into(),
+        kind: "vital".into(),
+        resource_type: "Observation".into(),
+        identifier: "a1".into(),
+        payload: Phi::new("{}"),
+        disclosable: false,
+    };
+    store
+        .record_event(
+            TENANT,
+            "v1",
+            1,
+            "arrived",
+            &[artifact],
+            &["ehr".to_owned()],
+            &[],
+            &audit("visit.event", "visit", "v1", ""),
+            2_000,
+        )
+        .await
+        .unwrap();
+    let claimed = store.claim_due(TENANT, "w", 40_000, 10_000, 10).await.unwrap();
+    let delivery = &claimed[0].row;
+    let retry = audit("delivery.retry", "delivery", &delivery.id, "attempt 1 failed; next in 1000 ms: HTTP 503");
+    assert!(store.retry_delivery(delivery, "w", "HTTP 503", false, 11_000, &retry, 10_001).await.unwrap());
+    let claimed = store.claim_due(TENANT, "w", 50_000, 12_000, 10).await.unwrap();
+    let written = audit(
+        "delivery.written",
+        "delivery",
+        &delivery.id,
+        "wrote Observation/77 version 1 on connection ehr (written)",
+    );
+    let completion =
+        Completion { ehr_resource_id: "77", ehr_version: Some("1"), plan: Some("written"), ..Default::default() };
+    assert!(store.complete_delivery(&claimed[0].row, "w", &completion, &written, 12_500).await.unwrap());
+    store.close().await;
+
+    let mut command = Command::new(env!("CARGO_BIN_EXE_telechart"));
+    for (key, _) in std::env::vars() {
+        if key.starts_with("TELECHART_") {
+            command.env_remove(key);
+        }
+    }
+    let out = command
+        .current_dir(dir.path())
+        .env("TELECHART_DATABASE_URL", &url)
+        .env("TELECHART_KEYS__KEK", &kek)
+        .args(["trace", "v1", "--tenant", TENANT])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains("visit v1 (arrived)") && stdout.contains("1 deliveries, 1 done"), "{stdout}");
+    assert!(stdout.contains("written · Observation/77 v1 · artifact a1"), "{stdout}");
+    let retry_at = stdout.find("1970-01-01 00:00:10.001Z  retry").expect(&stdout);
+    let written_at = stdout.find("1970-01-01 00:00:12.500Z  written").expect(&stdout);
+    assert!(retry_at < written_at, "attempts in order: {stdout}");
+    assert!(stdout.contains("HTTP 503"), "{stdout}");
+    let missing = Command::new(env!("CARGO_BIN_EXE_telechart"))
+        .current_dir(dir.path())
+        .env("TELECHART_DATABASE_URL", &url)
+        .env("TELECHART_KEYS__KEK", &kek)
+        .args(["trace", "nope", "--tenant", TENANT])
+        .output()
+        .unwrap();
+    assert!(!missing.status.success());
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("no visit nope in tenant t1"));
+}
