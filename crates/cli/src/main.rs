@@ -202,6 +202,16 @@ enum QueueCommand {
     Dead,
     /// Return a visit's dead letters to the queue.
     Replay { visit: String },
+    /// One delivery: status, attempts, plan, the EHR's id and version, last error.
+    Show { delivery: String },
+    /// Return one dead letter to the queue (planned afresh, reconciled first).
+    Retry { delivery: String },
+    /// End one dead letter without sending it, with the reason (e.g. entered in the EHR by hand).
+    Discard {
+        delivery: String,
+        #[arg(long)]
+        reason: String,
+    },
 }
 
 fn main() -> ExitCode {
@@ -473,14 +483,29 @@ async fn connections(config: Config, which: ConnectionsCommand) -> anyhow::Resul
     Ok(())
 }
 
+/// An operator's action on a delivery, for the audit log.
+fn operator_audit(tenant: &str, action: &str, delivery: &str, detail: String) -> telechart_store::AuditEntry {
+    telechart_store::AuditEntry {
+        tenant_id: tenant.to_owned(),
+        actor: format!("cli:{}", std::env::var("USER").unwrap_or_else(|_| "unknown".into())),
+        action: action.into(),
+        entity_type: "delivery".into(),
+        entity_id: delivery.to_owned(),
+        phi: false,
+        detail,
+        purpose_of_use: Some("HOPERAT".into()),
+        ..telechart_store::AuditEntry::default()
+    }
+}
+
 async fn queue(config: Config, which: QueueCommand) -> anyhow::Result<()> {
     let store = telechart_store::Store::open(&config.database_url, 2, config.keys.load()?).await?;
     match which {
         QueueCommand::Status => {
             let c = store.queue_counts(&config.tenant).await?;
             println!(
-                "pending {}  in_flight {}  done {}  dead {}  withheld {}",
-                c.pending, c.in_flight, c.done, c.dead, c.withheld
+                "pending {}  in_flight {}  done {}  dead {}  withheld {}  discarded {}",
+                c.pending, c.in_flight, c.done, c.dead, c.withheld, c.discarded
             );
         }
         QueueCommand::Dead => {
@@ -494,6 +519,43 @@ async fn queue(config: Config, which: QueueCommand) -> anyhow::Result<()> {
                     d.last_error.unwrap_or_default()
                 );
             }
+        }
+        QueueCommand::Show { delivery } => {
+            let d = store
+                .delivery(&config.tenant, &delivery)
+                .await?
+                .ok_or_else(|| anyhow::anyhow!("no delivery {delivery} in tenant {}", config.tenant))?;
+            println!("delivery {}  visit {}  connection {}  #{}", d.id, d.visit_id, d.connection_id, d.seq);
+            println!("  {} {}  status {}  attempts {}", d.resource_type, d.artifact_id, d.status, d.attempts);
+            println!("  plan {}", d.plan.as_deref().unwrap_or("not planned yet"));
+            match (&d.ehr_resource_id, &d.ehr_version) {
+                (Some(id), v) => println!("  in the EHR {}/{id} v{}", d.resource_type, v.as_deref().unwrap_or("-")),
+                (None, _) => println!("  not in the EHR"),
+            }
+            if let Some(e) = &d.last_error {
+                println!("  last error {e}");
+            }
+            println!("  (telechart trace {} shows every attempt)", d.visit_id);
+        }
+        QueueCommand::Retry { delivery } => {
+            let now = telechart_store::Clock::system().now_ms();
+            let entry = operator_audit(&config.tenant, "delivery.retry-dead", &delivery, String::new());
+            anyhow::ensure!(
+                store.retry_dead_delivery(&config.tenant, &delivery, &entry, now).await?,
+                "delivery {delivery} is not a dead letter (see telechart queue dead)"
+            );
+            println!("delivery {delivery} returned to the queue; it is planned afresh and reconciled first");
+        }
+        QueueCommand::Discard { delivery, reason } => {
+            let reason = reason.trim();
+            anyhow::ensure!((3..=500).contains(&reason.len()), "--reason must be 3 to 500 characters");
+            let now = telechart_store::Clock::system().now_ms();
+            let entry = operator_audit(&config.tenant, "delivery.discard", &delivery, reason.to_owned());
+            anyhow::ensure!(
+                store.discard_dead_delivery(&config.tenant, &delivery, reason, &entry, now).await?,
+                "delivery {delivery} is not a dead letter (see telechart queue dead)"
+            );
+            println!("delivery {delivery} discarded: {reason}");
         }
         QueueCommand::Replay { visit } => {
             let clock = telechart_store::Clock::system();

@@ -877,9 +877,18 @@ struct Queue {
     dead: i64,
     /// Not sent: the patient's consent withheld them (disclosures).
     withheld: i64,
+    /// Dead letters an operator chose not to send.
+    discarded: i64,
 }
 
 async fn queue(State(state): State<AppState>, caller: Caller) -> Result<Json<Queue>, ApiError> {
     let c = state.store.queue_counts(&caller.tenant_id).await?;
-    Ok(Json(Queue { pending: c.pending, in_flight: c.in_flight, done: c.done, dead: c.dead, withheld: c.withheld }))
+    Ok(Json(Queue {
+        pending: c.pending,
+        in_flight: c.in_flight,
+        done: c.done,
+        dead: c.dead,
+        withheld: c.withheld,
+        discarded: c.discarded,
+    }))
 }

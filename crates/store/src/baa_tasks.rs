@@ -146,7 +146,7 @@ impl Store {
                     .bind(tenant_id).bind(&visit_id).execute(&mut *tx).await?.rows_affected();
                 let withheld = sqlx::query(
                     "UPDATE deliveries SET status = 'withheld', last_error = $1, lease_owner = NULL, lease_expires_at = NULL, \
-                     updated_at = $2 WHERE tenant_id = $3 AND visit_id = $4 AND status NOT IN ('done', 'withheld')")
+                     updated_at = $2 WHERE tenant_id = $3 AND visit_id = $4 AND status NOT IN ('done', 'withheld', 'discarded')")
                     .bind("the business associate agreement ended and the data was destroyed")
                     .bind(now_ms).bind(tenant_id).bind(&visit_id)
                     .execute(&mut *tx).await?.rows_affected();

@@ -17,6 +17,8 @@ pub enum DeliveryStatus {
     Dead,
     /// Not sent: the patient's consent does not let it leave (a disclosure). Terminal.
     Withheld,
+    /// A dead letter an operator chose not to send, with a reason. Terminal.
+    Discarded,
 }
 
 impl DeliveryStatus {
@@ -27,6 +29,7 @@ impl DeliveryStatus {
             DeliveryStatus::Done => "done",
             DeliveryStatus::Dead => "dead",
             DeliveryStatus::Withheld => "withheld",
+            DeliveryStatus::Discarded => "discarded",
         }
     }
 }
@@ -104,18 +107,19 @@ pub struct QueueCounts {
     pub done: i64,
     pub dead: i64,
     pub withheld: i64,
+    pub discarded: i64,
 }
 
 impl QueueCounts {
     pub fn total(&self) -> i64 {
-        self.pending + self.in_flight + self.done + self.dead + self.withheld
+        self.pending + self.in_flight + self.done + self.dead + self.withheld + self.discarded
     }
 }
 
 // Per-visit ordering: only the lowest unfinished seq of a (visit, connection) may be claimed, so
 // the Encounter is written before anything references it and status changes land in order.
 const HEAD_OF_VISIT: &str = "NOT EXISTS (SELECT 1 FROM deliveries e WHERE e.tenant_id = d.tenant_id \
-    AND e.visit_id = d.visit_id AND e.connection_id = d.connection_id AND e.seq < d.seq AND e.status NOT IN ('done', 'withheld') \
+    AND e.visit_id = d.visit_id AND e.connection_id = d.connection_id AND e.seq < d.seq AND e.status NOT IN ('done', 'withheld', 'discarded') \
     AND NOT (e.status = 'dead' AND e.blocks_visit = 0))";
 
 // Two kinds of due row, each found through its own index in due order, so a claim reads only
@@ -294,6 +298,70 @@ impl Store {
         Ok(updated)
     }
 
+    /// One delivery, by id.
+    pub async fn delivery(&self, tenant_id: &str, id: &str) -> Result<Option<DeliveryRow>> {
+        Ok(on_pool!(self, pool => sqlx::query_as::<_, DeliveryRow>(
+            "SELECT * FROM deliveries WHERE tenant_id = $1 AND id = $2")
+            .bind(tenant_id).bind(id).fetch_optional(pool).await)?)
+    }
+
+    /// Returns one dead letter to the queue, with its audit record. The worker plans it afresh
+    /// (fresh token, the connection's current contract) and reconciles first, since an earlier
+    /// attempt may have reached the EHR. False when it is not a dead letter.
+    pub async fn retry_dead_delivery(
+        &self,
+        tenant_id: &str,
+        id: &str,
+        audit: &AuditEntry,
+        now_ms: i64,
+    ) -> Result<bool> {
+        let sql = audited_update(
+            self.engine(),
+            "UPDATE deliveries SET status = 'pending', next_attempt_at = $1, updated_at = $1, outcome_unknown = 1 \
+             WHERE tenant_id = $2 AND id = $3 AND status = 'dead'",
+            3,
+        );
+        // In a transaction: on SQLite the two statements would otherwise commit one by one.
+        let changed = on_pool!(self, pool => {
+            let mut tx = pool.begin().await?;
+            let changed = bind_audit!(sqlx::query(sqlx::AssertSqlSafe(sql.as_str()))
+                .bind(now_ms).bind(tenant_id).bind(id), audit, now_ms)
+                .execute(&mut *tx).await?.rows_affected();
+            tx.commit().await?;
+            Ok::<u64, crate::StoreError>(changed)
+        })?;
+        Ok(changed > 0)
+    }
+
+    /// Ends one dead letter without sending it (`discarded`, with the operator's reason), with its
+    /// audit record; later deliveries of its visit no longer wait for it. False when it is not a
+    /// dead letter.
+    pub async fn discard_dead_delivery(
+        &self,
+        tenant_id: &str,
+        id: &str,
+        reason: &str,
+        audit: &AuditEntry,
+        now_ms: i64,
+    ) -> Result<bool> {
+        let sql = audited_update(
+            self.engine(),
+            "UPDATE deliveries SET status = 'discarded', last_error = $1, updated_at = $2 \
+             WHERE tenant_id = $3 AND id = $4 AND status = 'dead'",
+            4,
+        );
+        // In a transaction: on SQLite the two statements would otherwise commit one by one.
+        let changed = on_pool!(self, pool => {
+            let mut tx = pool.begin().await?;
+            let changed = bind_audit!(sqlx::query(sqlx::AssertSqlSafe(sql.as_str()))
+                .bind(reason).bind(now_ms).bind(tenant_id).bind(id), audit, now_ms)
+                .execute(&mut *tx).await?.rows_affected();
+            tx.commit().await?;
+            Ok::<u64, crate::StoreError>(changed)
+        })?;
+        Ok(changed > 0)
+    }
+
     pub async fn deliveries_for_visit(&self, tenant_id: &str, visit_id: &str) -> Result<Vec<DeliveryRow>> {
         let rows = on_pool!(self, pool => sqlx::query_as::<_, DeliveryRow>(
             "SELECT * FROM deliveries WHERE tenant_id = $1 AND visit_id = $2 ORDER BY seq, connection_id")
@@ -321,6 +389,7 @@ impl Store {
                 "done" => counts.done = n,
                 "dead" => counts.dead = n,
                 "withheld" => counts.withheld = n,
+                "discarded" => counts.discarded = n,
                 _ => {}
             }
         }

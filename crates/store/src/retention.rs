@@ -190,7 +190,7 @@ impl Store {
              AND a.kind <> 'purged' AND ($3 = '' OR a.kind = $3) AND a.id > $4 \
              AND EXISTS (SELECT 1 FROM deliveries d WHERE d.tenant_id = a.tenant_id AND d.artifact_id = a.id) \
              AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.tenant_id = a.tenant_id AND d.artifact_id = a.id \
-               AND d.status NOT IN ('done', 'withheld')) ORDER BY a.id LIMIT $5")
+               AND d.status NOT IN ('done', 'withheld', 'discarded')) ORDER BY a.id LIMIT $5")
             .bind(tenant_id).bind(older_than_ms).bind(kind.unwrap_or("")).bind(after).bind(limit)
             .fetch_all(pool).await)?;
         let mut page = PurgePage { purged: 0, next: rows.last().map(|r| r.0.clone()) };

@@ -108,6 +108,32 @@ async fn trace_shows_every_attempt_of_every_delivery() {
     let written_at = stdout.find("1970-01-01 00:00:12.500Z  written").expect(&stdout);
     assert!(retry_at < written_at, "attempts in order: {stdout}");
     assert!(stdout.contains("HTTP 503"), "{stdout}");
+    let queue = |args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_telechart"))
+            .current_dir(dir.path())
+            .env("TELECHART_DATABASE_URL", &url)
+            .env("TELECHART_KEYS__KEK", &kek)
+            .env("TELECHART_TENANT", TENANT)
+            .arg("queue")
+            .args(args)
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr),
+        )
+    };
+    let (ok, shown) = queue(&["show", "a1:ehr"]);
+    assert!(
+        ok && shown.contains("status done  attempts 2") && shown.contains("in the EHR Observation/77 v1"),
+        "{shown}"
+    );
+    let (ok, refused) = queue(&["retry", "a1:ehr"]);
+    assert!(!ok && refused.contains("is not a dead letter"), "{refused}");
+    let (ok, refused) = queue(&["discard", "a1:ehr", "--reason", "entered by hand"]);
+    assert!(!ok && refused.contains("is not a dead letter"), "{refused}");
+    let (ok, status) = queue(&["status"]);
+    assert!(ok && status.contains("done 1") && status.contains("discarded 0"), "{status}");
     let missing = Command::new(env!("CARGO_BIN_EXE_telechart"))
         .current_dir(dir.path())
         .env("TELECHART_DATABASE_URL", &url)

@@ -238,3 +238,56 @@ async fn one_instance_leads_until_its_lease_runs_out() {
     })
     .await;
 }
+
+/// One dead letter retried, another discarded: the retried one is claimable again (and told to
+/// reconcile), the discarded one ends with the operator's reason and no longer holds back its
+/// visit; each is audited, and neither applies twice.
+#[tokio::test]
+async fn a_dead_letter_is_retried_or_discarded_once() {
+    on_each_engine(|store| async move {
+        seed_connection(&store).await;
+        open_visit(&store, "v1").await;
+        record(&store, "v1", 1, &[artifact("e1", "Encounter"), artifact("o1", "Observation")]).await;
+        let kill = |row: telechart_store::DeliveryRow, owner: &'static str, at: i64| {
+            let store = store.clone();
+            async move {
+                let letter = DeadLetter { reason: "422 business rule", blocks_visit: true, plan: Some("written") };
+                assert!(store.dead_letter(&row, owner, &letter, &audit("delivery.dead", "v1"), at).await.unwrap());
+            }
+        };
+        let claimed = store.claim_due(TENANT, "w1", 10_000 + LEASE, 10_000, 10).await.unwrap();
+        let e1 = claimed[0].row.clone();
+        kill(e1.clone(), "w1", 10_001).await;
+        assert!(store.claim_due(TENANT, "w1", 11_000 + LEASE, 11_000, 10).await.unwrap().is_empty(), "o1 waits");
+
+        // Retry: claimable again, reconciling first.
+        let retried = audit("delivery.retry-dead", "v1");
+        assert!(store.retry_dead_delivery(TENANT, &e1.id, &retried, 12_000).await.unwrap());
+        assert!(!store.retry_dead_delivery(TENANT, &e1.id, &retried, 12_001).await.unwrap(), "not dead any more");
+        let again = store.claim_due(TENANT, "w2", 13_000 + LEASE, 13_000, 10).await.unwrap();
+        assert_eq!(again.len(), 1);
+        assert!(again[0].must_reconcile);
+        kill(again[0].row.clone(), "w2", 13_001).await;
+
+        // Discard: ended with the reason, and o1 goes ahead.
+        let discarded = audit("delivery.discard", "v1");
+        assert!(
+            store
+                .discard_dead_delivery(TENANT, &e1.id, "entered in the EHR by hand", &discarded, 14_000)
+                .await
+                .unwrap()
+        );
+        assert!(!store.discard_dead_delivery(TENANT, &e1.id, "again", &discarded, 14_001).await.unwrap());
+        let row = store.delivery(TENANT, &e1.id).await.unwrap().unwrap();
+        assert_eq!((row.status.as_str(), row.last_error.as_deref()), ("discarded", Some("entered in the EHR by hand")));
+        let next = store.claim_due(TENANT, "w2", 15_000 + LEASE, 15_000, 10).await.unwrap();
+        assert_eq!(next.iter().map(|c| c.row.artifact_id.as_str()).collect::<Vec<_>>(), ["o1"]);
+        let counts = store.queue_counts(TENANT).await.unwrap();
+        assert_eq!((counts.discarded, counts.dead, counts.in_flight), (1, 0, 1));
+        let actions: Vec<String> =
+            store.audit_for_visit(TENANT, "v1").await.unwrap().into_iter().map(|r| r.action).collect();
+        assert_eq!(actions.iter().filter(|a| *a == "delivery.retry-dead").count(), 1, "{actions:?}");
+        assert_eq!(actions.iter().filter(|a| *a == "delivery.discard").count(), 1, "{actions:?}");
+    })
+    .await;
+}
