@@ -10,14 +10,14 @@ pub struct Backoff {
 }
 
 impl Backoff {
-    /// The delay before attempt `attempts + 1`: `base · 2^(attempts-1)`, capped at `max`, then
-    /// "equal jitter" (a uniform draw from the upper half) so that retries of many deliveries
-    /// failed by one outage spread out instead of returning together.
+    /// The delay before attempt `attempts + 1`: "full jitter", a uniform draw from zero to
+    /// `base · 2^(attempts-1)` capped at `max`, so that retries of many deliveries failed by one
+    /// outage spread over the whole window instead of returning together (the least total work
+    /// of the usual schemes). An EHR's `Retry-After` is a floor the worker applies on top.
     pub fn delay(&self, attempts: u32, unit_random: f64) -> Duration {
         let exponent = attempts.saturating_sub(1).min(30);
-        let raw = self.base.saturating_mul(1_u32 << exponent).min(self.max);
-        let jitter = unit_random.clamp(0.0, 1.0);
-        raw.mul_f64(0.5 + 0.5 * jitter)
+        let window = self.base.saturating_mul(1_u32 << exponent).min(self.max);
+        window.mul_f64(unit_random.clamp(0.0, 1.0))
     }
 }
 
@@ -26,12 +26,14 @@ mod tests {
     use super::*;
 
     #[test]
-    fn grows_exponentially_within_jitter_and_caps() {
+    fn the_window_grows_exponentially_and_caps_and_the_draw_spans_it() {
         let b = Backoff { base: Duration::from_secs(1), max: Duration::from_secs(60) };
         assert_eq!(b.delay(1, 1.0), Duration::from_secs(1));
-        assert_eq!(b.delay(1, 0.0), Duration::from_millis(500));
+        assert_eq!(b.delay(1, 0.0), Duration::ZERO);
         assert_eq!(b.delay(4, 1.0), Duration::from_secs(8));
+        assert_eq!(b.delay(4, 0.25), Duration::from_secs(2));
         assert_eq!(b.delay(20, 1.0), Duration::from_secs(60));
-        assert_eq!(b.delay(u32::MAX, 0.0), Duration::from_secs(30));
+        assert_eq!(b.delay(u32::MAX, 0.5), Duration::from_secs(30));
+        assert_eq!(b.delay(3, 7.0), Duration::from_secs(4), "the draw is clamped to [0, 1]");
     }
 }
