@@ -209,6 +209,15 @@ pub struct PlatformConfig {
     pub phi_basis: telechart_sync::PhiBasis,
 }
 
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QuotaConfig {
+    pub per_minute: u32,
+    /// Requests that may go at once after a quiet spell (default 1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub burst: Option<u32>,
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct EgressConfig {
@@ -446,6 +455,10 @@ pub struct ConnectionConfig {
     /// neither vitals nor notes (covered by `[[egress]]` as `mllp://host:port` unless loopback).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mllp: Option<String>,
+    /// The EHR's published request quota, `{ per_minute = 600, burst = 10 }`: every request to
+    /// it waits for the token bucket instead of meeting a 429.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quota: Option<QuotaConfig>,
     /// A file with the shared secret the EHR's Subscription notifications are signed with
     /// (or sent as a Bearer token); unset: `/ehr-notifications/{id}` is closed.
     #[serde(default, skip_serializing_if = "Option::is_none")]

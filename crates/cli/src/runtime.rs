@@ -69,7 +69,7 @@ async fn record_connections(config: &Config, store: &Store, clock: &Clock) -> an
                 profile: c.profile.clone(),
                 base_url,
                 settings:
-                    serde_json::json!({ "backend": c.backend, "launch": c.launch, "auth": c.auth, "mllp": c.mllp })
+                    serde_json::json!({ "backend": c.backend, "launch": c.launch, "auth": c.auth, "mllp": c.mllp, "quota": c.quota })
                         .to_string(),
                 created_at: now,
                 updated_at: now,

@@ -67,6 +67,9 @@ pub struct FhirClient {
     tenant: Option<String>,
     /// `host:port` of the EHR's HL7v2 MLLP listener, where the connection has one.
     mllp: Option<String>,
+    /// The EHR's published request quota (a token bucket shared by every clone of this client):
+    /// requests wait for it instead of meeting a 429.
+    quota: Option<Arc<governor::DefaultDirectRateLimiter>>,
 }
 
 /// Where a request's access token comes from: the system's own (Backend Services) or the
@@ -104,6 +107,7 @@ impl FhirClient {
             auth: None,
             tenant: None,
             mllp: None,
+            quota: None,
         })
     }
 
@@ -127,6 +131,24 @@ impl FhirClient {
     /// The EHR's MLLP listener, for the HL7v2 fallback.
     pub fn mllp(&self) -> Option<&str> {
         self.mllp.as_deref()
+    }
+
+    /// Keeps every request of this client (and its clones) within `per_minute` requests a
+    /// minute, in bursts of at most `burst`: the quota an EHR publishes (athena-like). None or 0:
+    /// no quota.
+    pub fn with_quota(mut self, per_minute: Option<u32>, burst: Option<u32>) -> Self {
+        self.quota = per_minute.and_then(std::num::NonZeroU32::new).map(|rate| {
+            let burst = burst.and_then(std::num::NonZeroU32::new).unwrap_or(std::num::NonZeroU32::MIN);
+            Arc::new(governor::RateLimiter::direct(governor::Quota::per_minute(rate).allow_burst(burst)))
+        });
+        self
+    }
+
+    /// Waits until the EHR's quota allows one more request.
+    async fn within_quota(&self) {
+        if let Some(quota) = &self.quota {
+            quota.until_ready().await;
+        }
     }
 
     pub fn with_tenant(mut self, tenant: Option<String>) -> Self {
@@ -222,6 +244,7 @@ impl FhirClient {
             .map(|u| u.origin().ascii_serialization())
             .map_err(|_| EhrError::BadBaseUrl(self.base.clone()))?;
         let url = format!("{origin}{}", path.replace("{tenant}", tenant));
+        self.within_quota().await;
         let mut request = self.http.request(method.clone(), &url);
         if let Some(token) = self.bearer().await? {
             request = request.bearer_auth(token);
@@ -459,6 +482,7 @@ impl FhirClient {
         body: Option<Vec<u8>>,
         if_match: Option<String>,
     ) -> Result<(StatusCode, HeaderMap, Vec<u8>), EhrError> {
+        self.within_quota().await;
         let mut request = self.http.request(method.clone(), url).header(ACCEPT, FHIR_JSON);
         if let Some(token) = self.bearer().await? {
             request = request.bearer_auth(token);

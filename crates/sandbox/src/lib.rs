@@ -145,6 +145,11 @@ struct SandboxState {
     /// Every create accepted, as the client sent it: the EHR's own record of what it was asked
     /// to keep, which counts duplicates even where identifiers are not kept.
     accepted_creates: Mutex<Vec<(String, Value)>>,
+    /// Requests allowed per second on the FHIR and vendor APIs (0: no limit), the current
+    /// second's count, and how many requests were refused with a 429 for it.
+    rate_limit: AtomicU64,
+    rate_window: Mutex<(u64, u64)>,
+    throttled: AtomicU64,
     faults: Mutex<VecDeque<Fault>>,
     auth: auth::AuthState,
     require_bearer: bool,
@@ -237,6 +242,9 @@ impl Sandbox {
                 latency_ms: AtomicU64::new(latency_ms),
                 keeps_client_identifiers: std::sync::atomic::AtomicBool::new(true),
                 accepted_creates: Mutex::default(),
+                rate_limit: AtomicU64::new(0),
+                rate_window: Mutex::default(),
+                throttled: AtomicU64::new(0),
                 faults: Mutex::new(VecDeque::new()),
                 auth: {
                     // §8.14: an Oracle-like server issues 570 s tokens, never rotates refresh
@@ -331,6 +339,38 @@ impl Sandbox {
                 .await;
         });
         Ok(RunningSandbox { sandbox: self, addr, fhir_base, root, shutdown: Some(tx), task })
+    }
+
+    /// Allows at most `per_second` requests each second (0: no limit); the rest get 429 with
+    /// `Retry-After: 1`, like an EHR enforcing its quota.
+    pub fn set_rate_limit(&self, per_second: u64) {
+        self.state.rate_limit.store(per_second, Ordering::SeqCst);
+    }
+
+    /// How many requests the rate limit refused.
+    pub fn throttled(&self) -> u64 {
+        self.state.throttled.load(Ordering::SeqCst)
+    }
+
+    /// Counts a request against this second's limit: false when it is over.
+    fn within_rate_limit(&self) -> bool {
+        let limit = self.state.rate_limit.load(Ordering::SeqCst);
+        if limit == 0 {
+            return true;
+        }
+        let second =
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or_default();
+        let Ok(mut window) = self.state.rate_window.lock() else { return true };
+        if window.0 != second {
+            *window = (second, 0);
+        }
+        window.1 += 1;
+        if window.1 > limit {
+            self.state.throttled.fetch_add(1, Ordering::SeqCst);
+            false
+        } else {
+            true
+        }
     }
 
     pub fn set_latency(&self, latency: Duration) {
@@ -485,6 +525,14 @@ async fn tenant_paths(
     next: axum::middleware::Next,
 ) -> Response {
     let path = request.uri().path().to_owned();
+    // The quota covers the EHR's APIs, not the test harness's control routes.
+    if !path.starts_with("/_sandbox") && !sandbox.within_rate_limit() {
+        let body = serde_json::json!({"resourceType": "OperationOutcome", "issue": [{"severity": "error",
+            "code": "throttled", "diagnostics": "request quota exceeded"}]});
+        let mut response = fhir(StatusCode::TOO_MANY_REQUESTS, &body);
+        response.headers_mut().insert(axum::http::header::RETRY_AFTER, axum::http::HeaderValue::from_static("1"));
+        return response;
+    }
     let (tenant, rest) = if let Some(rest) = path.strip_prefix("/r4/") {
         let (tenant, rest) = rest.split_once('/').unwrap_or((rest, ""));
         (tenant.to_owned(), format!("/fhir/{rest}"))

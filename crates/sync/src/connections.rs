@@ -149,6 +149,14 @@ impl Connections {
                 .map_err(|e| SyncError::Egress(e.to_string()))?;
         }
         client = client.with_mllp(mllp);
+        // The EHR's published quota, e.g. `{"quota": {"per_minute": 600, "burst": 10}}`.
+        let quota = |key: &str| {
+            settings
+                .pointer(&format!("/quota/{key}"))
+                .and_then(serde_json::Value::as_u64)
+                .and_then(|v| u32::try_from(v).ok())
+        };
+        client = client.with_quota(quota("per_minute"), quota("burst"));
         if let Some(backend) = settings.get("backend").filter(|b| !b.is_null()) {
             let backend: BackendSettings = serde_json::from_value(backend.clone())
                 .map_err(|e| SyncError::UnknownConnection(format!("{connection_id}: settings.backend: {e}")))?;

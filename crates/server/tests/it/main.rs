@@ -28,6 +28,7 @@ mod natural_key;
 mod oidc;
 mod openapi;
 mod orders;
+mod quota;
 mod rbac;
 mod tls;
 mod validator;
