@@ -18,30 +18,26 @@ pub enum BaaCommand {
         tenant: Option<String>,
     },
     /// Destroy what Telechart holds for the visits of the ended agreement's EHR connections
-    /// (outside legal holds) and close the task as destroyed.
-    Destroy {
-        #[arg(long)]
-        baa: String,
-        #[arg(long)]
-        origin: String,
-        /// Who authorised it and under what reference; kept with the task.
-        #[arg(long)]
-        note: String,
-        #[arg(long)]
-        tenant: Option<String>,
-    },
+    /// (outside legal holds) and close the task as destroyed. The note says who authorised it
+    /// and under what reference.
+    Destroy(TaskClosure),
     /// Close a task as returned (the party's data handed back, or destroyed by the party, with
     /// its attestation named in the note).
-    Returned {
-        #[arg(long)]
-        baa: String,
-        #[arg(long)]
-        origin: String,
-        #[arg(long)]
-        note: String,
-        #[arg(long)]
-        tenant: Option<String>,
-    },
+    Returned(TaskClosure),
+}
+
+/// Which task is closed, and the note kept with it.
+#[derive(clap::Args)]
+pub struct TaskClosure {
+    #[arg(long)]
+    baa: String,
+    #[arg(long)]
+    origin: String,
+    /// Who authorised it and under what reference (3 to 500 characters).
+    #[arg(long)]
+    note: String,
+    #[arg(long)]
+    tenant: Option<String>,
 }
 
 fn operator() -> String {
@@ -133,9 +129,10 @@ pub async fn run(config: Config, which: BaaCommand) -> anyhow::Result<ExitCode> 
             }
             Ok(ExitCode::SUCCESS)
         }
-        BaaCommand::Destroy { baa, origin, note, tenant } => {
-            let tenant = tenant.unwrap_or_else(|| config.tenant.clone());
-            let task = find_open(&store, &config, &tenant, &clock, &baa, &origin, &note).await?;
+        BaaCommand::Destroy(closure) => {
+            let tenant = closure.tenant.clone().unwrap_or_else(|| config.tenant.clone());
+            let task = find_open(&store, &config, &tenant, &clock, &closure).await?;
+            let TaskClosure { baa, origin, note, .. } = closure;
             let held = store.held_visits(&tenant).await?;
             let mut total = telechart_store::Destroyed::default();
             for connection in task.connection_ids() {
@@ -157,11 +154,11 @@ pub async fn run(config: Config, which: BaaCommand) -> anyhow::Result<ExitCode> 
             println!("{baa} at {origin}: destroyed and closed");
             Ok(ExitCode::SUCCESS)
         }
-        BaaCommand::Returned { baa, origin, note, tenant } => {
-            let tenant = tenant.unwrap_or_else(|| config.tenant.clone());
-            let task = find_open(&store, &config, &tenant, &clock, &baa, &origin, &note).await?;
-            close(&store, &tenant, &task, "returned", &note, &clock).await?;
-            println!("{baa} at {origin}: closed as returned");
+        BaaCommand::Returned(closure) => {
+            let tenant = closure.tenant.clone().unwrap_or_else(|| config.tenant.clone());
+            let task = find_open(&store, &config, &tenant, &clock, &closure).await?;
+            close(&store, &tenant, &task, "returned", &closure.note, &clock).await?;
+            println!("{} at {}: closed as returned", closure.baa, closure.origin);
             Ok(ExitCode::SUCCESS)
         }
     };
@@ -169,23 +166,21 @@ pub async fn run(config: Config, which: BaaCommand) -> anyhow::Result<ExitCode> 
     result
 }
 
-#[allow(clippy::too_many_arguments)]
 async fn find_open(
     store: &Store,
     config: &Config,
     tenant: &str,
     clock: &Clock,
-    baa: &str,
-    origin: &str,
-    note: &str,
+    closure: &TaskClosure,
 ) -> anyhow::Result<BaaTask> {
+    let TaskClosure { baa, origin, note, .. } = closure;
     anyhow::ensure!(
         (3..=500).contains(&note.trim().len()),
         "--note must be 3 to 500 characters (who authorised it, a reference)"
     );
     open_ended(store, config, tenant, clock).await?;
     let tasks = store.baa_tasks(tenant).await?;
-    let task = tasks.into_iter().find(|t| t.baa == baa && t.origin == origin).with_context(|| {
+    let task = tasks.into_iter().find(|t| &t.baa == baa && &t.origin == origin).with_context(|| {
         format!("no return-or-destroy task for {baa} at {origin} (it opens once the agreement has ended)")
     })?;
     anyhow::ensure!(

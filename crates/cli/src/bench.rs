@@ -135,9 +135,13 @@ async fn tokens(callers: usize, lifetime: u64, seconds: u64) -> anyhow::Result<(
 
 /// CPU seconds this process has used (user + system), from /proc.
 fn cpu_seconds() -> Option<f64> {
-    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
-    let after = stat.rsplit_once(')')?.1;
-    let fields: Vec<&str> = after.split_whitespace().collect();
+    stat_cpu_seconds(std::path::Path::new("/proc/self/stat"))
+}
+
+/// User + system CPU seconds from a `/proc/…/stat` file (a process's or one thread's).
+fn stat_cpu_seconds(path: &std::path::Path) -> Option<f64> {
+    let stat = std::fs::read_to_string(path).ok()?;
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
     let utime: f64 = fields.get(11)?.parse().ok()?;
     let stime: f64 = fields.get(12)?.parse().ok()?;
     Some((utime + stime) / 100.0)
@@ -243,17 +247,13 @@ async fn delivery_cpu_ms(args: &SyncBenchArgs, engine: &str) -> anyhow::Result<D
 
 /// CPU seconds (user + system) of this process's live threads whose name starts with `prefix`.
 fn threads_cpu_seconds(prefix: &str) -> Option<f64> {
-    let mut ticks = 0.0;
+    let mut seconds = 0.0;
     for task in std::fs::read_dir("/proc/self/task").ok()?.flatten() {
-        let is_named = std::fs::read_to_string(task.path().join("comm")).is_ok_and(|name| name.starts_with(prefix));
-        if !is_named {
-            continue;
+        if std::fs::read_to_string(task.path().join("comm")).is_ok_and(|name| name.starts_with(prefix)) {
+            seconds += stat_cpu_seconds(&task.path().join("stat"))?;
         }
-        let stat = std::fs::read_to_string(task.path().join("stat")).ok()?;
-        let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
-        ticks += fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?;
     }
-    Some(ticks / 100.0)
+    Some(seconds)
 }
 
 async fn scratch_postgres(admin_url: &str) -> anyhow::Result<String> {

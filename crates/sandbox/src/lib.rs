@@ -401,17 +401,8 @@ impl Sandbox {
     /// How many creates of `rtype` this EHR accepted whose body carried `system|value`: the
     /// duplicate count, whether or not the identifier was kept.
     pub fn accepted_creates_with_identifier(&self, rtype: &str, token: &str) -> usize {
-        let (system, value) = token.split_once('|').unwrap_or(("", token));
         let Ok(log) = self.state.accepted_creates.lock() else { return 0 };
-        log.iter()
-            .filter(|(t, body)| {
-                t == rtype
-                    && body["identifier"].as_array().into_iter().flatten().any(|i| {
-                        i["value"].as_str() == Some(value)
-                            && (system.is_empty() || i["system"].as_str() == Some(system))
-                    })
-            })
-            .count()
+        log.iter().filter(|(t, body)| t == rtype && db::identifier_tokens(body).iter().any(|x| x == token)).count()
     }
 
     /// How many current resources of `rtype` carry the identifier `system|value`.

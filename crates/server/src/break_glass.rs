@@ -284,11 +284,8 @@ async fn form_review(
     body: Bytes,
 ) -> Result<Response, ApiError> {
     let pairs = crate::launch::form(&body);
-    let value = |name: &str| pairs.iter().find(|(k, _)| k == name).map(|(_, v)| v.trim().to_owned());
-    let json = serde_json::json!({
-        "verdict": value("verdict").unwrap_or_default(),
-        "note": value("note").unwrap_or_default(),
-    });
+    let value = |name: &str| crate::launch::field(&pairs, name).unwrap_or_default();
+    let json = serde_json::json!({ "verdict": value("verdict"), "note": value("note") });
     let _reviewed = review(state, caller, Path(id), json.to_string().into()).await?;
     Ok(axum::response::Redirect::to("/workspace/break-glass").into_response())
 }

@@ -258,11 +258,8 @@ pub(crate) async fn record_decision_with(
     ));
     let detail = format!("{} {} (Consent/{consent_id})", d.category.code(), d.decision.as_str());
     let entry = audit(caller, "consent.record", visit, detail);
-    let with = match link {
-        Some(link_id) => telechart_store::EventRecord::ConsentByLink { consent: &version, link_id },
-        None => telechart_store::EventRecord::Consent(&version),
-    };
-    let result = record_artifacts(state, caller, visit, current, artifacts, Some(with), entry).await?;
+    let result =
+        record_artifacts(state, caller, visit, current, artifacts, Some(consent_event(&version, link)), entry).await?;
     Ok((result, version))
 }
 
@@ -292,6 +289,14 @@ pub(crate) async fn withdraw(
     }
     let version = record_withdrawal(&state, &caller, &visit, current, latest, resource, Vec::new(), None).await?;
     Ok((StatusCode::CREATED, Json(view(&version)?)))
+}
+
+/// The consent version to record with the event, spending the signing link it came through.
+fn consent_event<'a>(version: &'a ConsentVersion, link: Option<&'a str>) -> telechart_store::EventRecord<'a> {
+    match link {
+        Some(link_id) => telechart_store::EventRecord::ConsentByLink { consent: version, link_id },
+        None => telechart_store::EventRecord::Consent(version),
+    }
 }
 
 /// Records `latest` (the consent's current version, whose FHIR form is `resource`) withdrawn: a
@@ -330,11 +335,7 @@ pub(crate) async fn record_withdrawal(
     let entry =
         audit(caller, "consent.withdraw", visit, format!("{} withdrawn (Consent/{consent_id})", latest.category));
     artifacts.push((uuid::Uuid::now_v7().to_string(), withdrawal));
-    let with = match link {
-        Some(link_id) => telechart_store::EventRecord::ConsentByLink { consent: &version, link_id },
-        None => telechart_store::EventRecord::Consent(&version),
-    };
-    record_artifacts(state, caller, visit, current, artifacts, Some(with), entry).await?;
+    record_artifacts(state, caller, visit, current, artifacts, Some(consent_event(&version, link)), entry).await?;
     Ok(version)
 }
 

@@ -515,7 +515,7 @@ async fn sign(State(state): State<AppState>, Path(token): Path<String>, body: By
     };
     let words = words(&open.link.language);
     let pairs = crate::launch::form(&body);
-    let field = |name: &str| pairs.iter().find(|(k, _)| k == name).map(|(_, v)| v.trim());
+    let field = |name: &str| crate::launch::field(&pairs, name);
     let name = field("name").unwrap_or_default();
     let decision = match field("decision") {
         Some("permit") => Outcome::Permit,

@@ -3,8 +3,6 @@
 //! with sealed tombstones (a visit under legal hold kept), withholds what was still to be sent,
 //! and closes the task with who and why; a second closing is refused. SQLite and PostgreSQL.
 
-use std::process::Command;
-
 use telechart_store::{AuditEntry, ConnectionRow, Kek, KeyConfig, NewArtifact, NewVisit, PURGED_PAYLOAD, Phi, Store};
 
 const TENANT: &str = "t1";
@@ -133,26 +131,9 @@ expires = "2099-12-31"
 "#,
     )
     .unwrap();
+    let config_path = config.display().to_string();
     let telechart = |args: &[&str]| {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_telechart"));
-        for (key, _) in std::env::vars() {
-            if key.starts_with("TELECHART_") {
-                command.env_remove(key);
-            }
-        }
-        let out = command
-            .current_dir(dir.path())
-            .env("TELECHART_DATABASE_URL", &url)
-            .env("TELECHART_KEYS__KEK", &kek)
-            .arg("--config")
-            .arg(&config)
-            .args(args)
-            .output()
-            .unwrap();
-        (
-            out.status.success(),
-            String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr),
-        )
+        crate::run_telechart(dir.path(), &url, &kek, TENANT, &[&["--config", config_path.as_str()], args].concat())
     };
 
     let (ok, out) = telechart(&["baa", "tasks"]);

@@ -29,3 +29,24 @@ pub fn validate_ndjson(path: &std::path::Path) {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// Runs the binary in `dir` on database `url` with key-encryption key `kek` and tenant `tenant`,
+/// none of the caller's own `TELECHART_*` settings leaking in. Returns whether it succeeded and
+/// its stdout followed by its stderr.
+pub fn run_telechart(dir: &std::path::Path, url: &str, kek: &str, tenant: &str, args: &[&str]) -> (bool, String) {
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_telechart"));
+    for (key, _) in std::env::vars() {
+        if key.starts_with("TELECHART_") {
+            command.env_remove(key);
+        }
+    }
+    let out = command
+        .current_dir(dir)
+        .env("TELECHART_DATABASE_URL", url)
+        .env("TELECHART_KEYS__KEK", kek)
+        .env("TELECHART_TENANT", tenant)
+        .args(args)
+        .output()
+        .unwrap();
+    (out.status.success(), String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr))
+}

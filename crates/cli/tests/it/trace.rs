@@ -1,8 +1,6 @@
 //! `telechart trace VISIT`: each delivery with its attempts in order (a retry, then the write),
 //! its plan, the EHR's id and version — what a support desk reads.
 
-use std::process::Command;
-
 use telechart_store::{AuditEntry, Completion, ConnectionRow, Kek, KeyConfig, NewArtifact, NewVisit, Phi, Store};
 
 const TENANT: &str = "t1";
@@ -87,42 +85,15 @@ async fn trace_shows_every_attempt_of_every_delivery() {
     assert!(store.complete_delivery(&claimed[0].row, "w", &completion, &written, 12_500).await.unwrap());
     store.close().await;
 
-    let mut command = Command::new(env!("CARGO_BIN_EXE_telechart"));
-    for (key, _) in std::env::vars() {
-        if key.starts_with("TELECHART_") {
-            command.env_remove(key);
-        }
-    }
-    let out = command
-        .current_dir(dir.path())
-        .env("TELECHART_DATABASE_URL", &url)
-        .env("TELECHART_KEYS__KEK", &kek)
-        .args(["trace", "v1", "--tenant", TENANT])
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    let (ok, stdout) = crate::run_telechart(dir.path(), &url, &kek, TENANT, &["trace", "v1"]);
+    assert!(ok, "{stdout}");
     assert!(stdout.contains("visit v1 (arrived)") && stdout.contains("1 deliveries, 1 done"), "{stdout}");
     assert!(stdout.contains("written · Observation/77 v1 · artifact a1"), "{stdout}");
     let retry_at = stdout.find("1970-01-01 00:00:10.001Z  retry").expect(&stdout);
     let written_at = stdout.find("1970-01-01 00:00:12.500Z  written").expect(&stdout);
     assert!(retry_at < written_at, "attempts in order: {stdout}");
     assert!(stdout.contains("HTTP 503"), "{stdout}");
-    let queue = |args: &[&str]| {
-        let out = Command::new(env!("CARGO_BIN_EXE_telechart"))
-            .current_dir(dir.path())
-            .env("TELECHART_DATABASE_URL", &url)
-            .env("TELECHART_KEYS__KEK", &kek)
-            .env("TELECHART_TENANT", TENANT)
-            .arg("queue")
-            .args(args)
-            .output()
-            .unwrap();
-        (
-            out.status.success(),
-            String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr),
-        )
-    };
+    let queue = |args: &[&str]| crate::run_telechart(dir.path(), &url, &kek, TENANT, &[&["queue"], args].concat());
     let (ok, shown) = queue(&["show", "a1:ehr"]);
     assert!(
         ok && shown.contains("status done  attempts 2") && shown.contains("in the EHR Observation/77 v1"),
@@ -134,13 +105,6 @@ async fn trace_shows_every_attempt_of_every_delivery() {
     assert!(!ok && refused.contains("is not a dead letter"), "{refused}");
     let (ok, status) = queue(&["status"]);
     assert!(ok && status.contains("done 1") && status.contains("discarded 0"), "{status}");
-    let missing = Command::new(env!("CARGO_BIN_EXE_telechart"))
-        .current_dir(dir.path())
-        .env("TELECHART_DATABASE_URL", &url)
-        .env("TELECHART_KEYS__KEK", &kek)
-        .args(["trace", "nope", "--tenant", TENANT])
-        .output()
-        .unwrap();
-    assert!(!missing.status.success());
-    assert!(String::from_utf8_lossy(&missing.stderr).contains("no visit nope in tenant t1"));
+    let (ok, missing) = crate::run_telechart(dir.path(), &url, &kek, TENANT, &["trace", "nope"]);
+    assert!(!ok && missing.contains("no visit nope in tenant t1"), "{missing}");
 }
