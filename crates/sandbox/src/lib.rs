@@ -405,6 +405,13 @@ impl Sandbox {
         log.iter().filter(|(t, body)| t == rtype && db::identifier_tokens(body).iter().any(|x| x == token)).count()
     }
 
+    /// Every create this EHR accepted, in the order it accepted them: the resource type and the
+    /// `system|value` identifiers the client sent (for duplicate and ordering checks at scale).
+    pub fn accepted_create_log(&self) -> Vec<(String, Vec<String>)> {
+        let Ok(log) = self.state.accepted_creates.lock() else { return Vec::new() };
+        log.iter().map(|(t, body)| (t.clone(), db::identifier_tokens(body))).collect()
+    }
+
     /// How many current resources of `rtype` carry the identifier `system|value`.
     pub fn count_with_identifier(&self, rtype: &str, token: &str) -> usize {
         self.state.db.read().map(|db| db.by_identifier(rtype, token).len()).unwrap_or(0)

@@ -3,6 +3,7 @@
 
 mod audit;
 mod baa;
+mod chaos;
 mod cli;
 mod tidy;
 mod trace;
