@@ -32,7 +32,7 @@ async fn before_write(
     }
     let fault = sandbox.take_fault(method, rtype);
     if let Some(f) = fault.as_ref().filter(|f| !f.after_commit) {
-        return Err(fault_response(f));
+        return Err(strike(f).await);
     }
     let mut resource = parse_body(rtype, body).map_err(|r| *r)?;
     if let Some(r) = sandbox.state.personality.refuse_write(method, rtype, &resource) {
@@ -61,7 +61,7 @@ async fn before_write(
 
 /// The reply to a kept write: the after-commit fault if one is due, else the resource (or
 /// nothing, for `Prefer: return=minimal`) with its version headers.
-fn after_write(
+async fn after_write(
     sandbox: &Sandbox,
     fault: Option<Fault>,
     headers: &HeaderMap,
@@ -69,7 +69,7 @@ fn after_write(
     stored: &Value,
 ) -> Response {
     if let Some(f) = fault {
-        return fault_response(&f);
+        return strike(&f).await;
     }
     let response = if wants_minimal(headers) { status.into_response() } else { fhir(status, stored) };
     with_version_headers(response, &sandbox.base_url(), stored)
@@ -123,7 +123,7 @@ pub(crate) async fn create(
         }
     };
     if let Some(f) = fault {
-        return fault_response(&f);
+        return strike(&f).await;
     }
     let shape = sandbox.state.personality.create_reply();
     let asked =
@@ -279,5 +279,5 @@ pub(crate) async fn update(
             Err(e) => return outcome(StatusCode::INTERNAL_SERVER_ERROR, "exception", None, &e.to_string()),
         }
     };
-    after_write(&sandbox, fault, &headers, StatusCode::OK, &stored)
+    after_write(&sandbox, fault, &headers, StatusCode::OK, &stored).await
 }

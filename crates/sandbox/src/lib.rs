@@ -128,6 +128,13 @@ pub struct Fault {
     pub resource_type: Option<String>,
     #[serde(default)]
     pub after_commit: bool,
+    /// Wait this long before replying: longer than the client's timeout, the reply is never read.
+    #[serde(default)]
+    pub delay_ms: Option<u64>,
+    /// Cut the connection instead of finishing the reply (a reset: the status line may have
+    /// gone out, the body never does).
+    #[serde(default)]
+    pub reset: bool,
 }
 
 fn one() -> u32 {
@@ -383,6 +390,11 @@ impl Sandbox {
         }
     }
 
+    /// How many injected faults have yet to strike.
+    pub fn faults_pending(&self) -> u32 {
+        self.state.faults.lock().map(|f| f.iter().map(|f| f.count).sum()).unwrap_or(0)
+    }
+
     /// Whether identifiers a client sends are kept on what it writes (most EHRs drop them).
     pub fn set_keeps_client_identifiers(&self, keep: bool) {
         self.state.keeps_client_identifiers.store(keep, Ordering::SeqCst);
@@ -574,6 +586,21 @@ fn outcome(status: StatusCode, code: &str, expression: Option<&str>, message: &s
         issue["expression"] = json!([expression]);
     }
     fhir(status, &json!({"resourceType": "OperationOutcome", "issue": [issue]}))
+}
+
+/// An injected fault's reply, after its delay: a cut connection or an error status.
+async fn strike(fault: &Fault) -> Response {
+    if let Some(ms) = fault.delay_ms {
+        tokio::time::sleep(Duration::from_millis(ms)).await;
+    }
+    if fault.reset {
+        // A body that fails on its first read: hyper aborts the connection mid-reply.
+        let cut = futures_util::stream::once(async {
+            Err::<axum::body::Bytes, std::io::Error>(std::io::Error::other("injected reset"))
+        });
+        return (StatusCode::OK, axum::body::Body::from_stream(cut)).into_response();
+    }
+    fault_response(fault)
 }
 
 fn fault_response(fault: &Fault) -> Response {

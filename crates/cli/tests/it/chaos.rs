@@ -133,7 +133,7 @@ impl Driver {
                 _ => {}
             }
             // A 409, a 5xx or a cut reply: it may have been opened; the database knows.
-            if let Some(visit) = self.store.visit_for_appointment(TENANT, "ehr", appointment).await.unwrap() {
+            if let Ok(Some(visit)) = self.store.visit_for_appointment(TENANT, "ehr", appointment).await {
                 return (visit.id, visit.version, json!(visit.practitioner));
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
@@ -153,7 +153,7 @@ impl Driver {
                 }
                 _ => {}
             }
-            if let Some(row) = self.store.visit(TENANT, visit).await.unwrap()
+            if let Ok(Some(row)) = self.store.visit(TENANT, visit).await
                 && row.version > *version
             {
                 *version = row.version;
@@ -213,103 +213,134 @@ async fn database(engine: &str, dir: &Path) -> Option<String> {
     }
 }
 
-async fn kill_nine_times_twenty(personality: Personality, profile: &str, engine: &str) {
-    let seed = seed();
-    eprintln!("chaos {profile} on {engine}: seed {seed} (TELECHART_CHAOS_SEED={seed} replays it)");
-    let mut rng = Rng(seed);
-    let dir = tempfile::tempdir().unwrap();
-    let Some(url) = database(engine, dir.path()).await else { return };
+/// A run in progress: the sandbox EHR, `telechart serve`, and the platform driving visits.
+struct Run {
+    personality: Personality,
+    profile: String,
+    engine: String,
+    _dir: tempfile::TempDir,
+    sandbox: telechart_sandbox::RunningSandbox,
+    store: Store,
+    serve: Serve,
+    visits: tokio::task::JoinSet<String>,
+    count: usize,
+    started: Instant,
+}
 
-    let mut config = SandboxConfig::new(telechart_store::Clock::system().now().date_naive());
-    config.personality = personality;
-    config.seed_dir = SandboxConfig::find_synthea();
-    config.appointments_per_patient = VISITS.div_ceil(4);
-    // Every EHR request takes a while, so that kills land mid-request as well as between them.
-    config.latency = Duration::from_millis(15);
-    let sandbox = Sandbox::new(&config).unwrap().spawn(SocketAddr::from(([127, 0, 0, 1], 0))).await.unwrap();
-    sandbox.sandbox.set_keeps_client_identifiers(personality == Personality::Generic);
-    let appointments = sandbox.sandbox.appointment_ids();
-    assert!(appointments.len() >= VISITS, "{} appointments", appointments.len());
+impl Run {
+    /// Starts the sandbox (15 ms a request) and `telechart serve` on `url`, and begins driving
+    /// `count` visits, eight at a time like a clinic's afternoon.
+    async fn begin(
+        personality: Personality,
+        profile: &str,
+        engine: &str,
+        url: String,
+        dir: tempfile::TempDir,
+        count: usize,
+        ehr_timeout_seconds: u64,
+    ) -> Run {
+        let mut config = SandboxConfig::new(telechart_store::Clock::system().now().date_naive());
+        config.personality = personality;
+        config.seed_dir = SandboxConfig::find_synthea();
+        config.appointments_per_patient = count.div_ceil(4);
+        // Every EHR request takes a while, so that kills land mid-request as well as between them.
+        config.latency = Duration::from_millis(15);
+        let sandbox = Sandbox::new(&config).unwrap().spawn(SocketAddr::from(([127, 0, 0, 1], 0))).await.unwrap();
+        sandbox.sandbox.set_keeps_client_identifiers(personality == Personality::Generic);
+        let appointments = sandbox.sandbox.appointment_ids();
+        assert!(appointments.len() >= count, "{} appointments", appointments.len());
 
-    let port = free_port();
-    let tenant_line = match personality {
-        Personality::Oracle => format!("tenant = \"{}\"\n", telechart_sandbox::ORACLE_TENANT),
-        _ => String::new(),
-    };
-    let toml = format!(
-        "listen = \"127.0.0.1:{port}\"\ntenant = \"{TENANT}\"\nidentifier_system = \"{SYSTEM}\"\nlog = \"warn\"\n\
-         [worker]\nworkers = 1\nconcurrency = 8\nlease_seconds = 2\nmax_attempts = 1000\nbackoff_base_ms = 50\n\
-         backoff_max_seconds = 1\nehr_timeout_seconds = 5\ndatabase_connections = 8\norder_poll_seconds = 3600\n\
-         [[connections]]\nid = \"ehr\"\nname = \"Sandbox EHR\"\nprofile = \"{profile}\"\nbase_url = \"{}\"\n\
-         [connections.auth]\n{tenant_line}",
-        sandbox.fhir_base
-    );
-    std::fs::write(dir.path().join("telechart.toml"), toml).unwrap();
-    let kek = Kek::generate().unwrap().to_base64();
-    let store = Store::open(&url, 4, KeyConfig::new(Kek::from_base64(&kek).unwrap())).await.unwrap();
-    let (_, token) = store.create_api_token(TENANT, "chaos platform", "platform", 0).await.unwrap();
+        let port = free_port();
+        let tenant_line = match personality {
+            Personality::Oracle => format!("tenant = \"{}\"\n", telechart_sandbox::ORACLE_TENANT),
+            _ => String::new(),
+        };
+        let toml = format!(
+            "listen = \"127.0.0.1:{port}\"\ntenant = \"{TENANT}\"\nidentifier_system = \"{SYSTEM}\"\nlog = \"warn\"\n\
+             [worker]\nworkers = 1\nconcurrency = 8\nlease_seconds = 2\nmax_attempts = 1000\nbackoff_base_ms = 50\n\
+             backoff_max_seconds = 1\nehr_timeout_seconds = {ehr_timeout_seconds}\ndatabase_connections = 8\n\
+             order_poll_seconds = 3600\n\
+             [[connections]]\nid = \"ehr\"\nname = \"Sandbox EHR\"\nprofile = \"{profile}\"\nbase_url = \"{}\"\n\
+             [connections.auth]\n{tenant_line}",
+            sandbox.fhir_base
+        );
+        std::fs::write(dir.path().join("telechart.toml"), toml).unwrap();
+        let kek = Kek::generate().unwrap().to_base64();
+        let store = Store::open(&url, 4, KeyConfig::new(Kek::from_base64(&kek).unwrap())).await.unwrap();
+        let (_, token) = store.create_api_token(TENANT, "chaos platform", "platform", 0).await.unwrap();
 
-    let mut serve = Serve {
-        dir: dir.path().to_owned(),
-        url: url.clone(),
-        kek,
-        child: None,
-        base: format!("http://127.0.0.1:{port}"),
-    };
-    serve.start();
-    serve.wait_ready().await;
-
-    let mut headers = reqwest::header::HeaderMap::new();
-    headers.insert("authorization", format!("Bearer {}", token.expose()).parse().unwrap());
-    let http = reqwest::Client::builder().default_headers(headers).timeout(Duration::from_secs(10)).build().unwrap();
-    let driver = std::sync::Arc::new(Driver { http, api: format!("{}/api/v1", serve.base), store: store.clone() });
-    // Eight visits at a time, like a clinic's afternoon.
-    let lanes = std::sync::Arc::new(tokio::sync::Semaphore::new(8));
-    let mut visits = tokio::task::JoinSet::new();
-    for appointment in appointments.into_iter().take(VISITS) {
-        let (driver, lanes) = (driver.clone(), lanes.clone());
-        visits.spawn(async move {
-            let _lane = lanes.acquire_owned().await.unwrap();
-            driver.visit(&appointment).await
-        });
-    }
-
-    let started = Instant::now();
-    let mut kills_at = Vec::new();
-    for _ in 0..KILLS {
-        tokio::time::sleep(Duration::from_millis(rng.between(150, 900))).await;
-        let counts = store.queue_counts(TENANT).await.unwrap();
-        kills_at.push(format!("{}/{}", counts.done, counts.total()));
-        serve.kill();
+        let mut serve =
+            Serve { dir: dir.path().to_owned(), url, kek, child: None, base: format!("http://127.0.0.1:{port}") };
         serve.start();
         serve.wait_ready().await;
-    }
-    let mut visit_ids = Vec::new();
-    while let Some(id) = visits.join_next().await {
-        visit_ids.push(id.unwrap());
-    }
-    // Then the queue drains: nothing pending, in flight or dead.
-    let deadline = Instant::now() + Duration::from_secs(240);
-    let counts = loop {
-        let counts = store.queue_counts(TENANT).await.unwrap();
-        if counts.pending + counts.in_flight == 0 || Instant::now() > deadline {
-            break counts;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
-    serve.kill();
-    eprintln!(
-        "chaos {profile} on {engine}: {KILLS} kills at (done/queued) {}; drained in {:.1} s: {counts:?}",
-        kills_at.join(" "),
-        started.elapsed().as_secs_f64()
-    );
-    assert_eq!(visit_ids.len(), VISITS);
-    assert_eq!((counts.pending, counts.in_flight), (0, 0), "{profile}: {counts:?}");
-    assert!(
-        kills_at.iter().filter(|k| k.split('/').next() != k.split('/').nth(1)).count() >= KILLS / 2,
-        "{profile}: most kills must land before the run is over: {kills_at:?}"
-    );
 
+        let mut headers = reqwest::header::HeaderMap::new();
+        headers.insert("authorization", format!("Bearer {}", token.expose()).parse().unwrap());
+        let http =
+            reqwest::Client::builder().default_headers(headers).timeout(Duration::from_secs(10)).build().unwrap();
+        let driver = std::sync::Arc::new(Driver { http, api: format!("{}/api/v1", serve.base), store: store.clone() });
+        let lanes = std::sync::Arc::new(tokio::sync::Semaphore::new(8));
+        let mut visits = tokio::task::JoinSet::new();
+        for appointment in appointments.into_iter().take(count) {
+            let (driver, lanes) = (driver.clone(), lanes.clone());
+            visits.spawn(async move {
+                let _lane = lanes.acquire_owned().await.unwrap();
+                driver.visit(&appointment).await
+            });
+        }
+        Run {
+            personality,
+            profile: profile.to_owned(),
+            engine: engine.to_owned(),
+            _dir: dir,
+            sandbox,
+            store,
+            serve,
+            visits,
+            count,
+            started: Instant::now(),
+        }
+    }
+
+    /// "done/queued" now, or "?" while the database is away.
+    async fn progress(&self) -> String {
+        match self.store.queue_counts(TENANT).await {
+            Ok(counts) => format!("{}/{}", counts.done, counts.total()),
+            Err(_) => "?".to_owned(),
+        }
+    }
+
+    /// Waits for every visit to be driven and the queue to drain, stops `telechart serve` and
+    /// checks what reached the EHR: every artifact once, in visit order.
+    async fn finish(mut self, disruptions: &str) {
+        let mut visit_ids = Vec::new();
+        while let Some(id) = self.visits.join_next().await {
+            visit_ids.push(id.unwrap());
+        }
+        let deadline = Instant::now() + Duration::from_secs(240);
+        let counts = loop {
+            let counts = self.store.queue_counts(TENANT).await.unwrap();
+            if counts.pending + counts.in_flight == 0 || Instant::now() > deadline {
+                break counts;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        };
+        self.serve.kill();
+        let (profile, engine) = (self.profile.as_str(), self.engine.as_str());
+        eprintln!(
+            "chaos {profile} on {engine}: {disruptions}; drained in {:.1} s: {counts:?}",
+            self.started.elapsed().as_secs_f64()
+        );
+        assert_eq!((counts.pending, counts.in_flight), (0, 0), "{profile}: {counts:?}");
+        assert_eq!(visit_ids.len(), self.count);
+        verify(&self, &visit_ids).await;
+        self.sandbox.shutdown().await;
+    }
+}
+
+async fn verify(run: &Run, visit_ids: &[String]) {
+    let (personality, profile, engine, store, sandbox) =
+        (run.personality, run.profile.as_str(), run.engine.as_str(), &run.store, &run.sandbox);
     // Every create the EHR accepted, in order: token → how many times, and where.
     let log = sandbox.sandbox.accepted_create_log();
     let mut accepted: HashMap<String, Vec<usize>> = HashMap::new();
@@ -320,7 +351,7 @@ async fn kill_nine_times_twenty(personality: Personality, profile: &str, engine:
     }
     let mut written = 0;
     let mut undeliverable: HashMap<String, usize> = HashMap::new();
-    for visit in &visit_ids {
+    for visit in visit_ids {
         let deliveries = store.deliveries_for_visit(TENANT, visit).await.unwrap();
         let mut last_position = None;
         let mut seen = std::collections::HashSet::new();
@@ -377,10 +408,29 @@ async fn kill_nine_times_twenty(personality: Personality, profile: &str, engine:
         "chaos {profile} on {engine}: {written} creates checked, each accepted once, in visit order; \
          planned as not deliverable: {undeliverable:?}"
     );
-    assert!(written >= VISITS * 5, "{profile}: only {written} creates were checked");
+    assert!(written >= visit_ids.len() * 5, "{profile}: only {written} creates were checked");
     // …and the EHR accepted nothing else of ours: no stray second copy under another name.
     assert_eq!(accepted.values().map(Vec::len).sum::<usize>(), written, "{profile}: creates beyond the deliveries");
-    sandbox.shutdown().await;
+}
+
+async fn kill_nine_times_twenty(personality: Personality, profile: &str, engine: &str) {
+    let seed = seed();
+    eprintln!("chaos {profile} on {engine}: seed {seed} (TELECHART_CHAOS_SEED={seed} replays it)");
+    let mut rng = Rng(seed);
+    let dir = tempfile::tempdir().unwrap();
+    let Some(url) = database(engine, dir.path()).await else { return };
+    let mut run = Run::begin(personality, profile, engine, url, dir, VISITS, 5).await;
+    let mut kills_at = Vec::new();
+    for _ in 0..KILLS {
+        tokio::time::sleep(Duration::from_millis(rng.between(150, 900))).await;
+        kills_at.push(run.progress().await);
+        run.serve.kill();
+        run.serve.start();
+        run.serve.wait_ready().await;
+    }
+    let unfinished = kills_at.iter().filter(|k| k.split('/').next() != k.split('/').nth(1)).count();
+    assert!(unfinished >= KILLS / 2, "{profile}: most kills must land before the run is over: {kills_at:?}");
+    run.finish(&format!("{KILLS} kills at (done/queued) {}", kills_at.join(" "))).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -396,4 +446,152 @@ async fn sigkill_twenty_times_epic_like() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_twenty_times_oracle_like() {
     kill_nine_times_twenty(Personality::Oracle, "oracle", "sqlite").await;
+}
+
+/// A PostgreSQL cluster of the test's own (`initdb` in a temporary directory, never the shared
+/// one), so that it can be stopped and started mid-run.
+struct ThrowawayPostgres {
+    data: tempfile::TempDir,
+    port: u16,
+}
+
+impl ThrowawayPostgres {
+    fn bin(tool: &str) -> Option<PathBuf> {
+        let path = PathBuf::from("/usr/lib/postgresql/15/bin").join(tool);
+        path.exists().then_some(path)
+    }
+
+    /// initdb refuses to run as root: then the cluster belongs to the `postgres` user.
+    fn run(tool: &str, args: &[&str]) {
+        let bin = Self::bin(tool).unwrap();
+        let status = if running_as_root() {
+            Command::new("runuser")
+                .args(["-u", "postgres", "--"])
+                .arg(&bin)
+                .args(args)
+                .stdout(Stdio::null())
+                .status()
+                .unwrap()
+        } else {
+            Command::new(&bin).args(args).stdout(Stdio::null()).status().unwrap()
+        };
+        assert!(status.success(), "{tool} {args:?} failed");
+    }
+
+    fn start_new() -> Option<ThrowawayPostgres> {
+        Self::bin("initdb")?;
+        let data = tempfile::tempdir().unwrap();
+        if running_as_root() {
+            assert!(Command::new("chown").args(["-R", "postgres"]).arg(data.path()).status().unwrap().success());
+        }
+        let dir = data.path().join("cluster");
+        let dir = dir.to_str().unwrap();
+        Self::run("initdb", &["-D", dir, "-U", "postgres", "--auth=trust", "--no-sync", "-E", "UTF8"]);
+        let cluster = ThrowawayPostgres { data, port: free_port() };
+        cluster.start();
+        Some(cluster)
+    }
+
+    fn dir(&self) -> String {
+        self.data.path().join("cluster").to_str().unwrap().to_owned()
+    }
+
+    fn start(&self) {
+        let options =
+            format!("-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off", self.port, self.data.path().display());
+        let log = format!("{}/server.log", self.data.path().display());
+        Self::run("pg_ctl", &["-D", &self.dir(), "-o", &options, "-l", &log, "-w", "start"]);
+    }
+
+    /// As a crash would: no checkpoint, every connection cut.
+    fn stop_immediately(&self) {
+        Self::run("pg_ctl", &["-D", &self.dir(), "-m", "immediate", "-w", "stop"]);
+    }
+
+    fn url_of(&self, database: &str) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/{database}", self.port)
+    }
+}
+
+impl Drop for ThrowawayPostgres {
+    fn drop(&mut self) {
+        if let Some(bin) = Self::bin("pg_ctl") {
+            let args = ["-D", &self.dir(), "-m", "immediate", "stop"];
+            let _ = if running_as_root() {
+                Command::new("runuser")
+                    .args(["-u", "postgres", "--"])
+                    .arg(bin)
+                    .args(args)
+                    .stdout(Stdio::null())
+                    .status()
+            } else {
+                Command::new(bin).args(args).stdout(Stdio::null()).status()
+            };
+        }
+    }
+}
+
+fn running_as_root() -> bool {
+    Command::new("id").arg("-u").output().is_ok_and(|o| o.stdout.starts_with(b"0\n"))
+}
+
+/// Replies lost after the EHR committed (a reset mid-reply, a reply slower than the client's
+/// timeout), 429 and 503 storms, and the database itself crashing and coming back mid-run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lost_replies_storms_and_a_database_restart() {
+    let Some(cluster) = ThrowawayPostgres::start_new() else {
+        assert!(
+            std::env::var("TELECHART_REQUIRE_POSTGRES").as_deref() != Ok("1"),
+            "TELECHART_REQUIRE_POSTGRES=1 but PostgreSQL 15's initdb is missing"
+        );
+        eprintln!("note: no initdb; the database-restart chaos run is skipped");
+        return;
+    };
+    for (personality, profile) in [(Personality::Generic, "generic"), (Personality::Epic, "epic")] {
+        let database = format!("chaos_{profile}");
+        let admin = sqlx_admin(&cluster.url_of("postgres")).await;
+        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {database}"))).execute(&admin).await.unwrap();
+        admin.close().await;
+        let url = cluster.url_of(&database);
+        let dir = tempfile::tempdir().unwrap();
+        let run = Run::begin(personality, profile, "a throwaway PostgreSQL", url, dir, 60, 1).await;
+        let ehr = &run.sandbox.sandbox;
+        let fault = |f: Value| ehr.inject(serde_json::from_value(f).unwrap());
+        // Each kind strikes several times; the worker meets them in whatever order they fall.
+        fault(
+            json!({"status": 201, "count": 4, "method": "POST", "resourceType": "Observation", "afterCommit": true, "reset": true}),
+        );
+        fault(
+            json!({"status": 201, "count": 3, "method": "POST", "resourceType": "DocumentReference", "afterCommit": true, "delayMs": 1500}),
+        );
+        fault(json!({"status": 500, "count": 3, "method": "POST", "resourceType": "Condition", "afterCommit": true}));
+        tokio::time::sleep(Duration::from_millis(600)).await;
+        let storm_429 = run.progress().await;
+        fault(json!({"status": 429, "count": 40, "retryAfter": 1}));
+        tokio::time::sleep(Duration::from_millis(800)).await;
+        let storm_503 = run.progress().await;
+        fault(json!({"status": 503, "count": 40}));
+        tokio::time::sleep(Duration::from_millis(800)).await;
+        // Every injected fault strikes before the database goes.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while ehr.faults_pending() > 0 {
+            assert!(Instant::now() < deadline, "{profile}: {} injected faults never struck", ehr.faults_pending());
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let restart = run.progress().await;
+        cluster.stop_immediately();
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        cluster.start();
+        let unfinished = restart.split('/').next() != restart.split('/').nth(1);
+        assert!(unfinished, "{profile}: the database must go down mid-run ({restart})");
+        run.finish(&format!(
+            "4 resets and 3 timeouts after commit, 3 5xx after commit, 40 × 429 at {storm_429}, \
+             40 × 503 at {storm_503}, database crash and restart at {restart} (done/queued)"
+        ))
+        .await;
+    }
+}
+
+async fn sqlx_admin(url: &str) -> sqlx::PgPool {
+    sqlx::postgres::PgPoolOptions::new().max_connections(1).connect(url).await.unwrap()
 }
