@@ -314,6 +314,7 @@ async fn prepare(
             practitioner: None,
             state: "booked".into(),
             visit_type: None,
+            lane: telechart_store::LANE_CLINICAL,
         };
         store.create_visit(&visit, &audit(&visit_id), now).await?;
         // The Encounter goes in untimed, through the store's own queue API.

@@ -459,6 +459,10 @@ pub struct ConnectionConfig {
     /// it waits for the token bucket instead of meeting a 429.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub quota: Option<QuotaConfig>,
+    /// Requests in flight to this EHR at most (default 32); fewer while it answers "slow down"
+    /// (a 429 or its own words for it): cut by 30 %, then one more per window of successes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_in_flight: Option<usize>,
     /// A file with the shared secret the EHR's Subscription notifications are signed with
     /// (or sent as a Bearer token); unset: `/ehr-notifications/{id}` is closed.
     #[serde(default, skip_serializing_if = "Option::is_none")]

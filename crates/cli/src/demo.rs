@@ -347,6 +347,7 @@ async fn run_vendor(mut config: Config, args: &DemoArgs, vendor: &str) -> anyhow
         notification_secret_file: None,
         mllp: None,
         quota: None,
+        max_in_flight: None,
     }];
     let tap = args.export_sent.as_ref().map(|_| WireTap::default());
     // The demo's database is thrown away with its temporary directory; so is its key.

@@ -69,7 +69,8 @@ async fn record_connections(config: &Config, store: &Store, clock: &Clock) -> an
                 profile: c.profile.clone(),
                 base_url,
                 settings:
-                    serde_json::json!({ "backend": c.backend, "launch": c.launch, "auth": c.auth, "mllp": c.mllp, "quota": c.quota })
+                    serde_json::json!({ "backend": c.backend, "launch": c.launch, "auth": c.auth, "mllp": c.mllp, "quota": c.quota,
+                        "max_in_flight": c.max_in_flight })
                         .to_string(),
                 created_at: now,
                 updated_at: now,

@@ -254,6 +254,7 @@ impl BackendServices {
                     status: status.as_u16(),
                     retry_after,
                     message: error,
+                    slow_down: status.as_u16() == 429,
                 });
             }
             return Err(EhrError::Refused {

@@ -8,7 +8,7 @@ use reqwest::{Method, StatusCode};
 use serde_json::Value;
 use telechart_fhir::{Bundle, parse_reference};
 
-use crate::{EhrError, RetryAfter, VendorProfile};
+use crate::{Answer, EhrError, Lane, Pacing, RetryAfter, VendorProfile};
 
 const FHIR_JSON: &str = "application/fhir+json";
 
@@ -70,7 +70,14 @@ pub struct FhirClient {
     /// The EHR's published request quota (a token bucket shared by every clone of this client):
     /// requests wait for it instead of meeting a 429.
     quota: Option<Arc<governor::DefaultDirectRateLimiter>>,
+    /// Requests in flight to this EHR, adapted to its answers, shared by every clone.
+    pacing: Arc<Pacing>,
+    /// The lane this clone's requests wait in.
+    lane: Lane,
 }
+
+/// Requests in flight to one EHR before any "slow down" teaches a lower figure.
+pub const DEFAULT_MAX_IN_FLIGHT: usize = 32;
 
 /// Where a request's access token comes from: the system's own (Backend Services) or the
 /// clinician's from a launch.
@@ -108,6 +115,8 @@ impl FhirClient {
             tenant: None,
             mllp: None,
             quota: None,
+            pacing: Pacing::new(DEFAULT_MAX_IN_FLIGHT),
+            lane: Lane::Clinical,
         })
     }
 
@@ -144,11 +153,30 @@ impl FhirClient {
         self
     }
 
-    /// Waits until the EHR's quota allows one more request.
-    async fn within_quota(&self) {
+    /// At most `max` requests in flight to this EHR (clones share it); fewer while it says
+    /// "slow down" (AIMD, see [`Pacing`]).
+    pub fn with_max_in_flight(mut self, max: usize) -> Self {
+        self.pacing = Pacing::new(max);
+        self
+    }
+
+    /// The same connection, its requests waiting in `lane` (clinical before inbound before
+    /// backfill) for a slot.
+    pub fn in_lane(&self, lane: Lane) -> Self {
+        FhirClient { lane, ..self.clone() }
+    }
+
+    pub fn pacing(&self) -> &Arc<Pacing> {
+        &self.pacing
+    }
+
+    /// Waits for a request slot in this client's lane, then for the EHR's quota.
+    async fn slot(&self) -> crate::Slot {
+        let slot = self.pacing.acquire(self.lane).await;
         if let Some(quota) = &self.quota {
             quota.until_ready().await;
         }
+        slot
     }
 
     pub fn with_tenant(mut self, tenant: Option<String>) -> Self {
@@ -244,7 +272,7 @@ impl FhirClient {
             .map(|u| u.origin().ascii_serialization())
             .map_err(|_| EhrError::BadBaseUrl(self.base.clone()))?;
         let url = format!("{origin}{}", path.replace("{tenant}", tenant));
-        self.within_quota().await;
+        let mut slot = self.slot().await;
         let mut request = self.http.request(method.clone(), &url);
         if let Some(token) = self.bearer().await? {
             request = request.bearer_auth(token);
@@ -265,6 +293,9 @@ impl FhirClient {
         let status = response.status();
         let retry_after = crate::RetryAfter::from_headers(response.headers());
         let body: Value = response.json().await.unwrap_or(Value::Null);
+        let slow_down = status == StatusCode::TOO_MANY_REQUESTS || json_says_slow_down(&body);
+        slot.answer(answer(slow_down, retry_after));
+        drop(slot);
         if status.is_success() && body.get("error").is_none() && body["success"] != Value::Bool(false) {
             return Ok(body);
         }
@@ -278,11 +309,16 @@ impl FhirClient {
         // 429 and 503 say the request was not handled (RFC 9110 §15.6.4), and a failed read
         // changed nothing: retried as they are. Other 5xx to a write leave its fate unknown, and
         // these APIs cannot be searched for it.
-        let not_handled = code == 429 || code == 503 || (status.is_server_error() && method == Method::GET);
+        let not_handled = slow_down || code == 503 || (status.is_server_error() && method == Method::GET);
         Err(match code {
-            _ if not_handled => {
-                EhrError::Throttled { method: verb, resource_type: what.into(), status: code, retry_after, message }
-            }
+            _ if not_handled => EhrError::Throttled {
+                method: verb,
+                resource_type: what.into(),
+                status: code,
+                retry_after,
+                message,
+                slow_down,
+            },
             500..=599 => {
                 EhrError::OutcomeUnknown { method: verb, resource_type: what.into(), reason: message, retry_after }
             }
@@ -482,7 +518,7 @@ impl FhirClient {
         body: Option<Vec<u8>>,
         if_match: Option<String>,
     ) -> Result<(StatusCode, HeaderMap, Vec<u8>), EhrError> {
-        self.within_quota().await;
+        let mut slot = self.slot().await;
         let mut request = self.http.request(method.clone(), url).header(ACCEPT, FHIR_JSON);
         if let Some(token) = self.bearer().await? {
             request = request.bearer_auth(token);
@@ -501,6 +537,8 @@ impl FhirClient {
         let status = response.status();
         let headers = response.headers().clone();
         let body = response.bytes().await.map_err(|e| transport_error(op, resource_type, &e, is_write))?.to_vec();
+        let slow_down = status == StatusCode::TOO_MANY_REQUESTS || outcome_says_slow_down(&body);
+        slot.answer(answer(slow_down, RetryAfter::from_headers(&headers)));
         Ok((status, headers, body))
     }
 }
@@ -560,6 +598,37 @@ fn outcome_message(body: &[u8]) -> String {
     issues.join("; ")
 }
 
+/// Whether an OperationOutcome says "slow down": FHIR's `throttled` issue (Oracle answers
+/// 429 with it; others put it under a 4xx or 5xx), or Epic's 4135 ("Please try again
+/// tomorrow", its daily document-query cap).
+fn outcome_says_slow_down(body: &[u8]) -> bool {
+    if body.is_empty() || body.len() > 64 * 1024 {
+        return false;
+    }
+    serde_json::from_slice::<Value>(body).is_ok_and(|outcome| json_says_slow_down(&outcome))
+}
+
+fn json_says_slow_down(reply: &Value) -> bool {
+    reply["resourceType"] == "OperationOutcome"
+        && reply["issue"].as_array().into_iter().flatten().any(|issue| {
+            issue["code"] == "throttled"
+                || issue["details"]["coding"].as_array().into_iter().flatten().any(|c| c["code"] == "4135")
+        })
+}
+
+/// What an answer tells the connection's pacing.
+fn answer(slow_down: bool, retry_after: Option<RetryAfter>) -> Answer {
+    if !slow_down {
+        return Answer::Handled;
+    }
+    Answer::SlowDown(retry_after.map(|r| match r {
+        RetryAfter::Delay(d) => d,
+        RetryAfter::At(at) => {
+            (at - chrono::DateTime::<chrono::Utc>::from(std::time::SystemTime::now())).to_std().unwrap_or_default()
+        }
+    }))
+}
+
 /// Whether an OperationOutcome says the record is restricted (break-the-glass): Epic's 4130
 /// and 4131, or FHIR's `suppressed` issue with a break-the-glass detail.
 fn restricted_record(body: &[u8]) -> bool {
@@ -590,16 +659,31 @@ fn check_status(
     if restricted_record(body) {
         return Err(EhrError::BreakGlassRequired { method: op, resource_type, status: code, message });
     }
+    // A "slow down" in the vendor's own words was not acted on, whatever its status says.
+    if code == 429 || outcome_says_slow_down(body) {
+        return Err(EhrError::Throttled {
+            method: op,
+            resource_type,
+            status: code,
+            retry_after,
+            message,
+            slow_down: true,
+        });
+    }
     Err(match code {
         409 | 412 => EhrError::VersionConflict { method: op, resource_type, status: code, message },
-        408 | 423 | 429 => EhrError::Throttled { method: op, resource_type, status: code, retry_after, message },
+        408 | 423 => {
+            EhrError::Throttled { method: op, resource_type, status: code, retry_after, message, slow_down: false }
+        }
         500..=599 if is_write => EhrError::OutcomeUnknown {
             method: op,
             resource_type,
             reason: format!("HTTP {code}: {message}"),
             retry_after,
         },
-        500..=599 => EhrError::Throttled { method: op, resource_type, status: code, retry_after, message },
+        500..=599 => {
+            EhrError::Throttled { method: op, resource_type, status: code, retry_after, message, slow_down: false }
+        }
         _ => EhrError::Refused { method: op, resource_type, status: code, message },
     })
 }
@@ -647,4 +731,48 @@ fn written(
 /// An id the EHR's own API gives as a string or a number.
 fn id_field(value: &Value) -> Option<String> {
     value.as_str().map(str::to_owned).or_else(|| value.as_i64().map(|n| n.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn outcome(code: &str, detail_code: Option<&str>) -> Vec<u8> {
+        let mut issue = serde_json::json!({"severity": "error", "code": code, "diagnostics": "x"});
+        if let Some(detail) = detail_code {
+            issue["details"] = serde_json::json!({"coding": [{"system": "urn:oid:1.2.840.114350.1.13.0.1.7.2.657369", "code": detail}]});
+        }
+        serde_json::to_vec(&serde_json::json!({"resourceType": "OperationOutcome", "issue": [issue]})).unwrap()
+    }
+
+    fn status_of(code: u16, body: &[u8], is_write: bool) -> EhrError {
+        let status = StatusCode::from_u16(code).unwrap();
+        check_status("create", "Observation", status, &HeaderMap::new(), body, is_write).unwrap_err()
+    }
+
+    #[test]
+    fn a_vendors_slow_down_is_throttling_whatever_its_status() {
+        // Oracle: 429 with `throttled`; others put `throttled` under a 503 or a 400; Epic's
+        // 4135 "Please try again tomorrow" is its daily cap.
+        for (status, body) in [
+            (429, outcome("throttled", None)),
+            (503, outcome("throttled", None)),
+            (400, outcome("throttled", None)),
+            (400, outcome("processing", Some("4135"))),
+            (500, outcome("exception", Some("4135"))),
+        ] {
+            let err = status_of(status, &body, true);
+            assert_eq!(err.kind(), crate::ErrorKind::Throttled, "{status}: {err}");
+            // Not acted on: retried as it is, never reconciled as a maybe-committed write.
+            assert!(matches!(err.class(), crate::FailureClass::Transient { .. }), "{status}: {err}");
+        }
+        // A plain 503 is unavailability, and a 500 to a write may have committed.
+        assert_eq!(status_of(503, &outcome("transient", None), false).kind(), crate::ErrorKind::Transient);
+        assert_eq!(status_of(500, &outcome("exception", None), true).kind(), crate::ErrorKind::OutcomeUnknown);
+        assert_eq!(
+            answer(true, Some(RetryAfter::Delay(Duration::from_secs(2)))),
+            Answer::SlowDown(Some(Duration::from_secs(2)))
+        );
+        assert_eq!(answer(false, None), Answer::Handled);
+    }
 }

@@ -11,16 +11,18 @@ mod client;
 mod contract;
 pub mod hl7v2;
 mod launch;
+mod pacing;
 mod profile;
 
 pub use auth_profile::{AuthProfile, ScopeSyntax};
 pub use backend::{BackendServices, SigningAlg, SigningKey, discover_token_endpoint};
-pub use client::{FhirClient, SentRequest, WireTap, Written};
+pub use client::{DEFAULT_MAX_IN_FLIGHT, FhirClient, SentRequest, WireTap, Written};
 pub use contract::{CapabilityContract, ResourceContract};
 pub use launch::{
     AuthorizationRequest, IdClaims, IdTokenRefused, LaunchToken, SmartConfiguration, UserTokens, exchange_code,
     id_token_keys, smart_configuration, verify_id_token,
 };
+pub use pacing::{Answer, Lane, Pacing, Slot};
 pub use profile::{Capabilities, DocumentUpload, EncounterWrite, Paging, VendorProfile, VitalsUpload};
 
 use std::time::Duration;
@@ -98,6 +100,8 @@ pub enum EhrError {
         status: u16,
         retry_after: Option<RetryAfter>,
         message: String,
+        /// The EHR said "slow down" (a 429, or its own words for it, whatever the status).
+        slow_down: bool,
     },
     #[error("{method} {resource_type}: outcome unknown: {reason}")]
     OutcomeUnknown { method: &'static str, resource_type: String, reason: String, retry_after: Option<RetryAfter> },
@@ -133,7 +137,9 @@ impl EhrError {
     /// The one taxonomy every vendor's errors map to (for the trace, metrics and the planner).
     pub fn kind(&self) -> ErrorKind {
         match self {
-            EhrError::Throttled { status: 429 | 423 | 408, .. } => ErrorKind::Throttled,
+            EhrError::Throttled { status: 429 | 423 | 408, .. } | EhrError::Throttled { slow_down: true, .. } => {
+                ErrorKind::Throttled
+            }
             EhrError::Throttled { .. } | EhrError::Unreachable { .. } => ErrorKind::Transient,
             EhrError::OutcomeUnknown { .. } | EhrError::Protocol { .. } => ErrorKind::OutcomeUnknown,
             EhrError::VersionConflict { .. } => ErrorKind::Conflict,
@@ -180,8 +186,28 @@ mod tests {
             status: 429,
             retry_after: None,
             message: String::new(),
+            slow_down: true,
         };
         assert_eq!(throttled.kind(), ErrorKind::Throttled);
+        // A vendor's "slow down" under another status is throttling too; a plain 503 is not.
+        let vendor_slow_down = EhrError::Throttled {
+            method: "create",
+            resource_type: "Observation".into(),
+            status: 503,
+            retry_after: None,
+            message: String::new(),
+            slow_down: true,
+        };
+        assert_eq!(vendor_slow_down.kind(), ErrorKind::Throttled);
+        let unavailable = EhrError::Throttled {
+            method: "create",
+            resource_type: "Observation".into(),
+            status: 503,
+            retry_after: None,
+            message: String::new(),
+            slow_down: false,
+        };
+        assert_eq!(unavailable.kind(), ErrorKind::Transient);
         let btg = EhrError::BreakGlassRequired {
             method: "read",
             resource_type: "Patient".into(),

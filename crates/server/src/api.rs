@@ -108,6 +108,10 @@ struct OpenVisit {
     /// The EHR connection; optional when the tenant has exactly one.
     #[serde(default)]
     connection: Option<String>,
+    /// `clinical` (the default: a chart closing now) or `backfill` (history being caught up,
+    /// delivered when no clinical work is due).
+    #[serde(default)]
+    priority: Option<String>,
 }
 
 #[derive(Serialize)]
@@ -123,6 +127,7 @@ struct VisitView {
     encounter_status: &'static str,
     version: i64,
     ehr_encounter: Option<String>,
+    priority: &'static str,
     created_at: Option<DateTime<Utc>>,
     updated_at: Option<DateTime<Utc>>,
 }
@@ -141,6 +146,7 @@ fn view(visit: &VisitRow) -> Result<VisitView, ApiError> {
         encounter_status: state.encounter_status(),
         version: visit.version,
         ehr_encounter: visit.ehr_encounter_id.as_ref().map(|id| format!("Encounter/{id}")),
+        priority: if visit.lane == telechart_store::LANE_BACKFILL { "backfill" } else { "clinical" },
         created_at: DateTime::from_timestamp_millis(visit.created_at),
         updated_at: DateTime::from_timestamp_millis(visit.updated_at),
     })
@@ -190,6 +196,13 @@ async fn open_visit(
         Some(_) => return Err(ApiError::invalid("appointment", "must reference an Appointment")),
         None if is_fhir_id(&request.appointment) => request.appointment.clone(),
         None => return Err(ApiError::invalid("appointment", "must be Appointment/{id} or a FHIR id")),
+    };
+    let lane = match request.priority.as_deref() {
+        None | Some("clinical") => telechart_store::LANE_CLINICAL,
+        Some("backfill") => telechart_store::LANE_BACKFILL,
+        Some(other) => {
+            return Err(ApiError::invalid("priority", format!("{other:?} is not clinical or backfill")));
+        }
     };
     let connection_id = resolve_connection(&state, &caller, request.connection).await?;
     let client = state.connections.client(&caller.tenant_id, &connection_id).await.map_err(|e| match e {
@@ -246,6 +259,7 @@ async fn open_visit(
         practitioner,
         state: VisitState::Booked.as_str().to_owned(),
         visit_type,
+        lane,
     };
     let entry =
         audit(&caller, "visit.open", &visit_id, format!("from Appointment/{appointment_id} on {connection_id}"));

@@ -568,6 +568,7 @@ async fn open_visit(
         practitioner: Some(fhir_user.to_owned()).filter(|f| !f.is_empty()),
         state: "booked".into(),
         visit_type: None,
+        lane: telechart_store::LANE_CLINICAL,
     };
     Ok(state.store.create_visit(&new, &entry, state.clock.now_ms()).await?)
 }

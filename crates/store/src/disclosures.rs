@@ -81,8 +81,9 @@ impl Store {
             for artifact in artifacts {
                 sqlx::query(
                     "INSERT INTO deliveries (tenant_id, id, artifact_id, visit_id, connection_id, seq, \
-                     resource_type, identifier, status, attempts, next_attempt_at, created_at, updated_at) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'pending', 0, $9, $9, $9)")
+                     resource_type, identifier, status, attempts, next_attempt_at, created_at, updated_at, lane) \
+                     SELECT $1, $2, $3, $4, $5, $6, $7, $8, 'pending', 0, $9, $9, $9, lane FROM visits \
+                     WHERE tenant_id = $1 AND id = $4")
                     .bind(tenant_id).bind(format!("{}:{}", artifact.artifact_id, disclosure.connection_id))
                     .bind(&artifact.artifact_id).bind(&disclosure.visit_id).bind(&disclosure.connection_id)
                     .bind(artifact.seq).bind(&artifact.resource_type).bind(&artifact.identifier).bind(now_ms)

@@ -55,7 +55,9 @@ pub use retention::{AuditPurge, LegalHold, PURGED_PAYLOAD, PurgePage};
 pub use signing_keys::{SYSTEM_TENANT, SigningKeyRow};
 pub use telechart_audit::AuditOutcome;
 pub use tokens::{ApiTokenRow, IssuedToken};
-pub use visits::{ArtifactRow, ConnectionRow, EventRecord, NewArtifact, NewVisit, VisitRow, WorkItem};
+pub use visits::{
+    ArtifactRow, ConnectionRow, EventRecord, LANE_BACKFILL, LANE_CLINICAL, NewArtifact, NewVisit, VisitRow, WorkItem,
+};
 pub use webhooks::{NewWebhook, WebhookOutcome, WebhookRow};
 
 #[derive(Debug, thiserror::Error)]

@@ -64,6 +64,8 @@ pub struct DeliveryRow {
     pub readback: Option<String>,
     /// 0 for a dead letter of an artifact this EHR has no path for (see [`Self::blocks_visit`]).
     pub blocks_visit: i64,
+    /// Its visit's priority lane (`LANE_CLINICAL`, `LANE_BACKFILL`).
+    pub lane: i64,
 }
 
 impl DeliveryRow {
@@ -130,9 +132,10 @@ const EXPIRED: &str = "SELECT d.tenant_id, d.id FROM deliveries d \
 const EXPIRED_ORDER: &str = " ORDER BY d.lease_expires_at LIMIT $4";
 const PENDING: &str = "SELECT d.tenant_id, d.id FROM deliveries d \
     WHERE d.tenant_id = $5 AND d.status = 'pending' AND d.next_attempt_at <= $3 AND ";
-// Lowest seq first among equally due rows: visits advance side by side (breadth first), so no
-// visit is left with a long serial tail while others are finished.
-const PENDING_ORDER: &str = " ORDER BY d.next_attempt_at, d.seq LIMIT $4";
+// The clinical lane first: a backlog of backfill never delays a chart closing now. Within a
+// lane, lowest seq first among equally due rows: visits advance side by side (breadth first), so
+// no visit is left with a long serial tail while others are finished.
+const PENDING_ORDER: &str = " ORDER BY d.lane, d.next_attempt_at, d.seq LIMIT $4";
 
 // `reconcile` is computed from the row's values *before* this update (SET sees the old row on
 // both engines): an expired in-flight lease or a recorded ambiguous outcome.

@@ -39,6 +39,7 @@ struct VisitRecord {
     billing: Option<String>,
     #[sqlx(default)]
     visit_type: Option<String>,
+    lane: i64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -63,6 +64,8 @@ pub struct VisitRow {
     /// The Appointment's type as the EHR coded it (`followup`, `walkin`, …): picks the note
     /// template.
     pub visit_type: Option<String>,
+    /// Priority lane of its deliveries (`LANE_CLINICAL`, `LANE_BACKFILL`).
+    pub lane: i64,
 }
 
 /// What an event's artifacts belong with, kept in the event's transaction.
@@ -97,6 +100,7 @@ impl Store {
             call_ended_at: r.call_ended_at,
             billing: r.billing,
             visit_type: r.visit_type,
+            lane: r.lane,
         })
     }
 
@@ -116,7 +120,14 @@ pub struct NewVisit {
     pub state: String,
     /// The Appointment's type, lower-case.
     pub visit_type: Option<String>,
+    /// Its deliveries' priority lane: [`LANE_CLINICAL`] or [`LANE_BACKFILL`].
+    pub lane: i64,
 }
+
+/// A visit whose chart closes now: its deliveries are claimed first.
+pub const LANE_CLINICAL: i64 = 0;
+/// A visit being caught up (history): delivered when no clinical work is due.
+pub const LANE_BACKFILL: i64 = 2;
 
 #[derive(Debug, Clone)]
 pub struct NewArtifact {
@@ -195,10 +206,11 @@ impl Store {
             let mut tx = pool.begin().await?;
             let inserted = sqlx::query(
                 "INSERT INTO visits (tenant_id, id, connection_id, appointment_id, patient, practitioner, state, \
-                 version, artifact_count, ehr_encounter_id, created_at, updated_at, visit_type) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, 1, 0, NULL, $8, $8, $9)")
+                 version, artifact_count, ehr_encounter_id, created_at, updated_at, visit_type, lane) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, 1, 0, NULL, $8, $8, $9, $10)")
                 .bind(&visit.tenant_id).bind(&visit.id).bind(&visit.connection_id).bind(&visit.appointment_id)
                 .bind(&patient).bind(&visit.practitioner).bind(&visit.state).bind(now_ms).bind(&visit.visit_type)
+                .bind(visit.lane)
                 .execute(&mut *tx).await;
             match inserted {
                 Ok(_) => {
@@ -315,14 +327,14 @@ impl Store {
         }
         let updated = on_pool!(self, pool => {
             let mut tx = pool.begin().await?;
-            let base: Option<(i64,)> = sqlx::query_as(
+            let base: Option<(i64, i64)> = sqlx::query_as(
                 "UPDATE visits SET state = $1, version = version + 1, artifact_count = artifact_count + $2, \
-                 updated_at = $3 WHERE tenant_id = $4 AND id = $5 AND version = $6 RETURNING artifact_count - $2")
+                 updated_at = $3 WHERE tenant_id = $4 AND id = $5 AND version = $6 RETURNING artifact_count - $2, lane")
                 .bind(new_state).bind(count).bind(now_ms).bind(tenant_id).bind(visit_id).bind(expected_version)
                 .fetch_optional(&mut *tx).await?;
             match base {
                 None => Ok::<bool, StoreError>(false),
-                Some((base,)) => {
+                Some((base, lane)) => {
                     // Read after the version check: a disclosure made concurrently conflicted instead.
                     let disclosed: Vec<(String,)> = sqlx::query_as(
                         "SELECT connection_id FROM disclosures WHERE tenant_id = $1 AND visit_id = $2 ORDER BY connection_id")
@@ -339,11 +351,11 @@ impl Store {
                         for connection_id in targets.iter().chain(recipients) {
                             sqlx::query(
                                 "INSERT INTO deliveries (tenant_id, id, artifact_id, visit_id, connection_id, seq, \
-                                 resource_type, identifier, status, attempts, next_attempt_at, created_at, updated_at) \
-                                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'pending', 0, $9, $9, $9)")
+                                 resource_type, identifier, status, attempts, next_attempt_at, created_at, updated_at, lane) \
+                                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'pending', 0, $9, $9, $9, $10)")
                                 .bind(tenant_id).bind(format!("{}:{connection_id}", artifact.id)).bind(&artifact.id)
                                 .bind(visit_id).bind(connection_id).bind(seq).bind(&artifact.resource_type)
-                                .bind(&artifact.identifier).bind(now_ms)
+                                .bind(&artifact.identifier).bind(now_ms).bind(lane)
                                 .execute(&mut *tx).await?;
                         }
                     }

@@ -157,6 +157,10 @@ impl Connections {
                 .and_then(|v| u32::try_from(v).ok())
         };
         client = client.with_quota(quota("per_minute"), quota("burst"));
+        // Requests in flight before any "slow down" teaches fewer (`max_in_flight`).
+        if let Some(max) = settings.get("max_in_flight").and_then(serde_json::Value::as_u64) {
+            client = client.with_max_in_flight(usize::try_from(max).unwrap_or(usize::MAX));
+        }
         if let Some(backend) = settings.get("backend").filter(|b| !b.is_null()) {
             let backend: BackendSettings = serde_json::from_value(backend.clone())
                 .map_err(|e| SyncError::UnknownConnection(format!("{connection_id}: settings.backend: {e}")))?;

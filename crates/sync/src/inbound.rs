@@ -206,7 +206,8 @@ impl AppointmentInbox {
 
     /// One poll of the connection's appointments; moves the watermark on.
     pub async fn poll(&self, connection_id: &str) -> Result<PollReport, SyncError> {
-        let client = self.connections.client(&self.tenant_id, connection_id).await?;
+        let client =
+            self.connections.client(&self.tenant_id, connection_id).await?.in_lane(telechart_ehr::Lane::Inbound);
         let now = self.clock.now();
         let watermark = self.store.poll_watermark(&self.tenant_id, connection_id).await?;
         let overlap = chrono::Duration::from_std(self.overlap).unwrap_or_default();
@@ -296,7 +297,8 @@ impl AppointmentInbox {
         for resource in &resources {
             applied.push(self.apply(connection_id, resource).await?);
         }
-        let client = self.connections.client(&self.tenant_id, connection_id).await?;
+        let client =
+            self.connections.client(&self.tenant_id, connection_id).await?.in_lane(telechart_ehr::Lane::Inbound);
         for reference in references {
             // `Appointment/1`, or a full URL ending so: the resource is read from the connection
             // itself, never from a URL the sender chose.

@@ -55,7 +55,8 @@ impl OrderTracker {
     }
 
     async fn check(&self, order: &OpenOrder) -> Result<(), SyncError> {
-        let client = self.connections.client(&self.tenant_id, &order.connection_id).await?;
+        let client =
+            self.connections.client(&self.tenant_id, &order.connection_id).await?.in_lane(telechart_ehr::Lane::Inbound);
         let current = client.read(&order.resource_type, &order.ehr_id).await?;
         let status = current.resource["status"].as_str().unwrap_or("unknown").to_owned();
         let mut results = Vec::new();

@@ -501,7 +501,14 @@ impl Worker {
             }
             (disclosure.recipient_patient.expose().to_owned(), Some(said))
         };
-        let client = self.connections.client(&row.tenant_id, &row.connection_id).await?;
+        // Its requests wait in its visit's lane: a backlog of backfill never holds a clinical
+        // write back at the EHR's door either.
+        let lane = if row.lane == telechart_store::LANE_BACKFILL {
+            telechart_ehr::Lane::Backfill
+        } else {
+            telechart_ehr::Lane::Clinical
+        };
+        let client = self.connections.client(&row.tenant_id, &row.connection_id).await?.in_lane(lane);
         let ctx = VisitContext {
             identifier_system: self.config.identifier_system.clone(),
             visit_id: item.visit.id.clone(),

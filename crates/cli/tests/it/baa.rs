@@ -61,6 +61,7 @@ async fn ended_agreement_is_returned_or_destroyed(engine: &str) {
             practitioner: None,
             state: "booked".into(),
             visit_type: None,
+            lane: telechart_store::LANE_CLINICAL,
         };
         store.create_visit(&new, &audit("visit.open", visit), 1_000).await.unwrap();
         let artifact = NewArtifact {

@@ -45,6 +45,7 @@ async fn trace_shows_every_attempt_of_every_delivery() {
         practitioner: None,
         state: "booked".into(),
         visit_type: None,
+        lane: telechart_store::LANE_CLINICAL,
     };
     store.create_visit(&visit, &audit("visit.open", "visit", "v1", ""), 1_000).await.unwrap();
     let artifact = NewArtifact {

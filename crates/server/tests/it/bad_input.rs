@@ -151,3 +151,19 @@ async fn bad_input_is_refused_precisely_and_writes_nothing() {
     assert_eq!(snapshot(&env, &id).await, before);
     env.stop().await;
 }
+
+/// A visit's priority is clinical unless it says backfill; anything else is refused by name.
+#[tokio::test]
+async fn a_visit_priority_is_clinical_or_backfill() {
+    let env = TestEnv::start(Engine::Sqlite).await;
+    let appointment = format!("Appointment/{}", env.appointment(0));
+    let (status, reply) = env.post("/visits", json!({"appointment": appointment, "priority": "urgent"})).await;
+    assert_outcome(status, &reply, 422, Some("priority"));
+    let (status, visit) = env.post("/visits", json!({"appointment": appointment, "priority": "backfill"})).await;
+    assert_eq!(status, 201, "{visit}");
+    assert_eq!(visit["priority"], "backfill");
+    let (status, visit) =
+        env.post("/visits", json!({"appointment": format!("Appointment/{}", env.appointment(1))})).await;
+    assert_eq!((status, visit["priority"].as_str()), (201, Some("clinical")));
+    env.stop().await;
+}

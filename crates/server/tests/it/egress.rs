@@ -43,6 +43,7 @@ async fn phi_never_goes_where_no_baa_covers_it() {
         practitioner: None,
         state: "booked".into(),
         visit_type: None,
+        lane: telechart_store::LANE_CLINICAL,
     };
     let entry = telechart_store::AuditEntry {
         tenant_id: TENANT.into(),

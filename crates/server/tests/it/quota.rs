@@ -48,3 +48,29 @@ async fn a_configured_quota_keeps_every_request_under_the_ehrs_limit() {
     assert!(env.sandbox.sandbox.throttled() > 0, "without a quota the EHR's limit is met");
     env.stop().await;
 }
+
+/// An EHR that publishes no limit (Epic-like, Oracle-like) but enforces one: its 429s cut the
+/// requests in flight (AIMD) and pause the connection for their Retry-After, and every visit is
+/// still charted. Each 429 the EHR sent is one the pacing saw.
+#[tokio::test]
+async fn without_a_published_limit_429s_teach_the_connection_to_slow_down() {
+    let env = TestEnv::start(Engine::Sqlite).await;
+    let visits = [env.full_visit(0).await, env.full_visit(1).await, env.full_visit(2).await];
+    env.sandbox.sandbox.set_rate_limit(6);
+    let worker = env.worker("aimd", telechart_sync::FaultPlan::default());
+    env.drain(&worker).await;
+    for visit in &visits {
+        let deliveries = env.store.deliveries_for_visit(TENANT, visit).await.unwrap();
+        assert!(deliveries.iter().all(|d| d.status == "done"), "{deliveries:?}");
+    }
+    let client = env.connections().client(TENANT, "sandbox").await.unwrap();
+    let throttled = env.sandbox.sandbox.throttled();
+    assert!(throttled > 0, "the EHR's limit was met");
+    assert_eq!(client.pacing().throttles(), throttled, "every 429 reached the pacing");
+    assert!(
+        client.pacing().limit() < telechart_ehr::DEFAULT_MAX_IN_FLIGHT as f64,
+        "in flight was cut: {}",
+        client.pacing().limit()
+    );
+    env.stop().await;
+}

@@ -85,6 +85,7 @@ async fn shredded_keys_leave_only_unreadable_ciphertext() {
             practitioner: None,
             state: "booked".into(),
             visit_type: None,
+            lane: telechart_store::LANE_CLINICAL,
         };
         store
             .create_visit(
@@ -169,6 +170,7 @@ async fn store_canary_visit(store: &Store, canary: &str, text: &str) {
         practitioner: None,
         state: "booked".into(),
         visit_type: None,
+        lane: telechart_store::LANE_CLINICAL,
     };
     store.create_visit(&visit, &audit("visit.open", "v1"), 1).await.unwrap();
     let mut a = artifact("a1", "DocumentReference");

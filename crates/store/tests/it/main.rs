@@ -110,6 +110,7 @@ pub async fn open_visit(store: &Store, id: &str) {
         practitioner: Some("Practitioner/d1".into()),
         state: "booked".into(),
         visit_type: None,
+        lane: telechart_store::LANE_CLINICAL,
     };
     store.create_visit(&visit, &audit("visit.open", id), 1_000).await.unwrap();
 }

@@ -291,3 +291,52 @@ async fn a_dead_letter_is_retried_or_discarded_once() {
     })
     .await;
 }
+
+/// Backfill queued first and due earlier still waits for a clinical delivery due now; with no
+/// clinical work due, backfill is claimed. A disclosure's deliveries take their visit's lane.
+#[tokio::test]
+async fn the_clinical_lane_is_claimed_before_any_backfill() {
+    on_each_engine(|store| async move {
+        seed_connection(&store).await;
+        for n in 0..5 {
+            let visit = NewVisit {
+                tenant_id: TENANT.into(),
+                id: format!("history-{n}"),
+                connection_id: "ehr".into(),
+                appointment_id: format!("appt-history-{n}"),
+                patient: Phi::new("Patient/p1"),
+                practitioner: None,
+                state: "booked".into(),
+                visit_type: None,
+                lane: telechart_store::LANE_BACKFILL,
+            };
+            store.create_visit(&visit, &audit("visit.open", &visit.id), 1_000).await.unwrap();
+            record(&store, &visit.id, 1, &[artifact(&format!("h{n}"), "Encounter")]).await;
+        }
+        open_visit(&store, "now").await;
+        store
+            .record_event(
+                TENANT,
+                "now",
+                1,
+                "arrived",
+                &[artifact("c1", "Encounter")],
+                &["ehr".to_owned()],
+                &[],
+                &audit("visit.event", "now"),
+                5_000,
+            )
+            .await
+            .unwrap();
+        let visit = store.visit(TENANT, "history-0").await.unwrap().unwrap();
+        assert_eq!(visit.lane, telechart_store::LANE_BACKFILL);
+
+        let first = store.claim_due(TENANT, "w1", 10_000 + LEASE, 10_000, 1).await.unwrap();
+        assert_eq!(first.len(), 1);
+        assert_eq!((first[0].row.artifact_id.as_str(), first[0].row.lane), ("c1", telechart_store::LANE_CLINICAL));
+        let rest = store.claim_due(TENANT, "w1", 10_000 + LEASE, 10_000, 10).await.unwrap();
+        assert_eq!(rest.len(), 5);
+        assert!(rest.iter().all(|c| c.row.lane == telechart_store::LANE_BACKFILL));
+    })
+    .await;
+}

@@ -16,6 +16,7 @@ async fn one_visit_per_appointment() {
             practitioner: None,
             state: "booked".into(),
             visit_type: None,
+            lane: telechart_store::LANE_CLINICAL,
         };
         let err = store.create_visit(&again, &audit("visit.open", "v2"), 1).await.unwrap_err();
         assert!(matches!(&err, StoreError::Conflict(m) if m.contains("already has visit v1")), "{err}");
