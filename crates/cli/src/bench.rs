@@ -24,6 +24,12 @@ pub enum BenchCommand {
     Scribe(scribe::ScribeBenchArgs),
     /// Pipeline throughput versus a raw HTTP client.
     Sync(SyncBenchArgs),
+    /// Cost per delivery and resident memory with 1k, 10k and 100k deliveries queued.
+    Queue(backlog::QueueBenchArgs),
+    /// Clinical-lane latency alone and with a 100k backfill running.
+    Lanes(backlog::LanesBenchArgs),
+    /// Share of an EHR's rate limit used, and 429s after warm-up (published quota and AIMD).
+    Rate(backlog::RateBenchArgs),
     /// Backend Services tokens: requests to the token endpoint under concurrent callers.
     Tokens {
         /// Callers asking for a token at once, in each round.
@@ -57,6 +63,7 @@ pub struct SyncBenchArgs {
 }
 
 mod audit;
+mod backlog;
 mod consent;
 mod scribe;
 
@@ -74,6 +81,9 @@ const SYSTEM: &str = "urn:telechart:bench";
 pub async fn run(which: BenchCommand) -> anyhow::Result<()> {
     match which {
         BenchCommand::Sync(args) => sync(args).await,
+        BenchCommand::Queue(args) => backlog::queue(args).await,
+        BenchCommand::Lanes(args) => backlog::lanes(args).await,
+        BenchCommand::Rate(args) => backlog::rate(args).await,
         BenchCommand::Audit(args) => audit::run(args).await,
         BenchCommand::Consent(args) => consent::run(args),
         BenchCommand::Scribe(args) => scribe::run(args),

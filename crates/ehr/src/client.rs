@@ -166,6 +166,10 @@ impl FhirClient {
         FhirClient { lane, ..self.clone() }
     }
 
+    pub fn lane(&self) -> Lane {
+        self.lane
+    }
+
     pub fn pacing(&self) -> &Arc<Pacing> {
         &self.pacing
     }

@@ -157,6 +157,8 @@ struct SandboxState {
     rate_limit: AtomicU64,
     rate_window: Mutex<(u64, u64)>,
     throttled: AtomicU64,
+    /// Requests to the FHIR and vendor APIs let through (whether or not a limit is set).
+    admitted: AtomicU64,
     faults: Mutex<VecDeque<Fault>>,
     auth: auth::AuthState,
     require_bearer: bool,
@@ -252,6 +254,7 @@ impl Sandbox {
                 rate_limit: AtomicU64::new(0),
                 rate_window: Mutex::default(),
                 throttled: AtomicU64::new(0),
+                admitted: AtomicU64::new(0),
                 faults: Mutex::new(VecDeque::new()),
                 auth: {
                     // §8.14: an Oracle-like server issues 570 s tokens, never rotates refresh
@@ -359,10 +362,16 @@ impl Sandbox {
         self.state.throttled.load(Ordering::SeqCst)
     }
 
+    /// Requests to the FHIR and vendor APIs let through so far (the share of a limit used).
+    pub fn admitted(&self) -> u64 {
+        self.state.admitted.load(Ordering::SeqCst)
+    }
+
     /// Counts a request against this second's limit: false when it is over.
     fn within_rate_limit(&self) -> bool {
         let limit = self.state.rate_limit.load(Ordering::SeqCst);
         if limit == 0 {
+            self.state.admitted.fetch_add(1, Ordering::SeqCst);
             return true;
         }
         let second =
@@ -376,6 +385,7 @@ impl Sandbox {
             self.state.throttled.fetch_add(1, Ordering::SeqCst);
             false
         } else {
+            self.state.admitted.fetch_add(1, Ordering::SeqCst);
             true
         }
     }

@@ -379,6 +379,15 @@ impl Store {
         Ok(rows)
     }
 
+    /// How many of a tenant's deliveries have `status`, through the due index (cheap for the
+    /// small statuses however long the backlog).
+    pub async fn count_with_status(&self, tenant_id: &str, status: DeliveryStatus) -> Result<i64> {
+        let (n,): (i64,) = on_pool!(self, pool => sqlx::query_as(
+            "SELECT COUNT(*) FROM deliveries WHERE tenant_id = $1 AND status = $2")
+            .bind(tenant_id).bind(status.as_str()).fetch_one(pool).await)?;
+        Ok(n)
+    }
+
     /// Counts of a tenant's deliveries by status (for metrics and the demo summary).
     pub async fn queue_counts(&self, tenant_id: &str) -> Result<QueueCounts> {
         let rows = on_pool!(self, pool => sqlx::query_as::<_, (String, i64)>(

@@ -176,10 +176,12 @@ impl Connections {
         if let Some(tap) = &self.tap {
             client = client.with_tap(tap.clone());
         }
-        if let Ok(mut clients) = self.clients.write() {
-            clients.insert(key, client.clone());
+        // Callers racing on first use each built one: all must share the first kept, or each
+        // would pace (and spend the quota) on its own.
+        match self.clients.write() {
+            Ok(mut clients) => Ok(clients.entry(key).or_insert(client).clone()),
+            Err(_) => Ok(client),
         }
-        Ok(client)
     }
 }
 

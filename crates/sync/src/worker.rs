@@ -10,7 +10,7 @@ use serde_json::Value;
 use telechart_ehr::{EhrError, EncounterWrite, FailureClass, FhirClient, Written};
 use telechart_store::{AuditEntry, ClaimedDelivery, Clock, DeliveryRow, Store, WorkItem};
 use telechart_visit::{Artifact, EncounterStatusChange, VisitContext};
-use tokio::sync::{Notify, Semaphore};
+use tokio::sync::Notify;
 use tokio::task::JoinSet;
 
 use crate::plan::{Fallback, WritePlan};
@@ -133,14 +133,16 @@ pub struct Worker {
     connections: Connections,
     faults: FaultPlan,
     signal: QueueSignal,
-    /// One permit per EHR request in flight. Loading work and committing results happen outside
-    /// it, so database time overlaps EHR time instead of adding to it.
-    ehr_permits: Arc<Semaphore>,
+    /// One permit per EHR request in flight, handed to the clinical lane before backfill.
+    /// Loading work and committing results happen outside it, so database time overlaps EHR
+    /// time instead of adding to it.
+    ehr_permits: Arc<telechart_ehr::Pacing>,
 }
 
 impl Worker {
     pub fn new(store: Store, clock: Clock, config: SyncConfig, connections: Connections, signal: QueueSignal) -> Self {
-        let ehr_permits = Arc::new(Semaphore::new(config.concurrency.max(1)));
+        // A fixed size: it never hears an EHR's answer; each connection's client adapts its own.
+        let ehr_permits = telechart_ehr::Pacing::new(config.concurrency.max(1));
         Worker {
             store,
             clock,
@@ -547,11 +549,7 @@ impl Worker {
             return Err(EhrError::NotSupported(format!("no path for it in this EHR: {reason}")).into());
         }
         let token = format!("{}|{}", self.config.identifier_system, row.identifier);
-        let _permit = self
-            .ehr_permits
-            .acquire()
-            .await
-            .map_err(|_| SyncError::NotReady("the worker is shutting down".to_owned()))?;
+        let _permit = self.ehr_permits.acquire(client.lane()).await;
         let mapping = |e: &dyn std::fmt::Display| SyncError::Mapping {
             artifact_id: row.artifact_id.clone(),
             reason: e.to_string(),
