@@ -606,7 +606,28 @@ async fn workspace(
             seq: d.seq,
             resource_type: d.resource_type.clone(),
             status: d.status.clone(),
-            in_ehr: d.ehr_resource_id.clone().map(|r| format!("{}/{r}", d.resource_type)).unwrap_or_default(),
+            in_ehr: d
+                .ehr_resource_id
+                .as_ref()
+                .map(|r| match &d.ehr_version {
+                    Some(v) => format!("{}/{r} v{v}", d.resource_type),
+                    None => format!("{}/{r}", d.resource_type),
+                })
+                .unwrap_or_default(),
+            attempts: d.attempts,
+            plan: d.plan.clone().unwrap_or_default(),
+            // Why it is not there yet, and when it is tried next.
+            reason: match (d.status.as_str(), &d.last_error) {
+                ("done", _) => String::new(),
+                ("pending", Some(e)) => format!(
+                    "{e} · next attempt {}",
+                    chrono::DateTime::from_timestamp_millis(d.next_attempt_at)
+                        .map(telechart_visit::format_instant)
+                        .unwrap_or_default()
+                ),
+                (_, Some(e)) => e.clone(),
+                (_, None) => String::new(),
+            },
         })
         .collect();
     let banner = match &session {

@@ -8,6 +8,7 @@ mod api;
 mod auth;
 mod break_glass;
 mod consent;
+mod dead_letters;
 mod disclosure;
 mod drafting;
 mod econsent;
@@ -136,6 +137,7 @@ fn routes() -> auth::Routes {
         .merge(review::routes())
         .merge(econsent::routes())
         .merge(break_glass::routes())
+        .merge(dead_letters::routes())
         .merge(platform_events::routes())
         .merge(notifications::routes())
 }

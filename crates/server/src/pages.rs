@@ -17,7 +17,13 @@ pub(crate) struct DeliveryLine {
     pub seq: i64,
     pub resource_type: String,
     pub status: String,
+    /// `Type/id vN` once the EHR holds it.
     pub in_ehr: String,
+    pub attempts: i64,
+    /// How it was planned for this EHR (written, transformed, fallback, not deliverable).
+    pub plan: String,
+    /// The last error of an unfinished or dead delivery, with its next attempt.
+    pub reason: String,
 }
 
 pub(crate) struct WorkspacePage<'a> {
@@ -67,13 +73,22 @@ pub(crate) fn workspace(page: &WorkspacePage<'_>) -> Markup {
                 }
                 section {
                     h2 { "Where every artifact is" }
-                    table {
-                        thead { tr { th { "#" } th { "Resource" } th { "Status" } th { "In the EHR" } } }
+                    table id="delivery-trace" {
+                        thead { tr {
+                            th { "#" } th { "Resource" } th { "Status" } th { "Attempts" } th { "Plan" }
+                            th { "In the EHR" } th { "Why not yet" }
+                        } }
                         tbody {
                             @for d in &page.deliveries {
-                                tr { td { (d.seq) } td { (d.resource_type) } td { (d.status) } td { (d.in_ehr) } }
+                                tr class={ "delivery-" (d.status) } {
+                                    td { (d.seq) } td { (d.resource_type) } td { (d.status) } td { (d.attempts) }
+                                    td { (d.plan) } td { (d.in_ehr) } td { (d.reason) }
+                                }
                             }
                         }
+                    }
+                    @if page.deliveries.iter().any(|d| d.status == "dead") {
+                        p { a id="dead-letters-link" href="/workspace/dead-letters" { "Dead letters: retry or discard" } }
                     }
                 }
             }

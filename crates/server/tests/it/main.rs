@@ -10,6 +10,7 @@ mod break_glass;
 mod browser;
 mod consent;
 mod crash;
+mod dead_letters;
 mod disclosure;
 mod drafting;
 mod econsent;
