@@ -413,6 +413,9 @@ pub struct WorkerConfig {
     pub concurrency: usize,
     pub lease_seconds: u64,
     pub max_attempts: u32,
+    /// Hours after which a delivery still failing becomes a dead letter, whatever its attempts.
+    #[serde(default = "default_max_age_hours")]
+    pub max_age_hours: u64,
     pub backoff_base_ms: u64,
     pub backoff_max_seconds: u64,
     pub ehr_timeout_seconds: u64,
@@ -424,6 +427,10 @@ pub struct WorkerConfig {
 
 fn default_order_poll_seconds() -> u64 {
     60
+}
+
+fn default_max_age_hours() -> u64 {
+    72
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -525,6 +532,7 @@ impl Default for Config {
                 concurrency: 16,
                 lease_seconds: 60,
                 max_attempts: 12,
+                max_age_hours: default_max_age_hours(),
                 backoff_base_ms: 2_000,
                 backoff_max_seconds: 300,
                 ehr_timeout_seconds: 30,

@@ -132,6 +132,7 @@ pub async fn start(config: &Config, keys: KeyConfig, clock: Clock, tap: Option<W
         sync.concurrency = config.worker.concurrency;
         sync.lease = Duration::from_secs(config.worker.lease_seconds);
         sync.max_attempts = config.worker.max_attempts;
+        sync.max_age = Duration::from_secs(config.worker.max_age_hours.saturating_mul(3600));
         sync.consent_policy = config.consent_policy.clone();
         sync.backoff = Backoff {
             base: Duration::from_millis(config.worker.backoff_base_ms),

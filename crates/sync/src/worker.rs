@@ -32,6 +32,9 @@ pub struct SyncConfig {
     pub backoff: Backoff,
     /// Attempts after which a still-failing delivery becomes a dead letter.
     pub max_attempts: u32,
+    /// Age (since it was queued) after which a still-failing delivery becomes a dead letter,
+    /// however few its attempts: a chart entry days late needs a person, not another retry.
+    pub max_age: Duration,
     /// Longest idle sleep between queue polls when nothing signals new work.
     pub idle_poll: Duration,
     /// System of the identifiers Telechart mints on every resource it writes.
@@ -53,6 +56,7 @@ impl SyncConfig {
             lease: Duration::from_secs(60),
             backoff: Backoff { base: Duration::from_secs(2), max: Duration::from_secs(300) },
             max_attempts: 12,
+            max_age: Duration::from_secs(72 * 3600),
             idle_poll: Duration::from_millis(500),
             identifier_system: identifier_system.into(),
             consent_policy: telechart_policy::consent::ConsentPolicy::default(),
@@ -392,6 +396,13 @@ impl Worker {
         };
         if attempts >= self.config.max_attempts {
             return self.dead(row, &format!("gave up after {attempts} attempts: {message}"), true, plan).await;
+        }
+        let age = Duration::from_millis(u64::try_from(now.timestamp_millis() - row.created_at).unwrap_or(0));
+        if age >= self.config.max_age {
+            let hours = age.as_secs() / 3600;
+            return self
+                .dead(row, &format!("gave up after {hours} h queued ({attempts} attempts): {message}"), true, plan)
+                .await;
         }
         let backoff = self.config.backoff.delay(attempts, fastrand::f64());
         let asked = retry_after.map(|r| r.delay_from(now)).unwrap_or_default();

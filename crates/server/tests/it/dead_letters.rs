@@ -112,3 +112,34 @@ async fn dead_letters_are_retried_and_discarded_from_the_workspace() {
         env.stop().await;
     }
 }
+
+/// A delivery still failing days after it was queued becomes a dead letter with its age, however
+/// few its attempts; what its visit queued after it waits (per-visit order), nothing is lost.
+#[tokio::test]
+async fn a_delivery_failing_past_its_max_age_is_a_dead_letter() {
+    let env = TestEnv::start(Engine::Sqlite).await;
+    let visit = env.full_visit(0).await;
+    env.sandbox.sandbox.inject(
+        serde_json::from_value(json!({"status": 503, "count": 5, "method": "POST", "resourceType": "Observation"}))
+            .unwrap(),
+    );
+    let worker = env.worker("w", telechart_sync::FaultPlan::default());
+    let mut retried = false;
+    for _ in 0..50 {
+        let outcomes = worker.run_once().await.unwrap();
+        if outcomes.iter().any(|o| matches!(o, telechart_sync::DeliveryOutcome::Retry { .. })) {
+            retried = true;
+            break;
+        }
+    }
+    assert!(retried, "the 503 was met");
+    env.clock.advance(std::time::Duration::from_secs(73 * 3600));
+    drain_to_dead_letters(&env).await;
+    let dead = env.store.dead_letters(TENANT).await.unwrap();
+    assert_eq!(dead.len(), 1, "{dead:?}");
+    let reason = dead[0].last_error.clone().unwrap_or_default();
+    assert!(reason.starts_with("gave up after 73 h queued (2 attempts)"), "{reason}");
+    let deliveries = env.store.deliveries_for_visit(TENANT, &visit).await.unwrap();
+    assert!(deliveries.iter().filter(|d| d.seq > dead[0].seq).all(|d| d.status == "pending"), "{deliveries:?}");
+    env.stop().await;
+}
