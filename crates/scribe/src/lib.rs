@@ -5,6 +5,7 @@
 
 pub mod builtin;
 pub mod evidence;
+pub mod knowledge;
 pub mod language;
 pub mod llm;
 pub mod template;
@@ -28,6 +29,8 @@ pub enum ScribeError {
     Lexicon(String),
     #[error("engine: {0}")]
     Engine(String),
+    #[error("care knowledge base: {0}")]
+    Knowledge(String),
 }
 
 /// A note drafter that answers from what it is handed, with no I/O (the builtin engine). The
