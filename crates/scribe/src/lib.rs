@@ -4,6 +4,7 @@
 //! No I/O here: the server and the CLI hand inputs in and take drafts out.
 
 pub mod builtin;
+pub mod care_plan;
 pub mod evidence;
 pub mod knowledge;
 pub mod language;
