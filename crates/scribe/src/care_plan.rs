@@ -238,6 +238,54 @@ pub fn draft(knowledge: &Knowledge, input: &CarePlanInput) -> CarePlanDraft {
     }
 }
 
+/// One part of the after-visit summary: its heading and lines, in the plan's language.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SummarySection {
+    pub section: Section,
+    pub heading: &'static str,
+    pub lines: Vec<String>,
+}
+
+impl CarePlanDraft {
+    /// The after-visit summary: the plan's items under plain headings, most urgent last so the
+    /// warnings close the page; empty sections left out.
+    pub fn after_visit_summary(&self) -> Vec<SummarySection> {
+        let spanish = self.language == "es";
+        let order = [
+            (Section::Goal, "Your goals", "Sus metas"),
+            (Section::FollowUp, "Your next steps", "Sus próximos pasos"),
+            (Section::Medication, "Your medicines", "Sus medicinas"),
+            (Section::SelfMonitoring, "Keep track at home", "Lleve la cuenta en casa"),
+            (Section::Lifestyle, "Every day", "Cada día"),
+            (Section::CallUs, "Call us if", "Llámenos si"),
+            (Section::Emergency, "Get help now if", "Busque ayuda ya si"),
+        ];
+        order
+            .into_iter()
+            .filter_map(|(section, en, es)| {
+                let lines: Vec<String> =
+                    self.items.iter().filter(|i| i.section == section).map(|i| i.text.clone()).collect();
+                (!lines.is_empty()).then_some(SummarySection { section, heading: if spanish { es } else { en }, lines })
+            })
+            .collect()
+    }
+
+    /// The summary as plain text (headings on their own lines), e.g. for the DocumentReference.
+    pub fn summary_text(&self) -> String {
+        let mut text = String::new();
+        for part in self.after_visit_summary() {
+            text.push_str(part.heading);
+            text.push_str(".\n");
+            for line in &part.lines {
+                text.push_str(line);
+                text.push('\n');
+            }
+            text.push('\n');
+        }
+        text
+    }
+}
+
 fn pick(language: Language, en: &str, es: &str) -> String {
     match language {
         Language::English => en.to_owned(),
@@ -531,6 +579,23 @@ mod tests {
         assert!(!unread.items.iter().any(|i| i.text.contains("naproxen")));
         assert!(unread.conflicts.iter().any(|c| c.reason.contains("could not be read")));
         assert!(unread.gaps.iter().any(|g| g.contains("allergies could not be read")));
+    }
+
+    #[test]
+    fn the_summary_groups_items_under_plain_headings_warnings_last() {
+        let k = Knowledge::builtin().unwrap();
+        let mut input = CarePlanInput {
+            diagnoses: vec![diagnosis("dx-1", "I10", "Hypertension")],
+            chart: chart(),
+            ..Default::default()
+        };
+        let summary = draft(&k, &input).after_visit_summary();
+        let headings: Vec<&str> = summary.iter().map(|s| s.heading).collect();
+        assert_eq!(headings, ["Your goals", "Keep track at home", "Every day", "Call us if", "Get help now if"]);
+        input.chart.languages = vec!["es".into()];
+        let text = draft(&k, &input).summary_text();
+        assert!(text.starts_with("Sus metas.\nMantenga su presión en casa"), "{text}");
+        assert!(text.contains("Busque ayuda ya si.\n"));
     }
 
     #[test]
