@@ -7,6 +7,7 @@
 mod api;
 mod auth;
 mod break_glass;
+mod care_plan_draft;
 mod consent;
 mod dead_letters;
 mod disclosure;
@@ -137,6 +138,7 @@ fn routes() -> auth::Routes {
         .merge(review::routes())
         .merge(econsent::routes())
         .merge(break_glass::routes())
+        .merge(care_plan_draft::routes())
         .merge(dead_letters::routes())
         .merge(platform_events::routes())
         .merge(notifications::routes())

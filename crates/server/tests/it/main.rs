@@ -8,6 +8,7 @@ mod backend_auth;
 mod bad_input;
 mod break_glass;
 mod browser;
+mod care_plan;
 mod consent;
 mod crash;
 mod dead_letters;
