@@ -20,6 +20,8 @@ pub enum BenchCommand {
     Audit(audit::AuditBenchArgs),
     /// Consent decisions on a tenant with many consents: p50 / p99 latency.
     Consent(consent::ConsentBenchArgs),
+    /// The builtin care-plan and after-visit-summary drafter: time per visit.
+    CarePlan(care_plan::CarePlanBenchArgs),
     /// The builtin note drafter: time per visit on the longest dialogue, throughput over a file.
     Scribe(scribe::ScribeBenchArgs),
     /// Pipeline throughput versus a raw HTTP client.
@@ -64,6 +66,7 @@ pub struct SyncBenchArgs {
 
 mod audit;
 mod backlog;
+mod care_plan;
 mod consent;
 mod scribe;
 
@@ -87,6 +90,7 @@ pub async fn run(which: BenchCommand) -> anyhow::Result<()> {
         BenchCommand::Audit(args) => audit::run(args).await,
         BenchCommand::Consent(args) => consent::run(args),
         BenchCommand::Scribe(args) => scribe::run(args),
+        BenchCommand::CarePlan(args) => care_plan::run(args),
         BenchCommand::Tokens { callers, lifetime_seconds, seconds } => tokens(callers, lifetime_seconds, seconds).await,
     }
 }
