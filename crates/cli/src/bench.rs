@@ -372,18 +372,7 @@ async fn prepare(
     // Vitals are queued only once every Encounter is in, so the setup claims above only ever
     // took Encounters.
     for (visit_id, ctx, encounter_id) in prepared {
-        let inputs: Vec<VitalInput> = (0..args.per_visit)
-            .map(|n| VitalInput {
-                kind: "heart-rate".into(),
-                value: Some((60 + n as u64).into()),
-                systolic: None,
-                diastolic: None,
-                unit: "/min".into(),
-                effective: None,
-                device: None,
-            })
-            .collect();
-        let vitals = VisitState::Arrived.capture_vitals(&inputs, clock.now())?;
+        let vitals = VisitState::Arrived.capture_vitals(&heart_rates(args.per_visit), clock.now())?;
         let mut artifacts = Vec::new();
         for vital in vitals {
             let a = Artifact::Vital(vital.clone());
@@ -395,6 +384,21 @@ async fn prepare(
         store.record_event(TENANT, &visit_id, 2, "arrived", &artifacts, &targets, &[], &audit(&visit_id), now).await?;
     }
     Ok(bodies)
+}
+
+/// `count` heart-rate readings (60, 61, … /min): the benches' vitals.
+fn heart_rates(count: usize) -> Vec<VitalInput> {
+    (0..count as u64)
+        .map(|n| VitalInput {
+            kind: "heart-rate".into(),
+            value: Some((60 + n).into()),
+            systolic: None,
+            diastolic: None,
+            unit: "/min".into(),
+            effective: None,
+            device: None,
+        })
+        .collect()
 }
 
 fn artifact(a: &Artifact, visit_id: &str) -> anyhow::Result<NewArtifact> {

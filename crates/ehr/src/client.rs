@@ -625,12 +625,7 @@ fn answer(slow_down: bool, retry_after: Option<RetryAfter>) -> Answer {
     if !slow_down {
         return Answer::Handled;
     }
-    Answer::SlowDown(retry_after.map(|r| match r {
-        RetryAfter::Delay(d) => d,
-        RetryAfter::At(at) => {
-            (at - chrono::DateTime::<chrono::Utc>::from(std::time::SystemTime::now())).to_std().unwrap_or_default()
-        }
-    }))
+    Answer::SlowDown(retry_after.map(|r| r.delay_from(chrono::DateTime::from(std::time::SystemTime::now()))))
 }
 
 /// Whether an OperationOutcome says the record is restricted (break-the-glass): Epic's 4130

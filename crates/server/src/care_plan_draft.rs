@@ -75,10 +75,7 @@ async fn draft(
                     telechart_visit::OrderKind::Referral => care_plan::OrderKind::Referral,
                     telechart_visit::OrderKind::Medication => care_plan::OrderKind::Medication,
                 },
-                text: match &o.dosage {
-                    Some(dosage) => format!("{} {dosage}", o.display),
-                    None => o.display.clone(),
-                },
+                text: o.display_with_dosage(),
             }),
             // The latest signed note wins (an amendment replaces what it amends).
             Artifact::Note(note) => input.note_sentences = sentences(&note.text),

@@ -195,11 +195,7 @@ pub(crate) async fn visit_material(
                 text: format!("{} {}", d.code, d.display),
             }),
             Artifact::Order(o) => {
-                let text = match &o.dosage {
-                    Some(dosage) => format!("{} {dosage}", o.display),
-                    None => o.display.clone(),
-                };
-                input.inputs.push(StructuredInput { id: row.id, kind: InputKind::Order, text });
+                input.inputs.push(StructuredInput { id: row.id, kind: InputKind::Order, text: o.display_with_dosage() })
             }
             _ => {}
         }

@@ -72,6 +72,16 @@ pub struct Order {
     pub authored_at: DateTime<Utc>,
 }
 
+impl Order {
+    /// What was ordered as a person reads it: the display, then the dosage when there is one.
+    pub fn display_with_dosage(&self) -> String {
+        match &self.dosage {
+            Some(dosage) => format!("{} {dosage}", self.display),
+            None => self.display.clone(),
+        }
+    }
+}
+
 fn code_ok(kind: OrderKind, code: &str) -> bool {
     match kind {
         // LOINC: digits, a dash, one check digit.

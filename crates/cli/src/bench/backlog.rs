@@ -8,9 +8,9 @@ use telechart_ehr::{FhirClient, VendorProfile};
 use telechart_sandbox::{RunningSandbox, Sandbox, SandboxConfig};
 use telechart_store::{Clock, ConnectionRow, DeliveryStatus, LANE_BACKFILL, LANE_CLINICAL, NewVisit, Phi, Store};
 use telechart_sync::{Backoff, Connections, QueueSignal, SyncConfig, Worker};
-use telechart_visit::{Artifact, EncounterStatusChange, VisitState, VitalInput};
+use telechart_visit::{Artifact, EncounterStatusChange, VisitState};
 
-use super::{EHR_THREADS, SYSTEM, TENANT, artifact, cpu_seconds, scratch_postgres, threads_cpu_seconds};
+use super::{EHR_THREADS, SYSTEM, TENANT, artifact, cpu_seconds, heart_rates, scratch_postgres, threads_cpu_seconds};
 
 #[derive(clap::Args, Clone)]
 pub struct QueueBenchArgs {
@@ -116,24 +116,19 @@ impl Ehr {
     }
 }
 
-async fn open_store(engine: &str, postgres: Option<&str>, dir: &std::path::Path) -> anyhow::Result<Store> {
+/// A fresh database on `engine` with one connection to `ehr` under `settings`.
+async fn open_store(
+    engine: &str,
+    postgres: Option<&str>,
+    dir: &std::path::Path,
+    ehr: &Ehr,
+    settings: serde_json::Value,
+) -> anyhow::Result<Store> {
     let url = match (engine, postgres) {
         ("postgres", Some(pg)) => scratch_postgres(pg).await?,
         _ => format!("sqlite:{}", dir.join(format!("{}.db", uuid::Uuid::now_v7())).display()),
     };
-    Ok(Store::open(&url, 16, telechart_store::KeyConfig::new(telechart_store::Kek::generate()?)).await?)
-}
-
-fn engines(postgres: Option<&str>) -> Vec<&'static str> {
-    if postgres.is_some() {
-        vec!["sqlite", "postgres"]
-    } else {
-        println!("  (no --postgres URL: PostgreSQL half skipped)");
-        vec!["sqlite"]
-    }
-}
-
-async fn connect(store: &Store, ehr: &Ehr, settings: serde_json::Value) -> anyhow::Result<()> {
+    let store = Store::open(&url, 16, telechart_store::KeyConfig::new(telechart_store::Kek::generate()?)).await?;
     store
         .upsert_connection(&ConnectionRow {
             tenant_id: TENANT.into(),
@@ -146,22 +141,21 @@ async fn connect(store: &Store, ehr: &Ehr, settings: serde_json::Value) -> anyho
             updated_at: 0,
         })
         .await?;
-    Ok(())
+    Ok(store)
+}
+
+fn engines(postgres: Option<&str>) -> Vec<&'static str> {
+    if postgres.is_some() {
+        vec!["sqlite", "postgres"]
+    } else {
+        println!("  (no --postgres URL: PostgreSQL half skipped)");
+        vec!["sqlite"]
+    }
 }
 
 fn vitals() -> anyhow::Result<Vec<Artifact>> {
-    let inputs: Vec<VitalInput> = (0..5_u64)
-        .map(|n| VitalInput {
-            kind: "heart-rate".into(),
-            value: Some((60 + n).into()),
-            systolic: None,
-            diastolic: None,
-            unit: "/min".into(),
-            effective: None,
-            device: None,
-        })
-        .collect();
-    Ok(VisitState::Arrived.capture_vitals(&inputs, Clock::system().now())?.into_iter().map(Artifact::Vital).collect())
+    let readings = VisitState::Arrived.capture_vitals(&heart_rates(5), Clock::system().now())?;
+    Ok(readings.into_iter().map(Artifact::Vital).collect())
 }
 
 /// One visit of five vitals in `lane`, filed into an existing Encounter; queued now.
@@ -279,8 +273,7 @@ pub async fn queue(args: QueueBenchArgs) -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     for engine in engines(args.postgres.as_deref()) {
         let ehr = Ehr::start(args.latency_ms).await?;
-        let store = open_store(engine, args.postgres.as_deref(), dir.path()).await?;
-        connect(&store, &ehr, serde_json::json!({})).await?;
+        let store = open_store(engine, args.postgres.as_deref(), dir.path(), &ehr, serde_json::json!({})).await?;
         let mut first: Option<f64> = None;
         for &level in &args.levels {
             let pending = store.count_with_status(TENANT, DeliveryStatus::Pending).await?;
@@ -382,8 +375,7 @@ pub async fn lanes(args: LanesBenchArgs) -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     for engine in engines(args.postgres.as_deref()) {
         let ehr = Ehr::start(args.latency_ms).await?;
-        let store = open_store(engine, args.postgres.as_deref(), dir.path()).await?;
-        connect(&store, &ehr, serde_json::json!({})).await?;
+        let store = open_store(engine, args.postgres.as_deref(), dir.path(), &ehr, serde_json::json!({})).await?;
         let running = start_worker(&store, args.concurrency);
         let alone = clinical_latencies(&store, &ehr, &running, &args).await?;
         running.stop().await?;
@@ -431,8 +423,7 @@ pub async fn rate(args: RateBenchArgs) -> anyhow::Result<()> {
         [("published quota (token bucket)", quota), ("no published limit (AIMD)", serde_json::json!({}))]
     {
         let ehr = Ehr::start(args.latency_ms).await?;
-        let store = open_store("sqlite", None, dir.path()).await?;
-        connect(&store, &ehr, settings).await?;
+        let store = open_store("sqlite", None, dir.path(), &ehr, settings).await?;
         // More work than the limit lets through in the time.
         let visits = usize::try_from(args.limit * args.seconds).unwrap_or(usize::MAX).div_ceil(5) * 2;
         seed(&store, &ehr, visits, LANE_CLINICAL).await?;
