@@ -18,6 +18,7 @@ const WRITTEN: &[&str] = &[
     "ServiceRequest",
     "MedicationRequest",
     "CarePlan",
+    "Goal",
     "Consent",
     "Provenance",
 ];
@@ -54,6 +55,7 @@ fn profile_allows(profile: &VendorProfile, rtype: &str) -> (bool, bool) {
         "ServiceRequest" => (c.service_request_create, false),
         "MedicationRequest" => (c.medication_request_create, false),
         "CarePlan" => (c.care_plan_create, false),
+        "Goal" => (c.goal_create, false),
         "Consent" => (c.consent_create, false),
         "Provenance" => (c.provenance_create, false),
         _ => (false, false),

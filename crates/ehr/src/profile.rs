@@ -27,6 +27,9 @@ pub struct Capabilities {
     pub service_request_create: bool,
     pub medication_request_create: bool,
     pub care_plan_create: bool,
+    /// Goal create: a care plan's goals as their own resources.
+    #[serde(default)]
+    pub goal_create: bool,
     pub consent_create: bool,
     /// Provenance create: where a drafted note's evidence goes with it.
     pub provenance_create: bool,
@@ -159,6 +162,7 @@ fn read_only() -> Capabilities {
         service_request_create: false,
         medication_request_create: false,
         care_plan_create: false,
+        goal_create: false,
         consent_create: false,
         provenance_create: false,
         last_updated_search: true,
@@ -183,6 +187,7 @@ impl VendorProfile {
                 service_request_create: true,
                 medication_request_create: true,
                 care_plan_create: true,
+                goal_create: true,
                 consent_create: true,
                 provenance_create: true,
                 last_updated_search: true,

@@ -44,6 +44,12 @@ fn rules(rtype: &str) -> (&'static [&'static str], &'static [&'static str]) {
         ),
         "DocumentReference" => (&["status", "content"], &["current", "superseded", "entered-in-error"]),
         "Condition" => (&["subject"], &[]),
+        "CarePlan" => (
+            &["status", "intent", "subject"],
+            &["draft", "active", "on-hold", "revoked", "completed", "entered-in-error", "unknown"],
+        ),
+        // Goal's status element is `lifecycleStatus`: required here, its codes left to the validator.
+        "Goal" => (&["lifecycleStatus", "description", "subject"], &[]),
         "Appointment" => (
             &["status", "participant"],
             &[

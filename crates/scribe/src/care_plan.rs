@@ -8,7 +8,7 @@
 //! so; an item the patient's allergies, medications or conditions rule out is left out and
 //! flagged; where the chart could not be read, advice that depends on it is left out too.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::knowledge::{ActivityKind, Condition, Knowledge, Language, RedFlagAction};
 
@@ -67,7 +67,7 @@ pub struct CarePlanInput {
 }
 
 /// What an item rests on.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", content = "ref", rename_all = "kebab-case")]
 pub enum Evidence {
     Diagnosis(String),
@@ -76,9 +76,11 @@ pub enum Evidence {
     Chart(String),
     /// A public page the instruction follows.
     Source(String),
+    /// The signing clinician's own words, added at review.
+    Clinician(String),
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Section {
     Goal,
@@ -92,7 +94,8 @@ pub enum Section {
     Emergency,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub struct PlanItem {
     pub section: Section,
     /// In the patient's language.
@@ -102,10 +105,13 @@ pub struct PlanItem {
     /// The knowledge-base condition it comes from, if any.
     pub condition: Option<String>,
     pub evidence: Vec<Evidence>,
+    /// For a follow-up with a timing: days from the visit until it is due.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub due_in_days: Option<u32>,
 }
 
 /// Advice the patient's chart rules out: left out of the plan, and shown to the clinician.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Conflict {
     pub condition: String,
     /// The advice as the knowledge base words it (English, for the clinician).
@@ -114,9 +120,9 @@ pub struct Conflict {
     pub evidence: Vec<Evidence>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CarePlanDraft {
-    pub language: &'static str,
+    pub language: String,
     /// The conditions the plan addresses (knowledge-base ids) and the diagnoses behind them.
     pub addresses: Vec<(String, String)>,
     pub items: Vec<PlanItem>,
@@ -182,6 +188,7 @@ pub fn draft(knowledge: &Knowledge, input: &CarePlanInput) -> CarePlanDraft {
                 measure: g.measure.clone(),
                 condition: Some(condition.id.clone()),
                 evidence: because(g.source.as_deref()),
+                due_in_days: None,
             });
         }
         for a in &condition.activity {
@@ -197,6 +204,7 @@ pub fn draft(knowledge: &Knowledge, input: &CarePlanInput) -> CarePlanDraft {
                     measure: None,
                     condition: Some(condition.id.clone()),
                     evidence: because(a.source.as_deref()),
+                    due_in_days: None,
                 }),
                 Ruling::Conflict { reason, evidence } => {
                     conflicts.push(Conflict { condition: condition.id.clone(), advice: a.en.clone(), reason, evidence })
@@ -224,13 +232,14 @@ pub fn draft(knowledge: &Knowledge, input: &CarePlanInput) -> CarePlanDraft {
                 measure: None,
                 condition: Some(condition.id.clone()),
                 evidence: because(r.source.as_deref()),
+                due_in_days: None,
             });
         }
     }
     items.extend(order_items(language, &input.orders));
     items.extend(follow_up_items(language, &input.note_sentences));
     CarePlanDraft {
-        language: language.tag(),
+        language: language.tag().to_owned(),
         addresses: addresses.iter().map(|(c, d)| (c.id.clone(), d.artifact_id.clone())).collect(),
         items,
         conflicts,
@@ -380,6 +389,7 @@ fn order_items(language: Language, orders: &[Order]) -> Vec<PlanItem> {
                 measure: None,
                 condition: None,
                 evidence: vec![Evidence::Order(o.artifact_id.clone())],
+                due_in_days: None,
             }
         })
         .collect()
@@ -412,6 +422,11 @@ fn follow_up_items(language: Language, sentences: &[String]) -> Vec<PlanItem> {
             measure: None,
             condition: None,
             evidence: vec![Evidence::NoteSentence(index)],
+            due_in_days: Some(match unit {
+                "day" => count,
+                "week" => count * 7,
+                _ => count * 30,
+            }),
         });
         break;
     }

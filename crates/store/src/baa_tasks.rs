@@ -142,8 +142,18 @@ impl Store {
                         .bind(sealed).bind(tenant_id).bind(*id).execute(&mut *tx).await?.rows_affected();
                 }
                 // Drafts are working copies of the note (the signed one is an artifact): removed.
-                let drafts = sqlx::query("DELETE FROM note_drafts WHERE tenant_id = $1 AND visit_id = $2")
+                let mut drafts = sqlx::query("DELETE FROM note_drafts WHERE tenant_id = $1 AND visit_id = $2")
                     .bind(tenant_id).bind(&visit_id).execute(&mut *tx).await?.rows_affected();
+                // The care plan's working copies and the patient's tasks and links go with them
+                // (the signed plan and summary are artifacts, purged above).
+                for table in ["care_plan_drafts", "patient_tasks", "portal_links"] {
+                    let sql = format!("DELETE FROM {table} WHERE tenant_id = $1 AND visit_id = $2");
+                    let removed = sqlx::query(sqlx::AssertSqlSafe(sql.as_str()))
+                        .bind(tenant_id).bind(&visit_id).execute(&mut *tx).await?.rows_affected();
+                    if table == "care_plan_drafts" {
+                        drafts += removed;
+                    }
+                }
                 let withheld = sqlx::query(
                     "UPDATE deliveries SET status = 'withheld', last_error = $1, lease_owner = NULL, lease_expires_at = NULL, \
                      updated_at = $2 WHERE tenant_id = $3 AND visit_id = $4 AND status NOT IN ('done', 'withheld', 'discarded')")

@@ -47,6 +47,9 @@ pub const PHI_COLUMNS: &[(&str, &str)] = &[
     ("legal_holds", "patient"),
     ("note_drafts", "body"),
     ("note_drafts", "signed_text"),
+    ("care_plan_drafts", "body"),
+    ("care_plan_drafts", "signed_body"),
+    ("patient_tasks", "text"),
 ];
 
 impl Store {

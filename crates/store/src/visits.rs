@@ -78,6 +78,9 @@ pub enum EventRecord<'a> {
     ConsentByLink { consent: &'a crate::ConsentVersion, link_id: &'a str },
     /// The signature of the note draft that the event's note artifact is.
     DraftSigned(&'a crate::DraftSignature),
+    /// The signature of the care-plan draft the event's CarePlan, Goal and summary artifacts
+    /// are, with the patient's tasks.
+    CarePlanSigned(&'a crate::CarePlanSignature),
 }
 
 impl Store {
@@ -316,7 +319,11 @@ impl Store {
             Some(EventRecord::DraftSigned(s)) => {
                 Some(self.seal(crate::drafts::signed_slot(tenant_id, &s.draft_id), &s.signed_text).await?)
             }
-            None => None,
+            Some(EventRecord::CarePlanSigned(_)) | None => None,
+        };
+        let sealed_plan = match with {
+            Some(EventRecord::CarePlanSigned(s)) => Some(self.seal_care_plan_signature(tenant_id, s).await?),
+            _ => None,
         };
         let sealed_webhooks = self.seal_webhooks(tenant_id, webhooks).await?;
         // Sealed before the transaction opens: sealing may create the tenant's first data key.
@@ -372,6 +379,9 @@ impl Store {
                             crate::drafts::sign_draft!(tx, tenant_id, signature, sealed)?;
                         }
                         _ => {}
+                    }
+                    if let (Some(EventRecord::CarePlanSigned(signature)), Some(sealed)) = (with, &sealed_plan) {
+                        crate::care_plans::sign_care_plan!(tx, tenant_id, signature, sealed, now_ms)?;
                     }
                     append_audit!(&mut *tx, audit, now_ms)?;
                     tx.commit().await?;

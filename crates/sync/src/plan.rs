@@ -111,6 +111,7 @@ pub fn plan_table(profile: &VendorProfile, mllp: bool) -> Vec<(String, WritePlan
         ("lab / imaging / referral order", shape(ArtifactKind::ServiceOrder, None)),
         ("prescription", shape(ArtifactKind::MedicationOrder, None)),
         ("care plan", shape(ArtifactKind::CarePlan, None)),
+        ("care plan's goal", shape(ArtifactKind::Goal, None)),
         ("consent", shape(ArtifactKind::Consent, None)),
         ("drafted note's provenance", shape(ArtifactKind::Provenance, None)),
     ];
@@ -187,7 +188,11 @@ fn plan_shape(shape: Shape<'_>, profile: &VendorProfile, mllp: bool) -> WritePla
         ArtifactKind::ServiceOrder if caps.service_request_create => written("ServiceRequest"),
         ArtifactKind::ServiceOrder => not_deliverable("no ServiceRequest create"),
         ArtifactKind::CarePlan if caps.care_plan_create => written("CarePlan"),
-        ArtifactKind::CarePlan => not_deliverable("no CarePlan create"),
+        ArtifactKind::CarePlan => {
+            not_deliverable("no CarePlan create; the plan reaches the chart in the after-visit summary")
+        }
+        ArtifactKind::Goal if caps.goal_create => written("Goal"),
+        ArtifactKind::Goal => not_deliverable("no Goal create; the goal stands in the CarePlan's note and the summary"),
         ArtifactKind::Consent if caps.consent_create => written("Consent"),
         ArtifactKind::Consent => not_deliverable("no Consent create"),
         ArtifactKind::Provenance if caps.provenance_create => written("Provenance"),
@@ -248,8 +253,8 @@ mod tests {
         assert!(matches!(plan(&note("text/plain"), &read_only, false), WritePlan::NotDeliverable { .. }));
         // The table a connection shows holds every kind, and agrees with the per-artifact plan.
         let table = plan_table(&plain_only, false);
-        assert_eq!(table.len(), 13);
-        assert_eq!(table[12].1, WritePlan::Written { resource_type: "Provenance" });
+        assert_eq!(table.len(), 14);
+        assert_eq!(table[13].1, WritePlan::Written { resource_type: "Provenance" });
         assert_eq!(table[2].1, plan(&note("text/plain"), &plain_only, false));
         assert!(table.iter().all(|(_, p)| !p.label().is_empty()));
     }

@@ -681,8 +681,41 @@ impl Worker {
                 self.create_once(&client, claimed, resource_type, &token, body).await
             }
             (Artifact::CarePlan(plan), _) => {
-                let body = telechart_visit::care_plan(&ctx, &row.artifact_id, &plan, &encounter_id(&item)?);
+                let deliveries = self.store.deliveries_for_visit(&row.tenant_id, &row.visit_id).await?;
+                let refer =
+                    |artifact: &str, what: &str| fhir_reference(&deliveries, artifact, &row.connection_id, what);
+                let mut links = telechart_visit::CarePlanLinks::default();
+                for diagnosis in &plan.addresses {
+                    links.addresses.extend(refer(diagnosis, "the addressed diagnosis")?);
+                }
+                for goal in &plan.goals {
+                    match refer(&goal.artifact, "the goal")? {
+                        Some(reference) => links.goals.push(reference),
+                        None => links.goals_as_text.push(goal.description.clone()),
+                    }
+                }
+                for activity in &plan.activities {
+                    links.activity_references.push(match &activity.order {
+                        Some(order) => refer(order, "the order")?,
+                        None => None,
+                    });
+                }
+                let body = telechart_visit::care_plan(&ctx, &row.artifact_id, &plan, &encounter_id(&item)?, &links);
                 self.create_once(&client, claimed, "CarePlan", &token, body).await
+            }
+            (Artifact::Goal(goal), _) => {
+                let deliveries = self.store.deliveries_for_visit(&row.tenant_id, &row.visit_id).await?;
+                let mut addresses = Vec::new();
+                for diagnosis in &goal.addresses {
+                    addresses.extend(fhir_reference(
+                        &deliveries,
+                        diagnosis,
+                        &row.connection_id,
+                        "the addressed diagnosis",
+                    )?);
+                }
+                let body = telechart_visit::goal(&ctx, &row.artifact_id, &goal, &addresses);
+                self.create_once(&client, claimed, "Goal", &token, body).await
             }
             (Artifact::Consent(record), _) => {
                 // Its source is the signed form: that DocumentReference must be in the EHR first.
@@ -750,18 +783,7 @@ impl Worker {
         };
         let mut sources = Vec::with_capacity(record.sources.len());
         for source in &record.sources {
-            let Some(delivery) =
-                deliveries.iter().find(|d| &d.artifact_id == source && d.connection_id == row.connection_id)
-            else {
-                continue;
-            };
-            match depends_on(&deliveries, source, &row.connection_id) {
-                Dependency::Written(id) if is_fhir(source) => {
-                    sources.push(telechart_fhir::reference_string(&delivery.resource_type, &id))
-                }
-                Dependency::Written(_) | Dependency::NoPath(_) => {}
-                Dependency::Waiting => return Err(SyncError::NotReady(format!("the cited artifact {source}"))),
-            }
+            sources.extend(fhir_reference(&deliveries, source, &row.connection_id, "the cited artifact")?);
         }
         let body = telechart_visit::note_provenance(record, &target, &sources);
         if claimed.must_reconcile
@@ -990,6 +1012,27 @@ fn depends_on(deliveries: &[DeliveryRow], artifact_id: &str, connection_id: &str
             Dependency::NoPath(d.plan.clone().unwrap_or_default())
         }
         _ => Dependency::Waiting,
+    }
+}
+
+/// `Type/id` of the artifact's resource in this EHR, for a reference to it; `None` where it has
+/// no FHIR resource there (no delivery to this EHR, not deliverable, or delivered by a fallback
+/// outside FHIR), so the referring resource goes without that reference. Not there yet: wait.
+fn fhir_reference(
+    deliveries: &[DeliveryRow],
+    artifact_id: &str,
+    connection_id: &str,
+    what: &str,
+) -> Result<Option<String>, SyncError> {
+    let Some(delivery) = deliveries.iter().find(|d| d.artifact_id == artifact_id && d.connection_id == connection_id)
+    else {
+        return Ok(None);
+    };
+    match depends_on(deliveries, artifact_id, connection_id) {
+        Dependency::Written(_) if delivery.plan.as_deref().is_some_and(|p| p.starts_with("fallback")) => Ok(None),
+        Dependency::Written(id) => Ok(Some(telechart_fhir::reference_string(&delivery.resource_type, &id))),
+        Dependency::NoPath(_) => Ok(None),
+        Dependency::Waiting => Err(SyncError::NotReady(format!("{what} {artifact_id}"))),
     }
 }
 

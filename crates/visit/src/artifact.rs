@@ -19,6 +19,7 @@ pub enum Artifact {
     EncounterDiagnoses(crate::EncounterDiagnoses),
     Order(crate::Order),
     CarePlan(crate::CarePlanRecord),
+    Goal(crate::GoalRecord),
     Consent(crate::ConsentRecord),
     Provenance(NoteProvenance),
 }
@@ -35,6 +36,7 @@ pub enum ArtifactKind {
     ServiceOrder,
     MedicationOrder,
     CarePlan,
+    Goal,
     Consent,
     Provenance,
 }
@@ -51,6 +53,7 @@ impl ArtifactKind {
             ArtifactKind::ServiceOrder => "service-order",
             ArtifactKind::MedicationOrder => "medication-order",
             ArtifactKind::CarePlan => "care-plan",
+            ArtifactKind::Goal => "goal",
             ArtifactKind::Consent => "consent",
             ArtifactKind::Provenance => "provenance",
         }
@@ -64,6 +67,7 @@ impl ArtifactKind {
             ArtifactKind::ServiceOrder => "ServiceRequest",
             ArtifactKind::MedicationOrder => "MedicationRequest",
             ArtifactKind::CarePlan => "CarePlan",
+            ArtifactKind::Goal => "Goal",
             ArtifactKind::Consent => "Consent",
             ArtifactKind::Provenance => "Provenance",
             ArtifactKind::Vital => "Observation",
@@ -91,6 +95,7 @@ impl Artifact {
             Artifact::Order(o) if o.kind == crate::OrderKind::Medication => ArtifactKind::MedicationOrder,
             Artifact::Order(_) => ArtifactKind::ServiceOrder,
             Artifact::CarePlan(_) => ArtifactKind::CarePlan,
+            Artifact::Goal(_) => ArtifactKind::Goal,
             Artifact::Consent(_) => ArtifactKind::Consent,
             Artifact::Provenance(_) => ArtifactKind::Provenance,
         }

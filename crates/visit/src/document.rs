@@ -81,6 +81,13 @@ pub struct VisitDocument {
     pub sha1_base64: String,
     pub author: Option<String>,
     pub created_at: DateTime<Utc>,
+    /// The same content as plain text, for EHRs that take plain text only (an HTML after-visit
+    /// summary keeps its words there instead of its markup).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub plain_text: Option<String>,
+    /// BCP-47 language of the content, when known (`Attachment.language`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub language: Option<String>,
 }
 
 /// What the bytes say they are, from their first bytes; text is whatever is valid UTF-8 without NUL.
@@ -167,6 +174,8 @@ pub fn validate_document(input: DocumentInput, now: DateTime<Utc>) -> Result<Vis
         sha1_base64: STANDARD.encode(sha1.as_ref()),
         author: input.author,
         created_at,
+        plain_text: None,
+        language: None,
     })
 }
 

@@ -18,14 +18,17 @@ pub use artifact::{
     VitalInput, VitalMeasurement, VitalValue, validate_note, validate_vitals,
 };
 pub use billing::{BillingFacts, ClaimCheck, ClaimFacts, Modality, claim_readiness, validate_billing};
-pub use careplan::{ActivityInput, CarePlanInput, CarePlanRecord, ConsentRecord, validate_care_plan};
+pub use careplan::{
+    ActivityInput, CarePlanInput, CarePlanLinks, CarePlanRecord, ConsentRecord, GoalRecord, PlanGoal,
+    validate_care_plan, validate_goal,
+};
 pub use diagnosis::{
     DiagnosesInput, Diagnosis, DiagnosisInput, EncounterDiagnoses, EncounterDiagnosisEntry, validate_diagnoses,
 };
 pub use document::{DOCUMENT_MAX_BYTES, DocumentInput, DocumentKind, VisitDocument, validate_document};
 pub use mapping::{
     DRAFTING_ENGINE_SYSTEM, VisitContext, apply_encounter_diagnoses, apply_encounter_status, care_plan, condition,
-    consent, detach_practitioners, encounter_for_create, format_instant, medication_request, note_document,
+    consent, detach_practitioners, encounter_for_create, format_instant, goal, medication_request, note_document,
     note_provenance, service_request, visit_document, vital_observation,
 };
 pub use order::{Order, OrderInput, OrderKind, OrdersInput, validate_orders};

@@ -353,7 +353,7 @@ pub fn visit_document(
             date: document.created_at,
             attachment: Attachment {
                 content_type: Some(content_type),
-                language: None,
+                language: document.language.clone(),
                 data: Some(document.data.clone()),
                 size: Some(document.size),
                 hash: Some(document.sha1_base64.clone()),
@@ -462,12 +462,25 @@ pub fn medication_request(ctx: &VisitContext, artifact_id: &str, order: &Order, 
     request
 }
 
-/// The plan as an R4 CarePlan (active, intent plan), each activity not started yet.
-pub fn care_plan(ctx: &VisitContext, artifact_id: &str, plan: &CarePlanRecord, encounter_id: &str) -> Value {
+/// The plan as an R4 CarePlan (active, intent plan): `addresses` the Conditions this EHR holds,
+/// each activity a `reference` to the order it carries out where this EHR holds it (R4 cpl-3: a
+/// reference or a detail, never both), else a not-started `detail`; `goal` the Goals this EHR
+/// holds, and the goals it does not hold in `note`, so no goal is lost on the way.
+pub fn care_plan(
+    ctx: &VisitContext,
+    artifact_id: &str,
+    plan: &CarePlanRecord,
+    encounter_id: &str,
+    links: &crate::CarePlanLinks,
+) -> Value {
     let activities: Vec<Value> = plan
         .activities
         .iter()
-        .map(|a| {
+        .enumerate()
+        .map(|(i, a)| {
+            if let Some(Some(reference)) = links.activity_references.get(i) {
+                return json!({"reference": {"reference": reference, "display": a.description}});
+            }
             let mut detail = json!({"status": "not-started", "description": a.description});
             if let Some(when) = &a.scheduled {
                 detail["scheduledString"] = json!(when);
@@ -490,6 +503,37 @@ pub fn care_plan(ctx: &VisitContext, artifact_id: &str, plan: &CarePlanRecord, e
     });
     if let Some(description) = &plan.description {
         resource["description"] = json!(description);
+    }
+    if !links.addresses.is_empty() {
+        resource["addresses"] = links.addresses.iter().map(|r| json!({"reference": r})).collect();
+    }
+    if !links.goals.is_empty() {
+        resource["goal"] = links.goals.iter().map(|r| json!({"reference": r})).collect();
+    }
+    if !links.goals_as_text.is_empty() {
+        resource["note"] = links.goals_as_text.iter().map(|g| json!({"text": format!("Goal: {g}")})).collect();
+    }
+    resource
+}
+
+/// A goal of the plan as an R4 Goal (lifecycle active, expressed by the clinician), addressing
+/// the Conditions this EHR holds; a measurable target is `target.measure` (R4 gol-1 needs a
+/// measure wherever a target has a detail, so the target is said as the measure itself).
+pub fn goal(ctx: &VisitContext, artifact_id: &str, goal: &crate::GoalRecord, addresses: &[String]) -> Value {
+    let mut resource = json!({
+        "resourceType": "Goal",
+        "identifier": [ctx.identifier(artifact_id)],
+        "lifecycleStatus": "active",
+        "description": {"text": goal.description},
+        "subject": {"reference": ctx.patient},
+        "startDate": goal.created_at.format("%Y-%m-%d").to_string(),
+        "expressedBy": {"reference": goal.author},
+    });
+    if let Some(measure) = &goal.measure {
+        resource["target"] = json!([{"measure": {"text": measure}}]);
+    }
+    if !addresses.is_empty() {
+        resource["addresses"] = addresses.iter().map(|r| json!({"reference": r})).collect();
     }
     resource
 }
