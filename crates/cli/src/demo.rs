@@ -783,13 +783,6 @@ async fn run_visit(
     let orders = json!({"requester": practitioner, "orders": [
         {"kind": "lab", "code": "4548-4", "display": "Hemoglobin A1c/Hemoglobin.total in Blood"}]});
     record(&post(http, &format!("{url}/orders"), orders).await?, "");
-    let plan = json!({"title": "Hypertension and type 2 diabetes follow-up", "author": practitioner,
-        "activities": [{"description": "Check HbA1c", "scheduled": "before the next visit"},
-                       {"description": "Home blood pressure twice a week", "scheduled": "ongoing"},
-                       {"description": "Telehealth follow-up", "scheduled": "in 3 months"}],
-        "afterVisitSummary": "Thank you for your visit today. Your blood pressure is well controlled. Please get your \
-            HbA1c blood test before your next visit and keep taking your readings at home twice a week."});
-    record(&post(http, &format!("{url}/care-plan"), plan).await?, "after-visit summary");
     let transcript = match &dialogue {
         Some(text) => json!({"kind": "video-transcript", "title": "Video visit transcript",
             "contentType": "text/plain", "text": text}),
@@ -814,6 +807,27 @@ async fn run_visit(
     }
     let sign = json!({"draft": draft["id"], "text": text, "title": "Telehealth visit note", "author": practitioner});
     record(&post(&clients.clinician, &format!("{url}/draft/sign"), sign).await?, "");
+    // The care plan and after-visit summary: drafted from the visit and the chart, reviewed (the
+    // clinician keeps every item and adds one of their own, in the patient's language) and signed.
+    let plan = post(&clients.clinician, &format!("{url}/care-plan/draft"), json!({})).await?;
+    let mut items: Vec<Value> = (0..plan["items"].as_array().map_or(0, Vec::len))
+        .map(|i| json!({"from": i, "text": plan["items"][i]["text"]}))
+        .collect();
+    let own = if plan["language"] == "es" {
+        "Traiga su registro de presión a su próxima visita."
+    } else {
+        "Bring your blood pressure log to your next visit."
+    };
+    items.push(json!({"section": "follow-up", "text": own}));
+    let sign = json!({"draftId": plan["id"], "items": items, "author": practitioner});
+    record(&post(&clients.clinician, &format!("{url}/care-plan/sign"), sign).await?, "after-visit summary");
+    // The patient gets a portal link (through the platform's webhook), opens it and ticks a task.
+    let link = post(http, &format!("{url}/portal-links"), json!({})).await?;
+    let link_url = match link["url"].as_str().context("the portal link has no URL")? {
+        absolute if absolute.starts_with("http") => absolute.to_owned(),
+        path => format!("{root}{path}"),
+    };
+    open_portal_and_tick_a_task(root, &link_url).await?;
     let billing = json!({"procedureCodes": ["99214"], "placeOfService": "10", "modifier": "95", "modality": "video",
         "renderingProvider": practitioner});
     let response = http.put(format!("{url}/billing")).json(&billing).send().await?;
@@ -821,6 +835,37 @@ async fn run_visit(
         bail!("PUT {url}/billing: HTTP {}", response.status());
     }
     Ok((visit, artifacts))
+}
+
+/// The patient's side of the portal, as a browser does it: the link sets the session cookie,
+/// the page shows the summary and tasks, and the first task's form marks it done.
+async fn open_portal_and_tick_a_task(root: &str, link_url: &str) -> anyhow::Result<()> {
+    let browser = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build()?;
+    let opened = browser.get(link_url).send().await?;
+    anyhow::ensure!(opened.status().is_redirection(), "the portal link answered {}", opened.status());
+    let cookie = opened
+        .headers()
+        .get(reqwest::header::SET_COOKIE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .context("the portal link set no session cookie")?
+        .to_owned();
+    let page = browser.get(format!("{root}/portal")).header(reqwest::header::COOKIE, &cookie).send().await?;
+    anyhow::ensure!(page.status().is_success(), "the portal answered {}", page.status());
+    let html = page.text().await?;
+    let after = |marker: &str| html.split(marker).nth(1).and_then(|rest| rest.split('"').next()).map(str::to_owned);
+    let (Some(task), Some(token)) = (after(r#"action="/portal/tasks/"#), after(r#"name="form_token" value=""#)) else {
+        bail!("the portal shows no task to mark");
+    };
+    let done = browser
+        .post(format!("{root}/portal/tasks/{task}"))
+        .header(reqwest::header::COOKIE, &cookie)
+        .header(reqwest::header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+        .body(serde_urlencoded::to_string([("form_token", token.as_str()), ("done", "yes")])?)
+        .send()
+        .await?;
+    anyhow::ensure!(done.status().is_redirection(), "marking a task answered {}", done.status());
+    Ok(())
 }
 
 const DEMO_PLATFORM_SECRET: &str = "demo-platform-secret-0123456789abcdef";

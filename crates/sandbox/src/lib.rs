@@ -114,6 +114,7 @@ impl SandboxConfig {
 
 /// An injected fault: the next `count` matching requests answer `status` (and `Retry-After`).
 /// With `afterCommit`, the write is kept first — the "committed but the response was lost" case.
+/// A fault naming `method: "GET"` strikes reads and searches of its type (a chart read failing).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Fault {
@@ -439,6 +440,11 @@ impl Sandbox {
         self.state.db.read().map(|db| db.by_identifier(rtype, token).len()).unwrap_or(0)
     }
 
+    /// The current version of every resource of `rtype` this EHR holds.
+    pub fn resources_of(&self, rtype: &str) -> Vec<Value> {
+        self.state.db.read().map(|db| db.all(rtype).map(|r| (**r).clone()).collect()).unwrap_or_default()
+    }
+
     /// Ids of today's seeded telehealth appointments, in slot order.
     pub fn appointment_ids(&self) -> Vec<String> {
         let Ok(db) = self.state.db.read() else { return Vec::new() };
@@ -514,13 +520,26 @@ impl Sandbox {
         }
     }
 
-    /// Takes the first queued fault matching this request, if any.
+    /// Takes the first queued fault matching this write, if any.
     fn take_fault(&self, method: &Method, rtype: &str) -> Option<Fault> {
-        let mut faults = self.state.faults.lock().ok()?;
-        let index = faults.iter().position(|f| {
+        self.take_matching(|f| {
             f.method.as_deref().is_none_or(|m| m.eq_ignore_ascii_case(method.as_str()))
                 && f.resource_type.as_deref().is_none_or(|t| t == rtype)
-        })?;
+        })
+    }
+
+    /// Takes the first queued fault for a read or search of `rtype`: only a fault that names
+    /// `GET` strikes reads, so write faults never land on a read.
+    pub(crate) fn take_read_fault(&self, rtype: &str) -> Option<Fault> {
+        self.take_matching(|f| {
+            f.method.as_deref().is_some_and(|m| m.eq_ignore_ascii_case("GET"))
+                && f.resource_type.as_deref().is_none_or(|t| t == rtype)
+        })
+    }
+
+    fn take_matching(&self, matches: impl Fn(&Fault) -> bool) -> Option<Fault> {
+        let mut faults = self.state.faults.lock().ok()?;
+        let index = faults.iter().position(matches)?;
         let fault = faults.get_mut(index)?;
         fault.count = fault.count.saturating_sub(1);
         let taken = fault.clone();
@@ -599,7 +618,7 @@ fn outcome(status: StatusCode, code: &str, expression: Option<&str>, message: &s
 }
 
 /// An injected fault's reply, after its delay: a cut connection or an error status.
-async fn strike(fault: &Fault) -> Response {
+pub(crate) async fn strike(fault: &Fault) -> Response {
     if let Some(ms) = fault.delay_ms {
         tokio::time::sleep(Duration::from_millis(ms)).await;
     }
@@ -705,6 +724,9 @@ async fn read(State(sandbox): State<Sandbox>, Path((rtype, id)): Path<(String, S
     sandbox.delay().await;
     if let Some(r) = unknown_type(&rtype) {
         return r;
+    }
+    if let Some(fault) = sandbox.take_read_fault(&rtype) {
+        return strike(&fault).await;
     }
     let found = sandbox.state.db.read().ok().and_then(|db| db.latest(&rtype, &id).cloned());
     match found {

@@ -28,6 +28,9 @@ pub(crate) async fn search_type(
     if let Some(r) = unknown_type(&rtype) {
         return r;
     }
+    if let Some(fault) = sandbox.take_read_fault(&rtype) {
+        return crate::strike(&fault).await;
+    }
     let query = query.unwrap_or_default();
     let mut params: Vec<(String, String)> = match serde_urlencoded::from_str(&query) {
         Ok(p) => p,

@@ -27,7 +27,8 @@ pub struct Caller {
 pub enum Access {
     /// Liveness only: no data.
     Public,
-    /// The login endpoints, which authenticate the caller themselves.
+    /// Endpoints that authenticate the caller themselves: login, signed events, the patient
+    /// portal (its own link and session).
     SignIn,
     Requires(Permission),
 }

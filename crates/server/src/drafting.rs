@@ -482,7 +482,7 @@ pub(crate) fn edit_distance(a: &str, b: &str) -> usize {
 
 /// The Practitioner who signs: the logged-in clinician's linked Practitioner, or the one the
 /// body names when the caller has none linked (an API token). Never both, disagreeing.
-async fn signer(state: &AppState, caller: &Caller, named: Option<String>) -> Result<String, ApiError> {
+pub(crate) async fn signer(state: &AppState, caller: &Caller, named: Option<String>) -> Result<String, ApiError> {
     let linked = match caller.actor.strip_prefix("user:") {
         Some(user) => state.store.user(&caller.tenant_id, user).await?.and_then(|u| u.fhir_user),
         None => None,

@@ -6,8 +6,10 @@
 
 mod api;
 mod auth;
+mod avs;
 mod break_glass;
-mod care_plan_draft;
+mod care_plan;
+mod care_plan_review;
 mod consent;
 mod dead_letters;
 mod disclosure;
@@ -20,6 +22,7 @@ mod metrics_export;
 mod notifications;
 mod pages;
 mod platform_events;
+mod portal;
 mod review;
 mod tls;
 
@@ -138,7 +141,9 @@ fn routes() -> auth::Routes {
         .merge(review::routes())
         .merge(econsent::routes())
         .merge(break_glass::routes())
-        .merge(care_plan_draft::routes())
+        .merge(care_plan::routes())
+        .merge(portal::routes())
+        .merge(care_plan_review::routes())
         .merge(dead_letters::routes())
         .merge(platform_events::routes())
         .merge(notifications::routes())

@@ -18,7 +18,7 @@ pub struct NewCarePlanDraft {
     pub items: i64,
     pub conflicts: i64,
     pub gaps: i64,
-    pub draft_ms: i64,
+    pub draft_us: i64,
     pub created_by: String,
     pub created_at: i64,
 }
@@ -36,7 +36,7 @@ pub struct CarePlanDraftRow {
     pub items: i64,
     pub conflicts: i64,
     pub gaps: i64,
-    pub draft_ms: i64,
+    pub draft_us: i64,
     pub created_by: String,
     pub created_at: i64,
     pub signed_body: Option<Phi>,
@@ -121,7 +121,7 @@ struct Row {
     items: i64,
     conflicts: i64,
     gaps: i64,
-    draft_ms: i64,
+    draft_us: i64,
     created_by: String,
     created_at: i64,
     signed_body: Option<String>,
@@ -160,7 +160,7 @@ fn task_slot<'a>(tenant_id: &'a str, id: &'a str) -> PhiSlot<'a> {
     PhiSlot { tenant_id, table: "patient_tasks", column: "text", row_id: id }
 }
 
-const DRAFT_COLUMNS: &str = "id, visit_id, version, status, language, body, items, conflicts, gaps, draft_ms, \
+const DRAFT_COLUMNS: &str = "id, visit_id, version, status, language, body, items, conflicts, gaps, draft_us, \
      created_by, created_at, signed_body, signed_by, signed_at, care_plan_artifact, summary_artifact, items_kept, \
      items_edited, items_removed, items_added";
 
@@ -192,11 +192,11 @@ impl Store {
                 .bind(tenant_id).bind(&draft.visit_id).execute(&mut *tx).await?;
             sqlx::query(
                 "INSERT INTO care_plan_drafts (tenant_id, id, visit_id, version, status, language, body, items, \
-                 conflicts, gaps, draft_ms, created_by, created_at) \
+                 conflicts, gaps, draft_us, created_by, created_at) \
                  VALUES ($1, $2, $3, $4, 'draft', $5, $6, $7, $8, $9, $10, $11, $12)")
                 .bind(tenant_id).bind(&draft.id).bind(&draft.visit_id).bind(latest.unwrap_or(0) + 1)
                 .bind(&draft.language).bind(&body).bind(draft.items).bind(draft.conflicts).bind(draft.gaps)
-                .bind(draft.draft_ms).bind(&draft.created_by).bind(draft.created_at)
+                .bind(draft.draft_us).bind(&draft.created_by).bind(draft.created_at)
                 .execute(&mut *tx).await.map_err(|e| {
                     if StoreError::is_unique_violation(&e) {
                         StoreError::Conflict(format!("visit {} was drafted concurrently; retry", draft.visit_id))
@@ -252,7 +252,7 @@ impl Store {
             items: r.items,
             conflicts: r.conflicts,
             gaps: r.gaps,
-            draft_ms: r.draft_ms,
+            draft_us: r.draft_us,
             created_by: r.created_by,
             created_at: r.created_at,
             signed_body,
@@ -320,16 +320,15 @@ impl Store {
         Ok(tasks)
     }
 
-    /// Marks a task of the visit done (or not done), with its adherence event and audit record,
-    /// in one transaction. Returns false when the task already was in that state (nothing
-    /// recorded) and an error when the visit has no such task.
+    /// Marks a task of the visit done (or not done) by the audit record's actor, with its
+    /// adherence event and that record, in one transaction. Returns false when the task already
+    /// was in that state (nothing recorded) and an error when the visit has no such task.
     pub async fn set_task_done(
         &self,
         tenant_id: &str,
         visit_id: &str,
         task_id: &str,
         done: bool,
-        actor: &str,
         audit: &AuditEntry,
         now_ms: i64,
     ) -> Result<bool> {
@@ -344,6 +343,7 @@ impl Store {
             if done_at.is_some() == done {
                 return Ok(false);
             }
+            let actor = audit.actor.as_str();
             let (done_at, done_by, kind) =
                 if done { (Some(now_ms), Some(actor), "task-done") } else { (None, None, "task-undone") };
             sqlx::query("UPDATE patient_tasks SET done_at = $1, done_by = $2 WHERE tenant_id = $3 AND id = $4")

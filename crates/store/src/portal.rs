@@ -53,10 +53,19 @@ const COLUMNS: &str = "tenant_id, id, visit_id, language, created_by, created_at
      session_expires_at, revoked_at, revoked_by";
 
 impl Store {
-    /// Keeps a new link whose URL holds `token`, with its audit record.
-    pub async fn create_portal_link(&self, link: &PortalLink, token: &str, audit: &AuditEntry) -> Result<()> {
+    /// Keeps a new link whose URL holds `token`, with the webhooks that carry it to the
+    /// platforms and its audit record, in one transaction.
+    pub async fn create_portal_link(
+        &self,
+        link: &PortalLink,
+        token: &str,
+        webhooks: &[crate::NewWebhook],
+        audit: &AuditEntry,
+    ) -> Result<()> {
+        let sealed = self.seal_webhooks(&link.tenant_id, webhooks).await?;
         on_pool!(self, pool => {
             let mut tx = pool.begin().await?;
+            crate::webhooks::insert_webhooks!(tx, &link.tenant_id, webhooks, sealed, link.created_at)?;
             sqlx::query(
                 "INSERT INTO portal_links (tenant_id, id, token_hash, visit_id, language, created_by, created_at, expires_at) \
                  VALUES ($1, $2, $3, $4, $5, $6, $7, $8)")

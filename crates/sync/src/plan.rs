@@ -192,7 +192,9 @@ fn plan_shape(shape: Shape<'_>, profile: &VendorProfile, mllp: bool) -> WritePla
             not_deliverable("no CarePlan create; the plan reaches the chart in the after-visit summary")
         }
         ArtifactKind::Goal if caps.goal_create => written("Goal"),
-        ArtifactKind::Goal => not_deliverable("no Goal create; the goal stands in the CarePlan's note and the summary"),
+        ArtifactKind::Goal => {
+            not_deliverable("no Goal create; the goal is in the CarePlan's note where one is taken, and in the summary")
+        }
         ArtifactKind::Consent if caps.consent_create => written("Consent"),
         ArtifactKind::Consent => not_deliverable("no Consent create"),
         ArtifactKind::Provenance if caps.provenance_create => written("Provenance"),

@@ -633,7 +633,8 @@ impl Worker {
             (Artifact::Document(doc), WritePlan::Fallback(fallback)) => {
                 let bytes = base64::Engine::decode(&base64::engine::general_purpose::STANDARD, &doc.data)
                     .map_err(|e| mapping(&e))?;
-                let text = || String::from_utf8_lossy(&bytes).into_owned();
+                // A document with a plain-text rendition (an HTML summary) travels as its words.
+                let text = || doc.plain_text.clone().unwrap_or_else(|| String::from_utf8_lossy(&bytes).into_owned());
                 if *fallback == Fallback::Hl7Mdm {
                     let context = self.hl7_context(&ctx, &visit_number, &row.artifact_id)?;
                     let author = doc.author.clone().or_else(|| ctx.practitioner.clone()).unwrap_or_default();
@@ -643,7 +644,7 @@ impl Worker {
                 let pdf = if doc.content_type == "application/pdf" {
                     bytes.clone()
                 } else {
-                    telechart_visit::pdf::text_pdf(&doc.title, &text())
+                    telechart_visit::pdf::text_pdf_in(&doc.title, &text(), doc.language.as_deref().unwrap_or("en"))
                 };
                 self.upload_document(&client, claimed, &ctx, &doc.title, &pdf).await
             }
@@ -651,7 +652,20 @@ impl Worker {
                 let document = telechart_visit::visit_document(&ctx, &row.artifact_id, &doc, encounter()?.as_deref());
                 let mut body = to_json(&document, row)?;
                 if let WritePlan::Transformed { .. } = plan {
-                    body["content"][0]["attachment"]["contentType"] = Value::String("text/plain".to_owned());
+                    let attachment = &mut body["content"][0]["attachment"];
+                    attachment["contentType"] = Value::String("text/plain".to_owned());
+                    // Its words, not its markup, where the document has them as text.
+                    if let Some(text) = &doc.plain_text {
+                        let bytes = text.as_bytes();
+                        let sha1 = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA1_FOR_LEGACY_USE_ONLY, bytes);
+                        attachment["data"] =
+                            Value::String(base64::Engine::encode(&base64::engine::general_purpose::STANDARD, bytes));
+                        attachment["size"] = Value::from(bytes.len());
+                        attachment["hash"] = Value::String(base64::Engine::encode(
+                            &base64::engine::general_purpose::STANDARD,
+                            sha1.as_ref(),
+                        ));
+                    }
                 }
                 self.create_once(&client, claimed, "DocumentReference", &token, for_recipient(body)).await
             }

@@ -1,6 +1,7 @@
 //! Text to PDF, for EHRs that take documents as PDF only (a planned fallback): a title and the
-//! text, wrapped and paginated, in Helvetica. Characters outside Latin-1 print as `?` — the PDF
-//! is the EHR's copy; the text itself stays in Telechart.
+//! text, wrapped and paginated, in Helvetica. Latin-1 letters (Spanish accents, ñ, ¿, ¡) print
+//! through WinAnsiEncoding; characters outside it print as `?` — the PDF is a copy; the text
+//! itself stays in Telechart. The document names its language (`/Lang`) and title (`/Info`).
 
 const LINES_PER_PAGE: usize = 48;
 const WRAP_AT: usize = 90;
@@ -10,6 +11,8 @@ fn escape(line: &str) -> String {
         .map(|c| match c {
             '(' | ')' | '\\' => format!("\\{c}"),
             c if (' '..='~').contains(&c) => c.to_string(),
+            // WinAnsiEncoding agrees with Latin-1 from U+00A0 on: written as an octal escape.
+            c if ('\u{a0}'..='\u{ff}').contains(&c) => format!("\\{:03o}", u32::from(c)),
             _ => "?".to_owned(),
         })
         .collect()
@@ -35,6 +38,11 @@ fn wrap(text: &str) -> Vec<String> {
 
 /// A PDF of `title` and `text`, one page per 48 lines, with a correct cross-reference table.
 pub fn text_pdf(title: &str, text: &str) -> Vec<u8> {
+    text_pdf_in(title, text, "en")
+}
+
+/// As [`text_pdf`], in the language `lang` (BCP 47), which the catalog declares.
+pub fn text_pdf_in(title: &str, text: &str, lang: &str) -> Vec<u8> {
     let mut lines = vec![title.to_owned(), String::new()];
     lines.extend(wrap(text));
     let pages: Vec<&[String]> = lines.chunks(LINES_PER_PAGE).collect();
@@ -42,7 +50,7 @@ pub fn text_pdf(title: &str, text: &str) -> Vec<u8> {
     // Objects: 1 catalog, 2 pages, 3 font, then a page and its content stream per page.
     let kids: Vec<String> = (0..page_count).map(|p| format!("{} 0 R", 4 + 2 * p)).collect();
     let mut objects = vec![
-        "<< /Type /Catalog /Pages 2 0 R >>".to_owned(),
+        format!("<< /Type /Catalog /Pages 2 0 R /Lang ({}) >>", escape(lang)),
         format!("<< /Type /Pages /Kids [{}] /Count {page_count} >>", kids.join(" ")),
         "<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica /Encoding /WinAnsiEncoding >>".to_owned(),
     ];
@@ -58,6 +66,8 @@ pub fn text_pdf(title: &str, text: &str) -> Vec<u8> {
         ));
         objects.push(format!("<< /Length {} >>\nstream\n{stream}\nendstream", stream.len()));
     }
+    // The document information dictionary, last: its number is the object count.
+    objects.push(format!("<< /Title ({}) /Producer (Telechart) >>", escape(title)));
     let mut pdf = b"%PDF-1.4\n".to_vec();
     let mut offsets = Vec::with_capacity(objects.len());
     for (i, object) in objects.iter().enumerate() {
@@ -70,7 +80,12 @@ pub fn text_pdf(title: &str, text: &str) -> Vec<u8> {
         pdf.extend_from_slice(format!("{offset:010} 00000 n \n").as_bytes());
     }
     pdf.extend_from_slice(
-        format!("trailer\n<< /Size {} /Root 1 0 R >>\nstartxref\n{xref}\n%%EOF\n", objects.len() + 1).as_bytes(),
+        format!(
+            "trailer\n<< /Size {} /Root 1 0 R /Info {} 0 R >>\nstartxref\n{xref}\n%%EOF\n",
+            objects.len() + 1,
+            objects.len()
+        )
+        .as_bytes(),
     );
     pdf
 }
@@ -95,5 +110,13 @@ mod tests {
             let offset: usize = line[..10].parse().unwrap();
             assert!(body[offset..].starts_with(&format!("{} 0 obj", n + 1)), "object {}", n + 1);
         }
+    }
+
+    #[test]
+    fn spanish_letters_print_through_win_ansi_and_the_language_is_declared() {
+        let pdf = text_pdf_in("Resumen", "¿Tiene fiebre? Llame mañana.", "es");
+        let body = String::from_utf8_lossy(&pdf).into_owned();
+        assert!(body.contains("(\\277Tiene fiebre? Llame ma\\361ana.) Tj"), "{body}");
+        assert!(body.contains("/Lang (es)") && body.contains("/Info 6 0 R") && body.contains("/Title (Resumen)"));
     }
 }

@@ -81,9 +81,10 @@ fn the_demo_charts_every_visit_and_exports_what_it_wrote() {
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
-    // 26 per visit: 24 chart writes (the drafted note's Provenance among them), the telehealth
-    // Consent and the recording consent form the patient signed through a link.
-    assert!(stdout.contains("delivered   78 / 78 (100.0 %)"), "{stdout}");
+    // 28 per visit: 26 chart writes (the drafted note's Provenance, and the signed care plan's
+    // two Goals, CarePlan and after-visit summary among them), the telehealth Consent and the
+    // recording consent form the patient signed through a link.
+    assert!(stdout.contains("delivered   84 / 84 (100.0 %)"), "{stdout}");
     assert!(stdout.contains("dead        0"), "{stdout}");
     let lines = |p: &Path| {
         std::fs::read_to_string(p)
@@ -96,10 +97,10 @@ fn the_demo_charts_every_visit_and_exports_what_it_wrote() {
     // Per visit: one Encounter (five versions of it), eight Observations, seven DocumentReferences
     // (consent form, recording consent form signed through a link, chat transcript, photo, note,
     // video transcript, after-visit summary), two Consents (telehealth, from the signed PDF;
-    // recording and AI, from the form signed through the link), two Conditions, a CarePlan, one
-    // lab ServiceRequest (completed by the sandbox's lab and read back), and the
-    // drafted-then-signed note's Provenance.
-    assert_eq!(written.len(), 69);
+    // recording and AI, from the form signed through the link), two Conditions, the signed care
+    // plan's CarePlan and two Goals, one lab ServiceRequest (completed by the sandbox's lab and
+    // read back), and the drafted-then-signed note's Provenance.
+    assert_eq!(written.len(), 75);
     let provenance: Vec<&serde_json::Value> = written.iter().filter(|r| r["resourceType"] == "Provenance").collect();
     assert_eq!(provenance.len(), 3);
     for p in &provenance {
@@ -114,6 +115,20 @@ fn the_demo_charts_every_visit_and_exports_what_it_wrote() {
         assert!(sources.iter().any(|s| s.starts_with("DocumentReference/")), "the transcript: {p}");
     }
     assert_eq!(written.iter().filter(|r| r["resourceType"] == "CarePlan").count(), 3);
+    assert_eq!(written.iter().filter(|r| r["resourceType"] == "Goal").count(), 6);
+    // Each CarePlan refers to what this EHR holds: the visit's Conditions, its Goals, its lab order.
+    for plan in written.iter().filter(|r| r["resourceType"] == "CarePlan") {
+        assert_eq!(plan["addresses"].as_array().map(Vec::len), Some(2), "{plan}");
+        assert_eq!(plan["goal"].as_array().map(Vec::len), Some(2), "{plan}");
+        let refers = |rtype: &str| {
+            plan["activity"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|a| a["reference"]["reference"].as_str().is_some_and(|r| r.starts_with(&format!("{rtype}/"))))
+        };
+        assert!(refers("ServiceRequest"), "{plan}");
+    }
     let consents: Vec<&serde_json::Value> = written.iter().filter(|r| r["resourceType"] == "Consent").collect();
     assert_eq!(consents.len(), 6);
     let from_forms: Vec<&&serde_json::Value> =
@@ -171,7 +186,7 @@ fn the_demo_charts_every_visit_and_exports_what_it_wrote() {
     assert_eq!(signed.len(), 3, "one per visit");
     assert!(signed.iter().all(|t| t.contains("recording-ai, version 2026-12") && t.contains("Decision: agreed")));
     let sent = lines(&sent);
-    assert_eq!(sent.len(), 78, "every delivery sent exactly once");
+    assert_eq!(sent.len(), 84, "every delivery sent exactly once");
 }
 
 #[test]
@@ -197,7 +212,7 @@ fn the_demo_against_every_vendor_prints_how_each_artifact_got_there() {
         );
         rows.entry(label.clone()).or_default().insert(vendor.to_owned(), cell);
     }
-    assert_eq!(rows.len(), 15, "{rows:?}");
+    assert_eq!(rows.len(), 16, "{rows:?}");
     assert!(rows.values().all(|r| r.len() == 4 && r["generic"] == "written"), "{rows:?}");
     let cell = |label: &str, vendor: &str| rows[label][vendor].clone();
     assert_eq!(cell("vital", "epic"), "written");
@@ -400,7 +415,7 @@ fn connections_show_the_capability_contract_against_a_sandbox_personality() {
     assert!(line("document: image").contains("not deliverable: image/png documents"), "{plan}");
     assert!(line("care plan").contains("not deliverable: no CarePlan create"), "{plan}");
     assert!(line("drafted note's provenance").contains("not deliverable: no Provenance create"), "{plan}");
-    assert_eq!(plan.lines().count(), 13, "{plan}");
+    assert_eq!(plan.lines().count(), 14, "{plan}");
     assert_eq!(json["resources"]["Encounter"]["create"], false, "Epic-like: the EHR's own Encounters only");
     assert_eq!(json["resources"]["Observation"]["create"], true);
     assert!(show(dir.path()).starts_with("connection ehr, contract version 1"), "unchanged: same version");

@@ -11,7 +11,7 @@ use serde_json::json;
 
 use crate::launch::{LaunchEnv, launch_env};
 
-struct Driver(Child);
+pub(crate) struct Driver(Child);
 
 impl Drop for Driver {
     fn drop(&mut self) {
@@ -26,7 +26,7 @@ fn free_port() -> u16 {
 
 /// chromedriver on a free port, or None (with a notice) where Chromium is not installed —
 /// unless `TELECHART_REQUIRE_BROWSER=1` (CI), where that is a failure.
-async fn start_driver() -> Option<(Driver, String)> {
+pub(crate) async fn start_driver() -> Option<(Driver, String)> {
     let installed =
         std::path::Path::new("/usr/bin/chromium").exists() && std::path::Path::new("/usr/bin/chromedriver").exists();
     if !installed {

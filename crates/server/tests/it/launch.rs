@@ -34,6 +34,16 @@ pub async fn launch_env_as(
     personality: telechart_sandbox::Personality,
     profile: &str,
 ) -> LaunchEnv {
+    launch_env_seeded(approve_page, personality, profile, None).await
+}
+
+/// As [`launch_env_as`], the EHR seeded from `seed_dir` (Synthea) instead of generated patients.
+pub async fn launch_env_seeded(
+    approve_page: bool,
+    personality: telechart_sandbox::Personality,
+    profile: &str,
+    seed_dir: Option<std::path::PathBuf>,
+) -> LaunchEnv {
     let dir = tempfile::tempdir().unwrap();
     let store = crate::sqlite_store(dir.path()).await;
     let port = free_port();
@@ -43,6 +53,7 @@ pub async fn launch_env_as(
     config.app_launch_url = Some(format!("{base}/launch"));
     config.approve_page = approve_page;
     config.personality = personality;
+    config.seed_dir = seed_dir;
     config.app_clients = vec![AppClient {
         client_id: "telechart-app".into(),
         redirect_uris: vec![format!("{base}/launch/callback")],

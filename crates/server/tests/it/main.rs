@@ -30,6 +30,7 @@ mod natural_key;
 mod oidc;
 mod openapi;
 mod orders;
+mod portal;
 mod quota;
 mod rbac;
 mod tls;

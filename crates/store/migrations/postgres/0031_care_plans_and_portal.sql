@@ -14,7 +14,7 @@ CREATE TABLE care_plan_drafts (
     items            BIGINT NOT NULL,
     conflicts        BIGINT NOT NULL,
     gaps             BIGINT NOT NULL,
-    draft_ms         BIGINT NOT NULL,
+    draft_us         BIGINT NOT NULL,
     created_by       TEXT   NOT NULL,
     created_at       BIGINT NOT NULL,
     signed_body      TEXT,
