@@ -28,6 +28,53 @@ pub(crate) fn routes() -> Routes {
             Access::Requires(Permission::VisitNote),
             form_link,
         )
+        .add(Method::GET, "/workspace/follow-ups", Access::Requires(Permission::VisitRead), follow_ups)
+}
+
+/// `GET /workspace/follow-ups`: the care team's list of follow-up tasks past due and not done,
+/// longest overdue first, each linked to its visit; each is recorded once as an adherence event.
+async fn follow_ups(State(state): State<AppState>, caller: Caller) -> Result<Response, ApiError> {
+    let now_ms = state.clock.now_ms();
+    state.store.record_overdue_follow_ups(&caller.tenant_id, now_ms).await?;
+    let tasks = state.store.overdue_tasks(&caller.tenant_id, now_ms, 500).await?;
+    let entry = telechart_store::AuditEntry {
+        tenant_id: caller.tenant_id.clone(),
+        actor: caller.actor.clone(),
+        action: "follow-ups.overdue.read".into(),
+        entity_type: "tenant".into(),
+        entity_id: caller.tenant_id.clone(),
+        phi: !tasks.is_empty(),
+        detail: format!("{} overdue task(s), workspace", tasks.len()),
+        purpose_of_use: Some("TREAT".into()),
+        ..Default::default()
+    };
+    state.store.audit(&entry, now_ms).await?;
+    let day = |ms: Option<i64>| {
+        ms.and_then(chrono::DateTime::from_timestamp_millis)
+            .map(|d| d.format("%Y-%m-%d").to_string())
+            .unwrap_or_default()
+    };
+    let markup = html! {
+        (DOCTYPE)
+        html lang="en" {
+            head { meta charset="utf-8"; title { "Telechart · overdue follow-ups" } style { (STYLE) } }
+            body { main {
+                h1 { "Overdue follow-ups" }
+                @if tasks.is_empty() {
+                    p id="no-overdue" { "No follow-up is past due." }
+                } @else {
+                    table id="overdue" {
+                        thead { tr { th { "Due" } th { "Task" } th { "Visit" } } }
+                        tbody { @for t in &tasks {
+                            tr { td { (day(t.due_at)) } td { (t.text.expose()) }
+                                 td { a href={ "/workspace/visits/" (t.visit_id) "/care-plan" } { (t.visit_id) } } }
+                        } }
+                    }
+                }
+            } }
+        }
+    };
+    Ok(([(header::CONTENT_SECURITY_POLICY, CSP)], axum::response::Html(markup.into_string())).into_response())
 }
 
 const CSP: &str = "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; base-uri 'none'";

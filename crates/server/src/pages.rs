@@ -149,6 +149,7 @@ fn forms(id: &str, csrf: &str, next_states: &[&'static str]) -> Markup {
         section {
             h2 { "Drafted note" }
             p { a id="review-draft" href={ "/workspace/visits/" (id) "/draft" } { "Draft and review the note from the transcript" } }
+            p { a id="review-care-plan" href={ "/workspace/visits/" (id) "/care-plan" } { "Draft, review and sign the care plan and after-visit summary" } }
         }
         section {
             h2 { "Note" }

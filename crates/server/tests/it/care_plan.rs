@@ -140,6 +140,18 @@ async fn a_signed_care_plan_reaches_each_ehr_by_its_plan() {
     written.extend(goals);
     written.extend(summaries);
     assert_valid(&written);
+    // Fifteen days on, the two-week follow-up is overdue: listed for the care team, and recorded
+    // once as an adherence event however often the list is read.
+    env.clock.advance(std::time::Duration::from_secs(15 * 86_400));
+    for _ in 0..2 {
+        let (status, overdue) = env.get(&format!("{}/follow-ups/overdue", env.api)).await;
+        assert_eq!(status, 200, "{overdue}");
+        let overdue = overdue.as_array().unwrap();
+        assert_eq!(overdue.len(), 1, "{overdue:?}");
+        assert!(overdue[0]["text"].as_str().unwrap().contains("2 weeks") && overdue[0]["overdue"] == true);
+    }
+    let events = env.store.adherence_events(TENANT, 0).await.unwrap();
+    assert_eq!(events.iter().filter(|e| e.kind == "follow-up-overdue").count(), 1, "{events:?}");
     env.stop().await;
 
     // Epic-like: no CarePlan or Goal create (planned, not failed); the summary as plain text.
