@@ -109,18 +109,7 @@ async fn latest(
 }
 
 fn audit(caller: &Caller, action: &str, visit_id: &str, detail: String) -> AuditEntry {
-    AuditEntry {
-        tenant_id: caller.tenant_id.clone(),
-        actor: caller.actor.clone(),
-        action: action.into(),
-        entity_type: "visit".into(),
-        entity_id: visit_id.into(),
-        visit_id: Some(visit_id.into()),
-        phi: true,
-        detail,
-        purpose_of_use: Some("TREAT".into()),
-        ..AuditEntry::default()
-    }
+    crate::portal::audit(&caller.actor, &caller.tenant_id, action, visit_id, detail)
 }
 
 pub(crate) async fn draft(

@@ -34,21 +34,7 @@ pub(crate) fn routes() -> Routes {
 /// `GET /workspace/follow-ups`: the care team's list of follow-up tasks past due and not done,
 /// longest overdue first, each linked to its visit; each is recorded once as an adherence event.
 async fn follow_ups(State(state): State<AppState>, caller: Caller) -> Result<Response, ApiError> {
-    let now_ms = state.clock.now_ms();
-    state.store.record_overdue_follow_ups(&caller.tenant_id, now_ms).await?;
-    let tasks = state.store.overdue_tasks(&caller.tenant_id, now_ms, 500).await?;
-    let entry = telechart_store::AuditEntry {
-        tenant_id: caller.tenant_id.clone(),
-        actor: caller.actor.clone(),
-        action: "follow-ups.overdue.read".into(),
-        entity_type: "tenant".into(),
-        entity_id: caller.tenant_id.clone(),
-        phi: !tasks.is_empty(),
-        detail: format!("{} overdue task(s), workspace", tasks.len()),
-        purpose_of_use: Some("TREAT".into()),
-        ..Default::default()
-    };
-    state.store.audit(&entry, now_ms).await?;
+    let tasks = crate::portal::overdue_follow_ups(&state, &caller, ", workspace").await?;
     let day = |ms: Option<i64>| {
         ms.and_then(chrono::DateTime::from_timestamp_millis)
             .map(|d| d.format("%Y-%m-%d").to_string())

@@ -53,7 +53,8 @@ const MAX_LINK_HOURS: i64 = 720;
 const CSP: &str =
     "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; base-uri 'none'; frame-ancestors 'none'";
 
-fn audit(actor: &str, tenant_id: &str, action: &str, visit_id: &str, detail: String) -> AuditEntry {
+/// A PHI access to one visit under the treatment purpose (the portal's and the care plan's).
+pub(crate) fn audit(actor: &str, tenant_id: &str, action: &str, visit_id: &str, detail: String) -> AuditEntry {
     AuditEntry {
         tenant_id: tenant_id.to_owned(),
         actor: actor.to_owned(),
@@ -256,6 +257,18 @@ async fn visit_tasks(
 /// `GET /api/v1/follow-ups/overdue`: open tasks past due across the tenant, the longest overdue
 /// first; each is recorded once as a `follow-up-overdue` adherence event.
 async fn overdue(State(state): State<AppState>, caller: Caller) -> Result<Json<Vec<TaskView>>, ApiError> {
+    let tasks = overdue_follow_ups(&state, &caller, "").await?;
+    let now_ms = state.clock.now_ms();
+    Ok(Json(tasks.iter().map(|t| task_view(t, now_ms)).collect()))
+}
+
+/// The tenant's open tasks past due, longest overdue first, each recorded once as a
+/// `follow-up-overdue` event; the read audited (`via` says where it was shown).
+pub(crate) async fn overdue_follow_ups(
+    state: &AppState,
+    caller: &Caller,
+    via: &str,
+) -> Result<Vec<PatientTask>, ApiError> {
     let now_ms = state.clock.now_ms();
     state.store.record_overdue_follow_ups(&caller.tenant_id, now_ms).await?;
     let tasks = state.store.overdue_tasks(&caller.tenant_id, now_ms, 500).await?;
@@ -266,12 +279,12 @@ async fn overdue(State(state): State<AppState>, caller: Caller) -> Result<Json<V
         entity_type: "tenant".into(),
         entity_id: caller.tenant_id.clone(),
         phi: !tasks.is_empty(),
-        detail: format!("{} overdue task(s)", tasks.len()),
+        detail: format!("{} overdue task(s){via}", tasks.len()),
         purpose_of_use: Some("TREAT".into()),
         ..AuditEntry::default()
     };
     state.store.audit(&entry, now_ms).await?;
-    Ok(Json(tasks.iter().map(|t| task_view(t, now_ms)).collect()))
+    Ok(tasks)
 }
 
 // ---- the patient's pages ---------------------------------------------------------------------
@@ -379,17 +392,6 @@ fn unknown_link() -> Response {
     respond(StatusCode::NOT_FOUND, page(&ENGLISH, ENGLISH.portal, both))
 }
 
-fn cookie_value(headers: &HeaderMap) -> Option<String> {
-    headers
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(name, _)| *name == PORTAL_COOKIE)
-        .map(|(_, value)| value.to_owned())
-}
-
 fn actor(link: &PortalLink) -> String {
     format!("patient-portal:{}", link.id)
 }
@@ -441,7 +443,7 @@ async fn session(
     state: &AppState,
     headers: &HeaderMap,
 ) -> Result<Result<(PortalLink, VisitRow, String), Response>, ApiError> {
-    let Some(secret) = cookie_value(headers) else {
+    let Some(secret) = crate::login::cookie_named(headers, PORTAL_COOKIE) else {
         return Ok(Err(message(StatusCode::UNAUTHORIZED, &ENGLISH, ENGLISH.session_over)));
     };
     let Some(link) = state.store.portal_session(&secret, state.clock.now_ms()).await? else {
