@@ -175,7 +175,7 @@ enum TokensCommand {
     Create {
         #[arg(long)]
         name: String,
-        /// platform, monitor, clinician, nurse, scheduler, billing, compliance-officer, integration-admin
+        /// platform, monitor, clinician, nurse, scheduler, billing, compliance-officer, integration-admin, manager
         #[arg(long)]
         role: String,
         /// Default: the configured tenant.

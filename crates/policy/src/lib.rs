@@ -55,10 +55,15 @@ pub enum Permission {
     AuditAlerts,
     /// Publish a version of a consent text patients read and sign.
     ConsentTextPublish,
+    /// Read the virtual-care KPIs and the visits behind them — a clinician's own only, unless
+    /// `AnalyticsAll` too.
+    AnalyticsRead,
+    /// Read every clinician's and connection's KPIs.
+    AnalyticsAll,
 }
 
 impl Permission {
-    pub const ALL: [Permission; 20] = [
+    pub const ALL: [Permission; 22] = [
         Permission::VisitOpen,
         Permission::VisitRead,
         Permission::VisitTransition,
@@ -79,6 +84,8 @@ impl Permission {
         Permission::VisitDisclose,
         Permission::AuditAlerts,
         Permission::ConsentTextPublish,
+        Permission::AnalyticsRead,
+        Permission::AnalyticsAll,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -103,6 +110,8 @@ impl Permission {
             Permission::VisitDisclose => "visit:disclose",
             Permission::AuditAlerts => "audit:alerts",
             Permission::ConsentTextPublish => "consent-text:publish",
+            Permission::AnalyticsRead => "analytics:read",
+            Permission::AnalyticsAll => "analytics:all",
         }
     }
 }
@@ -122,6 +131,8 @@ pub enum Role {
     Billing,
     ComplianceOfficer,
     IntegrationAdmin,
+    /// A practice or service-line manager: the KPIs and the visits behind them, no PHI.
+    Manager,
     /// A telehealth platform calling the API with a token.
     Platform,
     /// A metrics scraper.
@@ -132,18 +143,19 @@ pub enum Role {
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error(
-    "unknown role {0:?}; known: clinician, nurse, scheduler, billing, compliance-officer, integration-admin, platform, monitor, patient"
+    "unknown role {0:?}; known: clinician, nurse, scheduler, billing, compliance-officer, integration-admin, manager, platform, monitor, patient"
 )]
 pub struct UnknownRole(pub String);
 
 impl Role {
-    pub const ALL: [Role; 9] = [
+    pub const ALL: [Role; 10] = [
         Role::Clinician,
         Role::Nurse,
         Role::Scheduler,
         Role::Billing,
         Role::ComplianceOfficer,
         Role::IntegrationAdmin,
+        Role::Manager,
         Role::Platform,
         Role::Monitor,
         Role::Patient,
@@ -157,6 +169,7 @@ impl Role {
             Role::Billing => "billing",
             Role::ComplianceOfficer => "compliance-officer",
             Role::IntegrationAdmin => "integration-admin",
+            Role::Manager => "manager",
             Role::Platform => "platform",
             Role::Monitor => "monitor",
             Role::Patient => "patient",
@@ -183,14 +196,23 @@ impl Role {
                 VisitTrace,
                 BreakGlass,
                 VisitDisclose,
+                AnalyticsRead,
             ],
             Role::Nurse => &[VisitRead, VisitTransition, VisitVitals, VisitDocument, VisitTrace],
             Role::Scheduler => &[VisitOpen, VisitRead, VisitTransition],
             Role::Billing => &[VisitRead, VisitBilling, VisitTrace],
-            Role::ComplianceOfficer => {
-                &[VisitRead, VisitTrace, QueueRead, BreakGlassReview, AuditAlerts, ConsentTextPublish]
-            }
-            Role::IntegrationAdmin => &[VisitTrace, QueueRead, QueueReplay, MetricsRead],
+            Role::ComplianceOfficer => &[
+                VisitRead,
+                VisitTrace,
+                QueueRead,
+                BreakGlassReview,
+                AuditAlerts,
+                ConsentTextPublish,
+                AnalyticsRead,
+                AnalyticsAll,
+            ],
+            Role::IntegrationAdmin => &[VisitTrace, QueueRead, QueueReplay, MetricsRead, AnalyticsRead, AnalyticsAll],
+            Role::Manager => &[VisitTrace, QueueRead, AnalyticsRead, AnalyticsAll],
             Role::Platform => &[
                 VisitOpen,
                 VisitRead,

@@ -4,12 +4,14 @@
 //! Invariant: handlers validate, call library crates and translate errors; the visit rules live
 //! in `visit`, the SQL in `store`, EHR access in `ehr`.
 
+mod analytics;
 mod api;
 mod auth;
 mod avs;
 mod break_glass;
 mod care_plan;
 mod care_plan_review;
+mod charts;
 mod consent;
 mod dead_letters;
 mod disclosure;
@@ -136,6 +138,7 @@ impl Embedding {
 fn routes() -> auth::Routes {
     api::routes()
         .merge(metrics_export::routes())
+        .merge(analytics::routes())
         .merge(login::routes())
         .merge(launch::routes())
         .merge(review::routes())

@@ -56,7 +56,9 @@ async fn render(State(state): State<AppState>, caller: Caller) -> Result<Respons
     ] {
         metrics::gauge!("telechart_deliveries", "status" => status, "tenant" => caller.tenant_id.clone()).set(n as f64);
     }
-    let text = prometheus_handle().map(|h| h.render()).unwrap_or_default();
+    let mut text = prometheus_handle().map(|h| h.render()).unwrap_or_default();
+    // The KPIs, computed at scrape time from the same report as the dashboard and the CSV.
+    text.push_str(&crate::analytics::metrics_block(&state, std::slice::from_ref(&caller.tenant_id)).await?);
     let mut response = text.into_response();
     response
         .headers_mut()

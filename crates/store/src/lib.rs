@@ -5,6 +5,7 @@
 //! Every PHI column goes through [`Phi`]; every PHI read or write appends an [`AuditEntry`].
 
 mod alerts;
+mod analytics;
 mod appointments;
 mod audit;
 mod baa_tasks;
@@ -38,6 +39,10 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 use sqlx::{PgPool, SqlitePool};
 
 pub use alerts::AlertRow;
+pub use analytics::{
+    FactDecision, FactDelivery, FactDimension, FactDraft, FactDuration, FactFilter, FactPredicate, FactSources,
+    FactTotals, FactVisit, REFRESH_OVERLAP_MS, VisitFact,
+};
 pub use appointments::{AppointmentSnapshot, KnownAppointment};
 pub use audit::{AuditEntry, AuditRow, CheckpointPass};
 pub use baa_tasks::{BaaTask, Destroyed};

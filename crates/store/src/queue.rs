@@ -232,6 +232,7 @@ impl Store {
         owner: &str,
         error: &str,
         outcome_unknown: bool,
+        throttled: bool,
         next_attempt_at_ms: i64,
         audit: &AuditEntry,
         now_ms: i64,
@@ -240,15 +241,15 @@ impl Store {
             self.engine(),
             "UPDATE deliveries SET status = 'pending', next_attempt_at = $1, last_error = $2, \
              outcome_unknown = CASE WHEN $3 = 1 THEN 1 ELSE outcome_unknown END, \
-             lease_owner = NULL, lease_expires_at = NULL, updated_at = $4 \
+             lease_owner = NULL, lease_expires_at = NULL, updated_at = $4, throttled = throttled + $8 \
              WHERE tenant_id = $5 AND id = $6 AND status = 'in_flight' AND lease_owner = $7",
-            7,
+            8,
         );
         let ours = on_pool!(self, pool => {
             let mut tx = pool.begin().await?;
             let updated = bind_audit!(sqlx::query(sqlx::AssertSqlSafe(sql.as_str()))
                 .bind(next_attempt_at_ms).bind(error).bind(i64::from(outcome_unknown)).bind(now_ms)
-                .bind(&delivery.tenant_id).bind(&delivery.id).bind(owner), audit, now_ms)
+                .bind(&delivery.tenant_id).bind(&delivery.id).bind(owner).bind(i64::from(throttled)), audit, now_ms)
                 .execute(&mut *tx).await?;
             if updated.rows_affected() > 0 {
                 tx.commit().await?;
@@ -272,7 +273,7 @@ impl Store {
         let sql = audited_update(
             self.engine(),
             "UPDATE deliveries SET status = 'dead', last_error = $1, lease_owner = NULL, lease_expires_at = NULL, \
-             updated_at = $2, blocks_visit = $6, plan = COALESCE($7, plan) \
+             updated_at = $2, blocks_visit = $6, plan = COALESCE($7, plan), was_dead = 1 \
              WHERE tenant_id = $3 AND id = $4 AND status = 'in_flight' AND lease_owner = $5",
             7,
         );
@@ -295,8 +296,8 @@ impl Store {
     /// Returns dead deliveries of a visit to the queue (operator replay after fixing the cause).
     pub async fn replay_dead(&self, tenant_id: &str, visit_id: &str, now_ms: i64) -> Result<u64> {
         let updated = on_pool!(self, pool => sqlx::query(
-            "UPDATE deliveries SET status = 'pending', next_attempt_at = $1, updated_at = $1, outcome_unknown = 1 \
-             WHERE tenant_id = $2 AND visit_id = $3 AND status = 'dead'")
+            "UPDATE deliveries SET status = 'pending', next_attempt_at = $1, updated_at = $1, outcome_unknown = 1, \
+             manual_touches = manual_touches + 1 WHERE tenant_id = $2 AND visit_id = $3 AND status = 'dead'")
             .bind(now_ms).bind(tenant_id).bind(visit_id).execute(pool).await.map(|r| r.rows_affected()))?;
         Ok(updated)
     }
@@ -320,8 +321,8 @@ impl Store {
     ) -> Result<bool> {
         let sql = audited_update(
             self.engine(),
-            "UPDATE deliveries SET status = 'pending', next_attempt_at = $1, updated_at = $1, outcome_unknown = 1 \
-             WHERE tenant_id = $2 AND id = $3 AND status = 'dead'",
+            "UPDATE deliveries SET status = 'pending', next_attempt_at = $1, updated_at = $1, outcome_unknown = 1, \
+             manual_touches = manual_touches + 1 WHERE tenant_id = $2 AND id = $3 AND status = 'dead'",
             3,
         );
         // In a transaction: on SQLite the two statements would otherwise commit one by one.
@@ -349,7 +350,7 @@ impl Store {
     ) -> Result<bool> {
         let sql = audited_update(
             self.engine(),
-            "UPDATE deliveries SET status = 'discarded', last_error = $1, updated_at = $2 \
+            "UPDATE deliveries SET status = 'discarded', last_error = $1, updated_at = $2, manual_touches = manual_touches + 1 \
              WHERE tenant_id = $3 AND id = $4 AND status = 'dead'",
             4,
         );

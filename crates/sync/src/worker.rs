@@ -411,6 +411,8 @@ impl Worker {
         // The EHR's own words can echo PHI: logs get the status only; the reason stays in the
         // delivery row and the audit log.
         tracing::info!(delivery = %row.id, attempts, delay_ms = delay.as_millis() as u64, unknown, status = ?http_status(err), "delivery will be retried");
+        // Counted for the sync-health KPI: how often this EHR said "too many requests".
+        let throttled = http_status(err) == Some(429);
         let audit = self.audit(
             row,
             "delivery.retry",
@@ -418,7 +420,16 @@ impl Worker {
         );
         let ours = self
             .store
-            .retry_delivery(row, &self.config.worker_id, &message, unknown, next, &audit, now.timestamp_millis())
+            .retry_delivery(
+                row,
+                &self.config.worker_id,
+                &message,
+                unknown,
+                throttled,
+                next,
+                &audit,
+                now.timestamp_millis(),
+            )
             .await?;
         Ok(if ours { DeliveryOutcome::Retry { error: message } } else { DeliveryOutcome::LeaseLost })
     }

@@ -73,7 +73,7 @@ async fn trace_shows_every_attempt_of_every_delivery() {
     let claimed = store.claim_due(TENANT, "w", 40_000, 10_000, 10).await.unwrap();
     let delivery = &claimed[0].row;
     let retry = audit("delivery.retry", "delivery", &delivery.id, "attempt 1 failed; next in 1000 ms: HTTP 503");
-    assert!(store.retry_delivery(delivery, "w", "HTTP 503", false, 11_000, &retry, 10_001).await.unwrap());
+    assert!(store.retry_delivery(delivery, "w", "HTTP 503", false, false, 11_000, &retry, 10_001).await.unwrap());
     let claimed = store.claim_due(TENANT, "w", 50_000, 12_000, 10).await.unwrap();
     let written = audit(
         "delivery.written",

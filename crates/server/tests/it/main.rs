@@ -4,6 +4,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::print_stdout)]
 
 mod alerts;
+mod analytics;
 mod backend_auth;
 mod bad_input;
 mod break_glass;

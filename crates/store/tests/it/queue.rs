@@ -130,7 +130,16 @@ async fn retries_wait_for_their_time_and_remember_ambiguous_outcomes() {
             let ambiguous = c.row.artifact_id == "e1";
             assert!(
                 store
-                    .retry_delivery(&c.row, "w1", "timeout", ambiguous, 15_000, &audit("delivery.retry", "v1"), 10_001)
+                    .retry_delivery(
+                        &c.row,
+                        "w1",
+                        "timeout",
+                        ambiguous,
+                        false,
+                        15_000,
+                        &audit("delivery.retry", "v1"),
+                        10_001
+                    )
                     .await
                     .unwrap()
             );
