@@ -117,6 +117,11 @@ pub struct DemoArgs {
     /// journey against each in turn, then the matrix of how each artifact got there).
     #[arg(long, default_value = "generic")]
     vendor: String,
+    /// Let the EHR answer some writes with HTTP 429 (Retry-After) and refuse one Condition (a
+    /// dead letter, then replayed); one more patient denies telehealth consent. Then check that
+    /// the analytics dashboard, /metrics and the CSV agree.
+    #[arg(long)]
+    faults: bool,
 }
 
 /// The vendors of `--vendor all`, in the order of the matrix's columns.
@@ -406,6 +411,10 @@ async fn run_vendor(mut config: Config, args: &DemoArgs, vendor: &str) -> anyhow
     let dialogues = Arc::new(train_dialogues()?);
     let semaphore = Arc::new(tokio::sync::Semaphore::new(args.parallel.max(1)));
     let mut tasks = tokio::task::JoinSet::new();
+    let denied_appointment = appointments.get(args.visits).cloned();
+    if args.faults {
+        crate::demo_faults::inject(&sandbox)?;
+    }
     for (index, appointment) in appointments.into_iter().take(args.visits).enumerate() {
         let (http, api, semaphore, events) = (http.clone(), api.clone(), semaphore.clone(), platform.sender(&api));
         let clients = Clients { platform: http, clinician: clinician.clone(), fhir_base: sandbox.fhir_base.clone() };
@@ -424,6 +433,10 @@ async fn run_vendor(mut config: Config, args: &DemoArgs, vendor: &str) -> anyhow
         artifacts += made.len();
         labels.extend(made);
     }
+    if args.faults {
+        let appointment = denied_appointment.context("--faults needs one more appointment than --visits")?;
+        crate::demo_faults::deny_telehealth(&http, &api, &appointment).await?;
+    }
 
     let bar = indicatif::ProgressBar::new(artifacts as u64);
     bar.set_style(
@@ -431,6 +444,7 @@ async fn run_vendor(mut config: Config, args: &DemoArgs, vendor: &str) -> anyhow
             .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
     );
     let deadline = Instant::now() + Duration::from_secs(args.timeout_seconds);
+    let mut replayed = false;
     let counts = loop {
         let c = telechart.store.queue_counts(&config.tenant).await?;
         // Platform events add status changes of their own: the queue holds the true total.
@@ -439,6 +453,12 @@ async fn run_vendor(mut config: Config, args: &DemoArgs, vendor: &str) -> anyhow
         bar.set_message(if c.dead > 0 { format!("{} dead", c.dead) } else { String::new() });
         if c.pending + c.in_flight == 0 || Instant::now() > deadline {
             break c;
+        }
+        // Left waiting behind a dead letter: an integration admin replays it (the EHR's refusal
+        // was one-off), and the visit goes on.
+        if args.faults && !replayed && crate::demo_faults::settled(&telechart.store, &config.tenant).await? {
+            crate::demo_faults::replay_dead_letters(&telechart.store, &config.tenant, &api).await?;
+            replayed = true;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
@@ -585,6 +605,9 @@ async fn run_vendor(mut config: Config, args: &DemoArgs, vendor: &str) -> anyhow
                 .collect()
         })
         .unwrap_or_default();
+    if args.faults {
+        crate::demo_faults::check_analytics(&telechart.store, &config.tenant, &telechart.server.base_url).await?;
+    }
     let schedule = format!("{}/ehr/schedule", sandbox.root.as_str());
     println!("\nThe EHR's schedule, to launch a visit as a clinician would (SMART EHR launch):");
     println!("  {schedule}");

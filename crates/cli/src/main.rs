@@ -2,12 +2,14 @@
 // The binary's job includes printing reports to stdout; libraries never do.
 #![allow(clippy::print_stdout)]
 
+mod analytics;
 mod audit;
 mod baa;
 mod bench;
 mod check;
 mod config;
 mod demo;
+mod demo_faults;
 mod hold;
 mod runtime;
 mod scribe;
@@ -87,6 +89,11 @@ enum Command {
     Tokens {
         #[command(subcommand)]
         which: TokensCommand,
+    },
+    /// Virtual-care KPIs: CSV export (every KPI, or the visits behind one) and the daily report.
+    Analytics {
+        #[command(subcommand)]
+        which: analytics::AnalyticsCommand,
     },
     /// Where every artifact of a visit is: each delivery, each attempt, the EHR's id and version.
     Trace {
@@ -266,6 +273,10 @@ fn main() -> ExitCode {
                 Command::Hold { which } => {
                     runtime::init_logging("warn");
                     hold::run(config, which).await
+                }
+                Command::Analytics { which } => {
+                    runtime::init_logging("warn");
+                    analytics::run(config, which).await
                 }
                 Command::Trace { visit, tenant } => {
                     runtime::init_logging("warn");

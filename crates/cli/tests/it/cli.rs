@@ -424,3 +424,61 @@ fn connections_show_the_capability_contract_against_a_sandbox_personality() {
     let _ = sandbox.kill();
     let _ = sandbox.wait();
 }
+
+/// Fifty visits with the EHR's 429s, a refused Condition replayed by an integration admin and a
+/// patient denying telehealth consent: the demo itself fails unless the dashboard, /metrics and
+/// the CSV agree on every KPI; the figures are the ones those faults must give. Then the same
+/// database through `telechart analytics export` and `report --day`, and bad filters refused.
+#[test]
+fn the_demo_with_faults_gives_the_same_figures_on_the_dashboard_metrics_and_csv() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = format!("sqlite:{}", dir.path().join("demo.db").display());
+    let out =
+        telechart(&workspace()).args(["demo", "--visits", "50", "--faults", "--database-url", &db]).output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains("dashboard, /metrics and the CSV agree on all 24 KPIs"), "{stdout}");
+    // The replayed visit is the one not auto-logged; every visit is still claim-ready.
+    assert!(stdout.contains("auto-logged in the EHR   98.0 % (49 of 50)"), "{stdout}");
+    assert!(stdout.contains("clean-claim ready        100.0 % (50 of 50)"), "{stdout}");
+    assert!(stdout.contains("consent denials 1 · HTTP 429s 6 · retries 7 · dead letters now 0"), "{stdout}");
+
+    let kek = dir.path().join("kek");
+    assert!(telechart(dir.path()).args(["keys", "generate", "--out"]).arg(&kek).status().unwrap().success());
+    let run = |args: &[&str]| {
+        telechart(dir.path())
+            .env("TELECHART_DATABASE_URL", &db)
+            .env("TELECHART_KEYS__KEK_FILE", &kek)
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let out = run(&["analytics", "export"]);
+    let csv = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.status.success(), "{csv}");
+    assert!(csv.lines().any(|l| l.starts_with("auto_logged_ratio,Auto-logged in the EHR,ratio,0.98,49,50,")), "{csv}");
+    assert!(csv.lines().any(|l| l.starts_with("throttled_total,EHR throttling (HTTP 429),count,6,6,0,")), "{csv}");
+    let out = run(&["analytics", "export", "--visits", "not-auto-logged"]);
+    let rows = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert_eq!(rows.lines().count(), 2, "a header and the replayed visit: {rows}");
+    assert!(rows.lines().nth(1).unwrap().contains(",finished,"), "{rows}");
+    let today = telechart_store::Clock::system().now().format("%Y-%m-%d").to_string();
+    let out = run(&["analytics", "report", "--day", &today]);
+    let report = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.status.success(), "{report}");
+    assert!(report.contains("Auto-logged in the EHR") && report.contains("98.0 %  (49 of 50)"), "{report}");
+    for (args, message) in [
+        (&["analytics", "export", "--from", "2026-12-09", "--to", "2026-12-08"][..], "the time range is empty"),
+        (&["analytics", "export", "--connection", "nope"][..], "connection: no visit has \"nope\""),
+        (&["analytics", "export", "--visits", "bogus"][..], "unknown drill-down \"bogus\""),
+        (&["analytics", "report", "--day", "someday"][..], "is not a date"),
+    ] {
+        let out = run(args);
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains(message),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
