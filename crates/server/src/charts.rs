@@ -34,7 +34,8 @@ fn draw_bars<DB: DrawingBackend>(
     let scale = max.unwrap_or(largest).max(largest);
     let scale = if scale > 0.0 { scale } else { 1.0 };
     let n = values.len().max(1) as i32;
-    let slot = (w - 16 - left) / n;
+    // A lone bar stays a bar, not a wall.
+    let slot = ((w - 16 - left) / n).min(72);
     let gap = (slot / 5).max(1);
     for (i, v) in values.iter().enumerate() {
         let v = if v.is_finite() { v.max(0.0) } else { 0.0 };

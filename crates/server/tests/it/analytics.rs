@@ -429,3 +429,102 @@ async fn bad_filters_get_a_clear_message_and_empty_figures_never_a_500() {
     assert_eq!(status, 422, "{outcome}");
     env.stop().await;
 }
+
+/// The dashboard in a real headless Chromium, signed in as a practice manager: the replayed
+/// stream's figures on the page with their charts, a screenshot kept, the auto-logged figure
+/// clicked through to the one visit behind it; a clinician's own dashboard shows their visits
+/// only. axe-core finds no serious or critical WCAG 2.1 A/AA violation on either page.
+#[tokio::test]
+async fn the_dashboard_in_a_browser_drills_down_to_the_visits_behind_a_figure() {
+    use fantoccini::{ClientBuilder, Locator};
+    let Some((_driver, webdriver)) = crate::browser::start_driver().await else { return };
+    let env = TestEnv::start_with_platforms(Engine::Sqlite, platforms()).await;
+    let (_, admin) = env.store.create_api_token(TENANT, "integration", "integration-admin", 0).await.unwrap();
+    let r = replay(&env, admin.expose()).await;
+    let now = env.clock.now_ms();
+    let limits = telechart_store::SessionLimits { idle_ms: 3_600_000, absolute_ms: 3_600_000 };
+    let manager = env.store.add_user(TENANT, "urn:test", "manager-1", "manager", now).await.unwrap();
+    let (manager_cookie, _) = env.store.create_session(&manager, false, limits, now).await.unwrap();
+
+    let profile = tempfile::tempdir().unwrap();
+    let capabilities = json!({"goog:chromeOptions": {"binary": "/usr/bin/chromium", "args": [
+        "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
+        "--disable-component-update", "--disable-sync", "--window-size=1280,2400",
+        format!("--user-data-dir={}", profile.path().display())]}});
+    let Value::Object(capabilities) = capabilities else { unreachable!() };
+    let browser = ClientBuilder::rustls().unwrap().capabilities(capabilities).connect(&webdriver).await.unwrap();
+    let base = env.server.base_url.clone();
+    let sign_in = |secret: String| {
+        let browser = browser.clone();
+        let base = base.clone();
+        async move {
+            browser.goto(&format!("{base}/healthz")).await.unwrap();
+            browser.delete_all_cookies().await.unwrap();
+            // As the login would set it (WebDriver's add-cookie refuses an IP address domain).
+            let cookie = format!("{}={secret}; path=/", telechart_server::SESSION_COOKIE);
+            browser.execute("document.cookie = arguments[0];", vec![json!(cookie)]).await.unwrap();
+        }
+    };
+    sign_in(manager_cookie).await;
+    browser.goto(&format!("{base}/workspace/analytics")).await.unwrap();
+    let text = |css: &'static str| {
+        let browser = browser.clone();
+        async move {
+            browser
+                .wait()
+                .at_most(std::time::Duration::from_secs(10))
+                .for_element(Locator::Css(css))
+                .await
+                .unwrap()
+                .text()
+                .await
+                .unwrap()
+        }
+    };
+    assert_eq!(text("h1").await, "Virtual care analytics");
+    assert_eq!(text("#visit-count").await, "6");
+    assert!(text("#kpi-auto_logged_ratio").await.contains("66.7 %"), "{}", text("#kpi-auto_logged_ratio").await);
+    assert!(text("#kpi-clinician_nps").await.contains("+25"));
+    assert_eq!(browser.find_all(Locator::Css("figure svg")).await.unwrap().len(), 4);
+    let shot = browser.screenshot().await.unwrap();
+    assert!(shot.starts_with(b"\x89PNG") && shot.len() > 20_000, "a screenshot of {} bytes", shot.len());
+    let path = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("analytics-dashboard.png");
+    std::fs::write(&path, &shot).unwrap();
+    eprintln!("dashboard screenshot: {}", path.display());
+    crate::portal::assert_accessible(&browser, "the analytics dashboard").await;
+
+    // The figure is a link to the visits behind it: C, the replayed one.
+    browser.find(Locator::Css("#kpi-auto_logged_ratio a.value")).await.unwrap().click().await.unwrap();
+    assert!(
+        text("#drill-summary").await.starts_with("1 visits match “not-auto-logged”"),
+        "{}",
+        text("#drill-summary").await
+    );
+    let rows = browser.find_all(Locator::Css("tr.drill-visit")).await.unwrap();
+    assert_eq!(rows.len(), 1);
+    assert!(rows[0].text().await.unwrap().contains(&r.visits["C"]));
+    crate::portal::assert_accessible(&browser, "the visits behind a figure").await;
+    // …and from there to the visit's own page.
+    let href = browser.find(Locator::Css("tr.drill-visit a")).await.unwrap().attr("href").await.unwrap();
+    assert_eq!(href, Some(format!("/workspace/visits/{}", r.visits["C"])));
+
+    // A clinician linked to A's Practitioner sees only their own visits, with no clinician menu.
+    let (_, a) = env.get(&format!("{}/visits/{}", env.api, r.visits["A"])).await;
+    let practitioner = a["practitioner"].as_str().unwrap().to_owned();
+    let mut theirs = 0;
+    for id in r.visits.values() {
+        let (_, v) = env.get(&format!("{}/visits/{id}", env.api)).await;
+        theirs += i32::from(v["practitioner"] == practitioner.as_str());
+    }
+    let clinician = env.store.add_user(TENANT, "urn:test", "clinician-1", "clinician", now).await.unwrap();
+    env.store.link_fhir_user(TENANT, &clinician.id, &practitioner).await.unwrap();
+    let (clinician_cookie, _) = env.store.create_session(&clinician, true, limits, now).await.unwrap();
+    sign_in(clinician_cookie).await;
+    browser.goto(&format!("{base}/workspace/analytics")).await.unwrap();
+    assert_eq!(text("#own-scope").await, "Your own visits.");
+    assert_eq!(text("#visit-count").await, theirs.to_string());
+    assert!(browser.find(Locator::Css("select#clinician")).await.is_err(), "no clinician menu");
+    crate::portal::assert_accessible(&browser, "a clinician's own dashboard").await;
+    browser.close().await.unwrap();
+    env.stop().await;
+}

@@ -122,7 +122,7 @@ async fn axe_violations(browser: &Client) -> Vec<String> {
     serde_json::from_value(found["serious"].clone()).unwrap()
 }
 
-async fn assert_accessible(browser: &Client, page: &str) {
+pub(crate) async fn assert_accessible(browser: &Client, page: &str) {
     let violations = axe_violations(browser).await;
     assert!(violations.is_empty(), "axe-core on {page}: {violations:#?}");
 }
