@@ -251,7 +251,7 @@ pub const DEFINITIONS: &[Definition] = &[
         drill: Some("dead-now"),
     },
     Definition {
-        id: "throttled_total",
+        id: "throttled_attempts",
         name: "EHR throttling (HTTP 429)",
         group: "Sync health",
         unit: Unit::Count,
@@ -263,7 +263,7 @@ pub const DEFINITIONS: &[Definition] = &[
         drill: Some("throttled"),
     },
     Definition {
-        id: "retries_total",
+        id: "retry_attempts",
         name: "Retries",
         group: "Sync health",
         unit: Unit::Count,

@@ -60,3 +60,63 @@ pub fn exposition(reports: &[(&str, &Report)]) -> String {
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The Grafana dashboard in `deploy/` charts every KPI, by the names `/metrics` uses.
+    #[test]
+    fn the_grafana_dashboard_queries_every_kpi_by_its_metric_name() {
+        let path =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/grafana/telechart-analytics.json");
+        let text = std::fs::read_to_string(&path).unwrap_or_default();
+        let dashboard: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
+        let exprs: Vec<String> = dashboard["panels"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .flat_map(|p| p["targets"].as_array().cloned().unwrap_or_default())
+            .filter_map(|t| t["expr"].as_str().map(str::to_owned))
+            .collect();
+        assert!(!exprs.is_empty(), "{}", path.display());
+        for def in DEFINITIONS {
+            let name = format!("telechart_kpi_{}{{", def.id);
+            assert!(exprs.iter().any(|e| e.starts_with(&name)), "no panel for {}", def.id);
+        }
+        for e in &exprs {
+            let id = e.trim_start_matches("telechart_kpi_").split('{').next().unwrap_or_default();
+            assert!(DEFINITIONS.iter().any(|d| d.id == id), "{e} is not a KPI");
+        }
+    }
+
+    #[test]
+    fn kpis_without_a_value_have_no_sample_and_labels_are_escaped() {
+        let report = Report {
+            filter: telechart_store::FactFilter::default(),
+            totals_visits: 0,
+            figures: DEFINITIONS
+                .iter()
+                .map(|d| Figure { id: d.id, value: None, numerator: 0, denominator: 0 })
+                .collect(),
+            by_day: vec![],
+            by_connection: vec![],
+            by_clinician: vec![],
+            by_visit_type: vec![],
+            claim_missing: vec![],
+            dead_letters: vec![],
+            break_glass: vec![],
+            nps_scores: [0; 11],
+        };
+        let text = exposition(&[("a\"b", &report)]);
+        assert!(text.contains("# TYPE telechart_kpi_auto_logged_ratio gauge"));
+        assert!(!text.lines().any(|l| l.starts_with("telechart_kpi_")), "{text}");
+        let mut report = report;
+        report.figures[0].value = Some(0.5);
+        let text = exposition(&[("a\"b", &report)]);
+        assert!(
+            text.contains("telechart_kpi_auto_logged_ratio{tenant=\"a\\\"b\",connection=\"all\",window=\"24h\"} 0.5"),
+            "{text}"
+        );
+    }
+}

@@ -122,6 +122,9 @@ pub struct DemoArgs {
     /// the analytics dashboard, /metrics and the CSV agree.
     #[arg(long)]
     faults: bool,
+    /// Write the /metrics exposition, scraped after the visits, to this file.
+    #[arg(long)]
+    metrics_out: Option<PathBuf>,
 }
 
 /// The vendors of `--vendor all`, in the order of the matrix's columns.
@@ -607,6 +610,11 @@ async fn run_vendor(mut config: Config, args: &DemoArgs, vendor: &str) -> anyhow
         .unwrap_or_default();
     if args.faults {
         crate::demo_faults::check_analytics(&telechart.store, &config.tenant, &telechart.server.base_url).await?;
+    }
+    if let Some(path) = &args.metrics_out {
+        let metrics =
+            crate::demo_faults::scrape_metrics(&telechart.store, &config.tenant, &telechart.server.base_url).await?;
+        std::fs::write(path, metrics).with_context(|| format!("writing {}", path.display()))?;
     }
     let schedule = format!("{}/ehr/schedule", sandbox.root.as_str());
     println!("\nThe EHR's schedule, to launch a visit as a clinician would (SMART EHR launch):");

@@ -71,6 +71,17 @@ pub async fn replay_dead_letters(store: &Store, tenant: &str, api: &str) -> anyh
     Ok(replayed)
 }
 
+/// `/metrics` as a scraper with a monitor token reads it.
+pub async fn scrape_metrics(store: &Store, tenant: &str, root: &str) -> anyhow::Result<String> {
+    let (_, monitor) =
+        store.create_api_token(tenant, "demo metrics export", "monitor", Clock::system().now_ms()).await?;
+    let response = reqwest::Client::new().get(format!("{root}/metrics")).bearer_auth(monitor.expose()).send().await?;
+    if !response.status().is_success() {
+        bail!("GET /metrics answered {}", response.status());
+    }
+    Ok(response.text().await?)
+}
+
 /// What a figure is in each place that shows it.
 #[derive(Debug, Default)]
 struct Seen {
@@ -151,8 +162,8 @@ pub async fn check_analytics(store: &Store, tenant: &str, root: &str) -> anyhow:
     println!(
         "  consent denials {} · HTTP 429s {} · retries {} · dead letters now {}",
         count("consent_denials"),
-        count("throttled_total"),
-        count("retries_total"),
+        count("throttled_attempts"),
+        count("retry_attempts"),
         count("dead_letters")
     );
     println!("  dashboard: {root}/workspace/analytics");

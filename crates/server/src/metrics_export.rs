@@ -24,9 +24,22 @@ pub fn prometheus_handle() -> Option<PrometheusHandle> {
                 .build_recorder();
             let handle = recorder.handle();
             metrics::set_global_recorder(recorder).ok()?;
+            describe();
             Some(handle)
         })
         .clone()
+}
+
+/// HELP text and units for every metric the workers record (promtool's lint wants them).
+fn describe() {
+    use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
+    describe_gauge!("telechart_deliveries", "Deliveries by status now, read at scrape time");
+    describe_counter!("telechart_deliveries_total", "Delivery attempts by outcome and resource type");
+    describe_counter!("telechart_delivery_plans_total", "Deliveries by how they were planned for their EHR");
+    describe_counter!("telechart_readback_fields_sent_total", "Fields sent in resources read back from the EHR");
+    describe_counter!("telechart_readback_fields_kept_total", "Fields the EHR kept as sent, on read-back");
+    describe_histogram!("telechart_delivery_attempt_seconds", Unit::Seconds, "One delivery attempt, start to answer");
+    describe_histogram!("telechart_delivery_age_seconds", Unit::Seconds, "A delivery's age when it reached the EHR");
 }
 
 pub(crate) fn routes() -> Routes {

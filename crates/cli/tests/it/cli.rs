@@ -457,7 +457,7 @@ fn the_demo_with_faults_gives_the_same_figures_on_the_dashboard_metrics_and_csv(
     let csv = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(out.status.success(), "{csv}");
     assert!(csv.lines().any(|l| l.starts_with("auto_logged_ratio,Auto-logged in the EHR,ratio,0.98,49,50,")), "{csv}");
-    assert!(csv.lines().any(|l| l.starts_with("throttled_total,EHR throttling (HTTP 429),count,6,6,0,")), "{csv}");
+    assert!(csv.lines().any(|l| l.starts_with("throttled_attempts,EHR throttling (HTTP 429),count,6,6,0,")), "{csv}");
     let out = run(&["analytics", "export", "--visits", "not-auto-logged"]);
     let rows = String::from_utf8_lossy(&out.stdout).into_owned();
     assert_eq!(rows.lines().count(), 2, "a header and the replayed visit: {rows}");

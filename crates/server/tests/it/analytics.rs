@@ -182,6 +182,34 @@ fn assert_kpi(report: &Value, id: &str, value: Option<f64>, numerator: i64, deno
     );
 }
 
+/// `promtool check metrics` (Debian's `prometheus` package) on the exposition: its parser and
+/// its lint (names, units, HELP and TYPE). Required where `TELECHART_REQUIRE_PROMTOOL=1` (CI).
+fn promtool_check(metrics: &str) {
+    use std::io::Write as _;
+    let Ok(mut child) = std::process::Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+    else {
+        assert!(
+            std::env::var("TELECHART_REQUIRE_PROMTOOL").as_deref() != Ok("1"),
+            "promtool is required: apt-get install prometheus"
+        );
+        eprintln!("note: promtool not installed; metrics lint skipped");
+        return;
+    };
+    child.stdin.take().unwrap().write_all(metrics.as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "promtool check metrics: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 /// Nearest-rank quantile.
 fn nearest_rank(mut values: Vec<i64>, p: f64) -> i64 {
     values.sort_unstable();
@@ -260,8 +288,8 @@ async fn every_kpi_of_a_replayed_event_stream_matches_its_hand_computed_value() 
         assert_kpi(&report, "break_glass_grants", Some(1.0), 1, 0);
         assert_kpi(&report, "break_glass_pending_reviews", Some(1.0), 1, 0);
         // Sync: one 429; two retries (A's Observation, C's replayed Condition); nothing left.
-        assert_kpi(&report, "throttled_total", Some(1.0), 1, 0);
-        assert_kpi(&report, "retries_total", Some(2.0), 2, 0);
+        assert_kpi(&report, "throttled_attempts", Some(1.0), 1, 0);
+        assert_kpi(&report, "retry_attempts", Some(2.0), 2, 0);
         assert_kpi(&report, "dead_letters", Some(0.0), 0, 0);
         assert_kpi(&report, "queue_depth", Some(0.0), 0, 0);
         // NPS: 10 and 9 promote, 8 is passive, 3 detracts: (2 − 1) / 4 = +25. The second answer
@@ -342,6 +370,7 @@ async fn every_kpi_of_a_replayed_event_stream_matches_its_hand_computed_value() 
             }
         }
         assert!(metrics.contains("# TYPE telechart_kpi_auto_logged_ratio gauge"), "{metrics}");
+        promtool_check(&metrics);
 
         // Who may look: a platform may not; a clinician sees their own visits only, and an
         // account linked to no Practitioner has none (said so, figures empty).
