@@ -3,6 +3,7 @@
 //! dashboard, `/metrics`, the CSV and the daily report all read (`report`), and CSV (`export`).
 //! The SQL lives in the store (`telechart_store::FactFilter` and friends).
 
+pub mod bands;
 pub mod export;
 pub mod facts;
 pub mod kpi;

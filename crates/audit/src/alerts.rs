@@ -38,6 +38,8 @@ pub enum AlertRule {
     BreakGlass,
     ConsentDenials,
     VerificationFailure,
+    /// A virtual-care KPI outside its band (the analytics' bands, not the audit log's records).
+    KpiBand,
 }
 
 impl AlertRule {
@@ -48,6 +50,7 @@ impl AlertRule {
             AlertRule::BreakGlass => "break-glass",
             AlertRule::ConsentDenials => "consent-denials",
             AlertRule::VerificationFailure => "verification-failure",
+            AlertRule::KpiBand => "kpi-band",
         }
     }
 }

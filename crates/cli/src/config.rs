@@ -55,6 +55,10 @@ pub struct Config {
     pub consent_policy: telechart_policy::consent::ConsentPolicy,
     #[serde(default)]
     pub break_glass: BreakGlassConfig,
+    /// The site blueprint (`telechart blueprint check`): visit types, roles, KPI bands. `serve`
+    /// refuses a blueprint with problems; without one, the default KPI bands apply.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub blueprint_file: Option<PathBuf>,
 }
 
 /// Emergency access past a consent refusal.
@@ -554,6 +558,7 @@ impl Default for Config {
             drafting: DraftingConfig::default(),
             consent_policy: telechart_policy::consent::ConsentPolicy::default(),
             break_glass: BreakGlassConfig::default(),
+            blueprint_file: None,
         }
     }
 }

@@ -6,6 +6,7 @@ mod analytics;
 mod audit;
 mod baa;
 mod bench;
+mod blueprint;
 mod check;
 mod config;
 mod demo;
@@ -90,6 +91,12 @@ enum Command {
         #[command(subcommand)]
         which: TokensCommand,
     },
+    /// The site blueprint: check it against this deployment and print each visit type's write
+    /// plan for every connection.
+    Blueprint {
+        #[command(subcommand)]
+        which: BlueprintCommand,
+    },
     /// Virtual-care KPIs: CSV export (every KPI, or the visits behind one) and the daily report.
     Analytics {
         #[command(subcommand)]
@@ -111,6 +118,13 @@ enum Command {
         #[command(subcommand)]
         which: ConnectionsCommand,
     },
+}
+
+#[derive(Subcommand)]
+enum BlueprintCommand {
+    /// Validate the blueprint (default: `blueprint_file` of the configuration); print, per visit
+    /// type, how each artifact reaches each connection. Exit 1 on problems, each named.
+    Check { file: Option<PathBuf> },
 }
 
 #[derive(Subcommand)]
@@ -273,6 +287,10 @@ fn main() -> ExitCode {
                 Command::Hold { which } => {
                     runtime::init_logging("warn");
                     hold::run(config, which).await
+                }
+                Command::Blueprint { which: BlueprintCommand::Check { file } } => {
+                    runtime::init_logging("warn");
+                    blueprint::check(config, file).await
                 }
                 Command::Analytics { which } => {
                     runtime::init_logging("warn");

@@ -206,13 +206,29 @@ pub async fn start(config: &Config, keys: KeyConfig, clock: Clock, tap: Option<W
     workers.push((tx, handle));
     // The audit alert runner: the rules over each tenant's new records, then the sinks.
     let sinks = config.audit.alert_sinks.iter().map(|s| s.sink()).collect::<anyhow::Result<Vec<_>>>()?;
+    // The KPI bands: the site blueprint's (refused with its problems named), else the defaults.
+    let blueprint = match &config.blueprint_file {
+        Some(path) => {
+            let blueprint = crate::blueprint::load(path)?;
+            let problems = crate::blueprint::problems(&blueprint, config);
+            anyhow::ensure!(
+                problems.is_empty(),
+                "the blueprint {} has problems (telechart blueprint check):\n  {}",
+                path.display(),
+                problems.join("\n  ")
+            );
+            Some(blueprint)
+        }
+        None => None,
+    };
     let runner = telechart_sync::alerts::AlertRunner::new(
         store.clone(),
         clock.clone(),
         config.audit.alerts.clone(),
         sinks,
         config.egress_registry(),
-    )?;
+    )?
+    .with_kpi_bands(crate::blueprint::bands(blueprint.as_ref()));
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     let handle = tokio::spawn(async move {
         runner

@@ -107,10 +107,43 @@ impl CapabilityContract {
     }
 }
 
+impl CapabilityContract {
+    /// The profile as this EHR's contract narrows it: a resource the contract will not create
+    /// (the server does not offer it) is not written, whatever the profile says.
+    pub fn narrow(&self, profile: &VendorProfile) -> VendorProfile {
+        let mut narrowed = profile.clone();
+        let create = |rtype: &str| self.resources.get(rtype).is_none_or(|r| r.create);
+        let c = &mut narrowed.capabilities;
+        c.observation_create &= create("Observation");
+        c.document_reference_create &= create("DocumentReference");
+        c.condition_create &= create("Condition");
+        c.service_request_create &= create("ServiceRequest");
+        c.medication_request_create &= create("MedicationRequest");
+        c.care_plan_create &= create("CarePlan");
+        c.goal_create &= create("Goal");
+        c.consent_create &= create("Consent");
+        c.provenance_create &= create("Provenance");
+        c.encounter_update &= self.resources.get("Encounter").is_none_or(|r| r.update);
+        narrowed
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn a_contract_narrows_the_profile_to_what_the_server_offers() {
+        let statement = json!({"rest": [{"mode": "server", "resource": [
+            {"type": "Observation", "interaction": [{"code": "create"}]},
+            {"type": "Encounter", "interaction": [{"code": "create"}, {"code": "update"}]}]}]});
+        let generic = VendorProfile::generic();
+        let narrowed = CapabilityContract::build(&generic, &statement).narrow(&generic);
+        assert!(narrowed.capabilities.observation_create && narrowed.capabilities.encounter_update);
+        assert!(!narrowed.capabilities.condition_create, "the server offers no Condition create");
+        assert!(generic.capabilities.condition_create);
+    }
 
     #[test]
     fn the_contract_is_what_both_the_server_and_the_profile_allow() {

@@ -47,7 +47,14 @@ pub struct AlertRunner {
     patients: HashMap<(String, String), Option<String>>,
     /// person → the patients they have visits with; refreshed when a patient is not found there.
     relationships: HashMap<(String, String), Option<HashSet<String>>>,
+    /// The KPI bands, how long each breach has lasted, and when they were last looked at.
+    kpi_bands: Vec<telechart_analytics::bands::Band>,
+    band_watch: telechart_analytics::bands::BandWatch,
+    bands_evaluated_at: Option<i64>,
 }
+
+/// KPI bands are computed over windows of an hour or more: once a minute is often enough.
+const BAND_EVERY_MS: i64 = 60_000;
 
 impl AlertRunner {
     pub fn new(
@@ -72,7 +79,49 @@ impl AlertRunner {
             tenants: HashMap::new(),
             patients: HashMap::new(),
             relationships: HashMap::new(),
+            kpi_bands: Vec::new(),
+            band_watch: Default::default(),
+            bands_evaluated_at: None,
         })
+    }
+
+    /// Also alert on these KPI bands (validated by the caller).
+    pub fn with_kpi_bands(mut self, bands: Vec<telechart_analytics::bands::Band>) -> Self {
+        self.kpi_bands = bands;
+        self
+    }
+
+    /// Evaluates the KPI bands of every tenant, at most once a minute; returns the alerts fired.
+    pub async fn evaluate_bands(&mut self) -> Result<Vec<Alert>, SyncError> {
+        let now = self.clock.now_ms();
+        if self.kpi_bands.is_empty() || self.bands_evaluated_at.is_some_and(|at| now - at < BAND_EVERY_MS) {
+            return Ok(Vec::new());
+        }
+        self.bands_evaluated_at = Some(now);
+        let mut fired = Vec::new();
+        for tenant in self.store.audit_tenants().await? {
+            let details =
+                telechart_analytics::bands::evaluate(&self.store, &tenant, &self.kpi_bands, &mut self.band_watch, now)
+                    .await
+                    .map_err(|e| SyncError::Analytics(e.to_string()))?;
+            let alerts: Vec<Alert> = details
+                .into_iter()
+                .map(|detail| Alert {
+                    rule: AlertRule::KpiBand,
+                    at: now,
+                    actor: "system".into(),
+                    visit_id: None,
+                    detail,
+                    tenant_seq: 0,
+                })
+                .collect();
+            for a in &alerts {
+                tracing::warn!(target: "telechart::alert", alert = a.rule.as_str(), tenant, "{}", a.detail);
+            }
+            self.store.record_alerts(&tenant, &alerts, 0).await?;
+            fired.extend(alerts);
+        }
+        Ok(fired)
     }
 
     /// Evaluates every tenant's records chained since the last pass; returns the alerts fired.
@@ -236,6 +285,9 @@ impl AlertRunner {
         loop {
             if let Err(e) = self.evaluate().await {
                 tracing::warn!(error = %e, "alert evaluation failed; will retry");
+            }
+            if let Err(e) = self.evaluate_bands().await {
+                tracing::warn!(error = %e, "KPI band evaluation failed; will retry");
             }
             if let Err(e) = self.send().await {
                 tracing::warn!(error = %e, "alert sending failed; will retry");

@@ -29,6 +29,8 @@ pub use worker::{DeliveryOutcome, QueueSignal, SyncConfig, Worker};
 pub enum SyncError {
     #[error(transparent)]
     Store(#[from] telechart_store::StoreError),
+    #[error("analytics: {0}")]
+    Analytics(String),
     #[error(transparent)]
     Ehr(#[from] telechart_ehr::EhrError),
     #[error("artifact {artifact_id} cannot be mapped: {reason}")]

@@ -95,27 +95,47 @@ pub fn plan(artifact: &Artifact, profile: &VendorProfile, mllp: bool) -> WritePl
     plan_shape(Shape::of(artifact), profile, mllp)
 }
 
+/// Every kind of artifact a visit makes (documents by content type): the name a site
+/// blueprint uses, what it is, and its shape.
+const ARTIFACT_KINDS: [(&str, &str, ArtifactKind, Option<&str>); 14] = [
+    ("encounter-status", "encounter status", ArtifactKind::EncounterStatus, None),
+    ("vital", "vital sign", ArtifactKind::Vital, None),
+    ("note", "signed note (text/plain)", ArtifactKind::Note, Some("text/plain")),
+    ("document:text", "document: text (chat, transcript)", ArtifactKind::Document, Some("text/plain")),
+    ("document:pdf", "document: PDF (consent form, summary)", ArtifactKind::Document, Some("application/pdf")),
+    ("document:image", "document: image (photo)", ArtifactKind::Document, Some("image/png")),
+    ("diagnosis", "diagnosis", ArtifactKind::Diagnosis, None),
+    ("encounter-diagnoses", "Encounter.diagnosis", ArtifactKind::EncounterDiagnoses, None),
+    ("order", "lab / imaging / referral order", ArtifactKind::ServiceOrder, None),
+    ("prescription", "prescription", ArtifactKind::MedicationOrder, None),
+    ("care-plan", "care plan", ArtifactKind::CarePlan, None),
+    ("goal", "care plan's goal", ArtifactKind::Goal, None),
+    ("consent", "consent", ArtifactKind::Consent, None),
+    ("provenance", "drafted note's provenance", ArtifactKind::Provenance, None),
+];
+
+/// The names `plan_named` takes, in the table's order.
+pub fn artifact_names() -> impl Iterator<Item = &'static str> {
+    ARTIFACT_KINDS.iter().map(|(name, ..)| *name)
+}
+
+/// The plan of the artifact kind a blueprint names (`vital`, `document:pdf`, …), with what it
+/// is; `None` for a name not in [`artifact_names`].
+pub fn plan_named(name: &str, profile: &VendorProfile, mllp: bool) -> Option<(&'static str, WritePlan)> {
+    ARTIFACT_KINDS.iter().find(|(n, ..)| *n == name).map(|(_, label, kind, content_type)| {
+        (*label, plan_shape(Shape { kind: *kind, content_type: *content_type }, profile, mllp))
+    })
+}
+
 /// The plan for every kind of artifact a visit makes (documents by content type) on one
 /// connection: what `telechart connections show` prints before any visit.
 pub fn plan_table(profile: &VendorProfile, mllp: bool) -> Vec<(String, WritePlan)> {
-    let shape = |kind, content_type| Shape { kind, content_type };
-    let rows = [
-        ("encounter status", shape(ArtifactKind::EncounterStatus, None)),
-        ("vital sign", shape(ArtifactKind::Vital, None)),
-        ("signed note (text/plain)", shape(ArtifactKind::Note, Some("text/plain"))),
-        ("document: text (chat, transcript)", shape(ArtifactKind::Document, Some("text/plain"))),
-        ("document: PDF (consent form, summary)", shape(ArtifactKind::Document, Some("application/pdf"))),
-        ("document: image (photo)", shape(ArtifactKind::Document, Some("image/png"))),
-        ("diagnosis", shape(ArtifactKind::Diagnosis, None)),
-        ("Encounter.diagnosis", shape(ArtifactKind::EncounterDiagnoses, None)),
-        ("lab / imaging / referral order", shape(ArtifactKind::ServiceOrder, None)),
-        ("prescription", shape(ArtifactKind::MedicationOrder, None)),
-        ("care plan", shape(ArtifactKind::CarePlan, None)),
-        ("care plan's goal", shape(ArtifactKind::Goal, None)),
-        ("consent", shape(ArtifactKind::Consent, None)),
-        ("drafted note's provenance", shape(ArtifactKind::Provenance, None)),
-    ];
-    rows.into_iter().map(|(label, shape)| (label.to_owned(), plan_shape(shape, profile, mllp))).collect()
+    ARTIFACT_KINDS
+        .iter()
+        .map(|(_, label, kind, content_type)| {
+            ((*label).to_owned(), plan_shape(Shape { kind: *kind, content_type: *content_type }, profile, mllp))
+        })
+        .collect()
 }
 
 fn plan_shape(shape: Shape<'_>, profile: &VendorProfile, mllp: bool) -> WritePlan {

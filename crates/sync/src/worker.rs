@@ -372,7 +372,7 @@ impl Worker {
             | SyncError::NeedsReview(_)
             | SyncError::Withheld(_) => FailureClass::Permanent,
             // A stored consent that cannot be read holds governed flows until someone fixes it.
-            SyncError::Store(_) | SyncError::Crashed(_) | SyncError::Consent(_) => {
+            SyncError::Store(_) | SyncError::Crashed(_) | SyncError::Consent(_) | SyncError::Analytics(_) => {
                 FailureClass::Transient { retry_after: None }
             }
         };

@@ -482,3 +482,56 @@ fn the_demo_with_faults_gives_the_same_figures_on_the_dashboard_metrics_and_csv(
         );
     }
 }
+
+/// The site blueprint against a deployment of two EHRs: each visit type's artifacts planned per
+/// connection (Epic takes no CarePlan); a blueprint with mistakes is refused, each one named.
+#[test]
+fn the_blueprint_check_prints_each_visit_types_plan_and_names_every_problem() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("telechart.toml"),
+        "[[connections]]\nid = \"main\"\nname = \"Main\"\nprofile = \"generic\"\nbase_url = \"https://ehr.example/fhir\"\n\
+         [[connections]]\nid = \"epic\"\nname = \"Epic\"\nprofile = \"epic\"\nbase_url = \"https://epic.example/fhir\"\n",
+    )
+    .unwrap();
+    let example = std::fs::read_to_string(workspace().join("deploy/blueprint.example.toml")).unwrap();
+    let good = example.replace("connections = [\"main-ehr\"]", "connections = [\"main\", \"epic\"]");
+    std::fs::write(dir.path().join("site.toml"), &good).unwrap();
+    let out = telechart(dir.path()).args(["blueprint", "check", "site.toml"]).output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    let followup = stdout.split("visit type \"behavioral-health\"").next().unwrap();
+    let epic = followup.split("→ epic (epic)").nth(1).unwrap();
+    assert!(epic.lines().any(|l| l.trim_start().starts_with("care-plan") && l.contains("not deliverable")), "{epic}");
+    let main = followup.split("→ main (generic)").nth(1).unwrap().split("→ epic").next().unwrap();
+    assert!(main.lines().any(|l| l.trim_start().starts_with("care-plan") && l.ends_with("written")), "{main}");
+    assert!(stdout.contains("auto_logged_ratio            below 0.95 over 60 min"), "{stdout}");
+
+    let bad = good
+        .replace("template = \"general-follow-up\"", "template = \"nonesuch\"")
+        .replace("required_consents = [\"telehealth\", \"recording-ai\"]", "required_consents = [\"telepathy\"]")
+        .replace(
+            "connections = [\"main\", \"epic\"]\nartifacts = [\"encounter-status\", \"vital\"",
+            "connections = [\"nowhere\"]\nartifacts = [\"hologram\", \"vital\"",
+        )
+        .replace("manager = [\"analytics:all\"]", "manager = [\"visit:open\"]")
+        .replace("below = 0.95", "below = 95");
+    std::fs::write(dir.path().join("bad.toml"), bad).unwrap();
+    let out = telechart(dir.path()).args(["blueprint", "check", "bad.toml"]).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    for problem in [
+        "visit_type[0] (followup).template: no template \"nonesuch\"",
+        "visit_type[0] (followup).required_consents: \"telepathy\" is not a consent category",
+        "visit_type[0] (followup).connections: \"nowhere\" is not a configured [[connections]] id",
+        "visit_type[0] (followup).artifacts: \"hologram\" is not an artifact kind",
+        "roles.manager: the manager role does not have visit:open",
+        "band 1: 95 is not a bound for auto_logged_ratio",
+    ] {
+        assert!(stderr.contains(problem), "{problem}: {stderr}");
+    }
+    std::fs::write(dir.path().join("broken.toml"), "site = \"x\"\n[[visit_type]]\ncode = 3\n").unwrap();
+    let out = telechart(dir.path()).args(["blueprint", "check", "broken.toml"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("broken.toml"));
+}

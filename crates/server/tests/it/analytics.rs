@@ -372,6 +372,28 @@ async fn every_kpi_of_a_replayed_event_stream_matches_its_hand_computed_value() 
         assert!(metrics.contains("# TYPE telechart_kpi_auto_logged_ratio gauge"), "{metrics}");
         promtool_check(&metrics);
 
+        // The KPI bands alert through the audit alert sinks: auto-logged 2/3 is under 95 %; no
+        // dead letter is left and every started visit's telehealth consent was captured.
+        let sink = env.dir.path().join("kpi-alerts.ndjson");
+        let mut runner = telechart_sync::alerts::AlertRunner::new(
+            env.store.clone(),
+            env.clock.clone(),
+            telechart_sync::alerts::AlertRules::default(),
+            vec![telechart_sync::alerts::AlertSink::File(sink.clone())],
+            telechart_policy::EgressRegistry::default(),
+        )
+        .unwrap()
+        .with_kpi_bands(telechart_analytics::bands::default_bands());
+        let fired = runner.evaluate_bands().await.unwrap();
+        assert_eq!(fired.len(), 1, "{fired:?}");
+        assert_eq!(fired[0].detail, "auto_logged_ratio 0.666667 below 0.95 over the last 60 min");
+        assert!(runner.evaluate_bands().await.unwrap().is_empty(), "once a minute, and once per breach");
+        env.clock.advance(std::time::Duration::from_secs(61));
+        assert!(runner.evaluate_bands().await.unwrap().is_empty(), "still the same breach");
+        runner.send().await.unwrap();
+        let sent = std::fs::read_to_string(&sink).unwrap();
+        assert!(sent.contains("\"rule\":\"kpi-band\"") && sent.contains("auto_logged_ratio"), "{sent}");
+
         // Who may look: a platform may not; a clinician sees their own visits only, and an
         // account linked to no Practitioner has none (said so, figures empty).
         let (status, _) = env.get(&format!("{}/analytics", env.api)).await;
