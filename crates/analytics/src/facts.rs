@@ -4,7 +4,9 @@
 use std::collections::HashMap;
 
 use telechart_fhir::readback::ReadBack;
-use telechart_store::{FactDecision, FactDelivery, FactDraft, FactSources, FactVisit, Store, VisitFact};
+use telechart_store::{
+    DAY_MS, FactDecision, FactDelivery, FactDraft, FactReadback, FactSources, FactVisit, Store, VisitFact,
+};
 use telechart_visit::{BillingFacts, ClaimFacts, claim_readiness};
 
 use crate::AnalyticsError;
@@ -66,13 +68,26 @@ fn visit_fact(
     let ever_dead = counted.iter().filter(|d| d.was_dead > 0).count();
     let manual: i64 = counted.iter().map(|d| d.manual_touches).sum();
     let mut readback = ReadBack::default();
+    let mut by_resource: std::collections::BTreeMap<(&str, &str), (i64, i64)> = Default::default();
     for d in counted.iter().filter(|d| d.status == "done") {
         // A read-back that does not parse counts as nothing sent: it cannot claim accuracy.
         if let Some(rb) = d.readback.as_deref().and_then(|r| serde_json::from_str::<ReadBack>(r).ok()) {
             readback.fields_sent += rb.fields_sent;
             readback.fields_kept += rb.fields_kept;
+            let slot = by_resource.entry((d.connection_id.as_str(), d.resource_type.as_str())).or_default();
+            slot.0 += i64::from(rb.fields_sent);
+            slot.1 += i64::from(rb.fields_kept);
         }
     }
+    let readbacks = by_resource
+        .into_iter()
+        .map(|((connection, resource_type), (sent, kept))| FactReadback {
+            connection_id: connection.to_owned(),
+            resource_type: resource_type.to_owned(),
+            sent,
+            kept,
+        })
+        .collect();
     let finished = v.state == "finished";
     let encounter_in_ehr = v.ehr_encounter_id.is_some();
     let auto_logged = finished && encounter_in_ehr && all_done && ever_dead == 0 && manual == 0;
@@ -122,6 +137,7 @@ fn visit_fact(
         consent_ai: consent_state(decisions, FLOW_RECORDING_AI).into(),
         consent_denials: count(decisions.iter().filter(|d| d.outcome == "denied").count()),
         refreshed_at: now_ms,
+        readbacks,
     }
 }
 
@@ -151,13 +167,37 @@ pub struct Refreshed {
 /// Brings the tenant's `visit_facts` up to date: the facts of every visit with anything
 /// recorded since the last refresh are derived again.
 pub async fn refresh(store: &Store, tenant_id: &str, now_ms: i64) -> Result<Refreshed, AnalyticsError> {
+    // One refresh of a tenant at a time in this process: a second caller (the page while the
+    // alert runner refreshes) waits, then finds little left to do. Across processes two
+    // refreshes only repeat work: every write is an upsert of what the rows say.
+    let lock = {
+        static RUNNING: std::sync::LazyLock<std::sync::Mutex<HashMap<String, std::sync::Arc<tokio::sync::Mutex<()>>>>> =
+            std::sync::LazyLock::new(Default::default);
+        let mut running = RUNNING.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        running.entry(tenant_id.to_owned()).or_default().clone()
+    };
+    let _one_at_a_time = lock.lock().await;
     let (changed_at, audit_seq) = store.analytics_watermark(tenant_id).await?;
     // Read before looking, so nothing recorded while this runs is skipped next time.
-    let high_water = store.audit_high_water().await?;
+    let high_water = store.audit_high_water(tenant_id).await?;
     let visits = store.changed_visits(tenant_id, changed_at, audit_seq).await?;
+    // The days whose rollups the new facts change (a visit's start never moves).
+    let mut days = std::collections::BTreeSet::new();
     for batch in visits.chunks(BATCH) {
         let sources = store.fact_sources(tenant_id, batch).await?;
-        store.upsert_visit_facts(&derive(tenant_id, &sources, now_ms)).await?;
+        let facts = derive(tenant_id, &sources, now_ms);
+        days.extend(facts.iter().map(|f| f.started_at.div_euclid(DAY_MS)));
+        store.upsert_visit_facts(&facts).await?;
+    }
+    // Runs of consecutive days are rebuilt together; the watermark moves only after.
+    let mut days = days.into_iter().peekable();
+    while let Some(first) = days.next() {
+        let mut end = first + 1;
+        while days.peek() == Some(&end) {
+            days.next();
+            end += 1;
+        }
+        store.rebuild_analytics_days(tenant_id, first, end, &crate::kpi::CLAIM_CHECKS).await?;
     }
     store.set_analytics_watermark(tenant_id, now_ms, high_water).await?;
     Ok(Refreshed { visits: visits.len() })

@@ -12,7 +12,7 @@ pub mod report;
 
 pub use facts::{Refreshed, refresh};
 pub use kpi::{DEFINITIONS, Definition, Figure, Unit, definition, predicate};
-pub use report::{Accuracy, FilterInput, Group, Report, accuracy_by_resource, report};
+pub use report::{Accuracy, FilterInput, Group, Report, report};
 
 #[derive(Debug, thiserror::Error)]
 pub enum AnalyticsError {

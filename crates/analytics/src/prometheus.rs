@@ -103,6 +103,7 @@ mod tests {
             by_connection: vec![],
             by_clinician: vec![],
             by_visit_type: vec![],
+            accuracy_by_resource: vec![],
             claim_missing: vec![],
             dead_letters: vec![],
             break_glass: vec![],

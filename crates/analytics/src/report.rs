@@ -4,12 +4,13 @@
 
 use chrono::{DateTime, NaiveDate, Utc};
 use serde::Serialize;
-use telechart_store::{FactDimension, FactDuration, FactFilter, FactTotals, Store};
+use std::collections::BTreeMap;
+
+use telechart_store::{DAY_MS, FactDimension, FactDuration, FactFilter, FactTotals, Store, rollup_days};
 
 use crate::AnalyticsError;
 use crate::kpi::{self, CLAIM_CHECKS, DEFINITIONS, Figure, Formula};
 
-const DAY_MS: i64 = 86_400_000;
 /// The longest range one query may cover.
 pub const MAX_RANGE_DAYS: i64 = 400;
 
@@ -138,6 +139,8 @@ pub struct Report {
     pub by_connection: Vec<Group>,
     pub by_clinician: Vec<Group>,
     pub by_visit_type: Vec<Group>,
+    /// Data accuracy per connection (the delivery's) and resource type.
+    pub accuracy_by_resource: Vec<Accuracy>,
     /// (claim check, finished visits failing it), most often missing first, zeros left out.
     pub claim_missing: Vec<(String, i64)>,
     /// (resource type, reason class, dead letters now).
@@ -159,16 +162,91 @@ impl Report {
     }
 }
 
+/// The filter's sums by day, connection, clinician and visit type, and its claim checks failed.
+/// Whole UTC days come from the daily rollups; the part-days at either end of the range, and
+/// every day when a clinician is asked for, from the visit facts (see `rollup_days`).
+#[derive(Default)]
+struct Sums {
+    days: BTreeMap<String, FactTotals>,
+    connections: BTreeMap<String, FactTotals>,
+    clinicians: BTreeMap<String, FactTotals>,
+    visit_types: BTreeMap<String, FactTotals>,
+    claims: BTreeMap<String, i64>,
+    /// (connection, resource type) → fields sent, kept.
+    readbacks: BTreeMap<(String, String), (i64, i64)>,
+}
+
+impl Sums {
+    async fn of(store: &Store, filter: &FactFilter) -> Result<Sums, AnalyticsError> {
+        let mut sums = Sums::default();
+        let mut from_facts = vec![filter.clone()];
+        if let Some(days) = rollup_days(filter) {
+            from_facts = [(filter.from_ms, days.0 * DAY_MS), (days.1 * DAY_MS, filter.to_ms)]
+                .into_iter()
+                .filter(|(from, to)| from < to)
+                .map(|(from_ms, to_ms)| FactFilter { from_ms, to_ms, ..filter.clone() })
+                .collect();
+            let add = |into: &mut BTreeMap<String, FactTotals>, rows: Vec<(String, FactTotals)>| {
+                for (k, t) in rows {
+                    into.entry(k).or_default().add(&t);
+                }
+            };
+            add(&mut sums.days, store.rollup_totals_by(filter, days, FactDimension::Day).await?);
+            add(&mut sums.connections, store.rollup_totals_by(filter, days, FactDimension::Connection).await?);
+            add(&mut sums.clinicians, store.rollup_totals_by(filter, days, FactDimension::Clinician).await?);
+            add(&mut sums.visit_types, store.rollup_totals_by(filter, days, FactDimension::VisitType).await?);
+            for (check, n) in store.rollup_claim_missing(filter, days).await? {
+                *sums.claims.entry(check).or_default() += n;
+            }
+            sums.add_readbacks(store.rollup_readback_sums(filter, days).await?);
+        }
+        for part in &from_facts {
+            for (k, t) in store.fact_totals_by(part, FactDimension::Day).await? {
+                sums.days.entry(k).or_default().add(&t);
+            }
+            for b in store.fact_breakdown(part, &CLAIM_CHECKS).await? {
+                sums.connections.entry(b.connection.clone()).or_default().add(&b.totals);
+                sums.clinicians.entry(b.clinician.clone()).or_default().add(&b.totals);
+                sums.visit_types.entry(b.visit_type.clone()).or_default().add(&b.totals);
+                for (check, n) in CLAIM_CHECKS.iter().zip(b.claim_missing.counts()) {
+                    *sums.claims.entry((*check).to_owned()).or_default() += n;
+                }
+            }
+            sums.add_readbacks(store.fact_readback_sums(part).await?);
+        }
+        Ok(sums)
+    }
+
+    fn add_readbacks(&mut self, rows: Vec<(String, String, i64, i64)>) {
+        for (connection, resource_type, sent, kept) in rows {
+            let slot = self.readbacks.entry((connection, resource_type)).or_default();
+            slot.0 += sent;
+            slot.1 += kept;
+        }
+    }
+
+    /// The days partition the visits, so their sums are the totals.
+    fn totals(&self) -> FactTotals {
+        let mut totals = FactTotals::default();
+        for t in self.days.values() {
+            totals.add(t);
+        }
+        totals
+    }
+}
+
 /// Computes the report of `filter` from `visit_facts` (refresh first for figures up to now).
 pub async fn report(store: &Store, filter: &FactFilter) -> Result<Report, AnalyticsError> {
-    let totals = store.fact_totals(filter).await?;
-    let quantile = |of, p| async move { store.fact_quantile(filter, of, p).await };
-    let (chart50, charted) = quantile(FactDuration::ChartClosure, 0.5).await?;
-    let (chart90, _) = quantile(FactDuration::ChartClosure, 0.9).await?;
-    let (doc50, documented) = quantile(FactDuration::Documentation, 0.5).await?;
-    let (doc90, _) = quantile(FactDuration::Documentation, 0.9).await?;
-    let (delivery95, delivered) = quantile(FactDuration::SlowestDelivery, 0.95).await?;
-    let queue = store.queue_counts(&filter.tenant_id).await?;
+    let sums = Sums::of(store, filter).await?;
+    let totals = sums.totals();
+    let (charted, documented, delivered) = (totals.chart_closure_n, totals.documentation_n, totals.slowest_delivery_n);
+    let quantile = |of, p, n| async move { store.fact_quantile(filter, of, p, n).await };
+    let chart50 = quantile(FactDuration::ChartClosure, 0.5, charted).await?;
+    let chart90 = quantile(FactDuration::ChartClosure, 0.9, charted).await?;
+    let doc50 = quantile(FactDuration::Documentation, 0.5, documented).await?;
+    let doc90 = quantile(FactDuration::Documentation, 0.9, documented).await?;
+    let delivery95 = quantile(FactDuration::SlowestDelivery, 0.95, delivered).await?;
+    let (pending, in_flight, dead) = store.queue_backlog(&filter.tenant_id).await?;
     let break_glass = store.break_glass_reviews(&filter.tenant_id, filter.from_ms, filter.to_ms).await?;
     let nps_scores =
         store.nps_scores(&filter.tenant_id, filter.from_ms, filter.to_ms, filter.clinician.as_deref()).await?;
@@ -187,8 +265,8 @@ pub async fn report(store: &Store, filter: &FactFilter) -> Result<Report, Analyt
                 (_, "documentation_seconds_p50") => seconds(d.id, doc50, documented),
                 (_, "documentation_seconds_p90") => seconds(d.id, doc90, documented),
                 (_, "delivery_seconds_p95") => seconds(d.id, delivery95, delivered),
-                (_, "queue_depth") => Figure::count(d.id, queue.pending + queue.in_flight),
-                (_, "dead_letters") => Figure::count(d.id, queue.dead),
+                (_, "queue_depth") => Figure::count(d.id, pending + in_flight),
+                (_, "dead_letters") => Figure::count(d.id, dead),
                 (_, "break_glass_grants") => Figure::count(d.id, break_glass.iter().map(|(_, n)| n).sum()),
                 (_, "break_glass_pending_reviews") => {
                     Figure::count(d.id, break_glass.iter().filter(|(r, _)| r == "pending").map(|(_, n)| n).sum())
@@ -198,48 +276,33 @@ pub async fn report(store: &Store, filter: &FactFilter) -> Result<Report, Analyt
             })
         })
         .collect();
-    let groups = |rows: Vec<(String, FactTotals)>| rows.into_iter().map(|(k, t)| group(k, &t)).collect::<Vec<_>>();
-    let by_day = groups(store.fact_totals_by(filter, FactDimension::Day).await?)
-        .into_iter()
-        .map(|g| Group { key: day_label(&g.key), ..g })
-        .collect();
-    let missing = store.claim_missing_counts(filter, &CLAIM_CHECKS).await?;
+    let groups = |m: &BTreeMap<String, FactTotals>| m.iter().map(|(k, t)| group(k.clone(), t)).collect::<Vec<_>>();
+    let by_day = sums.days.iter().map(|(k, t)| group(day_label(k), t)).collect();
     let mut claim_missing: Vec<(String, i64)> =
-        CLAIM_CHECKS.iter().zip(missing).filter(|(_, n)| *n > 0).map(|(c, n)| ((*c).to_owned(), n)).collect();
+        sums.claims.iter().filter(|(_, n)| **n > 0).map(|(c, n)| (c.clone(), *n)).collect();
     claim_missing.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
     Ok(Report {
         filter: filter.clone(),
         totals_visits: totals.visits,
         figures,
         by_day,
-        by_connection: groups(store.fact_totals_by(filter, FactDimension::Connection).await?),
-        by_clinician: groups(store.fact_totals_by(filter, FactDimension::Clinician).await?),
-        by_visit_type: groups(store.fact_totals_by(filter, FactDimension::VisitType).await?),
+        by_connection: groups(&sums.connections),
+        by_clinician: groups(&sums.clinicians),
+        by_visit_type: groups(&sums.visit_types),
+        accuracy_by_resource: sums
+            .readbacks
+            .iter()
+            .map(|((connection, resource_type), (sent, kept))| Accuracy {
+                connection: connection.clone(),
+                resource_type: resource_type.clone(),
+                figure: Figure::ratio("data_accuracy_ratio", *kept, *sent),
+            })
+            .collect(),
         claim_missing,
         dead_letters: store.dead_letters_by_reason(&filter.tenant_id).await?,
         break_glass,
         nps_scores,
     })
-}
-
-/// Read-back accuracy per connection and resource type over the filter's visits.
-pub async fn accuracy_by_resource(store: &Store, filter: &FactFilter) -> Result<Vec<Accuracy>, AnalyticsError> {
-    let mut sums: std::collections::BTreeMap<(String, String), (i64, i64)> = Default::default();
-    for (connection, resource_type, readback) in store.readbacks(filter).await? {
-        if let Ok(rb) = serde_json::from_str::<telechart_fhir::readback::ReadBack>(&readback) {
-            let slot = sums.entry((connection, resource_type)).or_default();
-            slot.0 += i64::from(rb.fields_kept);
-            slot.1 += i64::from(rb.fields_sent);
-        }
-    }
-    Ok(sums
-        .into_iter()
-        .map(|((connection, resource_type), (kept, sent))| Accuracy {
-            connection,
-            resource_type,
-            figure: Figure::ratio("data_accuracy_ratio", kept, sent),
-        })
-        .collect())
 }
 
 /// `YYYY-MM-DD` of a Unix day number.

@@ -15,6 +15,8 @@ use telechart_visit::{Artifact, EncounterStatusChange, VisitState, VitalInput};
 
 #[derive(clap::Subcommand)]
 pub enum BenchCommand {
+    /// The analytics dashboard over a million recorded visits: refresh, then page and report times.
+    Analytics(analytics::AnalyticsBenchArgs),
     /// The audit chain: batched appends, a checkpoint and `audit verify` over a large log, and
     /// one append's CPU next to one delivery's.
     Audit(audit::AuditBenchArgs),
@@ -64,6 +66,7 @@ pub struct SyncBenchArgs {
     postgres: Option<String>,
 }
 
+mod analytics;
 mod audit;
 mod backlog;
 mod care_plan;
@@ -88,6 +91,7 @@ pub async fn run(which: BenchCommand) -> anyhow::Result<()> {
         BenchCommand::Lanes(args) => backlog::lanes(args).await,
         BenchCommand::Rate(args) => backlog::rate(args).await,
         BenchCommand::Audit(args) => audit::run(args).await,
+        BenchCommand::Analytics(args) => analytics::run(args).await,
         BenchCommand::Consent(args) => consent::run(args),
         BenchCommand::Scribe(args) => scribe::run(args),
         BenchCommand::CarePlan(args) => care_plan::run(args),

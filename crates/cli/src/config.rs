@@ -437,7 +437,7 @@ fn default_max_age_hours() -> u64 {
     72
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ConnectionConfig {
     pub id: String,
@@ -520,6 +520,7 @@ const CONFIG_KEYS: &[&str] = &[
     "drafting",
     "consent_policy",
     "break_glass",
+    "blueprint_file",
 ];
 
 impl Default for Config {
@@ -790,6 +791,7 @@ mod tests {
     fn config_keys_match_the_struct() {
         let config = Config {
             public_url: Some("https://telechart.example".into()),
+            blueprint_file: Some("site-blueprint.toml".into()),
             oidc: Some(OidcConfig {
                 issuer: "https://idp.example".into(),
                 client_id: "telechart".into(),

@@ -276,7 +276,8 @@ fn main() -> ExitCode {
                     demo::run(config, args).await
                 }
                 Command::Bench { which } => {
-                    runtime::init_logging("warn");
+                    // sqlx's slow-statement notices would quote the benches' bulk statements.
+                    runtime::init_logging("warn,sqlx=error");
                     bench::run(which).await.map(|()| ExitCode::SUCCESS)
                 }
                 Command::Audit { which } => {

@@ -1,17 +1,16 @@
 //! Virtual-care analytics: the KPI report as JSON and CSV, the visits behind a figure, the
-//! dashboard with its server-drawn charts and drill-down, and the clinicians' one-question
-//! survey. Every figure comes from `telechart_analytics::report` after a refresh of the facts,
+//! dashboard with its server-drawn charts and drill-down (the clinicians' survey is in
+//! `survey.rs`). Every figure comes from `telechart_analytics::report` after a refresh of the facts,
 //! so the page, the API, the CSV and `/metrics` agree. A clinician sees their own visits only.
 
 use std::collections::BTreeMap;
 
-use axum::body::Bytes;
 use axum::extract::{Query, State};
 use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use chrono::DateTime;
 use maud::{DOCTYPE, Markup, PreEscaped, html};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use telechart_analytics::kpi::{self, DEFINITIONS, Unit};
 use telechart_analytics::{AnalyticsError, FilterInput, Report};
 use telechart_policy::Permission;
@@ -22,17 +21,13 @@ use crate::{ApiError, AppState, charts};
 
 /// Visits per drill-down page.
 const PAGE: i64 = 50;
-/// How long after an answer (or a dismissal) the survey is not offered again.
-pub(crate) const NPS_QUIET_MS: i64 = 30 * 86_400_000;
 
 pub(crate) fn routes() -> Routes {
-    use Permission::{AnalyticsRead, NoteSign};
+    use Permission::AnalyticsRead;
     Routes::new()
         .add(Method::GET, "/api/v1/analytics", Access::Requires(AnalyticsRead), api_report)
         .add(Method::GET, "/api/v1/analytics/kpis.csv", Access::Requires(AnalyticsRead), kpis_csv)
         .add(Method::GET, "/api/v1/analytics/visits", Access::Requires(AnalyticsRead), api_visits)
-        .add(Method::GET, "/api/v1/surveys/nps", Access::Requires(NoteSign), nps_offer)
-        .add(Method::POST, "/api/v1/surveys/nps", Access::Requires(NoteSign), nps_answer)
         .add(Method::GET, "/workspace/analytics", Access::Requires(AnalyticsRead), dashboard)
         .add(Method::GET, "/workspace/analytics/visits", Access::Requires(AnalyticsRead), drill_page)
 }
@@ -127,6 +122,7 @@ struct ReportView<'a> {
     by_connection: &'a [telechart_analytics::Group],
     by_clinician: &'a [telechart_analytics::Group],
     by_visit_type: &'a [telechart_analytics::Group],
+    accuracy_by_resource: &'a [telechart_analytics::Accuracy],
     claim_missing: &'a [(String, i64)],
     dead_letters: &'a [(String, String, i64)],
     break_glass: &'a [(String, i64)],
@@ -197,6 +193,7 @@ fn report_view(report: &Report) -> ReportView<'_> {
         by_connection: &report.by_connection,
         by_clinician: &report.by_clinician,
         by_visit_type: &report.by_visit_type,
+        accuracy_by_resource: &report.accuracy_by_resource,
         claim_missing: &report.claim_missing,
         dead_letters: &report.dead_letters,
         break_glass: &report.break_glass,
@@ -311,62 +308,6 @@ async fn api_visits(
         return Ok(csv_response(&format!("visits-{}.csv", d.name.replace(':', "-")), body));
     }
     Ok(axum::Json(VisitsView { drill: &d.name, total: d.total, offset: d.offset, visits: &d.rows }).into_response())
-}
-
-#[derive(Serialize)]
-struct NpsOffer {
-    offer: bool,
-}
-
-/// `GET /api/v1/surveys/nps`: whether to ask this clinician now (not within 30 days of their
-/// last answer or dismissal).
-async fn nps_offer(State(state): State<AppState>, caller: Caller) -> Result<Response, ApiError> {
-    let last = state.store.last_nps_answer(&caller.tenant_id, &survey_respondent(&state, &caller).await?).await?;
-    let offer = last.is_none_or(|at| state.clock.now_ms() - at >= NPS_QUIET_MS);
-    Ok(axum::Json(NpsOffer { offer }).into_response())
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
-struct NpsAnswer {
-    /// 0–10, or null to dismiss.
-    score: Option<i64>,
-    #[serde(default)]
-    visit_id: Option<String>,
-}
-
-/// Who answers: the clinician's Practitioner when linked (so their own dashboard finds it),
-/// else the account.
-async fn survey_respondent(state: &AppState, caller: &Caller) -> Result<String, ApiError> {
-    let linked = match caller.actor.strip_prefix("user:") {
-        Some(user) => state.store.user(&caller.tenant_id, user).await?.and_then(|u| u.fhir_user),
-        None => None,
-    };
-    Ok(linked.map(|p| if p.contains('/') { p } else { format!("Practitioner/{p}") }).unwrap_or(caller.actor.clone()))
-}
-
-/// `POST /api/v1/surveys/nps`: "How likely are you to recommend Telechart to a colleague?"
-/// Refused (409) within 30 days of the clinician's last answer.
-async fn nps_answer(State(state): State<AppState>, caller: Caller, body: Bytes) -> Result<Response, ApiError> {
-    let answer: NpsAnswer = crate::api::parse(&body)?;
-    if let Some(score) = answer.score
-        && !(0..=10).contains(&score)
-    {
-        return Err(ApiError::invalid("score", format!("{score} is not a score from 0 to 10")));
-    }
-    let respondent = survey_respondent(&state, &caller).await?;
-    let now = state.clock.now_ms();
-    if let Some(last) = state.store.last_nps_answer(&caller.tenant_id, &respondent).await?
-        && now - last < NPS_QUIET_MS
-    {
-        return Err(ApiError::Conflict {
-            field: None,
-            message: "the survey was answered in the last 30 days; it is asked at most once a month".into(),
-        });
-    }
-    let id =
-        state.store.record_nps(&caller.tenant_id, &respondent, answer.visit_id.as_deref(), answer.score, now).await?;
-    Ok((StatusCode::CREATED, axum::Json(serde_json::json!({ "id": id }))).into_response())
 }
 
 // ——— The dashboard ———
@@ -560,6 +501,23 @@ fn dashboard_markup(page: &Page<'_>) -> Markup {
                 @if !page.own { h2 { "By clinician" } (group_table("by-clinician", "Clinician", &r.by_clinician)) }
                 h2 { "By visit type" }
                 (group_table("by-visit-type", "Visit type", &r.by_visit_type))
+                h2 { "Data accuracy by connection and resource type" }
+                table id="accuracy-by-resource" {
+                    thead { tr {
+                        th scope="col" { "Connection" } th scope="col" { "Resource type" }
+                        th scope="col" { "Fields kept of sent" } th scope="col" { "Data accuracy" }
+                    } }
+                    tbody {
+                        @if r.accuracy_by_resource.is_empty() { tr { td colspan="4" { "nothing read back" } } }
+                        @for a in &r.accuracy_by_resource {
+                            tr {
+                                th scope="row" { (a.connection) } td { (a.resource_type) }
+                                td { (a.figure.numerator) " of " (a.figure.denominator) }
+                                td { (format_figure(Unit::Ratio, a.figure.value)) }
+                            }
+                        }
+                    }
+                }
                 h2 { "Claim items missing" }
                 table id="claim-missing" {
                     thead { tr { th scope="col" { "Check" } th scope="col" { "Finished visits failing it" } } }

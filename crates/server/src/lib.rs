@@ -26,6 +26,7 @@ mod pages;
 mod platform_events;
 mod portal;
 mod review;
+mod survey;
 mod tls;
 
 use std::net::SocketAddr;
@@ -142,6 +143,7 @@ fn routes() -> auth::Routes {
         .merge(login::routes())
         .merge(launch::routes())
         .merge(review::routes())
+        .merge(survey::routes())
         .merge(econsent::routes())
         .merge(break_glass::routes())
         .merge(care_plan::routes())

@@ -4,7 +4,7 @@
 //! only script is a static file served under a strict Content-Security-Policy.
 
 use axum::body::Bytes;
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use axum::http::{Method, header};
 use axum::response::{IntoResponse, Redirect, Response};
 use maud::{DOCTYPE, Markup, html};
@@ -104,6 +104,7 @@ async fn page(
     caller: Caller,
     session: Option<SessionCaller>,
     Path(id): Path<String>,
+    Query(query): Query<std::collections::BTreeMap<String, String>>,
 ) -> Result<Response, ApiError> {
     let visit = crate::api::load(&state, &caller, &id).await?;
     let entry = telechart_store::AuditEntry {
@@ -127,11 +128,27 @@ async fn page(
         None => None,
     };
     let csrf = session.map(|s| s.session.csrf_token);
-    let markup = render(&id, draft.as_ref(), csrf.as_deref());
+    // The survey follows a signature, in a signed-in clinician's page, when it is due.
+    let survey = match (query.get("survey").map(String::as_str), &draft, &csrf) {
+        (Some("thanks"), _, _) => Survey::Thanked,
+        (_, Some(d), Some(csrf)) if d.signed.is_some() && crate::survey::due(&state, &caller).await? => {
+            Survey::Ask(csrf.clone())
+        }
+        _ => Survey::None,
+    };
+    let markup = render(&id, draft.as_ref(), csrf.as_deref(), &survey);
     Ok(([(header::CONTENT_SECURITY_POLICY, CSP)], axum::response::Html(markup.into_string())).into_response())
 }
 
-fn render(visit_id: &str, draft: Option<&DraftView>, csrf: Option<&str>) -> Markup {
+/// What the page shows of the clinicians' survey.
+enum Survey {
+    None,
+    /// The form, with the session's CSRF token.
+    Ask(String),
+    Thanked,
+}
+
+fn render(visit_id: &str, draft: Option<&DraftView>, csrf: Option<&str>, survey: &Survey) -> Markup {
     html! {
         (DOCTYPE)
         html lang="en" {
@@ -154,6 +171,11 @@ fn render(visit_id: &str, draft: Option<&DraftView>, csrf: Option<&str>) -> Mark
                         }
                     }
                     Some(d) => { (draft_body(visit_id, d, csrf)) }
+                }
+                @match survey {
+                    Survey::Ask(csrf) => { (crate::survey::form(visit_id, csrf)) }
+                    Survey::Thanked => { p id="nps-thanks" role="status" { "Thank you: your answer was recorded." } }
+                    Survey::None => {}
                 }
             }
         }
@@ -236,4 +258,6 @@ const STYLE: &str = "body{font-family:system-ui,sans-serif;margin:1.5rem;max-wid
 .sentence.flagged{background:#fde2e2;text-decoration:underline wavy #b00020}\
 .turn,.input{padding:.15rem .3rem;border-radius:3px}\
 .highlighted{background:#fff3b0;outline:1px solid #c9a400}\
-.missing{color:#8a4b00}.meta{color:#555}textarea{width:100%;font:inherit}";
+.missing{color:#8a4b00}.meta{color:#555}textarea{width:100%;font:inherit}\
+.survey{margin-top:2rem;max-width:40rem}.survey fieldset{border:1px solid #888;border-radius:4px}\
+.scale{display:flex;flex-wrap:wrap;gap:.4rem;margin:.5rem 0}.score{padding:.2rem .4rem;border:1px solid #888;border-radius:3px}";

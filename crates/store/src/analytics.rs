@@ -2,13 +2,13 @@
 //! `visit_facts` table the refresh keeps, and the KPI aggregates over it. Ids, codes, counts and
 //! times only — nothing here reads a sealed column.
 
+use std::collections::BTreeMap;
+
 use crate::{Result, Store, on_pool};
 
 /// Rows changed within this margin before the last refresh are looked at again: a transaction
 /// that took its timestamp before the refresh began may commit after it looked.
 pub const REFRESH_OVERLAP_MS: i64 = 10_000;
-/// Audit sequence numbers are handed out before commit, so the refresh re-reads this many.
-const AUDIT_SEQ_OVERLAP: i64 = 10_000;
 
 /// A visit as the facts need it (no patient).
 #[derive(Debug, Clone, sqlx::FromRow)]
@@ -72,6 +72,16 @@ pub struct FactSources {
     pub decisions: Vec<FactDecision>,
 }
 
+/// What one connection kept of one resource type's fields in one visit: a row of
+/// `visit_fact_readbacks`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct FactReadback {
+    pub connection_id: String,
+    pub resource_type: String,
+    pub sent: i64,
+    pub kept: i64,
+}
+
 /// One visit's facts: a row of `visit_facts`.
 #[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow, serde::Serialize)]
 pub struct VisitFact {
@@ -108,9 +118,13 @@ pub struct VisitFact {
     pub consent_ai: String,
     pub consent_denials: i64,
     pub refreshed_at: i64,
+    /// By connection and resource type (kept in `visit_fact_readbacks`).
+    #[sqlx(skip)]
+    #[serde(skip)]
+    pub readbacks: Vec<FactReadback>,
 }
 
-const FACT_COLUMNS: [&str; 30] = [
+const FACT_COLUMNS: [&str; 32] = [
     "tenant_id",
     "visit_id",
     "connection_id",
@@ -141,6 +155,8 @@ const FACT_COLUMNS: [&str; 30] = [
     "consent_ai",
     "consent_denials",
     "refreshed_at",
+    "chart_closure_ms",
+    "documentation_ms",
 ];
 
 /// Which visits a KPI query covers: one tenant, visits started in `[from_ms, to_ms)`, and
@@ -166,6 +182,16 @@ pub enum FactDimension {
 }
 
 impl FactDimension {
+    /// Its name in `analytics_dimensions` (the day has none: it is not a menu).
+    fn stored_name(self) -> &'static str {
+        match self {
+            FactDimension::Connection => "connection",
+            FactDimension::Clinician => "clinician",
+            FactDimension::VisitType => "visit-type",
+            FactDimension::Day => "day",
+        }
+    }
+
     fn expression(self) -> &'static str {
         match self {
             FactDimension::Connection => "connection_id",
@@ -204,6 +230,80 @@ pub struct FactTotals {
     pub manual_touch_visits: i64,
     pub throttled: i64,
     pub retries: i64,
+    /// Visits having each duration [`FactDuration`] takes quantiles of.
+    pub chart_closure_n: i64,
+    pub documentation_n: i64,
+    pub slowest_delivery_n: i64,
+}
+
+impl FactTotals {
+    /// Adds another group's sums (groups partition the visits, so their sums are the total).
+    pub fn add(&mut self, o: &FactTotals) {
+        let pairs: [(&mut i64, i64); 27] = [
+            (&mut self.visits, o.visits),
+            (&mut self.finished, o.finished),
+            (&mut self.cancelled, o.cancelled),
+            (&mut self.no_show, o.no_show),
+            (&mut self.started, o.started),
+            (&mut self.auto_logged, o.auto_logged),
+            (&mut self.charted, o.charted),
+            (&mut self.notes_drafted, o.notes_drafted),
+            (&mut self.notes_signed, o.notes_signed),
+            (&mut self.edit_distance_sum, o.edit_distance_sum),
+            (&mut self.edit_distance_count, o.edit_distance_count),
+            (&mut self.readback_sent, o.readback_sent),
+            (&mut self.readback_kept, o.readback_kept),
+            (&mut self.claim_ready, o.claim_ready),
+            (&mut self.consent_telehealth_captured, o.consent_telehealth_captured),
+            (&mut self.consent_ai_captured, o.consent_ai_captured),
+            (&mut self.consent_denials, o.consent_denials),
+            (&mut self.deliveries, o.deliveries),
+            (&mut self.delivered, o.delivered),
+            (&mut self.dead, o.dead),
+            (&mut self.ever_dead_visits, o.ever_dead_visits),
+            (&mut self.manual_touch_visits, o.manual_touch_visits),
+            (&mut self.throttled, o.throttled),
+            (&mut self.retries, o.retries),
+            (&mut self.chart_closure_n, o.chart_closure_n),
+            (&mut self.documentation_n, o.documentation_n),
+            (&mut self.slowest_delivery_n, o.slowest_delivery_n),
+        ];
+        for (a, b) in pairs {
+            *a += b;
+        }
+    }
+}
+
+/// The sums of one (connection, clinician, visit type) of a filter, with how many of its
+/// finished visits fail each claim check asked for.
+#[derive(Debug, Clone, Default, PartialEq, Eq, sqlx::FromRow)]
+pub struct Breakdown {
+    pub connection: String,
+    pub clinician: String,
+    pub visit_type: String,
+    #[sqlx(flatten)]
+    pub totals: FactTotals,
+    #[sqlx(flatten)]
+    pub claim_missing: ClaimMissing,
+}
+
+/// Finished visits failing each of the eight claim checks, in the order asked.
+#[derive(Debug, Clone, Default, PartialEq, Eq, sqlx::FromRow)]
+pub struct ClaimMissing {
+    pub m0: i64,
+    pub m1: i64,
+    pub m2: i64,
+    pub m3: i64,
+    pub m4: i64,
+    pub m5: i64,
+    pub m6: i64,
+    pub m7: i64,
+}
+
+impl ClaimMissing {
+    pub fn counts(&self) -> [i64; 8] {
+        [self.m0, self.m1, self.m2, self.m3, self.m4, self.m5, self.m6, self.m7]
+    }
 }
 
 #[derive(sqlx::FromRow)]
@@ -213,30 +313,65 @@ struct KeyedTotals {
     totals: FactTotals,
 }
 
-const TOTALS: &str = "COUNT(*) AS visits, \
-    CAST(COALESCE(SUM(CASE WHEN state = 'finished' THEN 1 ELSE 0 END), 0) AS BIGINT) AS finished, \
-    CAST(COALESCE(SUM(CASE WHEN state = 'cancelled' THEN 1 ELSE 0 END), 0) AS BIGINT) AS cancelled, \
-    CAST(COALESCE(SUM(CASE WHEN state = 'noshow' THEN 1 ELSE 0 END), 0) AS BIGINT) AS no_show, \
-    CAST(COALESCE(SUM(CASE WHEN state IN ('in-progress', 'finished') THEN 1 ELSE 0 END), 0) AS BIGINT) AS started, \
-    CAST(COALESCE(SUM(CASE WHEN state = 'finished' THEN auto_logged ELSE 0 END), 0) AS BIGINT) AS auto_logged, \
-    CAST(COALESCE(SUM(CASE WHEN state = 'finished' AND chart_closed_at IS NOT NULL THEN 1 ELSE 0 END), 0) AS BIGINT) AS charted, \
-    CAST(COALESCE(SUM(CASE WHEN state = 'finished' THEN note_drafted ELSE 0 END), 0) AS BIGINT) AS notes_drafted, \
-    CAST(COALESCE(SUM(CASE WHEN state = 'finished' AND note_signed_at IS NOT NULL THEN 1 ELSE 0 END), 0) AS BIGINT) AS notes_signed, \
-    CAST(COALESCE(SUM(CASE WHEN state = 'finished' THEN edit_distance ELSE 0 END), 0) AS BIGINT) AS edit_distance_sum, \
-    CAST(COALESCE(SUM(CASE WHEN state = 'finished' AND edit_distance IS NOT NULL THEN 1 ELSE 0 END), 0) AS BIGINT) AS edit_distance_count, \
-    CAST(COALESCE(SUM(readback_sent), 0) AS BIGINT) AS readback_sent, \
-    CAST(COALESCE(SUM(readback_kept), 0) AS BIGINT) AS readback_kept, \
-    CAST(COALESCE(SUM(CASE WHEN state = 'finished' THEN claim_ready ELSE 0 END), 0) AS BIGINT) AS claim_ready, \
-    CAST(COALESCE(SUM(CASE WHEN state IN ('in-progress', 'finished') AND consent_telehealth = 'captured' THEN 1 ELSE 0 END), 0) AS BIGINT) AS consent_telehealth_captured, \
-    CAST(COALESCE(SUM(CASE WHEN state IN ('in-progress', 'finished') AND consent_ai = 'captured' THEN 1 ELSE 0 END), 0) AS BIGINT) AS consent_ai_captured, \
-    CAST(COALESCE(SUM(consent_denials), 0) AS BIGINT) AS consent_denials, \
-    CAST(COALESCE(SUM(deliveries), 0) AS BIGINT) AS deliveries, \
-    CAST(COALESCE(SUM(delivered), 0) AS BIGINT) AS delivered, \
-    CAST(COALESCE(SUM(dead), 0) AS BIGINT) AS dead, \
-    CAST(COALESCE(SUM(CASE WHEN ever_dead > 0 THEN 1 ELSE 0 END), 0) AS BIGINT) AS ever_dead_visits, \
-    CAST(COALESCE(SUM(CASE WHEN manual_touches > 0 THEN 1 ELSE 0 END), 0) AS BIGINT) AS manual_touch_visits, \
-    CAST(COALESCE(SUM(throttled), 0) AS BIGINT) AS throttled, \
-    CAST(COALESCE(SUM(retries), 0) AS BIGINT) AS retries";
+/// The sums of [`FactTotals`]: each field's name (also its column in `analytics_daily`) and
+/// what one visit adds to it.
+const TOTAL_SUMS: [(&str, &str); 27] = [
+    ("visits", "1"),
+    ("finished", "CASE WHEN state = 'finished' THEN 1 ELSE 0 END"),
+    ("cancelled", "CASE WHEN state = 'cancelled' THEN 1 ELSE 0 END"),
+    ("no_show", "CASE WHEN state = 'noshow' THEN 1 ELSE 0 END"),
+    ("started", "CASE WHEN state IN ('in-progress', 'finished') THEN 1 ELSE 0 END"),
+    ("auto_logged", "CASE WHEN state = 'finished' THEN auto_logged ELSE 0 END"),
+    ("charted", "CASE WHEN state = 'finished' AND chart_closed_at IS NOT NULL THEN 1 ELSE 0 END"),
+    ("notes_drafted", "CASE WHEN state = 'finished' THEN note_drafted ELSE 0 END"),
+    ("notes_signed", "CASE WHEN state = 'finished' AND note_signed_at IS NOT NULL THEN 1 ELSE 0 END"),
+    ("edit_distance_sum", "CASE WHEN state = 'finished' THEN edit_distance ELSE 0 END"),
+    ("edit_distance_count", "CASE WHEN state = 'finished' AND edit_distance IS NOT NULL THEN 1 ELSE 0 END"),
+    ("readback_sent", "readback_sent"),
+    ("readback_kept", "readback_kept"),
+    ("claim_ready", "CASE WHEN state = 'finished' THEN claim_ready ELSE 0 END"),
+    (
+        "consent_telehealth_captured",
+        "CASE WHEN state IN ('in-progress', 'finished') AND consent_telehealth = 'captured' THEN 1 ELSE 0 END",
+    ),
+    (
+        "consent_ai_captured",
+        "CASE WHEN state IN ('in-progress', 'finished') AND consent_ai = 'captured' THEN 1 ELSE 0 END",
+    ),
+    ("consent_denials", "consent_denials"),
+    ("deliveries", "deliveries"),
+    ("delivered", "delivered"),
+    ("dead", "dead"),
+    ("ever_dead_visits", "CASE WHEN ever_dead > 0 THEN 1 ELSE 0 END"),
+    ("manual_touch_visits", "CASE WHEN manual_touches > 0 THEN 1 ELSE 0 END"),
+    ("throttled", "throttled"),
+    ("retries", "retries"),
+    ("chart_closure_n", "CASE WHEN chart_closure_ms IS NOT NULL THEN 1 ELSE 0 END"),
+    ("documentation_n", "CASE WHEN documentation_ms IS NOT NULL THEN 1 ELSE 0 END"),
+    ("slowest_delivery_n", "CASE WHEN slowest_delivery_ms IS NOT NULL THEN 1 ELSE 0 END"),
+];
+
+/// `SUM(expression) AS name` of every total, over visit facts.
+fn fact_sums() -> String {
+    TOTAL_SUMS
+        .iter()
+        .map(|(name, e)| format!("CAST(COALESCE(SUM({e}), 0) AS BIGINT) AS {name}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// `SUM(name) AS name` of every total, over `analytics_daily`.
+fn rollup_sums() -> String {
+    TOTAL_SUMS
+        .iter()
+        .map(|(name, _)| format!("CAST(COALESCE(SUM({name}), 0) AS BIGINT) AS {name}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// The figures of the per-clinician table, as `analytics_daily_clinicians` holds them.
+const CLINICIAN_SUMS: [&str; 6] =
+    ["visits", "finished", "auto_logged", "claim_ready", "readback_sent", "readback_kept"];
 
 /// A duration the KPIs take percentiles of, per visit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -250,19 +385,24 @@ pub enum FactDuration {
 }
 
 impl FactDuration {
-    fn expression(self) -> (&'static str, &'static str) {
+    /// Its column in `visit_facts` (NULL where the visit has none), indexed in order.
+    fn column(self) -> &'static str {
         match self {
-            FactDuration::ChartClosure => (
-                "chart_closed_at - call_ended_at",
-                "state = 'finished' AND chart_closed_at IS NOT NULL AND call_ended_at IS NOT NULL",
-            ),
-            FactDuration::Documentation => (
-                "note_signed_at - call_ended_at",
-                "state = 'finished' AND note_signed_at IS NOT NULL AND call_ended_at IS NOT NULL",
-            ),
-            FactDuration::SlowestDelivery => ("slowest_delivery_ms", "slowest_delivery_ms IS NOT NULL"),
+            FactDuration::ChartClosure => "chart_closure_ms",
+            FactDuration::Documentation => "documentation_ms",
+            FactDuration::SlowestDelivery => "slowest_delivery_ms",
         }
     }
+}
+
+/// What the two stored durations of a fact are: call end → chart closed, and call end → note
+/// signed, of finished visits having both ends.
+fn stored_durations(f: &VisitFact) -> (Option<i64>, Option<i64>) {
+    if f.state != "finished" {
+        return (None, None);
+    }
+    let since_call = |at: Option<i64>| at.zip(f.call_ended_at).map(|(at, ended)| at - ended);
+    (since_call(f.chart_closed_at), since_call(f.note_signed_at))
 }
 
 /// Which of a filter's visits a drill-down lists.
@@ -364,18 +504,31 @@ macro_rules! bind_filter {
     }};
 }
 
+/// Binds a filter's values onto a query built with [`rollup_clause`] over `$days`.
+macro_rules! bind_rollup {
+    ($query:expr, $filter:expr, $days:expr, $values:expr) => {{
+        let mut q = $query.bind(&$filter.tenant_id).bind($days.0).bind($days.1);
+        for v in $values {
+            q = q.bind(v);
+        }
+        q
+    }};
+}
+
 impl Store {
     /// Visits of the tenant with anything recorded since `changed_at` (visit, delivery, note
-    /// draft) or a consent decision after audit record `audit_seq`, at most `limit`, in id order.
+    /// draft) or a consent decision after its chain position `audit_seq` or not chained yet,
+    /// in id order. (Chain positions are given in append order under the chain's lock, so none
+    /// is skipped; records wait unchained for a second or so.)
     pub async fn changed_visits(&self, tenant_id: &str, changed_at: i64, audit_seq: i64) -> Result<Vec<String>> {
         let since = changed_at - REFRESH_OVERLAP_MS;
-        let seq = audit_seq - AUDIT_SEQ_OVERLAP;
+        let seq = audit_seq;
         let rows = on_pool!(self, pool => sqlx::query_as::<_, (String,)>(
             "SELECT id FROM visits WHERE tenant_id = $1 AND updated_at >= $2 \
              UNION SELECT visit_id FROM deliveries WHERE tenant_id = $1 AND updated_at >= $2 \
              UNION SELECT visit_id FROM note_drafts WHERE tenant_id = $1 AND created_at >= $2 \
              UNION SELECT visit_id FROM note_drafts WHERE tenant_id = $1 AND signed_at >= $2 \
-             UNION SELECT visit_id FROM audit_log WHERE seq > $3 AND tenant_id = $1 \
+             UNION SELECT visit_id FROM audit_log WHERE tenant_id = $1 AND (tenant_seq > $3 OR tenant_seq IS NULL) \
                  AND action = 'consent.decision' AND visit_id IS NOT NULL \
              ORDER BY 1")
             .bind(tenant_id).bind(since).bind(seq).fetch_all(pool).await)?;
@@ -390,10 +543,11 @@ impl Store {
         Ok(row.unwrap_or((0, 0)))
     }
 
-    /// The highest audit record number now (what a refresh starting now has seen).
-    pub async fn audit_high_water(&self) -> Result<i64> {
-        let row = on_pool!(self, pool => sqlx::query_as::<_, (Option<i64>,)>("SELECT MAX(seq) FROM audit_log")
-            .fetch_one(pool).await)?;
+    /// The tenant's highest chain position now (what a refresh starting now has seen).
+    pub async fn audit_high_water(&self, tenant_id: &str) -> Result<i64> {
+        let row = on_pool!(self, pool => sqlx::query_as::<_, (Option<i64>,)>(
+            "SELECT MAX(tenant_seq) FROM audit_log WHERE tenant_id = $1")
+            .bind(tenant_id).fetch_one(pool).await)?;
         Ok(row.0.unwrap_or(0))
     }
 
@@ -452,7 +606,7 @@ impl Store {
 
     /// Writes these facts, replacing what each visit had.
     pub async fn upsert_visit_facts(&self, facts: &[VisitFact]) -> Result<()> {
-        // 30 binds a row; 500 rows stay under both engines' bind limits.
+        // 32 binds a row; 500 rows stay under both engines' bind limits.
         for chunk in facts.chunks(500) {
             let n = FACT_COLUMNS.len();
             let rows: Vec<String> = (0..chunk.len()).map(|r| format!("({})", placeholders(r * n + 1, n))).collect();
@@ -466,6 +620,7 @@ impl Store {
             on_pool!(self, pool => {
                 let mut q = sqlx::query(sqlx::AssertSqlSafe(sql.as_str()));
                 for f in chunk {
+                    let (chart_closure_ms, documentation_ms) = stored_durations(f);
                     q = q.bind(&f.tenant_id).bind(&f.visit_id).bind(&f.connection_id).bind(&f.clinician)
                         .bind(&f.visit_type).bind(&f.state).bind(f.started_at).bind(f.call_ended_at)
                         .bind(f.encounter_in_ehr).bind(f.deliveries).bind(f.delivered).bind(f.dead)
@@ -473,7 +628,28 @@ impl Store {
                         .bind(f.chart_closed_at).bind(f.slowest_delivery_ms).bind(f.auto_logged)
                         .bind(f.note_drafted).bind(f.note_signed_at).bind(f.edit_distance)
                         .bind(f.readback_sent).bind(f.readback_kept).bind(f.claim_ready).bind(&f.claim_missing)
-                        .bind(&f.consent_telehealth).bind(&f.consent_ai).bind(f.consent_denials).bind(f.refreshed_at);
+                        .bind(&f.consent_telehealth).bind(&f.consent_ai).bind(f.consent_denials).bind(f.refreshed_at)
+                        .bind(chart_closure_ms).bind(documentation_ms);
+                }
+                q.execute(pool).await.map(|_| ())
+            })?;
+            self.replace_fact_readbacks(chunk).await?;
+            let mut dims: std::collections::BTreeSet<(&str, &str, &str)> = std::collections::BTreeSet::new();
+            for f in chunk {
+                dims.insert((&f.tenant_id, "connection", &f.connection_id));
+                dims.insert((&f.tenant_id, "clinician", &f.clinician));
+                dims.insert((&f.tenant_id, "visit-type", &f.visit_type));
+            }
+            let rows: Vec<String> =
+                (0..dims.len()).map(|r| format!("(${}, ${}, ${})", r * 3 + 1, r * 3 + 2, r * 3 + 3)).collect();
+            let sql = format!(
+                "INSERT INTO analytics_dimensions (tenant_id, dimension, value) VALUES {} ON CONFLICT DO NOTHING",
+                rows.join(", ")
+            );
+            on_pool!(self, pool => {
+                let mut q = sqlx::query(sqlx::AssertSqlSafe(sql.as_str()));
+                for (t, d, v) in &dims {
+                    q = q.bind(*t).bind(*d).bind(*v);
                 }
                 q.execute(pool).await.map(|_| ())
             })?;
@@ -484,7 +660,8 @@ impl Store {
     /// The KPI sums over the filter's visits.
     pub async fn fact_totals(&self, filter: &FactFilter) -> Result<FactTotals> {
         let (clause, values) = filter_clause(filter);
-        let sql = format!("SELECT {TOTALS} FROM visit_facts WHERE {clause}");
+        let sums = fact_sums();
+        let sql = format!("SELECT {sums} FROM visit_facts WHERE {clause}");
         Ok(
             on_pool!(self, pool => bind_filter!(sqlx::query_as::<_, FactTotals>(sqlx::AssertSqlSafe(sql.as_str())), filter, &values)
             .fetch_one(pool).await)?,
@@ -495,60 +672,62 @@ impl Store {
     pub async fn fact_totals_by(&self, filter: &FactFilter, by: FactDimension) -> Result<Vec<(String, FactTotals)>> {
         let (clause, values) = filter_clause(filter);
         let key = by.expression();
-        let sql = format!("SELECT {key} AS key, {TOTALS} FROM visit_facts WHERE {clause} GROUP BY {key} ORDER BY 1");
+        let sums = fact_sums();
+        let sql = format!("SELECT {key} AS key, {sums} FROM visit_facts WHERE {clause} GROUP BY {key} ORDER BY 1");
         let rows = on_pool!(self, pool => bind_filter!(sqlx::query_as::<_, KeyedTotals>(sqlx::AssertSqlSafe(sql.as_str())), filter, &values)
-            .fetch_all(pool).await)?;
+            .persistent(false).fetch_all(pool).await)?;
         Ok(rows.into_iter().map(|r| (r.key, r.totals)).collect())
     }
 
-    /// The nearest-rank `p`-quantile (0 < p ≤ 1) of a duration over the filter's visits, in
-    /// milliseconds, and how many visits have it; `None` when none has.
-    pub async fn fact_quantile(&self, filter: &FactFilter, of: FactDuration, p: f64) -> Result<(Option<i64>, i64)> {
-        let (clause, values) = filter_clause(filter);
-        let (value, present) = of.expression();
-        let count_sql = format!("SELECT COUNT(*) FROM visit_facts WHERE {clause} AND {present}");
-        let (n,) = on_pool!(self, pool => bind_filter!(sqlx::query_as::<_, (i64,)>(sqlx::AssertSqlSafe(count_sql.as_str())), filter, &values)
-            .fetch_one(pool).await)?;
-        if n == 0 {
-            return Ok((None, 0));
+    /// The nearest-rank `p`-quantile (0 < p ≤ 1) of a duration over the filter's `n` visits
+    /// that have it (the count from [`FactTotals`]), in milliseconds; `None` when `n` is 0.
+    /// Above the median it is read from the top, so the sort keeps the smaller side.
+    pub async fn fact_quantile(&self, filter: &FactFilter, of: FactDuration, p: f64, n: i64) -> Result<Option<i64>> {
+        if n <= 0 {
+            return Ok(None);
         }
+        let (clause, values) = filter_clause(filter);
+        let column = of.column();
         let rank = ((p.clamp(0.0, 1.0) * n as f64).ceil() as i64).clamp(1, n);
+        let (order, offset) = if rank * 2 > n { ("DESC", n - rank) } else { ("ASC", rank - 1) };
+        // The tenant is fixed, so an index on (tenant, duration, …) yields the rows in this order.
         let sql = format!(
-            "SELECT {value} FROM visit_facts WHERE {clause} AND {present} ORDER BY 1 LIMIT 1 OFFSET {}",
-            rank - 1
+            "SELECT {column} FROM visit_facts WHERE {clause} AND {column} IS NOT NULL \
+             ORDER BY {column} {order} LIMIT 1 OFFSET {offset}"
         );
-        let (v,) = on_pool!(self, pool => bind_filter!(sqlx::query_as::<_, (i64,)>(sqlx::AssertSqlSafe(sql.as_str())), filter, &values)
-            .fetch_one(pool).await)?;
-        Ok((Some(v), n))
+        // Planned for these very bounds each time (not a cached generic plan): over a narrow
+        // range the range index and a sort win, over a wide one the walk of the duration index.
+        let row = on_pool!(self, pool => bind_filter!(sqlx::query_as::<_, (i64,)>(sqlx::AssertSqlSafe(sql.as_str())), filter, &values)
+            .persistent(false).fetch_optional(pool).await)?;
+        Ok(row.map(|(v,)| v))
     }
 
-    /// How many finished visits of the filter fail each of `checks`, in the order given.
-    pub async fn claim_missing_counts(&self, filter: &FactFilter, checks: &[&str]) -> Result<Vec<i64>> {
-        if checks.is_empty() {
-            return Ok(Vec::new());
-        }
+    /// The KPI sums per (connection, clinician, visit type) of the filter, with the claim checks
+    /// each group's finished visits fail — one pass over the visits for every breakdown.
+    pub async fn fact_breakdown(&self, filter: &FactFilter, checks: &[&str; 8]) -> Result<Vec<Breakdown>> {
         let (clause, values) = filter_clause(filter);
         let first = values.len() + 4;
-        let sums: Vec<String> = (0..checks.len())
+        let missing: Vec<String> = (0..checks.len())
             .map(|i| {
                 format!(
-                    "CAST(COALESCE(SUM(CASE WHEN (',' || claim_missing || ',') LIKE ${} THEN 1 ELSE 0 END), 0) AS BIGINT)",
+                    "CAST(COALESCE(SUM(CASE WHEN state = 'finished' AND (',' || claim_missing || ',') LIKE ${} THEN 1 ELSE 0 END), 0) AS BIGINT) AS m{i}",
                     first + i
                 )
             })
             .collect();
-        let sql = format!("SELECT {} FROM visit_facts WHERE {clause} AND state = 'finished'", sums.join(", "));
-        let row = on_pool!(self, pool => {
-            let mut q = bind_filter!(sqlx::query(sqlx::AssertSqlSafe(sql.as_str())), filter, &values);
+        let sums = fact_sums();
+        let sql = format!(
+            "SELECT connection_id AS connection, clinician, visit_type, {sums}, {} FROM visit_facts WHERE {clause} \
+             GROUP BY connection_id, clinician, visit_type ORDER BY 1, 2, 3",
+            missing.join(", ")
+        );
+        Ok(on_pool!(self, pool => {
+            let mut q = bind_filter!(sqlx::query_as::<_, Breakdown>(sqlx::AssertSqlSafe(sql.as_str())), filter, &values);
             for c in checks {
                 q = q.bind(format!("%,{c},%"));
             }
-            q.fetch_one(pool).await.map(|r| {
-                use sqlx::Row as _;
-                (0..checks.len()).map(|i| r.try_get::<i64, _>(i)).collect::<std::result::Result<Vec<i64>, _>>()
-            })
-        })?;
-        Ok(row?)
+            q.fetch_all(pool).await
+        })?)
     }
 
     /// The filter's visits matching `predicate`, newest first, `limit` from `offset`, and how
@@ -584,38 +763,47 @@ impl Store {
 
     /// The values a dimension takes among the tenant's visit facts (for filter menus and checks).
     pub async fn fact_dimension_values(&self, tenant_id: &str, dimension: FactDimension) -> Result<Vec<String>> {
-        let key = dimension.expression();
-        let sql = format!("SELECT DISTINCT {key} FROM visit_facts WHERE tenant_id = $1 ORDER BY 1");
-        let rows = on_pool!(self, pool => sqlx::query_as::<_, (String,)>(sqlx::AssertSqlSafe(sql.as_str()))
-            .bind(tenant_id).fetch_all(pool).await)?;
+        let rows = on_pool!(self, pool => sqlx::query_as::<_, (String,)>(
+            "SELECT value FROM analytics_dimensions WHERE tenant_id = $1 AND dimension = $2 ORDER BY 1")
+            .bind(tenant_id).bind(dimension.stored_name()).fetch_all(pool).await)?;
         Ok(rows.into_iter().map(|(v,)| v).collect())
     }
 
     /// Whether `value` occurs for `dimension` in the tenant's visit facts.
     pub async fn fact_dimension_has(&self, tenant_id: &str, dimension: FactDimension, value: &str) -> Result<bool> {
-        let key = dimension.expression();
-        let sql =
-            format!("SELECT COUNT(*) FROM (SELECT 1 FROM visit_facts WHERE tenant_id = $1 AND {key} = $2 LIMIT 1) t");
-        let (n,) = on_pool!(self, pool => sqlx::query_as::<_, (i64,)>(sqlx::AssertSqlSafe(sql.as_str()))
-            .bind(tenant_id).bind(value).fetch_one(pool).await)?;
-        Ok(n > 0)
+        let row = on_pool!(self, pool => sqlx::query_as::<_, (i64,)>(
+            "SELECT COUNT(*) FROM analytics_dimensions WHERE tenant_id = $1 AND dimension = $2 AND value = $3")
+            .bind(tenant_id).bind(dimension.stored_name()).bind(value).fetch_one(pool).await)?;
+        Ok(row.0 > 0)
     }
 
-    /// The read-backs (connection, resource type, `ReadBack` JSON) of the filter's delivered
-    /// artifacts, for accuracy per resource type.
-    pub async fn readbacks(&self, filter: &FactFilter) -> Result<Vec<(String, String, String)>> {
+    /// Fields sent and kept per (connection, resource type) over the filter's visits, from the
+    /// per-visit read-back rows (the part-days and clinician views; whole days read the rollup).
+    pub async fn fact_readback_sums(&self, filter: &FactFilter) -> Result<Vec<(String, String, i64, i64)>> {
         let (clause, values) = filter_clause(filter);
-        let clause = clause.replace("tenant_id", "f.tenant_id").replace("started_at", "f.started_at");
-        let clause = ["connection_id", "clinician", "visit_type"]
-            .iter()
-            .fold(clause, |c, col| c.replace(&format!(" AND {col} ="), &format!(" AND f.{col} =")));
         let sql = format!(
-            "SELECT d.connection_id, d.resource_type, d.readback FROM visit_facts f \
-             JOIN deliveries d ON d.tenant_id = f.tenant_id AND d.visit_id = f.visit_id \
-             WHERE {clause} AND d.status = 'done' AND d.readback IS NOT NULL"
+            "SELECT connection_id, resource_type, CAST(SUM(sent) AS BIGINT), CAST(SUM(kept) AS BIGINT) \
+             FROM visit_fact_readbacks WHERE {clause} GROUP BY connection_id, resource_type ORDER BY 1, 2"
         );
         Ok(
-            on_pool!(self, pool => bind_filter!(sqlx::query_as::<_, (String, String, String)>(sqlx::AssertSqlSafe(sql.as_str())), filter, &values)
+            on_pool!(self, pool => bind_filter!(sqlx::query_as::<_, (String, String, i64, i64)>(sqlx::AssertSqlSafe(sql.as_str())), filter, &values)
+            .fetch_all(pool).await)?,
+        )
+    }
+
+    /// The same from the daily rollup, over whole days.
+    pub async fn rollup_readback_sums(
+        &self,
+        filter: &FactFilter,
+        days: (i64, i64),
+    ) -> Result<Vec<(String, String, i64, i64)>> {
+        let (clause, values) = rollup_clause(filter);
+        let sql = format!(
+            "SELECT connection_id, resource_type, CAST(SUM(sent) AS BIGINT), CAST(SUM(kept) AS BIGINT) \
+             FROM analytics_daily_readbacks WHERE {clause} GROUP BY connection_id, resource_type ORDER BY 1, 2"
+        );
+        Ok(
+            on_pool!(self, pool => bind_rollup!(sqlx::query_as::<_, (String, String, i64, i64)>(sqlx::AssertSqlSafe(sql.as_str())), filter, days, &values)
             .fetch_all(pool).await)?,
         )
     }
@@ -681,5 +869,337 @@ impl Store {
             }
         }
         Ok(scores)
+    }
+}
+
+/// A Unix day (UTC) in milliseconds: the rollups' unit.
+pub const DAY_MS: i64 = 86_400_000;
+/// The per-clinician sums are also kept per period of this many days.
+const PERIOD_DAYS: i64 = 30;
+
+/// Which of a filter's days the rollups can answer: the whole UTC days inside its range, with
+/// no clinician asked for (a clinician's visits are few: they are read from the facts).
+pub fn rollup_days(filter: &FactFilter) -> Option<(i64, i64)> {
+    if filter.clinician.is_some() {
+        return None;
+    }
+    let first = filter.from_ms.div_euclid(DAY_MS) + i64::from(filter.from_ms.rem_euclid(DAY_MS) != 0);
+    let end = filter.to_ms.div_euclid(DAY_MS);
+    (first < end).then_some((first, end))
+}
+
+/// The filter's conditions over a rollup: `$1` tenant, `$2`..`$3` days, then connection and
+/// visit type.
+fn rollup_clause(filter: &FactFilter) -> (String, Vec<String>) {
+    let mut clause = "tenant_id = $1 AND day >= $2 AND day < $3".to_owned();
+    let mut values = Vec::new();
+    for (column, value) in [("connection_id", &filter.connection), ("visit_type", &filter.visit_type)] {
+        if let Some(v) = value {
+            values.push(v.clone());
+            clause.push_str(&format!(" AND {column} = ${}", values.len() + 3));
+        }
+    }
+    (clause, values)
+}
+
+impl Store {
+    /// Replaces the read-back rows of these visits (at most 500) with the facts' own.
+    async fn replace_fact_readbacks(&self, facts: &[VisitFact]) -> Result<()> {
+        let mut tenants: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+        for f in facts {
+            tenants.entry(&f.tenant_id).or_default().push(&f.visit_id);
+        }
+        let rows: Vec<(&VisitFact, &FactReadback)> =
+            facts.iter().flat_map(|f| f.readbacks.iter().map(move |r| (f, r))).collect();
+        on_pool!(self, pool => {
+            let mut tx = pool.begin().await?;
+            for (tenant, ids) in &tenants {
+                let sql = format!(
+                    "DELETE FROM visit_fact_readbacks WHERE tenant_id = $1 AND visit_id IN ({})",
+                    placeholders(2, ids.len())
+                );
+                let mut q = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(*tenant);
+                for id in ids {
+                    q = q.bind(*id);
+                }
+                q.execute(&mut *tx).await?;
+            }
+            // 9 binds a row: 1000 rows stay under both engines' limits.
+            for chunk in rows.chunks(1000) {
+                let values: Vec<String> = (0..chunk.len()).map(|r| format!("({})", placeholders(r * 9 + 1, 9))).collect();
+                let sql = format!(
+                    "INSERT INTO visit_fact_readbacks (tenant_id, visit_id, connection_id, resource_type, started_at, clinician, \
+                     visit_type, sent, kept) VALUES {}",
+                    values.join(", ")
+                );
+                let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+                for (f, r) in chunk {
+                    q = q.bind(&f.tenant_id).bind(&f.visit_id).bind(&r.connection_id).bind(&r.resource_type)
+                        .bind(f.started_at).bind(&f.clinician).bind(&f.visit_type).bind(r.sent).bind(r.kept);
+                }
+                q.execute(&mut *tx).await?;
+            }
+            tx.commit().await?;
+            Ok::<(), crate::StoreError>(())
+        })?;
+        Ok(())
+    }
+
+    /// Derives the tenant's daily sums of days `[from_day, to_day)` again from `visit_facts`
+    /// (after the refresh wrote the facts of visits started on those days), with the finished
+    /// visits failing each of `claim_checks`.
+    pub async fn rebuild_analytics_days(
+        &self,
+        tenant_id: &str,
+        from_day: i64,
+        to_day: i64,
+        claim_checks: &[&str],
+    ) -> Result<()> {
+        let names: Vec<&str> = TOTAL_SUMS.iter().map(|(n, _)| *n).collect();
+        let excluded =
+            |cols: &[&str]| cols.iter().map(|c| format!("{c} = excluded.{c}")).collect::<Vec<_>>().join(", ");
+        let facts = "FROM visit_facts WHERE tenant_id = $1 AND started_at >= $2 AND started_at < $3";
+        let daily = format!(
+            "INSERT INTO analytics_daily (tenant_id, day, connection_id, visit_type, {}) \
+             SELECT tenant_id, started_at / {DAY_MS}, connection_id, visit_type, {} {facts} \
+             GROUP BY tenant_id, started_at / {DAY_MS}, connection_id, visit_type \
+             ON CONFLICT (tenant_id, day, connection_id, visit_type) DO UPDATE SET {}",
+            names.join(", "),
+            fact_sums(),
+            excluded(&names)
+        );
+        let clinician_sums: Vec<String> = CLINICIAN_SUMS
+            .iter()
+            .map(|name| {
+                let e = TOTAL_SUMS.iter().find(|(n, _)| n == name).map(|(_, e)| *e).unwrap_or("0");
+                format!("CAST(COALESCE(SUM({e}), 0) AS BIGINT)")
+            })
+            .collect();
+        let clinicians = format!(
+            "INSERT INTO analytics_daily_clinicians (tenant_id, day, clinician, connection_id, visit_type, {}) \
+             SELECT tenant_id, started_at / {DAY_MS}, clinician, connection_id, visit_type, {} {facts} \
+             GROUP BY tenant_id, started_at / {DAY_MS}, clinician, connection_id, visit_type \
+             ON CONFLICT (tenant_id, day, clinician, connection_id, visit_type) DO UPDATE SET {}",
+            CLINICIAN_SUMS.join(", "),
+            clinician_sums.join(", "),
+            excluded(&CLINICIAN_SUMS)
+        );
+        let checks: Vec<String> = (0..claim_checks.len()).map(|i| format!("SELECT ${} AS name", i + 4)).collect();
+        let claims = format!(
+            "INSERT INTO analytics_daily_claims (tenant_id, day, connection_id, visit_type, check_name, failing) \
+             SELECT f.tenant_id, f.started_at / {DAY_MS}, f.connection_id, f.visit_type, c.name, COUNT(*) \
+             FROM visit_facts f JOIN ({}) c ON (',' || f.claim_missing || ',') LIKE ('%,' || c.name || ',%') \
+             WHERE f.tenant_id = $1 AND f.started_at >= $2 AND f.started_at < $3 AND f.state = 'finished' \
+             GROUP BY f.tenant_id, f.started_at / {DAY_MS}, f.connection_id, f.visit_type, c.name \
+             ON CONFLICT (tenant_id, day, connection_id, visit_type, check_name) DO UPDATE SET failing = excluded.failing",
+            checks.join(" UNION ALL ")
+        );
+        let readbacks = format!(
+            "INSERT INTO analytics_daily_readbacks (tenant_id, day, connection_id, visit_type, resource_type, sent, kept) \
+             SELECT tenant_id, started_at / {DAY_MS}, connection_id, visit_type, resource_type, SUM(sent), SUM(kept) \
+             FROM visit_fact_readbacks WHERE tenant_id = $1 AND started_at >= $2 AND started_at < $3 \
+             GROUP BY tenant_id, started_at / {DAY_MS}, connection_id, visit_type, resource_type \
+             ON CONFLICT (tenant_id, day, connection_id, visit_type, resource_type) DO UPDATE SET sent = excluded.sent, kept = excluded.kept"
+        );
+        let (from_ms, to_ms) = (from_day * DAY_MS, to_day * DAY_MS);
+        let periods = (from_day.div_euclid(PERIOD_DAYS), (to_day - 1).div_euclid(PERIOD_DAYS) + 1);
+        let sum_columns: Vec<String> = CLINICIAN_SUMS.iter().map(|c| format!("SUM({c})")).collect();
+        let period_sums = format!(
+            "INSERT INTO analytics_period_clinicians (tenant_id, period, clinician, connection_id, visit_type, {}) \
+             SELECT tenant_id, day / {PERIOD_DAYS}, clinician, connection_id, visit_type, {} FROM analytics_daily_clinicians \
+             WHERE tenant_id = $1 AND day >= $2 AND day < $3 \
+             GROUP BY tenant_id, day / {PERIOD_DAYS}, clinician, connection_id, visit_type \
+             ON CONFLICT (tenant_id, period, clinician, connection_id, visit_type) DO UPDATE SET {}",
+            CLINICIAN_SUMS.join(", "),
+            sum_columns.join(", "),
+            excluded(&CLINICIAN_SUMS)
+        );
+        on_pool!(self, pool => {
+            let mut tx = pool.begin().await?;
+            for table in ["analytics_daily", "analytics_daily_clinicians", "analytics_daily_claims", "analytics_daily_readbacks"] {
+                let sql = format!("DELETE FROM {table} WHERE tenant_id = $1 AND day >= $2 AND day < $3");
+                sqlx::query(sqlx::AssertSqlSafe(sql)).bind(tenant_id).bind(from_day).bind(to_day).execute(&mut *tx).await?;
+            }
+            for sql in [daily.as_str(), clinicians.as_str(), readbacks.as_str()] {
+                sqlx::query(sqlx::AssertSqlSafe(sql)).bind(tenant_id).bind(from_ms).bind(to_ms).execute(&mut *tx).await?;
+            }
+            if !claim_checks.is_empty() {
+                let mut q = sqlx::query(sqlx::AssertSqlSafe(claims.as_str())).bind(tenant_id).bind(from_ms).bind(to_ms);
+                for c in claim_checks {
+                    q = q.bind(*c);
+                }
+                q.execute(&mut *tx).await?;
+            }
+            // The periods the days fall in, summed again from their (now rebuilt) days.
+            sqlx::query("DELETE FROM analytics_period_clinicians WHERE tenant_id = $1 AND period >= $2 AND period < $3")
+                .bind(tenant_id).bind(periods.0).bind(periods.1).execute(&mut *tx).await?;
+            sqlx::query(sqlx::AssertSqlSafe(period_sums.as_str()))
+                .bind(tenant_id).bind(periods.0 * PERIOD_DAYS).bind(periods.1 * PERIOD_DAYS).execute(&mut *tx).await?;
+            tx.commit().await?;
+            Ok::<(), crate::StoreError>(())
+        })?;
+        Ok(())
+    }
+
+    /// The KPI sums of the filter's whole days `days` (see [`rollup_days`]) per value of `by`,
+    /// from the daily rollups; by clinician only the per-clinician table's figures are filled.
+    pub async fn rollup_totals_by(
+        &self,
+        filter: &FactFilter,
+        days: (i64, i64),
+        by: FactDimension,
+    ) -> Result<Vec<(String, FactTotals)>> {
+        let (clause, values) = rollup_clause(filter);
+        let (key, table, sums) = match by {
+            FactDimension::Day => ("CAST(day AS TEXT)", "analytics_daily", rollup_sums()),
+            FactDimension::Connection => ("connection_id", "analytics_daily", rollup_sums()),
+            FactDimension::VisitType => ("visit_type", "analytics_daily", rollup_sums()),
+            FactDimension::Clinician => return self.rollup_clinicians(filter, days).await,
+        };
+        let sql = format!("SELECT {key} AS key, {sums} FROM {table} WHERE {clause} GROUP BY {key} ORDER BY 1");
+        let rows = on_pool!(self, pool => bind_rollup!(sqlx::query_as::<_, KeyedTotals>(sqlx::AssertSqlSafe(sql.as_str())), filter, days, &values)
+            .fetch_all(pool).await)?;
+        Ok(rows.into_iter().map(|r| (r.key, r.totals)).collect())
+    }
+
+    /// The per-clinician figures of whole days `days`: the 30-day periods inside them, and the
+    /// days at either end.
+    async fn rollup_clinicians(&self, filter: &FactFilter, days: (i64, i64)) -> Result<Vec<(String, FactTotals)>> {
+        let sums = TOTAL_SUMS
+            .iter()
+            .map(|(name, _)| match CLINICIAN_SUMS.contains(name) {
+                true => format!("CAST(COALESCE(SUM({name}), 0) AS BIGINT) AS {name}"),
+                false => format!("CAST(0 AS BIGINT) AS {name}"),
+            })
+            .collect::<Vec<_>>()
+            .join(", ");
+        let first_period = days.0.div_euclid(PERIOD_DAYS) + i64::from(days.0.rem_euclid(PERIOD_DAYS) != 0);
+        let end_period = days.1.div_euclid(PERIOD_DAYS);
+        let mut parts = Vec::new();
+        if first_period < end_period {
+            parts.push(("analytics_period_clinicians", "period", (first_period, end_period)));
+            for edge in [(days.0, first_period * PERIOD_DAYS), (end_period * PERIOD_DAYS, days.1)] {
+                if edge.0 < edge.1 {
+                    parts.push(("analytics_daily_clinicians", "day", edge));
+                }
+            }
+        } else {
+            parts.push(("analytics_daily_clinicians", "day", days));
+        }
+        let mut by: BTreeMap<String, FactTotals> = BTreeMap::new();
+        for (table, unit, range) in parts {
+            let (clause, values) = rollup_clause(filter);
+            let clause = clause.replacen("day >= $2 AND day < $3", &format!("{unit} >= $2 AND {unit} < $3"), 1);
+            let sql = format!("SELECT clinician AS key, {sums} FROM {table} WHERE {clause} GROUP BY clinician");
+            let rows = on_pool!(self, pool => bind_rollup!(sqlx::query_as::<_, KeyedTotals>(sqlx::AssertSqlSafe(sql.as_str())), filter, range, &values)
+                .fetch_all(pool).await)?;
+            for r in rows {
+                by.entry(r.key).or_default().add(&r.totals);
+            }
+        }
+        Ok(by.into_iter().collect())
+    }
+
+    /// Finished visits of the filter's whole days failing each claim check, by check name.
+    pub async fn rollup_claim_missing(&self, filter: &FactFilter, days: (i64, i64)) -> Result<Vec<(String, i64)>> {
+        let (clause, values) = rollup_clause(filter);
+        let sql = format!(
+            "SELECT check_name, CAST(SUM(failing) AS BIGINT) FROM analytics_daily_claims WHERE {clause} GROUP BY check_name ORDER BY 1"
+        );
+        Ok(
+            on_pool!(self, pool => bind_rollup!(sqlx::query_as::<_, (String, i64)>(sqlx::AssertSqlSafe(sql.as_str())), filter, days, &values)
+            .fetch_all(pool).await)?,
+        )
+    }
+
+    /// Deliveries waiting, in flight and dead now (the queue figures; the done ones are not
+    /// counted, so this reads the status index's few entries).
+    pub async fn queue_backlog(&self, tenant_id: &str) -> Result<(i64, i64, i64)> {
+        let rows = on_pool!(self, pool => sqlx::query_as::<_, (String, i64)>(
+            "SELECT status, COUNT(*) FROM deliveries WHERE tenant_id = $1 AND status IN ('pending', 'in_flight', 'dead') GROUP BY status")
+            .bind(tenant_id).fetch_all(pool).await)?;
+        let count = |s: &str| rows.iter().find(|(status, _)| status == s).map_or(0, |(_, n)| *n);
+        Ok((count("pending"), count("in_flight"), count("dead")))
+    }
+}
+
+impl Store {
+    /// For benchmarks only: `n` synthetic visits of `connection_id` (which must exist) started
+    /// evenly over `[from_ms, to_ms)`, recorded as the API and the worker would leave them — a
+    /// visit row, three artifacts each with its delivery (done with a read-back, or dead), a
+    /// signed note draft and a consent decision in the audit log — in batches, by SQL alone.
+    /// The sealed columns hold a placeholder: analytics never opens them.
+    pub async fn seed_bench_visits(
+        &self,
+        tenant_id: &str,
+        connection_id: &str,
+        n: i64,
+        from_ms: i64,
+        to_ms: i64,
+    ) -> Result<()> {
+        const BATCH: i64 = 50_000;
+        let span = (to_ms - from_ms).max(1);
+        let mut first = 0;
+        while first < n {
+            let count = BATCH.min(n - first);
+            // i: the visit's number; its time, state and people follow from it.
+            let seq = "WITH RECURSIVE seq(i) AS (SELECT $1 UNION ALL SELECT i + 1 FROM seq WHERE i + 1 < $2)";
+            let visit_at = format!("($3 + (i * {span}) / {n})");
+            let state = "CASE WHEN i % 20 = 0 THEN 'cancelled' WHEN i % 20 = 1 THEN 'noshow' \
+                         WHEN i % 20 = 2 THEN 'in-progress' ELSE 'finished' END";
+            let statements = [
+                format!(
+                    "{seq} INSERT INTO visits (tenant_id, id, connection_id, appointment_id, patient, practitioner, state, version, \
+                     artifact_count, ehr_encounter_id, created_at, updated_at, call_ended_at, billing, visit_type, lane) \
+                     SELECT $4, 'bv-' || i, $5, 'ba-' || i, 'sealed:bench', 'Practitioner/dr-' || (i % 200), {state}, 1, 3, \
+                     'enc-' || i, {visit_at}, {visit_at} + 3600000, {visit_at} + 1200000, \
+                     CASE WHEN i % 10 = 4 THEN NULL ELSE '{{\"procedureCodes\":[\"99213\"],\"placeOfService\":\"10\",\"modifier\":\"95\",\"modality\":\"video\",\"renderingProvider\":\"Practitioner/dr-1\"}}' END, \
+                     CASE i % 3 WHEN 0 THEN 'followup' WHEN 1 THEN 'walkin' ELSE 'behavioral-health' END, 0 FROM seq"
+                ),
+                format!(
+                    "{seq}, kinds(k, kind, rtype) AS (SELECT 0, 'encounter-status', 'Encounter' UNION ALL SELECT 1, 'diagnosis', 'Condition' \
+                     UNION ALL SELECT 2, 'note', 'DocumentReference') \
+                     INSERT INTO artifacts (tenant_id, id, visit_id, seq, kind, payload, created_at) \
+                     SELECT $4, 'bx-' || i || '-' || k, 'bv-' || i, k, kind, 'sealed:bench', {visit_at} + 1200000 FROM seq, kinds"
+                ),
+                format!(
+                    "{seq}, kinds(k, rtype) AS (SELECT 0, 'Encounter' UNION ALL SELECT 1, 'Condition' UNION ALL SELECT 2, 'DocumentReference') \
+                     INSERT INTO deliveries (tenant_id, id, artifact_id, visit_id, connection_id, seq, resource_type, identifier, status, \
+                     attempts, next_attempt_at, created_at, updated_at, completed_at, plan, readback, was_dead, throttled, lane) \
+                     SELECT $4, 'bd-' || i || '-' || k, 'bx-' || i || '-' || k, 'bv-' || i, $5, k, rtype, 'urn:bench|' || i || '-' || k, \
+                     CASE WHEN i % 50 = 7 AND k = 1 THEN 'dead' ELSE 'done' END, CASE WHEN i % 97 = 3 THEN 2 ELSE 1 END, \
+                     {visit_at} + 1200000, {visit_at} + 1200000, {visit_at} + 1200000 + (i % 600) * 1000, \
+                     CASE WHEN i % 50 = 7 AND k = 1 THEN NULL ELSE {visit_at} + 1200000 + (i % 600) * 1000 END, 'written', \
+                     '{{\"fieldsSent\":12,\"fieldsKept\":' || CASE WHEN i % 40 = 5 THEN 11 ELSE 12 END || ',\"differences\":[]}}', \
+                     CASE WHEN i % 50 = 7 AND k = 1 THEN 1 ELSE 0 END, CASE WHEN i % 97 = 3 THEN 1 ELSE 0 END, 0 FROM seq, kinds"
+                ),
+                format!(
+                    "{seq} INSERT INTO note_drafts (tenant_id, id, visit_id, version, engine, template, status, body, sentences, flagged, \
+                     draft_ms, created_by, created_at, signed_text, signed_by, signed_at, note_artifact, edit_distance) \
+                     SELECT $4, 'bn-' || i, 'bv-' || i, 1, 'builtin', 'general-follow-up', 'signed', 'sealed:bench', 20, 0, 3, 'bench', \
+                     {visit_at} + 1200000, 'sealed:bench', 'bench', {visit_at} + 1200000 + (i % 900) * 1000, 'bx-' || i || '-2', i % 13 \
+                     FROM seq WHERE i % 20 > 2"
+                ),
+                format!(
+                    "{seq} INSERT INTO audit_log (tenant_id, at, actor, action, entity_type, entity_id, visit_id, phi, detail, outcome, consent) \
+                     SELECT $4, {visit_at} + 60000, 'bench', 'consent.decision', 'visit', 'bv-' || i, 'bv-' || i, 1, \
+                     'start telehealth visit', CASE WHEN i % 100 = 9 THEN 'denied' ELSE 'success' END, \
+                     CASE WHEN i % 100 = 9 THEN 'deny: Consent/c-' || i ELSE 'permit: Consent/c-' || i || ': permits' END \
+                     FROM seq WHERE i % 20 <> 0"
+                ),
+            ];
+            on_pool!(self, pool => {
+                let mut tx = pool.begin().await?;
+                for sql in &statements {
+                    sqlx::query(sqlx::AssertSqlSafe(sql.as_str()))
+                        .bind(first).bind(first + count).bind(from_ms).bind(tenant_id).bind(connection_id)
+                        .execute(&mut *tx).await?;
+                }
+                tx.commit().await?;
+                Ok::<(), crate::StoreError>(())
+            })?;
+            first += count;
+        }
+        Ok(())
     }
 }

@@ -40,8 +40,8 @@ use sqlx::{PgPool, SqlitePool};
 
 pub use alerts::AlertRow;
 pub use analytics::{
-    FactDecision, FactDelivery, FactDimension, FactDraft, FactDuration, FactFilter, FactPredicate, FactSources,
-    FactTotals, FactVisit, REFRESH_OVERLAP_MS, VisitFact,
+    Breakdown, ClaimMissing, DAY_MS, FactDecision, FactDelivery, FactDimension, FactDraft, FactDuration, FactFilter,
+    FactPredicate, FactReadback, FactSources, FactTotals, FactVisit, REFRESH_OVERLAP_MS, VisitFact, rollup_days,
 };
 pub use appointments::{AppointmentSnapshot, KnownAppointment};
 pub use audit::{AuditEntry, AuditRow, CheckpointPass};

@@ -298,6 +298,7 @@ async fn every_kpi_of_a_replayed_event_stream_matches_its_hand_computed_value() 
 
         // Read-back accuracy and the latency quantile, from the raw delivery rows.
         let (mut sent, mut kept, mut slowest) = (0, 0, Vec::new());
+        let mut by_resource: std::collections::BTreeMap<(String, String), (i64, i64)> = Default::default();
         for key in ["A", "B", "C", "D", "E", "F"] {
             let rows = env.store.deliveries_for_visit(TENANT, &v(key)).await.unwrap();
             let mut worst = None;
@@ -306,6 +307,9 @@ async fn every_kpi_of_a_replayed_event_stream_matches_its_hand_computed_value() 
                     let rb: Value = serde_json::from_str(rb).unwrap();
                     sent += rb["fieldsSent"].as_i64().unwrap();
                     kept += rb["fieldsKept"].as_i64().unwrap();
+                    let slot = by_resource.entry((d.connection_id.clone(), d.resource_type.clone())).or_default();
+                    slot.0 += rb["fieldsSent"].as_i64().unwrap();
+                    slot.1 += rb["fieldsKept"].as_i64().unwrap();
                 }
                 let ms = d.completed_at.unwrap() - d.created_at;
                 worst = Some(worst.map_or(ms, |w: i64| w.max(ms)));
@@ -316,6 +320,51 @@ async fn every_kpi_of_a_replayed_event_stream_matches_its_hand_computed_value() 
         assert_kpi(&report, "data_accuracy_ratio", Some(kept as f64 / sent as f64), kept, sent);
         let p95 = nearest_rank(slowest.clone(), 0.95);
         assert_kpi(&report, "delivery_seconds_p95", Some(p95 as f64 / 1000.0), p95, slowest.len() as i64);
+        // Per connection and resource type, the same rows.
+        let accuracy: Vec<Value> = by_resource
+            .iter()
+            .map(|((connection, resource_type), (sent, kept))| {
+                json!({"connection": connection, "resource_type": resource_type,
+                       "figure": {"id": "data_accuracy_ratio", "value": *kept as f64 / *sent as f64, "numerator": kept, "denominator": sent}})
+            })
+            .collect();
+        assert!(accuracy.len() >= 3, "Encounter, Observation, Condition …: {accuracy:?}");
+        assert_eq!(report["accuracyByResource"], json!(accuracy));
+
+        // The same visits asked for by whole days are summed from the daily rollups, not the
+        // visit facts: every figure and every table must come out the same.
+        let day = |ms: i64| chrono::DateTime::from_timestamp_millis(ms).unwrap().format("%Y-%m-%d").to_string();
+        let days = format!("from={}&to={}", day(started_at - 86_400_000), day(env.clock.now_ms() + 86_400_000));
+        let (status, by_days) =
+            send(reqwest::Method::GET, format!("{}/analytics?{days}", env.api), &manager, &Value::Null).await;
+        assert_eq!(status, 200, "{by_days}");
+        for field in [
+            "visits",
+            "kpis",
+            "byConnection",
+            "byClinician",
+            "byVisitType",
+            "accuracyByResource",
+            "claimMissing",
+            "npsScores",
+        ] {
+            assert_eq!(
+                by_days[field], report[field],
+                "{field} over whole days (rollups) ≠ over the exact range (facts)"
+            );
+        }
+        // Part-days at both ends (an hour in): the ends from the facts, the middle from the rollups.
+        let hour_in = |ms: i64| {
+            chrono::DateTime::from_timestamp_millis(ms.div_euclid(86_400_000) * 86_400_000 + 3_600_000)
+                .unwrap()
+                .to_rfc3339()
+                .replace('+', "%2B")
+        };
+        let mixed =
+            format!("from={}&to={}", hour_in(started_at - 2 * 86_400_000), hour_in(env.clock.now_ms() + 86_400_000));
+        let (_, by_parts) =
+            send(reqwest::Method::GET, format!("{}/analytics?{mixed}", env.api), &manager, &Value::Null).await;
+        assert_eq!(by_parts["kpis"], report["kpis"], "rollups + part-days ≠ facts");
 
         // Drill-down: the visits behind "not auto-logged" are C alone; behind a missing claim
         // item, the visits that miss it.

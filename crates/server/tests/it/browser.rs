@@ -231,6 +231,19 @@ async fn a_clinician_reviews_a_drafted_note_clicks_its_evidence_edits_and_signs(
     let signed = browser.wait().at_most(Duration::from_secs(10)).for_element(Locator::Id("signed")).await.unwrap();
     let signed_text = signed.text().await.unwrap();
     assert!(signed_text.contains("Practitioner/") && signed_text.contains("6 word(s) edited"), "{signed_text}");
+
+    // The one-question survey follows the first signature; answered, it thanks and is not asked
+    // again (a month's quiet period).
+    let legend = browser.find(Locator::Css("#nps-survey legend")).await.unwrap().text().await.unwrap();
+    assert!(legend.contains("recommend Telechart"), "{legend}");
+    browser.find(Locator::Id("nps-9")).await.unwrap().click().await.unwrap();
+    click("nps-send").await;
+    browser.wait().at_most(Duration::from_secs(10)).for_element(Locator::Id("nps-thanks")).await.unwrap();
+    let scores = store.nps_scores("default", 0, i64::MAX / 2, None).await.unwrap();
+    assert_eq!((scores[9], scores.iter().sum::<i64>()), (1, 1), "one answer, a 9: {scores:?}");
+    browser.goto(&format!("{base}/workspace/visits/{visit}/draft")).await.unwrap();
+    browser.wait().at_most(Duration::from_secs(10)).for_element(Locator::Id("signed")).await.unwrap();
+    assert!(browser.find(Locator::Id("nps-survey")).await.is_err(), "asked again within the quiet period");
     browser.close().await.unwrap();
 
     crate::launch::deliver_and_read_back(&store, &sandbox, &appointment).await;
