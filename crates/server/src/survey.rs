@@ -38,7 +38,11 @@ async fn respondent(state: &AppState, caller: &Caller) -> Result<String, ApiErro
 
 /// Whether to ask this clinician now: never answered or dismissed, or not in the last 30 days.
 pub(crate) async fn due(state: &AppState, caller: &Caller) -> Result<bool, ApiError> {
-    let last = state.store.last_nps_answer(&caller.tenant_id, &respondent(state, caller).await?).await?;
+    due_for(state, &caller.tenant_id, &respondent(state, caller).await?).await
+}
+
+async fn due_for(state: &AppState, tenant_id: &str, respondent: &str) -> Result<bool, ApiError> {
+    let last = state.store.last_nps_answer(tenant_id, respondent).await?;
     Ok(last.is_none_or(|at| state.clock.now_ms() - at >= NPS_QUIET_MS))
 }
 
@@ -54,13 +58,13 @@ async fn record(
     {
         return Err(ApiError::invalid("score", format!("{score} is not a score from 0 to 10")));
     }
-    if !due(state, caller).await? {
+    let who = respondent(state, caller).await?;
+    if !due_for(state, &caller.tenant_id, &who).await? {
         return Err(ApiError::Conflict {
             field: None,
             message: "the survey was answered in the last 30 days; it is asked at most once a month".into(),
         });
     }
-    let who = respondent(state, caller).await?;
     Ok(state.store.record_nps(&caller.tenant_id, &who, visit_id, score, state.clock.now_ms()).await?)
 }
 
@@ -124,8 +128,7 @@ async fn form_answer(
     body: Bytes,
 ) -> Result<Response, ApiError> {
     let pairs = crate::launch::form(&body);
-    let get = |name: &str| pairs.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str());
-    let score = match (get("answer"), get("score")) {
+    let score = match (crate::launch::field(&pairs, "answer"), crate::launch::field(&pairs, "score")) {
         (Some("dismiss"), _) => None,
         (_, Some(s)) => Some(
             s.parse::<i64>().map_err(|_| ApiError::invalid("score", format!("{s:?} is not a score from 0 to 10")))?,
